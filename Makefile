@@ -1,0 +1,24 @@
+# The README's two commands: `make test` and `make demo`. Both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# visdom 0.2.4 builds only with setuptools<81; tornado 6.6 breaks its dashboard.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+
+.PHONY: test demo venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) main.py --config configs/demo.yaml
+	$(PY) main.py --config configs/demo.yaml --test_only --ckpt checkpoints/best_deeplabv3plus_hrnetv2_48_demo.pth
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,120 @@
+"""The 12 entries: reference keys and shapes, equality with the original, any input size, stride rules."""
+import json
+import os
+
+import pytest
+import torch
+
+import network
+from network.backbone import hrnetv2
+from tests.conftest import ROOT
+from tools.make_reference_outputs import case_input, deterministic_state_dict, sample
+
+REFERENCE = os.path.join(ROOT, "..", "shared", "reference", "original_state_dicts.json")
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "original_outputs.pt")
+ENTRIES = list(network.MODELS)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    if not os.path.isfile(REFERENCE):
+        pytest.fail(f"reference file {REFERENCE} is missing (it ships in ../shared/reference)")
+    with open(REFERENCE) as f:
+        return json.load(f)
+
+
+def test_twelve_entries_found_by_name():
+    assert len(ENTRIES) == 12
+    for name in ENTRIES:
+        assert network.modeling.__dict__[name] is network.MODELS[name]
+        assert getattr(network, name) is network.MODELS[name]
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_state_dict_matches_original_keys_and_shapes(reference, name):
+    model = network.MODELS[name](num_classes=21, pretrained_backbone=False)
+    expected = reference[name]
+    state = model.state_dict()
+    assert list(state) == list(expected["state_dict"])
+    assert {k: list(v.shape) for k, v in state.items()} == expected["state_dict"]
+    assert sum(p.numel() for p in model.parameters()) == expected["num_parameters"]
+    # A checkpoint of the original's layout loads strictly.
+    model.load_state_dict({k: torch.zeros(v) for k, v in expected["state_dict"].items()}, strict=True)
+
+
+def _cases():
+    return [(r["name"], r["output_stride"], tuple(r["size"]), r["sample"])
+            for r in torch.load(FIXTURE, weights_only=True)]
+
+
+@pytest.mark.parametrize("name,output_stride,size,expected", _cases(),
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_outputs_equal_original(name, output_stride, size, expected):
+    """Fixture recorded from the original's code by tools/make_reference_outputs.py."""
+    model = network.build_model(name, 21, output_stride=16 if output_stride == 4 else output_stride).eval()
+    model.load_state_dict(deterministic_state_dict(model))
+    with torch.no_grad():
+        got = sample(model(case_input(*size)))
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max() / expected.abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_forward_backward_any_size(name):
+    model = network.build_model(name, num_classes=5, output_stride=16)
+    x = torch.randn(2, 3, 129, 97)  # Xception's dilated conv3/conv4 trim 4 pixels: it needs > 64 px a side
+    out = model(x)
+    assert out.shape == (2, 5, 129, 97)
+    out.mean().backward()
+    assert all(p.grad is not None for p in model.classifier.parameters())
+
+
+@pytest.mark.parametrize("size", [(161, 97), (513, 513)])
+def test_hrnet_takes_sizes_that_are_not_multiples_of_32(size):
+    model = network.deeplabv3plus_hrnetv2_32(num_classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
+
+
+def test_hrnet_entries_honour_num_classes():
+    for name in ("deeplabv3_hrnetv2_32", "deeplabv3plus_hrnetv2_48"):
+        model = network.MODELS[name](num_classes=7)
+        assert model.classifier.classifier[-1].out_channels == 7
+
+
+def test_hrnet_basic_block_maps_planes_to_planes():
+    downsample = torch.nn.Conv2d(16, 32, 1, bias=False)
+    block = hrnetv2.BasicBlock(16, 32, downsample=downsample)
+    assert block.conv2.weight.shape == (32, 32, 3, 3)
+    assert block(torch.randn(1, 16, 9, 9)).shape == (1, 32, 9, 9)
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus_resnet50", "deeplabv3_mobilenet", "deeplabv3plus_xception"])
+def test_output_stride_other_than_8_or_16_is_rejected(name):
+    with pytest.raises(ValueError, match="output_stride 8 or 16"):
+        network.build_model(name, 21, output_stride=32)
+
+
+def test_hrnet_accepts_the_cli_default_output_stride():
+    model = network.build_model("deeplabv3_hrnetv2_32", 4, output_stride=16).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 33, 47)).shape == (1, 4, 33, 47)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model 'deeplabv3_vgg'.*deeplabv3plus_mobilenet"):
+        network.build_model("deeplabv3_vgg", 21)
+
+
+def test_separable_conv_keeps_shapes_and_predictable_names():
+    plain = network.build_model("deeplabv3plus_mobilenet", 21, output_stride=16).eval()
+    model = network.build_model("deeplabv3plus_mobilenet", 21, output_stride=16, separable_conv=True).eval()
+    keys = model.state_dict().keys()
+    assert "classifier.classifier.0.body.0.weight" in keys      # depthwise
+    assert "classifier.classifier.0.body.1.weight" in keys      # pointwise
+    assert "classifier.aspp.convs.1.0.body.0.weight" in keys
+    assert "classifier.aspp.convs.0.0.weight" in keys           # 1x1 convs stay dense
+    assert model.state_dict()["classifier.classifier.0.body.0.weight"].shape == (304, 1, 3, 3)
+    x = torch.randn(1, 3, 65, 81)
+    with torch.no_grad():
+        assert model(x).shape == plain(x).shape == (1, 21, 65, 81)
