@@ -1,5 +1,403 @@
-"""Train and evaluate DeepLab models (filled in by the training issue)."""
+"""Train and evaluate DeepLabV3 / DeepLabV3+ (``python main.py --model deeplabv3plus_hrnetv2_48 ...``).
+
+Reads top to bottom: parse -> data -> model -> optimizer/scheduler -> restore -> train loop -> validate.
+"""
+import argparse
+import os
+import random
+import signal
 import sys
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils import data
+from tqdm import tqdm
+
+import network
+from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
+from metrics import StreamSegMetrics
+from network import PretrainedWeightsError
+from utils import ext_transforms as et
+from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
+                              load_model_state, restore_rng_state, save_checkpoint)
+from utils.config import ConfigError, parse_with_config
+from utils.constants import IMAGENET_MEAN, IMAGENET_STD
+from utils.device import autocast, resolve_device
+from utils.loss import build_criterion
+from utils.results import save_val_result
+from utils.scheduler import build_scheduler
+from utils.training import train_step
+from utils.utils import Denormalize, set_bn_momentum
+from utils.visualizer import Visualizer
+
+DATASETS = ("voc", "cityscapes", "folder", "demo")
+VOC_YEARS = ("2012_aug", "2012", "2011", "2009", "2008", "2007")
+BACKBONE_BN_MOMENTUM = 0.01
+BACKBONE_LR_FACTOR = 0.1
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (NaN loss, inconsistent options); the message says what to do."""
+
+
+def _pretrained_arg(value: str):
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def get_argparser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML file whose keys are these options (flags given here win)")
+    # Dataset
+    parser.add_argument("--data_root", type=str, default="./datasets/data", help="path to the dataset")
+    parser.add_argument("--dataset", type=str, default="voc", choices=DATASETS, help="name of the dataset")
+    parser.add_argument("--num_classes", type=int, default=None, help="number of classes (default: the dataset's)")
+    parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
+    # Model
+    parser.add_argument("--model", type=str, default="deeplabv3plus_mobilenet", choices=list(network.MODELS))
+    parser.add_argument("--separable_conv", action="store_true", default=False,
+                        help="apply separable conv to decoder and aspp")
+    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
+    parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
+                        help="ImageNet backbone weights: flag alone = the known source, or a file path "
+                             "(default: the entry's default)")
+    parser.add_argument("--no-pretrained_backbone", dest="pretrained_backbone", action="store_false",
+                        help="train the backbone from scratch")
+    # Train
+    parser.add_argument("--test_only", action="store_true", default=False)
+    parser.add_argument("--save_val_results", action="store_true", default=False,
+                        help="save segmentation results to --results_dir")
+    parser.add_argument("--total_itrs", type=int, default=30000, help="iterations (default: 30k)")
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
+    parser.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"])
+    parser.add_argument("--step_size", type=int, default=10000)
+    parser.add_argument("--crop_val", action="store_true", default=False, help="crop validation (default: False)")
+    parser.add_argument("--batch_size", type=int, default=16, help="batch size (default: 16)")
+    parser.add_argument("--val_batch_size", type=int, default=4, help="batch size for validation (default: 4)")
+    parser.add_argument("--crop_size", type=int, default=513)
+    parser.add_argument("--ckpt", default=None, type=str, help="restore from checkpoint")
+    parser.add_argument("--continue_training", action="store_true", default=False,
+                        help="with --ckpt: resume iteration, optimizer, scheduler, best score and RNG state")
+    parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=["cross_entropy", "focal_loss"])
+    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
+    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"], help="mixed precision")
+    parser.add_argument("--channels_last", action="store_true", default=False, help="NHWC memory format")
+    parser.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
+    parser.add_argument("--random_seed", type=int, default=1, help="random seed (default: 1)")
+    parser.add_argument("--print_interval", type=int, default=10, help="print interval of loss (default: 10)")
+    parser.add_argument("--val_interval", type=int, default=100, help="iteration interval for eval (default: 100)")
+    parser.add_argument("--download", action="store_true", default=False, help="download datasets")
+    parser.add_argument("--checkpoint_dir", type=str, default="checkpoints")
+    parser.add_argument("--results_dir", type=str, default="results")
+    # PASCAL VOC
+    parser.add_argument("--year", type=str, default="2012", choices=VOC_YEARS, help="year of VOC")
+    # Visdom
+    parser.add_argument("--enable_vis", action="store_true", default=False, help="use visdom for visualization")
+    parser.add_argument("--vis_port", type=str, default="13570", help="port for visdom")
+    parser.add_argument("--vis_env", type=str, default="main", help="env for visdom")
+    parser.add_argument("--vis_num_samples", type=int, default=8, help="number of samples for visualization")
+    return parser
+
+
+def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
+    """Training and validation sets with the original's augmentation recipes."""
+    normalize = et.ExtNormalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    if opts.dataset == "cityscapes":
+        train_transform = et.ExtCompose([
+            et.ExtRandomCrop(size=(opts.crop_size, opts.crop_size)),
+            et.ExtColorJitter(brightness=0.5, contrast=0.5, saturation=0.5),
+            et.ExtRandomHorizontalFlip(), et.ExtToTensor(), normalize])
+        val_transform = et.ExtCompose([et.ExtToTensor(), normalize])
+        return (Cityscapes(opts.data_root, split="train", transform=train_transform),
+                Cityscapes(opts.data_root, split="val", transform=val_transform))
+    train_transform = et.ExtCompose([
+        et.ExtRandomScale((0.5, 2.0)),
+        et.ExtRandomCrop(size=(opts.crop_size, opts.crop_size), pad_if_needed=True),
+        et.ExtRandomHorizontalFlip(), et.ExtToTensor(), normalize])
+    val_steps = [et.ExtResize(opts.crop_size), et.ExtCenterCrop(opts.crop_size)] if opts.crop_val else []
+    val_transform = et.ExtCompose(val_steps + [et.ExtToTensor(), normalize])
+    if opts.dataset == "folder":
+        return (FolderSegmentation(opts.data_root, "train", train_transform),
+                FolderSegmentation(opts.data_root, "val", val_transform))
+    year = opts.year
+    if opts.dataset == "demo":
+        make_demo_dataset(opts.data_root)
+        year = "2012"
+    return (VOCSegmentation(opts.data_root, year, "train", opts.download, train_transform),
+            VOCSegmentation(opts.data_root, year, "val", False, val_transform))
+
+
+def checkpoint_path(opts, kind: str) -> str:
+    return os.path.join(opts.checkpoint_dir, f"{kind}_{opts.model}_{opts.dataset}_os{opts.output_stride}.pth")
+
+
+def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.device, metrics: StreamSegMetrics,
+             ret_samples_ids: Optional[Sequence[int]] = None):
+    """Evaluate on ``loader``; return (scores, [(image, target, prediction)] for the batches in ret_samples_ids)."""
+    metrics.reset()
+    samples = []
+    denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
+    decode = loader.dataset.decode_target
+    img_id = 0
+    model.eval()
+    with torch.inference_mode():
+        for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
+            images = images.to(device, non_blocking=True)
+            if opts.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with autocast(device, opts.amp):
+                outputs = model(images)
+            preds = outputs.argmax(dim=1)
+            metrics.update(labels, preds)
+            if ret_samples_ids is not None and i in ret_samples_ids:
+                samples.append((images[0].float().cpu().numpy(), labels[0].cpu().numpy(), preds[0].cpu().numpy()))
+            if opts.save_val_results:
+                for image, target, pred in zip(images.float().cpu(), labels.cpu().numpy(), preds.cpu().numpy()):
+                    rgb = (denorm(image.numpy()) * 255).clip(0, 255).transpose(1, 2, 0).astype(np.uint8)
+                    save_val_result(opts.results_dir, img_id, rgb, target, pred, decode)
+                    img_id += 1
+    return metrics.get_results(), samples
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint saves and --continue_training restores."""
+
+    cur_itrs: int = 0
+    best_score: float = 0.0
+    cur_epochs: int = 0
+
+
+class SpeedMeter:
+    """Mean loss and images/s over the current print interval, and the ETA of the run."""
+
+    def __init__(self, start_itrs: int, total_itrs: int):
+        self.start_itrs, self.total_itrs = start_itrs, total_itrs
+        self.run_start = time.time()
+        self.reset_interval()
+
+    def reset_interval(self) -> None:
+        self.loss_sum, self.steps, self.images, self.interval_start = 0.0, 0, 0, time.time()
+
+    def add(self, loss: float, images: int) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+        self.images += images
+
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.steps, 1)
+
+    def images_per_second(self) -> float:
+        return self.images / max(time.time() - self.interval_start, 1e-9)
+
+    def eta(self, cur_itrs: int) -> str:
+        per_itr = (time.time() - self.run_start) / max(cur_itrs - self.start_itrs, 1)
+        return time.strftime("%H:%M:%S", time.gmtime(per_itr * (self.total_itrs - cur_itrs)))
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM so the loop can save a resumable checkpoint before it exits."""
+
+    def __init__(self):
+        self.signal_name: Optional[str] = None
+
+    def __call__(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopFlag":
+        self._previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loaders(opts, train_dst, val_dst, device: torch.device):
+    workers = dict(num_workers=opts.num_workers, pin_memory=device.type == "cuda",
+                   persistent_workers=opts.num_workers > 0)
+    train_loader = data.DataLoader(train_dst, batch_size=opts.batch_size, shuffle=True, drop_last=True, **workers)
+    val_loader = data.DataLoader(val_dst, batch_size=opts.val_batch_size if opts.crop_val else 1,
+                                 shuffle=False, **workers)
+    if len(train_loader) == 0 and not opts.test_only:
+        raise TrainingError(f"--batch_size {opts.batch_size} is larger than the training set ({len(train_dst)})")
+    return train_loader, val_loader
+
+
+def resolve_num_classes(opts, train_dst) -> int:
+    fixed = train_dst.num_classes
+    if opts.num_classes is not None and opts.num_classes != fixed:
+        raise TrainingError(f"--num_classes {opts.num_classes} does not match the {opts.dataset} dataset's "
+                            f"{fixed} classes; drop the flag (for your own classes use --dataset folder)")
+    return fixed
+
+
+def run(opts) -> int:
+    device = resolve_device(opts.device, opts.gpu_id)
+    seed_everything(opts.random_seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    train_dst, val_dst = get_dataset(opts)
+    opts.num_classes = resolve_num_classes(opts, train_dst)
+    train_loader, val_loader = build_loaders(opts, train_dst, val_dst, device)
+    print(f"Device: {device}  Dataset: {opts.dataset}, Train set: {len(train_dst)}, Val set: {len(val_dst)}")
+
+    model = network.build_model(opts.model, opts.num_classes, opts.output_stride,
+                                separable_conv=opts.separable_conv, **(
+                                    {} if opts.pretrained_backbone is None
+                                    else {"pretrained_backbone": opts.pretrained_backbone}))
+    set_bn_momentum(model.backbone, momentum=BACKBONE_BN_MOMENTUM)
+    model.to(device)
+    if opts.channels_last:
+        model.to(memory_format=torch.channels_last)
+    metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
+
+    optimizer = torch.optim.SGD(params=[
+        {"params": model.backbone.parameters(), "lr": BACKBONE_LR_FACTOR * opts.lr},
+        {"params": model.classifier.parameters(), "lr": opts.lr},
+    ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
+    scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
+    criterion = build_criterion(opts.loss_type)
+    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
+
+    state = TrainState()
+    if opts.ckpt is not None:
+        restore(opts, opts.ckpt, model, optimizer, scheduler, state)
+
+    vis = Visualizer(port=opts.vis_port, env=opts.vis_env) if opts.enable_vis else None
+    if vis is not None:
+        vis.vis_table("Options", vars(opts))
+
+    if opts.test_only:
+        val_score, _ = validate(opts, model, val_loader, device, metrics)
+        print(metrics.to_str(val_score))
+        return 0
+
+    def save(kind: str) -> str:
+        path = checkpoint_path(opts, kind)
+        save_checkpoint({
+            "cur_itrs": state.cur_itrs, "model_state": model.state_dict(),
+            "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
+            "best_score": state.best_score, "rng_state": capture_rng_state(), "model_name": opts.model,
+            "num_classes": opts.num_classes, "output_stride": opts.output_stride,
+            "separable_conv": opts.separable_conv, "class_names": list(train_dst.class_names),
+        }, path)
+        return path
+
+    vis_sample_id = (np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32)
+                     if vis is not None else None)
+    denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
+    meter = SpeedMeter(state.cur_itrs, opts.total_itrs)
+    progress = tqdm(total=opts.total_itrs, initial=state.cur_itrs, desc="train", disable=None)
+    with StopFlag() as stop:
+        while state.cur_itrs < opts.total_itrs:
+            model.train()
+            state.cur_epochs += 1
+            for images, labels in train_loader:
+                state.cur_itrs += 1
+                loss = train_step(model, optimizer, scaler, criterion, images, labels, device, opts.amp,
+                                  opts.channels_last)
+                if not np.isfinite(loss):
+                    progress.close()
+                    kept = checkpoint_path(opts, "latest")
+                    raise TrainingError(
+                        f"loss is {loss} at iteration {state.cur_itrs} (lr {scheduler.get_last_lr()[-1]:.3g}); "
+                        f"stopped without saving, the last good checkpoint is "
+                        f"{kept if os.path.exists(kept) else 'none'}; lower --lr or check the data")
+                scheduler.step()
+                progress.update(1)
+                meter.add(loss, images.shape[0])
+                if vis is not None:
+                    vis.vis_scalar("Loss", state.cur_itrs, loss)
+                if state.cur_itrs % opts.print_interval == 0:
+                    lr = scheduler.get_last_lr()[-1]
+                    speed = meter.images_per_second()
+                    tqdm.write(f"Epoch {state.cur_epochs}, Itrs {state.cur_itrs}/{opts.total_itrs}, "
+                               f"Loss={meter.mean_loss():.6f}, lr={lr:.6f}, {speed:.2f} images/s, "
+                               f"ETA {meter.eta(state.cur_itrs)}")
+                    if vis is not None:
+                        vis.vis_scalar("LR", state.cur_itrs, lr)
+                        vis.vis_scalar("Images/s", state.cur_itrs, speed)
+                    meter.reset_interval()
+
+                if state.cur_itrs % opts.val_interval == 0 or state.cur_itrs == opts.total_itrs:
+                    save("latest")
+                    val_score, samples = validate(opts, model, val_loader, device, metrics, vis_sample_id)
+                    tqdm.write(f"Validation at iteration {state.cur_itrs}:\n{metrics.to_str(val_score)}")
+                    if val_score["Mean IoU"] > state.best_score:
+                        state.best_score = val_score["Mean IoU"]
+                        tqdm.write(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
+                    if vis is not None:
+                        show_validation(vis, state.cur_itrs, val_score, samples, train_dst, denorm)
+                    model.train()
+
+                if stop.signal_name is not None:
+                    progress.close()
+                    path = save("latest")
+                    print(f"{stop.signal_name} received: saved {path} at iteration {state.cur_itrs}; resume with "
+                          f"--ckpt {path} --continue_training")
+                    return 0
+                if state.cur_itrs >= opts.total_itrs:
+                    break
+    progress.close()
+    print(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
+    return 0
+
+
+def restore(opts, path: str, model, optimizer, scheduler, state: TrainState) -> None:
+    """Load weights from ``path``; with --continue_training also the optimizer, scheduler, counters and RNG."""
+    checkpoint = load_checkpoint(path)
+    reinit = load_model_state(model, extract_model_state(checkpoint, path), path)
+    if reinit:
+        print(f"Checkpoint {path} has a classifier for another class count: loaded everything else, "
+              f"re-initialised {', '.join(reinit)} for {opts.num_classes} classes")
+    if opts.continue_training:
+        if reinit or "optimizer_state" not in checkpoint:
+            raise TrainingError(f"--continue_training needs a full training checkpoint of this model; {path} "
+                                f"{'has another class count' if reinit else 'holds only weights'}")
+        optimizer.load_state_dict(checkpoint["optimizer_state"])
+        scheduler.load_state_dict(checkpoint["scheduler_state"])
+        state.cur_itrs = int(checkpoint["cur_itrs"])
+        state.best_score = float(checkpoint["best_score"])
+        if "rng_state" in checkpoint:
+            restore_rng_state(checkpoint["rng_state"])
+        print(f"Training state restored from {path} at iteration {state.cur_itrs}")
+    print(f"Model restored from {path}")
+
+
+def show_validation(vis: Visualizer, cur_itrs: int, val_score, samples, dataset, denorm) -> None:
+    vis.vis_scalar("[Val] Overall Acc", cur_itrs, val_score["Overall Acc"])
+    vis.vis_scalar("[Val] Mean IoU", cur_itrs, val_score["Mean IoU"])
+    names = dataset.class_names
+    vis.vis_table("[Val] Class IoU", {f"{i} {names[i]}": f"{v:.4f}" for i, v in val_score["Class IoU"].items()})
+    for k, (img, target, pred) in enumerate(samples):
+        img = (denorm(img) * 255).clip(0, 255).astype(np.uint8)
+        target = dataset.decode_target(target).transpose(2, 0, 1).astype(np.uint8)
+        pred = dataset.decode_target(pred).transpose(2, 0, 1).astype(np.uint8)
+        vis.vis_image(f"Sample {k}", np.concatenate((img, target, pred), axis=2))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs and pipes
+    opts = parse_with_config(get_argparser(), argv)
+    try:
+        return run(opts)
+    except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
 
 if __name__ == "__main__":
-    sys.exit("main.py: training is not implemented yet")
+    sys.exit(main())

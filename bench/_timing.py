@@ -1,0 +1,46 @@
+"""Shared measurement helpers for the benchmarks: synchronised wall-clock timing of repeated work."""
+import time
+from typing import Callable, Dict
+
+import torch
+
+import network
+from utils.loss import build_criterion
+from utils.training import train_step
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
+    """Seconds per call of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def measure_training(model_name: str, crop: int, batch: int, device: torch.device, amp: str, channels_last: bool,
+                     warmup: int, steps: int, num_classes: int = 21) -> Dict[str, float]:
+    """Images/s and peak memory of the full training step (data already on the device)."""
+    torch.manual_seed(0)
+    model = network.build_model(model_name, num_classes, 16).to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    criterion = build_criterion("cross_entropy")
+    images = torch.randn(batch, 3, crop, crop, device=device)
+    labels = torch.randint(0, num_classes, (batch, crop, crop), device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = time_calls(lambda: train_step(model, optimizer, scaler, criterion, images, labels, device, amp,
+                                            channels_last), device, warmup, steps)
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
+    return {"images_per_s": batch / seconds, "peak_gib": peak}

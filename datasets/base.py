@@ -1,0 +1,59 @@
+"""What every segmentation dataset here shares: paired image/mask files, checked loading, colour decoding."""
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+from torch.utils import data
+
+from utils.constants import IGNORE_INDEX
+
+from .utils import DatasetError, check_mask_values, load_image, load_mask
+
+__all__ = ["PairedSegmentation"]
+
+
+class PairedSegmentation(data.Dataset):
+    """Samples are (image file, mask file) pairs; ``transform(image, mask)`` is a joint transform.
+
+    Subclasses set ``class_names`` and ``cmap`` (a 256x3 uint8 colour table whose row 255 colours
+    void) and may override :meth:`encode_mask` to turn the stored mask into train ids.
+    """
+
+    class_names: Sequence[str] = ()
+    cmap: np.ndarray = np.zeros((256, 3), np.uint8)
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(self, images: List[str], masks: List[str], transform: Optional[Callable] = None):
+        if not images:
+            raise DatasetError(f"{type(self).__name__}: the split holds no samples")
+        self.images = images
+        self.masks = masks
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def encode_mask(self, mask: Image.Image, path: str) -> Image.Image:
+        """Stored mask -> mask of train ids (or the ignore index). Checks values by default."""
+        check_mask_values(np.asarray(mask), self.num_classes, path, self.ignore_index)
+        return mask
+
+    def load_pair(self, index: int) -> Tuple[Image.Image, Image.Image]:
+        image = load_image(self.images[index])
+        mask = load_mask(self.masks[index], image, self.images[index])
+        return image, self.encode_mask(mask, self.masks[index])
+
+    def __getitem__(self, index: int):
+        image, mask = self.load_pair(index)
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, mask
+
+    @classmethod
+    def decode_target(cls, target: np.ndarray) -> np.ndarray:
+        """Class-index mask (H, W) -> RGB (H, W, 3) uint8; a new array, the input is left untouched."""
+        return cls.cmap[np.asarray(target, dtype=np.int64) & 0xFF]

@@ -1,0 +1,142 @@
+"""Your own data: ``root/images/*`` and ``root/masks/*.png`` with matching file stems, and ``root/classes.yaml``.
+
+``classes.yaml``::
+
+    names: [background, crack, rust]         # class index = position; num_classes = len(names)
+    palette: [[0, 0, 0], [255, 0, 0], [0, 255, 0]]   # optional: colours for drawing, and for RGB masks
+    ignore_index: 255                        # optional, default 255
+
+Splits: ``root/splits/{train,val}.txt`` (one stem per line) when present; otherwise ``train`` and
+``val`` use every pair (say so in the split files once you have a validation set).
+Masks are index PNGs (mode P or L, value = class index) or RGB PNGs coloured with the palette.
+"""
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from utils.constants import IGNORE_INDEX
+
+from .base import PairedSegmentation
+from .utils import DatasetError, check_mask_values, load_image, open_checked, read_split
+
+__all__ = ["FolderSegmentation", "read_classes", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+CLASSES_FILE = "classes.yaml"
+# A mask that is mostly 255 with 0 elsewhere is almost always a binary mask saved as 0/255.
+BINARY_255_FRACTION = 0.05
+
+
+def _default_palette(n: int) -> np.ndarray:
+    from .voc import voc_cmap
+
+    return voc_cmap(max(n, 256))[:n]
+
+
+def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
+    """(names, palette as an (n, 3) uint8 array, ignore index) from a classes YAML file."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"classes file {path} does not exist; write one with `names: [background, ...]` "
+                           "(see the README, 'Your own data')")
+    with open(path) as f:
+        spec = yaml.safe_load(f) or {}
+    names = spec.get("names")
+    if not isinstance(names, list) or len(names) < 2:
+        raise DatasetError(f"{path}: `names` must list at least two class names")
+    unknown = set(spec) - {"names", "palette", "ignore_index"}
+    if unknown:
+        raise DatasetError(f"{path}: unknown keys {sorted(unknown)}; allowed: names, palette, ignore_index")
+    palette = np.asarray(spec.get("palette", _default_palette(len(names))), dtype=np.int64)
+    if palette.shape != (len(names), 3) or palette.min() < 0 or palette.max() > 255:
+        raise DatasetError(f"{path}: `palette` must hold one [r, g, b] (0-255) per name ({len(names)})")
+    ignore_index = int(spec.get("ignore_index", IGNORE_INDEX))
+    return [str(n) for n in names], palette.astype(np.uint8), ignore_index
+
+
+def _stems(folder: str, extensions: Sequence[str]) -> Dict[str, str]:
+    if not os.path.isdir(folder):
+        raise DatasetError(f"folder {folder} does not exist; your own data needs images/ and masks/ side by side")
+    return {os.path.splitext(f)[0]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
+            if f.lower().endswith(tuple(extensions))}
+
+
+class FolderSegmentation(PairedSegmentation):
+    """Image/mask pairs from ``root``; ``split`` is 'train', 'val' or None (all pairs)."""
+
+    def __init__(self, root: str, split: Optional[str] = "train", transform: Optional[Callable] = None,
+                 classes_file: Optional[str] = None):
+        self.root = os.path.expanduser(root)
+        names, palette, ignore_index = read_classes(classes_file or os.path.join(self.root, CLASSES_FILE))
+        self.class_names = tuple(names)
+        self.palette = palette
+        self.ignore_index = ignore_index
+        self.cmap = np.zeros((256, 3), np.uint8)
+        self.cmap[: len(names)] = palette
+        images = _stems(os.path.join(self.root, "images"), IMAGE_EXTENSIONS)
+        masks = _stems(os.path.join(self.root, "masks"), (".png",))
+        stems = self._split_stems(split, images)
+        missing = [s for s in stems if s not in masks]
+        if missing:
+            raise DatasetError(f"no mask masks/{missing[0]}.png for image {images.get(missing[0], missing[0])} "
+                               f"({len(missing)} images without a mask)")
+        absent = [s for s in stems if s not in images]
+        if absent:
+            raise DatasetError(f"split lists {absent[0]!r} but images/ has no such file ({len(absent)} missing)")
+        super().__init__([images[s] for s in stems], [masks[s] for s in stems], transform)
+
+    def _split_stems(self, split: Optional[str], images: Dict[str, str]) -> List[str]:
+        split_file = os.path.join(self.root, "splits", f"{split}.txt") if split else None
+        if split_file and os.path.isfile(split_file):
+            return read_split(split_file)
+        if not images:
+            raise DatasetError(f"{os.path.join(self.root, 'images')} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        return sorted(images)
+
+    def decode_target(self, target: np.ndarray) -> np.ndarray:
+        return self.cmap[np.asarray(target, dtype=np.int64) & 0xFF]
+
+    def encode_mask(self, mask: Image.Image, path: str) -> Image.Image:
+        if mask.mode in ("RGB", "RGBA"):
+            mask = Image.fromarray(self._colours_to_indices(np.asarray(mask.convert("RGB")), path))
+        values = np.asarray(mask)
+        self._check_binary_255(values, path)
+        check_mask_values(values, self.num_classes, path, self.ignore_index)
+        return mask
+
+    def load_pair(self, index: int):
+        image = load_image(self.images[index])
+        mask = open_checked(self.masks[index], "mask")  # may be RGB here, so not load_mask
+        if mask.size != image.size:
+            raise DatasetError(f"mask {self.masks[index]} is {mask.size[0]}x{mask.size[1]} but image "
+                               f"{self.images[index]} is {image.size[0]}x{image.size[1]}; they must be the same size")
+        if mask.mode not in ("P", "L", "RGB", "RGBA"):
+            raise DatasetError(f"mask {self.masks[index]} has mode {mask.mode}; save it as an index or RGB PNG")
+        return image, self.encode_mask(mask, self.masks[index])
+
+    def _colours_to_indices(self, rgb: np.ndarray, path: str) -> np.ndarray:
+        codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+        palette_codes = (self.palette[:, 0].astype(np.int64) << 16) | (self.palette[:, 1].astype(np.int64) << 8) \
+            | self.palette[:, 2]
+        lookup = {int(code): index for index, code in enumerate(palette_codes)}
+        out = np.full(codes.shape, self.ignore_index, dtype=np.uint8)
+        unknown = []
+        for code in np.unique(codes):
+            if int(code) in lookup:
+                out[codes == code] = lookup[int(code)]
+            else:
+                unknown.append((int(code) >> 16, (int(code) >> 8) & 255, int(code) & 255))
+        if unknown:
+            raise DatasetError(f"RGB mask {path} has colours {unknown[:5]} that are not in the palette of classes.yaml")
+        return out
+
+    def _check_binary_255(self, values: np.ndarray, path: str) -> None:
+        if self.ignore_index != IGNORE_INDEX or values.size == 0:
+            return
+        present = np.unique(values)
+        share = float((values == IGNORE_INDEX).mean())
+        if set(present.tolist()) <= {0, IGNORE_INDEX} and share > BINARY_255_FRACTION:
+            raise DatasetError(f"mask {path} holds only 0 and 255 ({share:.0%} of pixels 255): a binary mask saved "
+                               "as 0/255? 255 means 'ignore'; save the foreground as 1 (e.g. mask // 255)")

@@ -1,0 +1,160 @@
+"""Reading images and masks with errors that name the file, downloading with md5 and resume, safe extraction."""
+import hashlib
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from typing import Iterable, List, Optional
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from utils.constants import IGNORE_INDEX
+
+__all__ = ["DatasetError", "read_split", "open_checked", "load_image", "load_mask", "check_mask_values", "check_integrity",
+           "download_url", "extract_archive"]
+
+CHUNK_SIZE = 1 << 20
+
+
+class DatasetError(RuntimeError):
+    """Data that cannot be used as it is: missing, corrupt, or inconsistent. The message says what to do."""
+
+
+def read_split(path: str, hint: str = "") -> List[str]:
+    """Names listed one per line in a split file; an error naming the file if it is missing or empty."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"split file {path} does not exist{'; ' + hint if hint else ''}")
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if not names:
+        raise DatasetError(f"split file {path} lists no samples")
+    return names
+
+
+def open_checked(path: str, what: str) -> Image.Image:
+    """Open and fully decode ``path``; DatasetError naming the ``what`` and file when it cannot."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"{what} {path} does not exist")
+    try:
+        img = Image.open(path)
+        img.load()  # decode now, so a truncated file fails here and not deep inside a transform
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DatasetError(f"cannot decode {what} {path}: {exc}") from exc
+    return img
+
+
+def load_image(path: str) -> Image.Image:
+    """An RGB PIL image; corrupt, truncated or non-image files raise DatasetError naming the file."""
+    img = open_checked(path, "image")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def load_mask(path: str, image: Optional[Image.Image] = None, image_path: str = "") -> Image.Image:
+    """An index mask (mode P or L kept as indices); its size must equal ``image``'s when given."""
+    mask = open_checked(path, "mask")
+    if mask.mode not in ("P", "L"):
+        raise DatasetError(f"mask {path} has mode {mask.mode}; expected an index PNG (mode P or L)")
+    if image is not None and mask.size != image.size:
+        raise DatasetError(f"mask {path} is {mask.size[0]}x{mask.size[1]} but image {image_path} is "
+                           f"{image.size[0]}x{image.size[1]}; they must be the same size")
+    return mask
+
+
+def check_mask_values(mask: np.ndarray, num_classes: int, path: str, ignore_index: int = IGNORE_INDEX) -> None:
+    """Every value must be a class index or the ignore index."""
+    bad = (mask >= num_classes) & (mask != ignore_index)
+    if bad.any():
+        values = sorted(int(v) for v in np.unique(mask[bad]))[:10]
+        raise DatasetError(f"mask {path} has values {values} that are neither classes 0..{num_classes - 1} "
+                           f"nor the ignore index {ignore_index}")
+
+
+def check_integrity(path: str, md5: Optional[str] = None) -> bool:
+    """The file exists and, when ``md5`` is given, has that checksum."""
+    if not os.path.isfile(path):
+        return False
+    if md5 is None:
+        return True
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_SIZE), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == md5
+
+
+def download_url(url: str, root: str, filename: Optional[str] = None, md5: Optional[str] = None,
+                 timeout: float = 60.0) -> str:
+    """Download ``url`` into ``root`` with a progress bar, resuming a partial ``.part`` file when the server
+    supports ranges, and check its md5. Returns the file's path; raises DatasetError with what to do."""
+    filename = filename or os.path.basename(url)
+    path = os.path.join(root, filename)
+    if check_integrity(path, md5):
+        return path
+    os.makedirs(root, exist_ok=True)
+    partial = path + ".part"
+    start = os.path.getsize(partial) if os.path.isfile(partial) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            resumed = start and response.status == 206
+            total = response.length + (start if resumed else 0) if response.length else None
+            with open(partial, "ab" if resumed else "wb") as out, \
+                    tqdm(total=total, initial=start if resumed else 0, unit="B", unit_scale=True,
+                         desc=filename) as bar:
+                for chunk in iter(lambda: response.read(CHUNK_SIZE), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as exc:
+        raise DatasetError(f"cannot download {url} ({exc}); check the network, or download it by hand to {path}"
+                           + (" and run again (a partial download resumes)" if os.path.isfile(partial) else "")) from exc
+    if not check_integrity(partial, md5):
+        os.remove(partial)
+        raise DatasetError(f"{url} downloaded with a wrong md5 (expected {md5}); the partial file was removed, "
+                           "run again to download it anew")
+    os.replace(partial, path)
+    return path
+
+
+def _safe_target(root: str, name: str) -> str:
+    target = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([target, os.path.realpath(root)]) != os.path.realpath(root):
+        raise DatasetError(f"archive member {name!r} would be written outside {root}; refusing to extract")
+    return target
+
+
+def _check_tar_members(members: Iterable[tarfile.TarInfo], root: str, archive: str) -> None:
+    for member in members:
+        _safe_target(root, member.name)
+        if member.issym() or member.islnk():
+            raise DatasetError(f"archive {archive} holds a link {member.name!r}; refusing to extract it")
+        if not (member.isfile() or member.isdir()):
+            raise DatasetError(f"archive {archive} holds a special file {member.name!r}; refusing to extract it")
+
+
+def extract_archive(archive: str, root: str) -> None:
+    """Extract a tar (any compression) or zip archive into ``root``; nothing may land outside it."""
+    os.makedirs(root, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                target = _safe_target(root, info.filename)
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise DatasetError(f"archive {archive} holds a link {info.filename!r}; refusing to extract it")
+                if info.is_dir():
+                    os.makedirs(target, exist_ok=True)
+                    continue
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        return
+    try:
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            _check_tar_members(members, root, archive)
+            tf.extractall(root, members=members, filter="data")
+    except tarfile.TarError as exc:
+        raise DatasetError(f"cannot extract {archive}: {exc} (corrupt or not an archive; delete it and download again)") from exc

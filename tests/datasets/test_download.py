@@ -1,0 +1,89 @@
+"""Download (md5, resume, no network) and extraction that cannot escape its folder."""
+import hashlib
+import io
+import os
+import tarfile
+import threading
+import zipfile
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from datasets.utils import DatasetError, download_url, extract_archive
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server on 127.0.0.1 serving tmp_path/www (supports no Range: full responses)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = partial(SimpleHTTPRequestHandler, directory=str(www))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_download_checks_md5(server, tmp_path):
+    www, url = server
+    payload = b"voc" * 1000
+    (www / "data.tar").write_bytes(payload)
+    md5 = hashlib.md5(payload).hexdigest()
+    path = download_url(f"{url}/data.tar", str(tmp_path / "dl"), md5=md5)
+    assert open(path, "rb").read() == payload
+    with pytest.raises(DatasetError, match="wrong md5"):
+        download_url(f"{url}/data.tar", str(tmp_path / "dl2"), md5="0" * 32)
+    assert not os.path.exists(tmp_path / "dl2" / "data.tar.part")
+
+
+def test_download_restarts_a_partial_file_when_ranges_are_not_supported(server, tmp_path):
+    www, url = server
+    payload = bytes(range(256)) * 10
+    (www / "f.bin").write_bytes(payload)
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "f.bin.part").write_bytes(b"garbage")
+    path = download_url(f"{url}/f.bin", str(tmp_path / "dl"), md5=hashlib.md5(payload).hexdigest())
+    assert open(path, "rb").read() == payload
+
+
+def test_no_network_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="cannot download http://127.0.0.1:9/x.tar .*by hand to"):
+        download_url("http://127.0.0.1:9/x.tar", str(tmp_path), timeout=2)
+
+
+def _tar_with(tmp_path, name, link=False):
+    path = tmp_path / "evil.tar"
+    with tarfile.open(path, "w") as tf:
+        info = tarfile.TarInfo(name)
+        if link:
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tf.addfile(info)
+        else:
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"bad"))
+    return str(path)
+
+
+def test_tar_path_traversal_and_links_are_refused(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError, match="outside"):
+        extract_archive(_tar_with(tmp_path, "../escape.txt"), str(out))
+    assert not (tmp_path / "escape.txt").exists()
+    with pytest.raises(DatasetError, match="link"):
+        extract_archive(_tar_with(tmp_path, "inside/link", link=True), str(out))
+
+
+def test_zip_traversal_refused_and_normal_archives_extract(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../escape.txt", "bad")
+    with pytest.raises(DatasetError, match="outside"):
+        extract_archive(str(evil), str(tmp_path / "out"))
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("VOCdevkit/VOC2012/x.txt", "ok")
+    extract_archive(str(good), str(tmp_path / "out"))
+    assert (tmp_path / "out" / "VOCdevkit" / "VOC2012" / "x.txt").read_text() == "ok"

@@ -1,0 +1,84 @@
+"""Your own data (index and RGB masks, classes.yaml, the 0/255 mistake) and the demo generator."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets import DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
+from datasets.demo import DEMO_CLASSES
+
+
+def _folder(root, masks, classes="names: [background, crack, rust]\npalette: [[0,0,0],[255,0,0],[0,255,0]]\n"):
+    os.makedirs(os.path.join(root, "images"))
+    os.makedirs(os.path.join(root, "masks"))
+    with open(os.path.join(root, "classes.yaml"), "w") as f:
+        f.write(classes)
+    for i, mask in enumerate(masks):
+        h, w = mask.shape[:2]
+        Image.new("RGB", (w, h), (10, 20, 30)).save(os.path.join(root, "images", f"img{i}.JPG"))
+        Image.fromarray(mask).save(os.path.join(root, "masks", f"img{i}.png"))
+    return str(root)
+
+
+def test_index_masks_and_class_count(tmp_path):
+    root = _folder(tmp_path, [np.array([[0, 1], [2, 255]], np.uint8)])
+    ds = FolderSegmentation(root, split="train")
+    assert ds.num_classes == 3 and ds.class_names == ("background", "crack", "rust")
+    _, mask = ds[0]
+    assert np.asarray(mask).tolist() == [[0, 1], [2, 255]]
+
+
+def test_rgb_masks_map_through_the_palette(tmp_path):
+    rgb = np.array([[[0, 0, 0], [255, 0, 0]], [[0, 255, 0], [0, 0, 0]]], np.uint8)
+    ds = FolderSegmentation(_folder(tmp_path, [rgb]))
+    assert np.asarray(ds[0][1]).tolist() == [[0, 1], [2, 0]]
+
+
+def test_rgb_mask_with_unknown_colour_is_an_error(tmp_path):
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 0] = (1, 2, 3)
+    with pytest.raises(DatasetError, match=r"colours \[\(1, 2, 3\)\]"):
+        FolderSegmentation(_folder(tmp_path, [rgb]))[0]
+
+
+def test_binary_mask_saved_as_0_255_is_detected(tmp_path):
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:8, 2:8] = 255
+    root = _folder(tmp_path, [mask], classes="names: [background, object]\n")
+    with pytest.raises(DatasetError, match="binary mask saved as 0/255"):
+        FolderSegmentation(root)[0]
+
+
+def test_split_files_and_missing_masks(tmp_path):
+    root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)] * 2)
+    os.makedirs(os.path.join(root, "splits"))
+    with open(os.path.join(root, "splits", "val.txt"), "w") as f:
+        f.write("img1\n")
+    assert len(FolderSegmentation(root, "val")) == 1 and len(FolderSegmentation(root, "train")) == 2
+    os.remove(os.path.join(root, "masks", "img1.png"))
+    with pytest.raises(DatasetError, match="no mask masks/img1.png"):
+        FolderSegmentation(root, "val")
+
+
+def test_missing_classes_file_and_unknown_keys(tmp_path):
+    root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)], classes="names: [a, b]\ncolors: []\n")
+    with pytest.raises(DatasetError, match="unknown keys"):
+        FolderSegmentation(root)
+    os.remove(os.path.join(root, "classes.yaml"))
+    with pytest.raises(DatasetError, match="classes file .* does not exist"):
+        FolderSegmentation(root)
+
+
+def test_demo_dataset_is_deterministic_voc_layout(tmp_path):
+    a = make_demo_dataset(str(tmp_path / "a"), num_train=6, num_val=2, seed=3)
+    b = make_demo_dataset(str(tmp_path / "b"), num_train=6, num_val=2, seed=3)
+    for sub in ("JPEGImages/demo_00001.jpg", "SegmentationClass/demo_00007.png"):
+        with open(os.path.join(a, sub), "rb") as fa, open(os.path.join(b, sub), "rb") as fb:
+            assert fa.read() == fb.read()
+    ds = VOCSegmentation(str(tmp_path / "a"), image_set="train")
+    assert len(ds) == 6 and len(VOCSegmentation(str(tmp_path / "a"), image_set="val")) == 2
+    masks = np.concatenate([np.asarray(ds[i][1]).ravel() for i in range(6)])
+    assert Image.open(ds.masks[0]).mode == "P"
+    assert 255 in masks and 0 in masks
+    assert set(np.unique(masks)) - {0, 255} <= set(DEMO_CLASSES)

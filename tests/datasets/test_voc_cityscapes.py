@@ -1,0 +1,126 @@
+"""VOC and Cityscapes: layout, splits, decoding, and errors that name the file."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets import Cityscapes, DatasetError, VOCSegmentation, voc_cmap
+from datasets.cityscapes import TRAIN_CLASS_NAMES
+from tests.helpers import write_voc
+
+
+def test_voc_reads_split_and_pairs(tmp_path):
+    write_voc(tmp_path)
+    train = VOCSegmentation(str(tmp_path), image_set="train")
+    assert len(train) == 4 and train.num_classes == 21
+    image, mask = train[0]
+    assert image.mode == "RGB" and image.size == mask.size == (40, 30)
+    assert set(np.unique(np.asarray(mask))) <= {0, 1, 2, 255}
+
+
+def test_voc_cmap_known_colours():
+    cmap = voc_cmap()
+    assert tuple(cmap[1]) == (128, 0, 0) and tuple(cmap[15]) == (192, 128, 128) and tuple(cmap[255]) == (224, 224, 192)
+
+
+def test_decode_target_does_not_mutate():
+    target = np.array([[0, 1], [255, 15]], dtype=np.uint8)
+    before = target.copy()
+    rgb = VOCSegmentation.decode_target(target)
+    assert rgb.shape == (2, 2, 3) and tuple(rgb[1, 1]) == (192, 128, 128)
+    assert np.array_equal(target, before)
+
+
+def test_missing_root_says_download(tmp_path):
+    with pytest.raises(DatasetError, match=r"VOCdevkit/VOC2012 does not exist; pass --download"):
+        VOCSegmentation(str(tmp_path))
+
+
+def test_missing_split_file_names_it(tmp_path):
+    voc = write_voc(tmp_path)
+    os.remove(os.path.join(voc, "ImageSets", "Segmentation", "val.txt"))
+    with pytest.raises(DatasetError, match="split file .*val.txt does not exist"):
+        VOCSegmentation(str(tmp_path), image_set="val")
+
+
+def test_empty_split_is_an_error(tmp_path):
+    voc = write_voc(tmp_path)
+    open(os.path.join(voc, "ImageSets", "Segmentation", "train.txt"), "w").close()
+    with pytest.raises(DatasetError, match="lists no samples"):
+        VOCSegmentation(str(tmp_path))
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    voc = write_voc(tmp_path)
+    path = os.path.join(voc, "JPEGImages", "a.jpg")
+    with open(path, "rb") as f:
+        head = f.read(200)
+    with open(path, "wb") as f:
+        f.write(head)
+    with pytest.raises(DatasetError, match="cannot decode image .*a.jpg"):
+        VOCSegmentation(str(tmp_path))[0]
+
+
+def test_size_mismatch_names_both(tmp_path):
+    voc = write_voc(tmp_path)
+    Image.new("L", (10, 10)).save(os.path.join(voc, "SegmentationClass", "a.png"))
+    with pytest.raises(DatasetError, match=r"mask .*a.png is 10x10 but image .*a.jpg is 40x30"):
+        VOCSegmentation(str(tmp_path))[0]
+
+
+def test_bad_mask_values_name_file_and_values(tmp_path):
+    voc = write_voc(tmp_path)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5, 5] = 77
+    Image.fromarray(mask).save(os.path.join(voc, "SegmentationClass", "a.png"))
+    with pytest.raises(DatasetError, match=r"a.png has values \[77\]"):
+        VOCSegmentation(str(tmp_path))[0]
+
+
+def test_aug_split_is_derived_and_missing_folder_explained(tmp_path):
+    voc = write_voc(tmp_path)
+    with pytest.raises(DatasetError, match="SegmentationClassAug does not exist"):
+        VOCSegmentation(str(tmp_path), year="2012_aug")
+    aug = os.path.join(voc, "SegmentationClassAug")
+    os.makedirs(aug)
+    for name in ("a", "b", "e", "g"):  # e is in val: held out of train
+        Image.new("L", (40, 30)).save(os.path.join(aug, name + ".png"))
+    train = VOCSegmentation(str(tmp_path), year="2012_aug", image_set="train")
+    assert [os.path.basename(p) for p in train.masks] == ["a.png", "b.png", "g.png"]
+    assert all("SegmentationClassAug" in p for p in train.masks)
+    assert len(VOCSegmentation(str(tmp_path), year="2012_aug", image_set="val")) == 2
+
+
+def _write_cityscapes(root):
+    img_dir = os.path.join(root, "leftImg8bit", "train", "aachen")
+    gt_dir = os.path.join(root, "gtFine", "train", "aachen")
+    os.makedirs(img_dir)
+    os.makedirs(gt_dir)
+    Image.new("RGB", (8, 4)).save(os.path.join(img_dir, "aachen_000000_000019_leftImg8bit.png"))
+    ids = np.array([[7, 8, 26, 0], [1, 33, 24, 11]] * 2, dtype=np.uint8)
+    Image.fromarray(ids).resize((8, 4), Image.NEAREST).save(
+        os.path.join(gt_dir, "aachen_000000_000019_gtFine_labelIds.png"))
+
+
+def test_cityscapes_encodes_ids_to_train_ids(tmp_path):
+    _write_cityscapes(str(tmp_path))
+    ds = Cityscapes(str(tmp_path), split="train")
+    assert ds.num_classes == 19 and TRAIN_CLASS_NAMES[0] == "road"
+    _, mask = ds[0]
+    values = np.asarray(mask)
+    assert values[0, 0] == 0 and values[0, 2] == 1  # road (7) -> 0, sidewalk (8) -> 1
+    encoded = Cityscapes.encode_target(np.array([7, 8, 26, 0, 1, 33, 24, 11]))
+    assert encoded.tolist() == [0, 1, 13, 255, 255, 18, 11, 2]
+
+
+def test_cityscapes_decode_does_not_mutate():
+    target = np.array([[0, 255]], dtype=np.uint8)
+    rgb = Cityscapes.decode_target(target)
+    assert tuple(rgb[0, 0]) == (128, 64, 128) and tuple(rgb[0, 1]) == (0, 0, 0)
+    assert target[0, 1] == 255
+
+
+def test_cityscapes_missing_folder_says_what_to_get(tmp_path):
+    with pytest.raises(DatasetError, match="leftImg8bit_trainvaltest.zip"):
+        Cityscapes(str(tmp_path))

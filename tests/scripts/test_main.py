@@ -1,0 +1,130 @@
+"""main.py on tiny data: train, checkpoint, resume, interrupt, evaluate, configs and bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import main as train_script
+import network
+from datasets import VOCSegmentation
+from metrics import StreamSegMetrics
+from tests.conftest import ROOT
+from tests.helpers import write_voc
+from utils import ext_transforms as et
+from utils.constants import IMAGENET_MEAN, IMAGENET_STD
+
+MODEL = "deeplabv3plus_mobilenet"
+
+
+@pytest.fixture
+def voc(tmp_path):
+    write_voc(tmp_path / "data", names_train=[f"t{i}" for i in range(6)], names_val=["v0", "v1", "v2"],
+              size=(48, 40))
+    return tmp_path
+
+
+def _args(root, *extra):
+    return ["--data_root", str(root / "data"), "--dataset", "voc", "--model", MODEL, "--output_stride", "16",
+            "--no-pretrained_backbone", "--crop_size", "32", "--batch_size", "2", "--num_workers", "0",
+            "--checkpoint_dir", str(root / "ck"), "--results_dir", str(root / "res"), "--print_interval", "1",
+            *extra]
+
+
+def _ckpt(root, kind="latest"):
+    return str(root / "ck" / f"{kind}_{MODEL}_voc_os16.pth")
+
+
+def test_train_writes_original_format_checkpoints_and_resumes(voc, capsys):
+    assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2")) == 0
+    out = capsys.readouterr().out
+    assert "images/s" in out and "lr=" in out and "background" in out  # log line and class IoU table
+    latest = torch.load(_ckpt(voc), weights_only=True)
+    assert {"cur_itrs", "model_state", "optimizer_state", "scheduler_state", "best_score"} <= set(latest)
+    assert latest["cur_itrs"] == 4 and os.path.isfile(_ckpt(voc, "best"))
+
+    assert train_script.main(_args(voc, "--total_itrs", "6", "--val_interval", "2",
+                                   "--ckpt", _ckpt(voc), "--continue_training")) == 0
+    assert "restored from" in capsys.readouterr().out
+    resumed = torch.load(_ckpt(voc), weights_only=True)
+    assert resumed["cur_itrs"] == 6
+    assert resumed["scheduler_state"]["last_epoch"] == 6
+    assert resumed["optimizer_state"]["state"]  # momentum buffers carried over
+
+
+def test_test_only_equals_direct_metrics(voc, capsys):
+    assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
+    capsys.readouterr()
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", _ckpt(voc), "--save_val_results")) == 0
+    printed = float(next(line for line in capsys.readouterr().out.splitlines()
+                         if line.startswith("Mean IoU")).split(":")[1])
+    model = network.build_model(MODEL, 21, 16)
+    model.load_state_dict(torch.load(_ckpt(voc), weights_only=True)["model_state"])
+    model.eval()
+    transform = et.ExtCompose([et.ExtToTensor(), et.ExtNormalize(IMAGENET_MEAN, IMAGENET_STD)])
+    val = VOCSegmentation(str(voc / "data"), image_set="val", transform=transform)
+    hist = np.zeros((21, 21))
+    with torch.no_grad():
+        for image, target in val:
+            pred = model(image[None]).argmax(1)[0].numpy()
+            t = target.numpy()
+            keep = t < 21
+            np.add.at(hist, (t[keep], pred[keep]), 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iu = np.diag(hist) / (hist.sum(0) + hist.sum(1) - np.diag(hist))
+    assert printed == pytest.approx(np.nanmean(iu), abs=1e-6)
+    assert sorted(os.listdir(voc / "res"))[:4] == ["0_image.png", "0_overlay.png", "0_pred.png", "0_target.png"]
+
+
+def test_sigint_saves_a_resumable_checkpoint(voc):
+    cmd = [sys.executable, os.path.join(ROOT, "main.py"), *_args(voc, "--total_itrs", "10000", "--val_interval", "10000")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines = []
+    deadline = time.time() + 120
+    for line in proc.stdout:
+        lines.append(line)
+        if "Itrs 3/" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.time() < deadline, "".join(lines)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "SIGINT received: saved" in rest and "--continue_training" in rest
+    saved = torch.load(_ckpt(voc), weights_only=True)["cur_itrs"]
+    assert 3 <= saved < 10000
+
+
+def test_nan_loss_stops_with_a_clear_message(voc, capsys, monkeypatch):
+    class NaNLoss(torch.nn.Module):
+        def forward(self, outputs, labels):
+            return outputs.sum() * float("nan")
+
+    monkeypatch.setattr(train_script, "build_criterion", lambda loss_type: NaNLoss())
+    assert train_script.main(_args(voc, "--total_itrs", "3")) == 1
+    err = capsys.readouterr().err
+    assert "loss is nan at iteration 1" in err and "lower --lr" in err
+    assert not os.path.exists(_ckpt(voc))
+
+
+def test_missing_ckpt_is_an_error_not_a_retrain(voc, capsys):
+    assert train_script.main(_args(voc, "--ckpt", str(voc / "nope.pth"), "--total_itrs", "1")) == 1
+    assert "nope.pth does not exist" in capsys.readouterr().err
+
+
+def test_num_classes_conflict_and_missing_data(voc, tmp_path, capsys):
+    assert train_script.main(_args(voc, "--num_classes", "5", "--total_itrs", "1")) == 1
+    assert "--num_classes 5 does not match" in capsys.readouterr().err
+    assert train_script.main(["--data_root", str(tmp_path / "none"), "--no-pretrained_backbone"]) == 1
+    assert "pass --download" in capsys.readouterr().err
+
+
+def test_config_file_values_and_precedence(voc, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("total_itrs: 2\nval_interval: 1000\nlr: 0.5\n")
+    assert train_script.main(_args(voc, "--config", str(cfg), "--lr", "0.001")) == 0
+    out = capsys.readouterr().out
+    assert "Itrs 2/2" in out and "lr=0.000" in out  # 0.001 * poly, not 0.5

@@ -1,0 +1,100 @@
+"""Scheduler clamp, focal loss, checkpoint atomicity and head re-initialisation, config precedence."""
+import argparse
+import os
+
+import pytest
+import torch
+
+import network
+from utils.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from utils.config import parse_with_config
+from utils.loss import FocalLoss
+from utils.scheduler import PolyLR
+
+
+def test_poly_lr_never_negative_past_max_iters():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = PolyLR(opt, max_iters=5, power=0.9)
+    lrs = []
+    for _ in range(12):
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert all(isinstance(lr, float) and lr >= 1e-6 for lr in lrs)
+    assert lrs[-1] == pytest.approx(1e-6)
+
+
+def test_focal_loss_ignores_void_and_matches_ce_at_gamma_0():
+    logits = torch.randn(2, 4, 5, 5)
+    target = torch.randint(0, 4, (2, 5, 5))
+    target[:, 0] = 255
+    ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+    assert FocalLoss(gamma=0.0)(logits, target).item() == pytest.approx(ce.item(), rel=1e-6)
+    assert FocalLoss()(logits, target).item() < ce.item()
+
+
+def test_save_is_atomic_and_load_is_weights_only(tmp_path, monkeypatch):
+    path = str(tmp_path / "ck.pth")
+    save_checkpoint({"cur_itrs": 3, "model_state": {"w": torch.ones(2)}}, path)
+    assert load_checkpoint(path)["cur_itrs"] == 3
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint({"cur_itrs": 4}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["cur_itrs"] == 3  # the old file is intact
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
+
+
+def test_unreadable_and_missing_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*bad.pth"):
+        load_checkpoint(str(bad))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(str(tmp_path / "none.pth"))
+
+
+def test_other_class_count_reinitialises_only_the_head():
+    source = network.build_model("deeplabv3plus_mobilenet", 21, 16)
+    target = network.build_model("deeplabv3plus_mobilenet", 3, 16)
+    reinit = load_model_state(target, source.state_dict())
+    assert reinit == ["classifier.classifier.3.weight", "classifier.classifier.3.bias"]
+    assert torch.equal(target.state_dict()["classifier.aspp.project.0.weight"],
+                       source.state_dict()["classifier.aspp.project.0.weight"])
+
+
+def test_another_model_is_a_clear_error():
+    source = network.build_model("deeplabv3_mobilenet", 21, 16)
+    target = network.build_model("deeplabv3plus_mobilenet", 21, 16)
+    with pytest.raises(CheckpointError, match="does not fit this model .*missing"):
+        load_model_state(target, source.state_dict(), "x.pth")
+
+
+def _parser():
+    p = argparse.ArgumentParser()
+    p.add_argument("--config")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--model", default="a", choices=["a", "b"])
+    return p
+
+
+def test_config_sets_defaults_and_flags_win(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: 0.5\nmodel: b\n")
+    assert parse_with_config(_parser(), ["--config", str(cfg)]).lr == 0.5
+    opts = parse_with_config(_parser(), ["--config", str(cfg), "--lr", "0.2"])
+    assert opts.lr == 0.2 and opts.model == "b"
+
+
+@pytest.mark.parametrize("text,message", [("lrr: 1\n", "unknown options"), ("model: c\n", "not one of")])
+def test_config_errors(tmp_path, capsys, text, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SystemExit):
+        parse_with_config(_parser(), ["--config", str(cfg)])
+    assert message in capsys.readouterr().err

@@ -1,0 +1,57 @@
+"""Joint transforms: nearest-neighbour masks, ignore-index padding, tensor types."""
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+
+from utils import ext_transforms as et
+
+
+def _pair(w=20, h=10):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8))
+    mask = Image.fromarray((np.arange(w * h).reshape(h, w) % 3).astype(np.uint8))
+    return img, mask
+
+
+def test_random_crop_pads_mask_with_ignore_index_and_only_what_is_missing():
+    img, mask = _pair(20, 10)
+    random.seed(0)
+    out_img, out_mask = et.ExtRandomCrop((16, 24), pad_if_needed=True)(img, mask)
+    m = np.asarray(out_mask)
+    assert out_img.size == (24, 16) and m.shape == (16, 24)
+    assert (m == 255).sum() == 16 * 24 - 10 * 20  # exactly the padding is void
+    assert set(np.unique(m)) == {0, 1, 2, 255}
+
+
+def test_scale_uses_nearest_for_masks():
+    img, mask = _pair()
+    _, scaled = et.ExtScale(1.7)(img, mask)
+    assert set(np.unique(np.asarray(scaled))) <= {0, 1, 2}
+    _, scaled = et.ExtRandomScale((0.5, 2.0))(img, mask)
+    assert set(np.unique(np.asarray(scaled))) <= {0, 1, 2}
+
+
+def test_to_tensor_and_normalize():
+    img, mask = _pair()
+    t, m = et.ExtCompose([et.ExtToTensor(), et.ExtNormalize((0.5,) * 3, (0.5,) * 3)])(img, mask)
+    assert t.dtype == torch.float32 and t.shape == (3, 10, 20) and -1.0 <= t.min() and t.max() <= 1.0
+    assert m.dtype == torch.int64 and m.shape == (10, 20)
+    expected = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255 * 2 - 1
+    assert torch.allclose(t, expected, atol=1e-6)
+
+
+def test_flips_rotation_pad_and_center_crop_keep_pairs_aligned():
+    img, mask = _pair(20, 10)
+    i2, m2 = et.ExtRandomHorizontalFlip(p=1.0)(img, mask)
+    assert np.array_equal(np.asarray(m2), np.asarray(mask)[:, ::-1])
+    i3, m3 = et.ExtRandomVerticalFlip(p=1.0)(img, mask)
+    assert np.array_equal(np.asarray(m3), np.asarray(mask)[::-1])
+    _, m4 = et.ExtPad(32)(img, mask)
+    assert m4.size == (32, 32) and np.asarray(m4)[20:, :].min() == 255
+    i5, m5 = et.ExtCenterCrop(8)(img, mask)
+    assert i5.size == m5.size == (8, 8)
+    _, m6 = et.ExtRandomRotation(30)(img, mask)
+    assert set(np.unique(np.asarray(m6))) <= {0, 1, 2, 255}
+    i7, m7 = et.ExtResize((6, 9))(img, mask)
+    assert i7.size == m7.size == (9, 6) and set(np.unique(np.asarray(m7))) <= {0, 1, 2}

@@ -1,0 +1,1 @@
+"""Helpers shared by the scripts: transforms, losses, schedulers, checkpoints, configs, devices."""

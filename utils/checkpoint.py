@@ -1,0 +1,116 @@
+"""Checkpoints in the original's format, written atomically and read with ``weights_only=True``.
+
+The dict keeps the original's keys (``cur_itrs``, ``model_state``, ``optimizer_state``,
+``scheduler_state``, ``best_score``) so tools written for it read ours; new keys are added beside them.
+"""
+import os
+import random
+import tempfile
+from typing import Any, Dict, List, Mapping, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "extract_model_state", "load_model_state",
+           "capture_rng_state", "restore_rng_state"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not fit the model."""
+
+
+def save_checkpoint(state: Dict[str, Any], path: str) -> None:
+    """Write ``state`` to ``path`` through a temporary file and a rename: a crash never leaves half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Read a checkpoint (or a raw state_dict) from ``path`` on the CPU, tensors and plain data only."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist (check --ckpt)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {first} (truncated, or not a PyTorch file?)") from exc
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
+    return dict(obj)
+
+
+def extract_model_state(checkpoint: Mapping[str, Any], path: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """The model weights of an original-style checkpoint or a raw state_dict, without ``module.`` prefixes."""
+    state = checkpoint.get("model_state", checkpoint)
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no model weights (expected 'model_state' or a state_dict)")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def _head_keys(model: nn.Module) -> List[str]:
+    """State keys of the final 1x1 classifier conv, the only layer whose shape depends on num_classes."""
+    last = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1]
+    return [f"{last}.{p}" for p, _ in model.get_submodule(last).named_parameters()]
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str = "checkpoint") -> List[str]:
+    """Load ``state`` strictly, except that a classifier built for another class count is left initialised.
+
+    Returns the re-initialised keys (empty when everything loaded). Any other difference is a
+    CheckpointError that names the file and the first offending keys.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    head = _head_keys(model)
+    reinit = [k for k in mismatched if k in head]
+    others = [k for k in mismatched if k not in head]
+    if missing or unexpected or others:
+        parts = [f"{label} {keys[:3]}" for label, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("shape mismatch", others)) if keys]
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({'; '.join(parts)}); "
+                              "was it trained with another --model or --separable_conv?")
+    model.load_state_dict({k: v for k, v in state.items() if k not in reinit}, strict=False)
+    return reinit
+
+
+def capture_rng_state() -> Dict[str, Any]:
+    """Python, NumPy and torch RNG states, in types ``weights_only`` loading accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Tuple:
+    """Python's RNG state must be nested tuples; serialisation may hand back lists."""
+    return tuple(_as_tuple(v) if isinstance(v, (list, tuple)) else v for v in value)

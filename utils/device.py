@@ -1,0 +1,30 @@
+"""Device selection and mixed precision."""
+import contextlib
+import os
+
+import torch
+
+__all__ = ["resolve_device", "autocast", "AMP_DTYPES"]
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(choice: str = "auto", gpu_id: str = "0") -> torch.device:
+    """'auto' -> CUDA when available, else CPU. ``gpu_id`` keeps the original's meaning (CUDA_VISIBLE_DEVICES)."""
+    if gpu_id and "CUDA_VISIBLE_DEVICES" not in os.environ and "LOCAL_RANK" not in os.environ:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but no CUDA device is available; use --device cpu")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def autocast(device: torch.device, amp: str):
+    """An autocast context for ``amp`` in {'off', 'bf16', 'fp16'} on ``device``; a no-op for 'off'."""
+    dtype = AMP_DTYPES[amp]
+    if dtype is None:
+        return contextlib.nullcontext()
+    if dtype is torch.float16 and device.type == "cpu":
+        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    return torch.autocast(device_type=device.type, dtype=dtype)

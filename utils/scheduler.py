@@ -1,0 +1,35 @@
+"""Learning-rate schedules."""
+from typing import List
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, StepLR
+
+__all__ = ["PolyLR", "build_scheduler"]
+
+
+class PolyLR(LRScheduler):
+    """``lr = base_lr * (1 - iter / max_iters) ** power``, never below ``min_lr``.
+
+    The factor is clamped at 0 past ``max_iters`` (the original went negative, and complex for
+    fractional powers, when training ran longer than planned).
+    """
+
+    def __init__(self, optimizer: Optimizer, max_iters: int, power: float = 0.9, last_epoch: int = -1,
+                 min_lr: float = 1e-6):
+        self.power = power
+        self.max_iters = max_iters
+        self.min_lr = min_lr
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> List[float]:
+        factor = max(1.0 - self.last_epoch / self.max_iters, 0.0) ** self.power
+        return [max(base_lr * factor, self.min_lr) for base_lr in self.base_lrs]
+
+
+def build_scheduler(optimizer: Optimizer, policy: str, total_itrs: int, step_size: int) -> LRScheduler:
+    """'poly' (power 0.9 over ``total_itrs``) or 'step' (x0.1 every ``step_size``), as the original."""
+    if policy == "poly":
+        return PolyLR(optimizer, total_itrs, power=0.9)
+    if policy == "step":
+        return StepLR(optimizer, step_size=step_size, gamma=0.1)
+    raise ValueError(f"unknown lr_policy {policy!r}; use poly or step")

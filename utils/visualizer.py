@@ -1,0 +1,67 @@
+"""Visdom dashboard that never stops training: no server, or a server that goes away, means a warning once."""
+import sys
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+__all__ = ["Visualizer"]
+
+
+class Visualizer:
+    """``vis_scalar``, ``vis_image`` and ``vis_table`` on a Visdom server at ``host:port``, env ``env``.
+
+    Every call is a no-op after the first failure, which is reported once on stderr.
+    """
+
+    def __init__(self, port: int = 13570, env: str = "main", id: Optional[str] = None,
+                 host: str = "http://localhost"):
+        self.id = id
+        self.env = env
+        self.vis = None
+        try:
+            import visdom
+
+            self.vis = visdom.Visdom(server=host, port=int(port), env=env, raise_exceptions=True,
+                                     use_incoming_socket=False)
+        except Exception as exc:  # ConnectionError, ImportError, ...
+            self._disable(f"cannot reach the Visdom server at {host}:{port} ({type(exc).__name__}); "
+                          "training goes on without the dashboard (start one with `make visdom`)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.vis is not None
+
+    def _disable(self, message: str) -> None:
+        self.vis = None
+        print(f"warning: {message}", file=sys.stderr)
+
+    def _call(self, fn: str, **kwargs: Any) -> None:
+        if self.vis is None:
+            return
+        try:
+            getattr(self.vis, fn)(**kwargs)
+        except Exception as exc:
+            self._disable(f"the Visdom server stopped answering ({type(exc).__name__}); dashboard disabled")
+
+    def _name(self, name: str) -> str:
+        return name if self.id is None else f"[{self.id}] {name}"
+
+    def vis_scalar(self, name: str, x, y, opts: Optional[Dict] = None) -> None:
+        """Append point(s) ``(x, y)`` to the line plot ``name``."""
+        x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+        y = np.atleast_1d(np.asarray(y, dtype=np.float64))
+        title = self._name(name)
+        self._call("line", X=x, Y=y, win=title, update="append",
+                   opts=dict(title=title, **(opts or {})))
+
+    def vis_image(self, name: str, img: np.ndarray, env: Optional[str] = None, opts: Optional[Dict] = None) -> None:
+        """Show a (3, H, W) uint8 image in window ``name``."""
+        title = self._name(name)
+        self._call("image", img=img, win=title, env=env or self.env, opts=dict(title=title, **(opts or {})))
+
+    def vis_table(self, name: str, tbl: Dict[Any, Any], opts: Optional[Dict] = None) -> None:
+        """Show a key/value table as HTML in window ``name``."""
+        rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in tbl.items())
+        title = self._name(name)
+        self._call("text", text=f"<table><tr><th>Term</th><th>Value</th></tr>{rows}</table>", win=title,
+                   opts=dict(title=title, **(opts or {})))
