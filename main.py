@@ -342,6 +342,7 @@ def run(opts) -> int:
                     if vis is not None:
                         show_validation(vis, state.cur_itrs, val_score, samples, train_dst, denorm)
                     model.train()
+                    meter.reset_interval()  # images/s measures training only
 
                 if stop.signal_name is not None:
                     progress.close()

@@ -1,5 +1,197 @@
-"""Predict segmentation masks for images and folders (not implemented yet)."""
+"""Predict segmentation masks for an image, a folder (recursive) or a glob with a trained checkpoint.
+
+``python predict.py --input DIR --ckpt best.pth --model deeplabv3plus_mobilenet [--output color label overlay]``
+"""
+import argparse
+import os
 import sys
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils import data
+
+import network
+from datasets import Cityscapes, DatasetError, voc_cmap
+from datasets.folder import read_classes
+from datasets.image_files import ImageFiles, find_images
+from network import PretrainedWeightsError
+from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
+from utils.config import ConfigError, parse_with_config
+from utils.device import resolve_device
+from utils.inference import normalize, predict_logits, sliding_window_labels
+from utils.results import OVERLAY_ALPHA, overlay
+
+OUTPUT_KINDS = ("color", "label", "overlay")
+
+
+class PredictError(RuntimeError):
+    """Options that cannot work together; the message says what to change."""
+
+
+def get_argparser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML file whose keys are these options (flags given here win)")
+    parser.add_argument("--input", type=str, required=True, help="an image, a folder (searched recursively) or a glob")
+    parser.add_argument("--dataset", type=str, default="voc", choices=["voc", "cityscapes", "demo", "folder"],
+                        help="which palette to draw with (folder: give --classes)")
+    parser.add_argument("--classes", type=str, default=None, help="classes.yaml of your own data (names, palette)")
+    parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
+    parser.add_argument("--model", type=str, default="deeplabv3plus_mobilenet", choices=list(network.MODELS))
+    parser.add_argument("--separable_conv", action="store_true", default=False,
+                        help="apply separable conv to decoder and aspp")
+    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
+    parser.add_argument("--save_val_results_to", default="predictions", help="folder for the results")
+    parser.add_argument("--output", nargs="+", default=["color"], choices=OUTPUT_KINDS,
+                        help="color (palette image, as the original), label (palette PNG of class indices), overlay")
+    parser.add_argument("--overlay_alpha", type=float, default=OVERLAY_ALPHA)
+    parser.add_argument("--crop_val", action="store_true", default=False,
+                        help="infer with the shorter side resized to --crop_size (results keep the input size)")
+    parser.add_argument("--val_batch_size", type=int, default=4, help="images of equal size predicted together")
+    parser.add_argument("--crop_size", type=int, default=513)
+    parser.add_argument("--ckpt", required=True, type=str, help="checkpoint (original format or a state_dict)")
+    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
+    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"])
+    parser.add_argument("--channels_last", action="store_true", default=False)
+    parser.add_argument("--num_workers", type=int, default=2, help="decoding workers")
+    parser.add_argument("--tta", action="store_true", default=False, help="test-time augmentation: flip and scales")
+    parser.add_argument("--tta_scales", type=float, nargs="+", default=[0.75, 1.0, 1.25])
+    parser.add_argument("--tta_flip", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --tta: add horizontally flipped copies")
+    parser.add_argument("--slide", action="store_true", default=False,
+                        help="sliding-window inference for images larger than the training crop")
+    parser.add_argument("--window", type=int, default=513, help="--slide window size")
+    parser.add_argument("--stride", type=int, default=341, help="--slide step between windows")
+    return parser
+
+
+def palette_for(opts, num_classes: int) -> np.ndarray:
+    """A 256x3 colour table for drawing class indices."""
+    if opts.classes:
+        _, palette, _ = read_classes(opts.classes)
+        if len(palette) != num_classes:
+            raise PredictError(f"{opts.classes} names {len(palette)} classes but the checkpoint predicts {num_classes}")
+        table = np.zeros((256, 3), np.uint8)
+        table[: len(palette)] = palette
+        return table
+    if opts.dataset == "folder":
+        raise PredictError("--dataset folder needs --classes PATH/classes.yaml for the class colours")
+    return Cityscapes.cmap if opts.dataset == "cityscapes" else voc_cmap()
+
+
+def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
+    """The model of --model with the weights of --ckpt; the class count comes from the checkpoint's head."""
+    state = extract_model_state(load_checkpoint(opts.ckpt), opts.ckpt)
+    head = [v for v in state.values() if v.dim() == 4][-1]
+    num_classes = int(head.shape[0])
+    if opts.num_classes is not None and opts.num_classes != num_classes:
+        raise PredictError(f"--num_classes {opts.num_classes} but checkpoint {opts.ckpt} predicts {num_classes} classes")
+    model = network.build_model(opts.model, num_classes, opts.output_stride, pretrained_backbone=False,
+                                separable_conv=opts.separable_conv)
+    reinit = load_model_state(model, state, opts.ckpt)
+    if reinit:  # cannot happen: the class count was read from this checkpoint
+        raise CheckpointError(f"checkpoint {opts.ckpt} does not fit {opts.model}")
+    model.to(device).eval()
+    if opts.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, num_classes
+
+
+def output_names(files: List[Tuple[str, str]]) -> List[str]:
+    """Output stem (relative path without extension) per input; inputs sharing a stem keep their extension."""
+    stems = [os.path.splitext(rel)[0] for _, rel in files]
+    taken: Dict[str, int] = {}
+    for stem in stems:
+        taken[stem] = taken.get(stem, 0) + 1
+    return [stem if taken[stem] == 1 else rel.replace(".", "_") for stem, (_, rel) in zip(stems, files)]
+
+
+def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palette: np.ndarray) -> None:
+    base = os.path.join(opts.save_val_results_to, stem)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    colour = palette[labels]
+    if "color" in opts.output:
+        Image.fromarray(colour).save(base + ".png")
+    if "label" in opts.output:
+        mask = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
+        mask.putpalette(palette.flatten().tolist())
+        mask.save(base + "_label.png")
+    if "overlay" in opts.output:
+        rgb = image.permute(1, 2, 0).numpy()
+        Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)).save(base + "_overlay.png")
+
+
+class Predictor:
+    """Turns uint8 image batches into label maps with the options' scales, flips and windows."""
+
+    def __init__(self, opts, model: torch.nn.Module, num_classes: int, device: torch.device):
+        self.opts, self.model, self.num_classes, self.device = opts, model, num_classes, device
+        self.scales = list(opts.tta_scales) if opts.tta else [1.0]
+        self.flip = opts.tta and opts.tta_flip
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        scales = self.scales
+        if self.opts.crop_val:
+            factor = self.opts.crop_size / min(images.shape[-2:])
+            scales = [s * factor for s in scales]
+        return predict_logits(self.model, normalize(images.to(self.device, non_blocking=True)), self.opts.amp,
+                              self.opts.channels_last, scales, self.flip)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        if self.opts.slide:
+            return np.stack([sliding_window_labels(self._logits, image, self.num_classes, self.opts.window,
+                                                   self.opts.stride).numpy() for image in images]).astype(np.uint8)
+        return self._logits(images).argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def run(opts) -> int:
+    if opts.slide and opts.stride > opts.window:
+        raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
+    device = resolve_device(opts.device, opts.gpu_id)
+    files = find_images(opts.input)
+    model, num_classes = load_model(opts, device)
+    palette = palette_for(opts, num_classes)
+    predictor = Predictor(opts, model, num_classes, device)
+    names = output_names(files)
+    loader = data.DataLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
+                             pin_memory=device.type == "cuda")
+    done, skipped = 0, 0
+    pending: List[Tuple[int, torch.Tensor]] = []
+
+    def flush() -> None:
+        nonlocal done
+        if not pending:
+            return
+        labels = predictor(torch.stack([image for _, image in pending]))
+        for (index, image), label in zip(pending, labels):
+            save_outputs(opts, names[index], image, label, palette)
+            done += 1
+        pending.clear()
+
+    for index, item in loader:
+        if isinstance(item, str):
+            print(f"skipped: {item}", file=sys.stderr)
+            skipped += 1
+            continue
+        if pending and (item.shape != pending[0][1].shape or len(pending) >= opts.val_batch_size):
+            flush()
+        pending.append((index, item))
+    flush()
+    print(f"{done} done, {skipped} skipped; results in {opts.save_val_results_to}")
+    return 1 if skipped else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    opts = parse_with_config(get_argparser(), argv)
+    try:
+        return run(opts)
+    except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, PredictError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
 
 if __name__ == "__main__":
-    sys.exit("main.py: prediction is not implemented yet")
+    sys.exit(main())

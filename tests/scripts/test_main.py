@@ -128,3 +128,9 @@ def test_config_file_values_and_precedence(voc, tmp_path, capsys):
     assert train_script.main(_args(voc, "--config", str(cfg), "--lr", "0.001")) == 0
     out = capsys.readouterr().out
     assert "Itrs 2/2" in out and "lr=0.000" in out  # 0.001 * poly, not 0.5
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "configs"))))
+def test_shipped_configs_are_valid(name):
+    opts = train_script.parse_with_config(train_script.get_argparser(), ["--config", os.path.join(ROOT, "configs", name)])
+    assert opts.model in network.MODELS and opts.dataset in train_script.DATASETS

@@ -1,0 +1,71 @@
+"""Images to predict on: a file, a folder (recursive) or a glob; decoded robustly to RGB in DataLoader workers."""
+import glob
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils import data
+
+from .folder import IMAGE_EXTENSIONS
+from .utils import DatasetError
+
+__all__ = ["find_images", "ImageFiles", "to_rgb"]
+
+GLOB_CHARS = "*?["
+
+
+def find_images(spec: str) -> List[Tuple[str, str]]:
+    """(path, path relative to the input root) for every image named by ``spec``, sorted.
+
+    Extensions match case-insensitively (``.JPG`` counts). A folder is searched recursively.
+    """
+    if any(c in spec for c in GLOB_CHARS):
+        paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+        root = os.path.dirname(spec.split("*")[0].split("?")[0].split("[")[0]) or "."
+    elif os.path.isfile(spec):
+        return [(spec, os.path.basename(spec))]
+    elif os.path.isdir(spec):
+        root = spec
+        paths = [os.path.join(d, f) for d, _, files in os.walk(spec) for f in files]
+    else:
+        raise DatasetError(f"input {spec} does not exist (give a file, a folder or a glob)")
+    images = sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS))
+    if not images:
+        raise DatasetError(f"input {spec} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return [(p, os.path.relpath(p, root)) for p in images]
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any mode (L, LA, P, RGBA, CMYK, I;16, I, F) to 8-bit RGB."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+class ImageFiles(data.Dataset):
+    """Item ``i`` is ``(i, uint8 tensor (3, H, W))``, or ``(i, error message)`` when the file cannot be decoded."""
+
+    def __init__(self, files: List[Tuple[str, str]]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Tuple[int, object]:
+        path = self.files[index][0]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                rgb = to_rgb(img)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            return index, f"cannot decode {path}: {exc}"
+        return index, torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()

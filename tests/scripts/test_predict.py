@@ -1,0 +1,144 @@
+"""predict.py: every input kind, output names and sizes, label values, TTA/sliding equivalences, errors."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import network
+import predict
+from utils.inference import normalize, sliding_window_labels
+
+MODEL = "deeplabv3plus_mobilenet"
+NUM_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = network.build_model(MODEL, NUM_CLASSES, 16).eval()
+    folder = tmp_path_factory.mktemp("ckpt")
+    path = folder / "best.pth"
+    torch.save({"model_state": model.state_dict(), "cur_itrs": 1}, path)
+    raw = folder / "raw.pth"
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, raw)
+    return str(path), str(raw), model
+
+
+def _rgb(w, h, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / "other").mkdir()
+    _rgb(40, 30).save(root / "sub" / "a.png")
+    _rgb(40, 30, 1).save(root / "other" / "a.png")
+    _rgb(41, 33, 2).save(root / "b.JPG")
+    _rgb(40, 30, 3).convert("L").save(root / "gray.png")
+    _rgb(40, 30, 4).convert("RGBA").save(root / "alpha.png")
+    _rgb(40, 30, 5).convert("P").save(root / "palette.bmp")
+    _rgb(40, 30, 6).convert("CMYK").save(root / "cmyk.jpg")
+    Image.fromarray((np.arange(40 * 30).reshape(30, 40) * 50).astype(np.uint16)).save(root / "deep.tif")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    _rgb(40, 30, 7).save(root / "rotated.jpg", exif=exif)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _run(tmp_path, ckpt_path, *extra):
+    out = tmp_path / "out"
+    code = predict.main(["--input", str(tmp_path / "in"), "--ckpt", ckpt_path, "--model", MODEL,
+                         "--save_val_results_to", str(out), "--num_workers", "0", *extra])
+    return code, out
+
+
+def test_every_input_kind_gives_outputs_of_the_input_size(tmp_path, inputs, ckpt, capsys):
+    code, out = _run(tmp_path, ckpt[0], "--output", "color", "label", "overlay")
+    assert code == 0
+    assert "9 done, 0 skipped" in capsys.readouterr().out
+    expected = {"sub/a": (40, 30), "other/a": (40, 30), "b": (41, 33), "gray": (40, 30), "alpha": (40, 30),
+                "palette": (40, 30), "cmyk": (40, 30), "deep": (40, 30), "rotated": (30, 40)}
+    for stem, size in expected.items():
+        for suffix in (".png", "_label.png", "_overlay.png"):
+            with Image.open(out / f"{stem}{suffix}") as img:
+                assert img.size == size, (stem, suffix)
+    assert Image.open(out / "b_label.png").mode == "P"
+
+
+def test_label_masks_equal_the_model_argmax(tmp_path, inputs, ckpt):
+    code, out = _run(tmp_path, ckpt[1], "--output", "label", "--val_batch_size", "3")
+    assert code == 0
+    image = torch.from_numpy(np.array(Image.open(inputs / "b.JPG").convert("RGB"))).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        expected = ckpt[2](normalize(image)).argmax(1)[0].numpy()
+    assert np.array_equal(np.array(Image.open(out / "b_label.png")), expected)
+
+
+def _labels(out):
+    return {f: np.array(Image.open(os.path.join(d, f))) for d, _, files in os.walk(out) for f in files}
+
+
+def test_tta_identity_and_small_image_slide_equal_plain_inference(tmp_path, inputs, ckpt):
+    _, plain = _run(tmp_path, ckpt[0], "--output", "label")
+    plain_labels = _labels(plain)
+    os.rename(plain, tmp_path / "plain")
+    _, tta = _run(tmp_path, ckpt[0], "--output", "label", "--tta", "--tta_scales", "1.0", "--no-tta_flip")
+    tta_labels = _labels(tta)
+    os.rename(tta, tmp_path / "tta")
+    _, slide = _run(tmp_path, ckpt[0], "--output", "label", "--slide", "--window", "64", "--stride", "32")
+    slide_labels = _labels(slide)
+    for name, labels in plain_labels.items():
+        assert np.array_equal(labels, tta_labels[name]) and np.array_equal(labels, slide_labels[name]), name
+
+
+def test_full_tta_runs_and_keeps_sizes(tmp_path, inputs, ckpt):
+    code, out = _run(tmp_path, ckpt[0], "--output", "label", "--tta", "--amp", "bf16", "--channels_last")
+    assert code == 0
+    assert Image.open(out / "b_label.png").size == (41, 33)
+
+
+def test_sliding_window_band_equals_full_accumulation():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    image = torch.randint(0, 255, (3, 70, 53), dtype=torch.uint8)
+
+    def logits(crop):
+        with torch.no_grad():
+            return conv(crop.float())
+
+    got = sliding_window_labels(logits, image, 4, window=24, stride=16)
+    total = torch.zeros(4, 70, 53)
+    tops = list(range(0, 70 - 24, 16)) + [70 - 24]
+    lefts = list(range(0, 53 - 24, 16)) + [53 - 24]
+    for top in tops:
+        for left in lefts:
+            total[:, top:top + 24, left:left + 24] += logits(image[None, :, top:top + 24, left:left + 24])[0]
+    assert torch.equal(got, total.argmax(0))
+
+
+def test_corrupt_file_is_skipped_with_summary_and_status_1(tmp_path, inputs, ckpt, capsys):
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    code, out = _run(tmp_path, ckpt[0])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "skipped: cannot decode" in captured.err and "broken.png" in captured.err
+    assert "9 done, 1 skipped" in captured.out
+    assert (out / "b.png").exists()
+
+
+def test_missing_checkpoint_and_empty_folder_are_errors(tmp_path, inputs, ckpt, capsys):
+    code, _ = _run(tmp_path, str(tmp_path / "missing.pth"))
+    assert code == 1 and "missing.pth does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    code = predict.main(["--input", str(tmp_path / "empty"), "--ckpt", ckpt[0], "--model", MODEL])
+    assert code == 1 and "holds no images" in capsys.readouterr().err
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tmp_path, inputs, ckpt, capsys):
+    code, _ = _run(tmp_path, ckpt[0], "--model", "deeplabv3_mobilenet")
+    assert code == 1 and "does not fit this model" in capsys.readouterr().err

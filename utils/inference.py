@@ -1,0 +1,88 @@
+"""Inference building blocks: normalisation, test-time augmentation and sliding windows with bounded memory."""
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .device import autocast
+
+__all__ = ["normalize", "predict_logits", "sliding_window_labels"]
+
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float, ImageNet-normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def predict_logits(model: nn.Module, images: torch.Tensor, amp: str = "off", channels_last: bool = False,
+                   scales: Sequence[float] = (1.0,), flip: bool = False) -> torch.Tensor:
+    """Class scores (N, C, H, W) at the input size for normalised ``images``.
+
+    With several ``scales`` or ``flip`` (test-time augmentation) the softmax probabilities of every
+    variant are averaged; with scale 1.0 alone and no flip the model's logits are returned unchanged.
+    """
+    size = images.shape[-2:]
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(images.device, amp):
+            return model(x).float()
+
+    if list(scales) == [1.0] and not flip:
+        return run(images)
+    total: Optional[torch.Tensor] = None
+    for scale in scales:
+        x = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear",
+                                                      align_corners=False)
+        variants = [x, x.flip(-1)] if flip else [x]
+        for i, v in enumerate(variants):
+            out = run(v)
+            out = out.flip(-1) if i == 1 else out
+            if out.shape[-2:] != size:
+                out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            prob = out.softmax(dim=1)
+            total = prob if total is None else total + prob
+    return total
+
+
+def _starts(length: int, window: int, stride: int):
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    return starts + [length - window]
+
+
+def sliding_window_labels(logits_fn: Logits, image: torch.Tensor, num_classes: int, window: int,
+                          stride: int) -> torch.Tensor:
+    """Per-pixel argmax (H, W) of ``logits_fn`` run on overlapping ``window`` crops of a (3, H, W) image.
+
+    Scores of overlapping windows are summed (the argmax of a sum is the argmax of the mean). Only a band of ``window`` rows of scores is kept at a
+    time and finished rows are reduced to labels at once, so memory grows with the image's width,
+    not its area. An image smaller than the window is predicted whole, as plain inference does.
+    """
+    _, height, width = image.shape
+    labels = torch.empty(height, width, dtype=torch.int64)
+    rows = _starts(height, window, stride)
+    cols = _starts(width, window, stride)
+    band_top = 0
+    band = torch.zeros(num_classes, min(window, height), width)
+    for top in rows:
+        if top > band_top:  # rows above `top` are complete: emit them and slide the band down
+            shift = top - band_top
+            labels[band_top:top] = band[:, :shift].argmax(0)
+            band = torch.cat([band[:, shift:], torch.zeros(num_classes, shift, width)], dim=1)
+            band_top = top
+        h = min(window, height)
+        for left in cols:
+            w = min(window, width)
+            crop = image[:, top:top + h, left:left + w].unsqueeze(0)
+            band[:, :, left:left + w] += logits_fn(crop)[0].float().cpu()
+    labels[band_top:band_top + band.shape[1]] = band.argmax(0)
+    return labels
