@@ -152,7 +152,7 @@ def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.devi
             labels = labels.to(device, non_blocking=True)
             with autocast(device, opts.amp):
                 outputs = model(images)
-            preds = outputs.argmax(dim=1)
+            preds = outputs.max(dim=1).indices  # several times faster than argmax on NCHW CPU tensors
             metrics.update(labels, preds)
             if ret_samples_ids is not None and i in ret_samples_ids:
                 samples.append((images[0].float().cpu().numpy(), labels[0].cpu().numpy(), preds[0].cpu().numpy()))

@@ -20,7 +20,7 @@ from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from utils.config import ConfigError, parse_with_config
 from utils.device import resolve_device
-from utils.inference import normalize, predict_logits, sliding_window_labels
+from utils.inference import fold_batchnorm, normalize, predict_logits, sliding_window_labels
 from utils.results import OVERLAY_ALPHA, overlay
 
 OUTPUT_KINDS = ("color", "label", "overlay")
@@ -93,7 +93,7 @@ def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     reinit = load_model_state(model, state, opts.ckpt)
     if reinit:  # cannot happen: the class count was read from this checkpoint
         raise CheckpointError(f"checkpoint {opts.ckpt} does not fit {opts.model}")
-    model.to(device).eval()
+    fold_batchnorm(model.eval()).to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
     return model, num_classes
@@ -108,19 +108,23 @@ def output_names(files: List[Tuple[str, str]]) -> List[str]:
     return [stem if taken[stem] == 1 else rel.replace(".", "_") for stem, (_, rel) in zip(stems, files)]
 
 
+PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
+
+
 def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palette: np.ndarray) -> None:
     base = os.path.join(opts.save_val_results_to, stem)
     os.makedirs(os.path.dirname(base), exist_ok=True)
     colour = palette[labels]
     if "color" in opts.output:
-        Image.fromarray(colour).save(base + ".png")
+        Image.fromarray(colour).save(base + ".png", compress_level=PNG_COMPRESS_LEVEL)
     if "label" in opts.output:
         mask = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
         mask.putpalette(palette.flatten().tolist())
-        mask.save(base + "_label.png")
+        mask.save(base + "_label.png", compress_level=PNG_COMPRESS_LEVEL)
     if "overlay" in opts.output:
         rgb = image.permute(1, 2, 0).numpy()
-        Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)).save(base + "_overlay.png")
+        Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)).save(base + "_overlay.png",
+                                                                       compress_level=PNG_COMPRESS_LEVEL)
 
 
 class Predictor:
@@ -144,7 +148,7 @@ class Predictor:
         if self.opts.slide:
             return np.stack([sliding_window_labels(self._logits, image, self.num_classes, self.opts.window,
                                                    self.opts.stride).numpy() for image in images]).astype(np.uint8)
-        return self._logits(images).argmax(1).to(torch.uint8).cpu().numpy()
+        return self._logits(images).max(1).indices.to(torch.uint8).cpu().numpy()  # max: faster than argmax
 
 
 def run(opts) -> int:

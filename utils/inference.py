@@ -8,7 +8,7 @@ from torch import nn
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .device import autocast
 
-__all__ = ["normalize", "predict_logits", "sliding_window_labels"]
+__all__ = ["normalize", "predict_logits", "sliding_window_labels", "fold_batchnorm"]
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -25,7 +25,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, amp: str = "off", cha
     """Class scores (N, C, H, W) at the input size for normalised ``images``.
 
     With several ``scales`` or ``flip`` (test-time augmentation) the softmax probabilities of every
-    variant are averaged; with scale 1.0 alone and no flip the model's logits are returned unchanged.
+    variant are summed (float32); with scale 1.0 alone and no flip the model's logits are returned
+    unchanged, in the autocast dtype (an argmax needs no float32 copy).
     """
     size = images.shape[-2:]
 
@@ -33,7 +34,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, amp: str = "off", cha
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, amp):
-            return model(x).float()
+            return model(x)
 
     if list(scales) == [1.0] and not flip:
         return run(images)
@@ -43,7 +44,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, amp: str = "off", cha
                                                       align_corners=False)
         variants = [x, x.flip(-1)] if flip else [x]
         for i, v in enumerate(variants):
-            out = run(v)
+            out = run(v).float()
             out = out.flip(-1) if i == 1 else out
             if out.shape[-2:] != size:
                 out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
@@ -63,9 +64,9 @@ def sliding_window_labels(logits_fn: Logits, image: torch.Tensor, num_classes: i
                           stride: int) -> torch.Tensor:
     """Per-pixel argmax (H, W) of ``logits_fn`` run on overlapping ``window`` crops of a (3, H, W) image.
 
-    Scores of overlapping windows are summed (the argmax of a sum is the argmax of the mean). Only a band of ``window`` rows of scores is kept at a
-    time and finished rows are reduced to labels at once, so memory grows with the image's width,
-    not its area. An image smaller than the window is predicted whole, as plain inference does.
+    Scores of overlapping windows are summed (same argmax as their mean). Only a band of ``window``
+    rows of scores is kept at a time and finished rows are reduced to labels at once, so memory
+    grows with the image's width, not its area. An image smaller than the window is predicted whole, as plain inference does.
     """
     _, height, width = image.shape
     labels = torch.empty(height, width, dtype=torch.int64)
@@ -76,7 +77,7 @@ def sliding_window_labels(logits_fn: Logits, image: torch.Tensor, num_classes: i
     for top in rows:
         if top > band_top:  # rows above `top` are complete: emit them and slide the band down
             shift = top - band_top
-            labels[band_top:top] = band[:, :shift].argmax(0)
+            labels[band_top:top] = band[:, :shift].max(0).indices
             band = torch.cat([band[:, shift:], torch.zeros(num_classes, shift, width)], dim=1)
             band_top = top
         h = min(window, height)
@@ -84,5 +85,42 @@ def sliding_window_labels(logits_fn: Logits, image: torch.Tensor, num_classes: i
             w = min(window, width)
             crop = image[:, top:top + h, left:left + w].unsqueeze(0)
             band[:, :, left:left + w] += logits_fn(crop)[0].float().cpu()
-    labels[band_top:band_top + band.shape[1]] = band.argmax(0)
+    labels[band_top:band_top + band.shape[1]] = band.max(0).indices
     return labels
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    fused.weight.data = conv.weight.detach() * scale.detach().view(-1, 1, 1, 1)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.data = (bias - bn.running_mean) * scale.detach() + bn.bias.detach()
+    return fused.to(conv.weight.device)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that directly follows a Conv2d into it, in place (inference only).
+
+    Patterns folded: consecutive children of an ``nn.Sequential``, and sibling attributes
+    ``convK``/``bnK`` (ResNet, HRNet, Xception stems) or ``X``/``Xbn`` (Xception's skip). The folded
+    BatchNorm becomes an Identity.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm is for inference: call model.eval() first")
+    for module in list(model.modules()):
+        children = list(module.named_children())
+        pairs = []
+        if isinstance(module, nn.Sequential):
+            pairs = [(a, b) for (a, ma), (b, mb) in zip(children, children[1:])
+                     if isinstance(ma, nn.Conv2d) and isinstance(mb, nn.BatchNorm2d)]
+        names = dict(children)
+        for name, child in children:
+            partner = "bn" + name[4:] if name.startswith("conv") else name + "bn"
+            if isinstance(child, nn.Conv2d) and isinstance(names.get(partner), nn.BatchNorm2d):
+                pairs.append((name, partner))
+        for conv_name, bn_name in pairs:
+            setattr(module, conv_name, _fold(getattr(module, conv_name), getattr(module, bn_name)))
+            setattr(module, bn_name, nn.Identity())
+    return model
