@@ -8,6 +8,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 import network
 from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
+from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
 from utils import ext_transforms as et
@@ -26,10 +28,11 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
                               load_model_state, restore_rng_state, save_checkpoint)
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import autocast, resolve_device
+from utils.device import autocast
+from utils.distributed import DistEnv, all_reduce_sum_, cleanup, init_distributed, reduce_step_flags
 from utils.loss import build_criterion
 from utils.results import save_val_result
-from utils.scheduler import build_scheduler
+from utils.scheduler import build_scheduler, retarget
 from utils.training import train_step
 from utils.utils import Denormalize, set_bn_momentum
 from utils.visualizer import Visualizer
@@ -38,6 +41,8 @@ DATASETS = ("voc", "cityscapes", "folder", "demo")
 VOC_YEARS = ("2012_aug", "2012", "2011", "2009", "2008", "2007")
 BACKBONE_BN_MOMENTUM = 0.01
 BACKBONE_LR_FACTOR = 0.1
+# With --amp fp16 the GradScaler skips steps whose gradients overflow; the schedule still follows iterations.
+warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
 
 
 class TrainingError(RuntimeError):
@@ -75,7 +80,8 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"])
     parser.add_argument("--step_size", type=int, default=10000)
     parser.add_argument("--crop_val", action="store_true", default=False, help="crop validation (default: False)")
-    parser.add_argument("--batch_size", type=int, default=16, help="batch size (default: 16)")
+    parser.add_argument("--batch_size", type=int, default=16,
+                        help="global batch size, split over torchrun processes (default: 16)")
     parser.add_argument("--val_batch_size", type=int, default=4, help="batch size for validation (default: 4)")
     parser.add_argument("--crop_size", type=int, default=513)
     parser.add_argument("--ckpt", default=None, type=str, help="restore from checkpoint")
@@ -84,6 +90,10 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=["cross_entropy", "focal_loss"])
     parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
     parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=None,
+                        help="SyncBatchNorm across processes (default: on for multi-GPU torchrun runs)")
+    parser.add_argument("--dist_timeout", type=float, default=1800,
+                        help="seconds a process waits for the others before the run stops with an error")
     parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"], help="mixed precision")
     parser.add_argument("--channels_last", action="store_true", default=False, help="NHWC memory format")
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
@@ -137,12 +147,17 @@ def checkpoint_path(opts, kind: str) -> str:
 
 def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.device, metrics: StreamSegMetrics,
              ret_samples_ids: Optional[Sequence[int]] = None):
-    """Evaluate on ``loader``; return (scores, [(image, target, prediction)] for the batches in ret_samples_ids)."""
+    """Evaluate on ``loader``; return (scores, [(image, target, prediction)] for the batches in ret_samples_ids).
+
+    Under torchrun every process evaluates its own shard and the confusion matrices are summed, so the
+    scores equal a single-process evaluation of the same checkpoint.
+    """
     metrics.reset()
     samples = []
     denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
     decode = loader.dataset.decode_target
-    img_id = 0
+    shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
+    shard = iter(shard)
     model.eval()
     with torch.inference_mode():
         for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
@@ -156,11 +171,11 @@ def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.devi
             metrics.update(labels, preds)
             if ret_samples_ids is not None and i in ret_samples_ids:
                 samples.append((images[0].float().cpu().numpy(), labels[0].cpu().numpy(), preds[0].cpu().numpy()))
-            if opts.save_val_results:
+            if opts.save_val_results:  # named by the sample's index in the dataset (shards never collide)
                 for image, target, pred in zip(images.float().cpu(), labels.cpu().numpy(), preds.cpu().numpy()):
                     rgb = (denorm(image.numpy()) * 255).clip(0, 255).transpose(1, 2, 0).astype(np.uint8)
-                    save_val_result(opts.results_dir, img_id, rgb, target, pred, decode)
-                    img_id += 1
+                    save_val_result(opts.results_dir, next(shard), rgb, target, pred, decode)
+    all_reduce_sum_(metrics.confusion_matrix)
     return metrics.get_results(), samples
 
 
@@ -170,7 +185,6 @@ class TrainState:
 
     cur_itrs: int = 0
     best_score: float = 0.0
-    cur_epochs: int = 0
 
 
 class SpeedMeter:
@@ -224,14 +238,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build_loaders(opts, train_dst, val_dst, device: torch.device):
-    workers = dict(num_workers=opts.num_workers, pin_memory=device.type == "cuda",
-                   persistent_workers=opts.num_workers > 0)
-    train_loader = data.DataLoader(train_dst, batch_size=opts.batch_size, shuffle=True, drop_last=True, **workers)
-    val_loader = data.DataLoader(val_dst, batch_size=opts.val_batch_size if opts.crop_val else 1,
-                                 shuffle=False, **workers)
-    if len(train_loader) == 0 and not opts.test_only:
+def build_loaders(opts, train_dst, val_dst, env: DistEnv, device: torch.device):
+    """Training batches from ShardedRandomSampler (global --batch_size split over processes); validation shards."""
+    if opts.batch_size % env.world_size:
+        raise TrainingError(f"--batch_size {opts.batch_size} is the global batch and must be divisible by the "
+                            f"{env.world_size} processes")
+    if len(train_dst) < opts.batch_size and not opts.test_only:
         raise TrainingError(f"--batch_size {opts.batch_size} is larger than the training set ({len(train_dst)})")
+    # Own generators: a new DataLoader iterator otherwise draws from the global torch RNG, which would make
+    # dropout after a resume differ from an uninterrupted run.
+    workers = dict(num_workers=opts.num_workers, pin_memory=device.type == "cuda",
+                   persistent_workers=opts.num_workers > 0, generator=torch.Generator().manual_seed(opts.random_seed))
+    train_sampler = ShardedRandomSampler(len(train_dst), opts.batch_size, env.rank, env.world_size, opts.random_seed)
+    train_loader = data.DataLoader(SeededSamples(train_dst, opts.random_seed), sampler=train_sampler,
+                                   batch_size=opts.batch_size // env.world_size, drop_last=True, **workers)
+    val_loader = data.DataLoader(val_dst, batch_size=opts.val_batch_size if opts.crop_val else 1,
+                                 sampler=ShardSampler(len(val_dst), env.rank, env.world_size), **workers)
     return train_loader, val_loader
 
 
@@ -243,30 +265,45 @@ def resolve_num_classes(opts, train_dst) -> int:
     return fixed
 
 
-def run(opts) -> int:
-    device = resolve_device(opts.device, opts.gpu_id)
+def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.Module, nn.Module]:
+    """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun."""
+    pretrained = {} if opts.pretrained_backbone is None else {"pretrained_backbone": opts.pretrained_backbone}
+    model = network.build_model(opts.model, opts.num_classes, opts.output_stride,
+                                separable_conv=opts.separable_conv, **pretrained)
+    set_bn_momentum(model.backbone, momentum=BACKBONE_BN_MOMENTUM)
+    sync_bn = opts.sync_bn if opts.sync_bn is not None else (env.distributed and device.type == "cuda")
+    if sync_bn:
+        if device.type != "cuda":
+            raise TrainingError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
+                                "drop it or pass --no-sync_bn")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if opts.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if not env.distributed:
+        return model, model
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return ddp, model
+
+
+def run(opts, env: DistEnv, device: torch.device) -> int:
+    log = print if env.is_main else (lambda *args, **kwargs: None)
     seed_everything(opts.random_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     train_dst, val_dst = get_dataset(opts)
     opts.num_classes = resolve_num_classes(opts, train_dst)
-    train_loader, val_loader = build_loaders(opts, train_dst, val_dst, device)
-    print(f"Device: {device}  Dataset: {opts.dataset}, Train set: {len(train_dst)}, Val set: {len(val_dst)}")
+    train_loader, val_loader = build_loaders(opts, train_dst, val_dst, env, device)
+    log(f"Device: {device} x {env.world_size} process(es)  Dataset: {opts.dataset}, Train set: {len(train_dst)}, "
+        f"Val set: {len(val_dst)}, global batch {opts.batch_size} = {env.world_size} x "
+        f"{opts.batch_size // env.world_size}")
 
-    model = network.build_model(opts.model, opts.num_classes, opts.output_stride,
-                                separable_conv=opts.separable_conv, **(
-                                    {} if opts.pretrained_backbone is None
-                                    else {"pretrained_backbone": opts.pretrained_backbone}))
-    set_bn_momentum(model.backbone, momentum=BACKBONE_BN_MOMENTUM)
-    model.to(device)
-    if opts.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model, plain_model = build_training_model(opts, env, device)
     metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
-
     optimizer = torch.optim.SGD(params=[
-        {"params": model.backbone.parameters(), "lr": BACKBONE_LR_FACTOR * opts.lr},
-        {"params": model.classifier.parameters(), "lr": opts.lr},
+        {"params": plain_model.backbone.parameters(), "lr": BACKBONE_LR_FACTOR * opts.lr},
+        {"params": plain_model.classifier.parameters(), "lr": opts.lr},
     ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
     scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
     criterion = build_criterion(opts.loss_type)
@@ -274,59 +311,66 @@ def run(opts) -> int:
 
     state = TrainState()
     if opts.ckpt is not None:
-        restore(opts, opts.ckpt, model, optimizer, scheduler, state)
+        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, state, log)
 
-    vis = Visualizer(port=opts.vis_port, env=opts.vis_env) if opts.enable_vis else None
+    vis = Visualizer(port=opts.vis_port, env=opts.vis_env) if opts.enable_vis and env.is_main else None
     if vis is not None:
         vis.vis_table("Options", vars(opts))
 
     if opts.test_only:
         val_score, _ = validate(opts, model, val_loader, device, metrics)
-        print(metrics.to_str(val_score))
+        log(metrics.to_str(val_score))
         return 0
 
     def save(kind: str) -> str:
         path = checkpoint_path(opts, kind)
-        save_checkpoint({
-            "cur_itrs": state.cur_itrs, "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-            "best_score": state.best_score, "rng_state": capture_rng_state(), "model_name": opts.model,
-            "num_classes": opts.num_classes, "output_stride": opts.output_stride,
-            "separable_conv": opts.separable_conv, "class_names": list(train_dst.class_names),
-        }, path)
+        if env.is_main:
+            save_checkpoint({
+                "cur_itrs": state.cur_itrs, "model_state": plain_model.state_dict(),
+                "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
+                "best_score": state.best_score, "rng_state": capture_rng_state(), "model_name": opts.model,
+                "num_classes": opts.num_classes, "output_stride": opts.output_stride,
+                "separable_conv": opts.separable_conv, "class_names": list(train_dst.class_names),
+            }, path)
         return path
 
     vis_sample_id = (np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32)
                      if vis is not None else None)
     denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
     meter = SpeedMeter(state.cur_itrs, opts.total_itrs)
-    progress = tqdm(total=opts.total_itrs, initial=state.cur_itrs, desc="train", disable=None)
+    progress = tqdm(total=opts.total_itrs, initial=state.cur_itrs, desc="train", disable=None if env.is_main else True)
+    sampler = train_loader.sampler
     with StopFlag() as stop:
         while state.cur_itrs < opts.total_itrs:
+            epoch, start_batch = divmod(state.cur_itrs, sampler.batches_per_epoch)
+            sampler.set_epoch(epoch, start_batch)  # resumes mid-epoch with the batches it would have seen
             model.train()
-            state.cur_epochs += 1
             for images, labels in train_loader:
                 state.cur_itrs += 1
-                loss = train_step(model, optimizer, scaler, criterion, images, labels, device, opts.amp,
-                                  opts.channels_last)
-                if not np.isfinite(loss):
+                local_loss = train_step(model, optimizer, scaler, criterion, images, labels, device, opts.amp,
+                                        opts.channels_last)
+                loss, (nonfinite, stopping) = reduce_step_flags(
+                    local_loss, [not np.isfinite(local_loss), stop.signal_name is not None], device)
+                if nonfinite:
                     progress.close()
                     kept = checkpoint_path(opts, "latest")
                     raise TrainingError(
-                        f"loss is {loss} at iteration {state.cur_itrs} (lr {scheduler.get_last_lr()[-1]:.3g}); "
-                        f"stopped without saving, the last good checkpoint is "
-                        f"{kept if os.path.exists(kept) else 'none'}; lower --lr or check the data")
+                        f"loss is {local_loss if not np.isfinite(local_loss) else 'nan on another process'} at "
+                        f"iteration {state.cur_itrs} (lr {scheduler.get_last_lr()[-1]:.3g}); stopped without saving, "
+                        f"the last good checkpoint is {kept if os.path.exists(kept) else 'none'}; "
+                        "lower --lr or check the data")
                 scheduler.step()
                 progress.update(1)
-                meter.add(loss, images.shape[0])
+                meter.add(loss, images.shape[0] * env.world_size)
                 if vis is not None:
                     vis.vis_scalar("Loss", state.cur_itrs, loss)
                 if state.cur_itrs % opts.print_interval == 0:
                     lr = scheduler.get_last_lr()[-1]
                     speed = meter.images_per_second()
-                    tqdm.write(f"Epoch {state.cur_epochs}, Itrs {state.cur_itrs}/{opts.total_itrs}, "
-                               f"Loss={meter.mean_loss():.6f}, lr={lr:.6f}, {speed:.2f} images/s, "
-                               f"ETA {meter.eta(state.cur_itrs)}")
+                    if env.is_main:
+                        tqdm.write(f"Epoch {epoch + 1}, Itrs {state.cur_itrs}/{opts.total_itrs}, "
+                                   f"Loss={meter.mean_loss():.6f}, lr={lr:.6f}, {speed:.2f} images/s, "
+                                   f"ETA {meter.eta(state.cur_itrs)}")
                     if vis is not None:
                         vis.vis_scalar("LR", state.cur_itrs, lr)
                         vis.vis_scalar("Images/s", state.cur_itrs, speed)
@@ -335,47 +379,48 @@ def run(opts) -> int:
                 if state.cur_itrs % opts.val_interval == 0 or state.cur_itrs == opts.total_itrs:
                     save("latest")
                     val_score, samples = validate(opts, model, val_loader, device, metrics, vis_sample_id)
-                    tqdm.write(f"Validation at iteration {state.cur_itrs}:\n{metrics.to_str(val_score)}")
+                    log(f"Validation at iteration {state.cur_itrs}:\n{metrics.to_str(val_score)}")
                     if val_score["Mean IoU"] > state.best_score:
                         state.best_score = val_score["Mean IoU"]
-                        tqdm.write(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
+                        log(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
                     if vis is not None:
                         show_validation(vis, state.cur_itrs, val_score, samples, train_dst, denorm)
                     model.train()
                     meter.reset_interval()  # images/s measures training only
 
-                if stop.signal_name is not None:
+                if stopping:
                     progress.close()
                     path = save("latest")
-                    print(f"{stop.signal_name} received: saved {path} at iteration {state.cur_itrs}; resume with "
-                          f"--ckpt {path} --continue_training")
+                    log(f"{stop.signal_name or 'A signal to another process'} received: saved {path} at iteration "
+                        f"{state.cur_itrs}; resume with --ckpt {path} --continue_training")
                     return 0
                 if state.cur_itrs >= opts.total_itrs:
                     break
     progress.close()
-    print(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
+    log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
     return 0
 
 
-def restore(opts, path: str, model, optimizer, scheduler, state: TrainState) -> None:
+def restore(opts, path: str, model, optimizer, scheduler, state: TrainState, log=print) -> None:
     """Load weights from ``path``; with --continue_training also the optimizer, scheduler, counters and RNG."""
     checkpoint = load_checkpoint(path)
     reinit = load_model_state(model, extract_model_state(checkpoint, path), path)
     if reinit:
-        print(f"Checkpoint {path} has a classifier for another class count: loaded everything else, "
-              f"re-initialised {', '.join(reinit)} for {opts.num_classes} classes")
+        log(f"Checkpoint {path} has a classifier for another class count: loaded everything else, "
+            f"re-initialised {', '.join(reinit)} for {opts.num_classes} classes")
     if opts.continue_training:
         if reinit or "optimizer_state" not in checkpoint:
             raise TrainingError(f"--continue_training needs a full training checkpoint of this model; {path} "
                                 f"{'has another class count' if reinit else 'holds only weights'}")
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         scheduler.load_state_dict(checkpoint["scheduler_state"])
+        retarget(scheduler, opts.total_itrs, opts.step_size)
         state.cur_itrs = int(checkpoint["cur_itrs"])
         state.best_score = float(checkpoint["best_score"])
         if "rng_state" in checkpoint:
             restore_rng_state(checkpoint["rng_state"])
-        print(f"Training state restored from {path} at iteration {state.cur_itrs}")
-    print(f"Model restored from {path}")
+        log(f"Training state restored from {path} at iteration {state.cur_itrs}")
+    log(f"Model restored from {path}")
 
 
 def show_validation(vis: Visualizer, cur_itrs: int, val_score, samples, dataset, denorm) -> None:
@@ -390,13 +435,33 @@ def show_validation(vis: Visualizer, cur_itrs: int, val_score, samples, dataset,
         vis.vis_image(f"Sample {k}", np.concatenate((img, target, pred), axis=2))
 
 
+PEER_FAILURE_MARKS = ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timeout")
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process died or stalled."""
+    return isinstance(exc, torch.distributed.DistError) or any(mark in str(exc) for mark in PEER_FAILURE_MARKS)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs and pipes
     opts = parse_with_config(get_argparser(), argv)
     try:
-        return run(opts)
+        env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
+        try:
+            return run(opts, env, device)
+        finally:
+            cleanup()
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (torch.distributed.DistError, RuntimeError) as exc:
+        if not _lost_peer(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: lost contact with another process of the distributed run ({first}); a process died or "
+              f"stalled for --dist_timeout {opts.dist_timeout:g} s. Resume from the latest checkpoint with "
+              "--ckpt ... --continue_training", file=sys.stderr)
         return 1
 
 

@@ -4,7 +4,7 @@ from typing import List
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, StepLR
 
-__all__ = ["PolyLR", "build_scheduler"]
+__all__ = ["PolyLR", "build_scheduler", "retarget"]
 
 
 class PolyLR(LRScheduler):
@@ -33,3 +33,15 @@ def build_scheduler(optimizer: Optimizer, policy: str, total_itrs: int, step_siz
     if policy == "step":
         return StepLR(optimizer, step_size=step_size, gamma=0.1)
     raise ValueError(f"unknown lr_policy {policy!r}; use poly or step")
+
+
+def retarget(scheduler: LRScheduler, total_itrs: int, step_size: int) -> None:
+    """After loading a checkpoint's scheduler state, follow this run's --total_itrs / --step_size.
+
+    A scheduler's state_dict carries the length it was built with, which would otherwise silently
+    override a longer (or shorter) schedule asked for when continuing training.
+    """
+    if isinstance(scheduler, PolyLR):
+        scheduler.max_iters = total_itrs
+    elif isinstance(scheduler, StepLR):
+        scheduler.step_size = step_size

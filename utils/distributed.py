@@ -1,0 +1,71 @@
+"""torchrun support: process-group set-up from the environment, rank-0 helpers and reductions.
+
+Launched plainly (no ``WORLD_SIZE`` in the environment) everything here is a no-op for one process.
+"""
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+from .device import resolve_device
+
+__all__ = ["DistEnv", "init_distributed", "cleanup", "all_reduce_sum_", "reduce_step_flags"]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in the run."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_choice: str, gpu_id: str, timeout_s: float) -> "tuple[DistEnv, torch.device]":
+    """Join the process group torchrun describes (NCCL on CUDA, Gloo on CPU); one device per local rank."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistEnv(), resolve_device(device_choice, gpu_id)
+    env = DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
+    device = resolve_device(device_choice, gpu_id)
+    if device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    return env, device
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all processes in place (nothing to do for one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def reduce_step_flags(loss: float, flags: Sequence[bool], device: torch.device) -> "tuple[float, list]":
+    """One collective per step: the mean loss over processes, and each flag OR-ed over processes.
+
+    Every process then takes the same decision (stop on NaN, stop on a signal) at the same step.
+    """
+    values = torch.tensor([0.0 if loss != loss else loss, *[float(f) for f in flags]], dtype=torch.float64,
+                          device=device)
+    all_reduce_sum_(values)
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return float(values[0]) / world, [bool(v > 0) for v in values[1:].tolist()]
