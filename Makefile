@@ -4,7 +4,10 @@ PY := $(VENV)/bin/python
 # visdom 0.2.4 builds only with setuptools<81; tornado 6.6 breaks its dashboard.
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: test demo venv clean
+VIS_PORT ?= 13570
+VIS_ENV_PATH ?= $(HOME)/.visdom
+
+.PHONY: test demo venv browser visdom clean
 
 venv: $(VENV)/.installed
 
@@ -13,8 +16,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-test: venv
+# The dashboard test drives a real Chromium; install it where we can (root with apt-get), else it skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium not found and cannot be installed here; the browser test will skip"; fi; }
+
+test: venv browser
 	$(PY) -m pytest -q tests
+
+# Install the dashboard's web assets from the npm registry, then serve it on 127.0.0.1 only.
+visdom: venv
+	$(PY) tools/visdom_assets.py
+	$(PY) -m visdom.server -port $(VIS_PORT) --hostname 127.0.0.1 -bind_local -env_path $(VIS_ENV_PATH)
 
 DEMO_CKPT := checkpoints/best_deeplabv3plus_hrnetv2_48_demo_os16.pth
 DEMO_VAL_IMAGES := datasets/data/demo/VOCdevkit/VOC2012/JPEGImages/demo_0030*.jpg

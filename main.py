@@ -108,6 +108,7 @@ def get_argparser() -> argparse.ArgumentParser:
     # Visdom
     parser.add_argument("--enable_vis", action="store_true", default=False, help="use visdom for visualization")
     parser.add_argument("--vis_port", type=str, default="13570", help="port for visdom")
+    parser.add_argument("--vis_host", type=str, default="http://localhost", help="address of the visdom server")
     parser.add_argument("--vis_env", type=str, default="main", help="env for visdom")
     parser.add_argument("--vis_num_samples", type=int, default=8, help="number of samples for visualization")
     return parser
@@ -313,7 +314,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     if opts.ckpt is not None:
         restore(opts, opts.ckpt, plain_model, optimizer, scheduler, state, log)
 
-    vis = Visualizer(port=opts.vis_port, env=opts.vis_env) if opts.enable_vis and env.is_main else None
+    vis = Visualizer(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis and env.is_main else None
     if vis is not None:
         vis.vis_table("Options", vars(opts))
 
