@@ -23,6 +23,7 @@ from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentati
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
+from network.weights import init_model_from
 from utils import ext_transforms as et
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
                               load_model_state, restore_rng_state, save_checkpoint)
@@ -71,6 +72,9 @@ def get_argparser() -> argparse.ArgumentParser:
                              "(default: the entry's default)")
     parser.add_argument("--no-pretrained_backbone", dest="pretrained_backbone", action="store_false",
                         help="train the backbone from scratch")
+    parser.add_argument("--init_from", default=None,
+                        help="start the whole model from 'torchvision_coco' (ResNet-50/101) or a checkpoint file in "
+                             "any supported format; reports which tensors were filled")
     # Train
     parser.add_argument("--test_only", action="store_true", default=False)
     parser.add_argument("--save_val_results", action="store_true", default=False,
@@ -266,11 +270,21 @@ def resolve_num_classes(opts, train_dst) -> int:
     return fixed
 
 
+def module_names(keys: Sequence[str]) -> List[str]:
+    """The modules that ``keys`` (state_dict keys) belong to, in order, without repeats."""
+    return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
+
+
 def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.Module, nn.Module]:
     """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun."""
     pretrained = {} if opts.pretrained_backbone is None else {"pretrained_backbone": opts.pretrained_backbone}
     model = network.build_model(opts.model, opts.num_classes, opts.output_stride,
                                 separable_conv=opts.separable_conv, **pretrained)
+    if opts.init_from:
+        filled, initialised = init_model_from(model, opts.model, opts.init_from)
+        if env.is_main:
+            print(f"--init_from {opts.init_from}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
+                  + (f"; initialised: {', '.join(module_names(initialised))}" if initialised else ""))
     set_bn_momentum(model.backbone, momentum=BACKBONE_BN_MOMENTUM)
     sync_bn = opts.sync_bn if opts.sync_bn is not None else (env.distributed and device.type == "cuda")
     if sync_bn:

@@ -1,81 +1,106 @@
-"""Where pretrained backbone weights come from, and how a local file is loaded into a backbone.
+"""Where pretrained weights come from, and how foreign checkpoint formats map onto our keys.
 
-One table (``BACKBONE_SOURCES``) knows every backbone's source. Files are looked up in the torch hub
-cache (``$TORCH_HOME/hub/checkpoints``, as ``torch.hub`` stores them), downloaded there when a URL is
-known and the network allows, and always loaded with ``weights_only=True``.
+* ``BACKBONE_SOURCES``: for each backbone, the file name in the torch hub cache
+  (``$TORCH_HOME/hub/checkpoints``), a download URL and/or a timm hub id, and the format of those files.
+* ``FORMATS``: one data-driven renaming rule per foreign format (prefix renames, then prefix drops),
+  in the spirit of timm's ``checkpoint_filter_fn``; :func:`detect_format` recognises a file's format.
+* :func:`load_backbone_weights` (``--pretrained_backbone``) and :func:`init_model_from`
+  (``--init_from``) use them. Every file is read with ``weights_only=True``.
 """
 import os
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-__all__ = ["PretrainedWeightsError", "WeightSource", "BACKBONE_SOURCES", "hub_checkpoint_path",
-           "read_state_dict", "load_backbone_weights"]
+__all__ = ["PretrainedWeightsError", "WeightSource", "KeyRules", "FORMATS", "BACKBONE_SOURCES", "COCO_SOURCES",
+           "hub_checkpoint_path", "read_state_dict", "detect_format", "convert_state_dict", "load_backbone_weights",
+           "fill_model", "init_model_from"]
 
-
-_CLASSIFIER_PREFIXES = ("fc.", "classifier.")
+StateDict = Dict[str, torch.Tensor]
 
 
 class PretrainedWeightsError(RuntimeError):
-    """A pretrained file cannot be found, fetched, read, or does not fit the backbone."""
+    """A pretrained file cannot be found, fetched, read, or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class KeyRules:
+    """How a foreign format's keys become ours: ``renames`` (old prefix -> new prefix, first match wins),
+    then keys starting with any of ``drops`` (after renaming) are left out."""
+
+    renames: Tuple[Tuple[str, str], ...] = ()
+    drops: Tuple[str, ...] = ()
+
+
+_IMAGENET_HEADS = ("fc.", "classifier.", "last_linear.")
+_HRNET_RULES = KeyRules(renames=(("transition2.2.0.", "transition2."), ("transition3.3.0.", "transition3.")),
+                        drops=("incre_modules.", "downsamp_modules.", "final_layer.", "classifier."))
+
+FORMATS: Dict[str, KeyRules] = {
+    "ours": KeyRules(),  # this project's and the original's keys, backbone or whole model
+    "torchvision": KeyRules(drops=_IMAGENET_HEADS),  # ImageNet ResNet / ResNeXt / Wide ResNet / MobileNetV2
+    "timm_hrnet": _HRNET_RULES,  # timm hrnet_w32 / hrnet_w48
+    "cls_hrnet": _HRNET_RULES,  # official HRNet-Image-Classification files: the same layout as timm's
+    "timm_xception": KeyRules(drops=_IMAGENET_HEADS),  # timm legacy_xception
+    "cadene_xception": KeyRules(drops=_IMAGENET_HEADS),  # the original's Cadene file (fc or last_linear)
+    # torchvision deeplabv3_resnet50/101: the same model with the head one level up, plus an aux head.
+    "torchvision_deeplabv3": KeyRules(renames=(("classifier.", "classifier.classifier."),),
+                                      drops=("aux_classifier.",)),
+    # ... into DeepLabV3+: its ASPP and final 1x1 classifier fit; the 3x3 conv in between does not.
+    "torchvision_deeplabv3_to_plus": KeyRules(
+        renames=(("classifier.0.", "classifier.aspp."), ("classifier.4.", "classifier.classifier.3.")),
+        drops=("aux_classifier.", "classifier.1.", "classifier.2.")),
+}
 
 
 @dataclass(frozen=True)
 class WeightSource:
-    """Where a backbone's ImageNet weights live: a download URL and/or the file name in the hub cache."""
+    """Where a backbone's ImageNet weights live and what format they are in."""
 
-    filename: str
+    filename: str  # looked up (and downloaded to) in the torch hub cache
+    fmt: str
     url: Optional[str] = None
-    note: str = ""
+    timm_model: Optional[str] = None  # "arch.tag" for timm.create_model(arch, pretrained=True, pretrained_cfg_overlay)
 
 
 def _torchvision_url(weights_enum: str) -> str:
-    """Read an ImageNet weight URL from the installed torchvision (keeps hashes out of this file)."""
+    """A weight URL from the installed torchvision (keeps hashes out of this file)."""
     from torchvision import models
 
     enum_name, member = weights_enum.split(".")
-    return getattr(getattr(models, enum_name), member).url
+    namespace = models.segmentation if "DeepLab" in enum_name else models
+    return getattr(getattr(namespace, enum_name), member).url
 
 
-def _tv(weights_enum: str) -> WeightSource:
+def _tv(weights_enum: str, fmt: str = "torchvision") -> WeightSource:
     url = _torchvision_url(weights_enum)
-    return WeightSource(filename=url.rsplit("/", 1)[-1], url=url)
+    return WeightSource(filename=url.rsplit("/", 1)[-1], fmt=fmt, url=url)
 
 
-_TORCHVISION_WEIGHTS = {
-    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
-    "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
-    "resnet50": "ResNet50_Weights.IMAGENET1K_V1",
-    "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
-    "resnet152": "ResNet152_Weights.IMAGENET1K_V1",
-    "resnext50_32x4d": "ResNeXt50_32X4D_Weights.IMAGENET1K_V1",
-    "resnext101_32x8d": "ResNeXt101_32X8D_Weights.IMAGENET1K_V1",
-    "wide_resnet50_2": "Wide_ResNet50_2_Weights.IMAGENET1K_V1",
-    "wide_resnet101_2": "Wide_ResNet101_2_Weights.IMAGENET1K_V1",
-    "mobilenet_v2": "MobileNet_V2_Weights.IMAGENET1K_V1",
+BACKBONE_SOURCES: Dict[str, WeightSource] = {
+    **{name: _tv(enum) for name, enum in {
+        "resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
+        "resnet50": "ResNet50_Weights.IMAGENET1K_V1", "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
+        "resnet152": "ResNet152_Weights.IMAGENET1K_V1", "resnext50_32x4d": "ResNeXt50_32X4D_Weights.IMAGENET1K_V1",
+        "resnext101_32x8d": "ResNeXt101_32X8D_Weights.IMAGENET1K_V1",
+        "wide_resnet50_2": "Wide_ResNet50_2_Weights.IMAGENET1K_V1",
+        "wide_resnet101_2": "Wide_ResNet101_2_Weights.IMAGENET1K_V1",
+        "mobilenet_v2": "MobileNet_V2_Weights.IMAGENET1K_V1"}.items()},
+    # The original's Cadene URL (its certificate has expired); timm's legacy_xception is the same file.
+    "xception": WeightSource("xception-43020ad28.pth", "cadene_xception",
+                             "http://data.lip6.fr/cadene/pretrainedmodels/xception-43020ad28.pth",
+                             "legacy_xception.tf_in1k"),
+    # ImageNet weights by the HRNet authors, on the Hugging Face hub through timm.
+    "hrnetv2_32": WeightSource("hrnetv2_32_imagenet.pth", "timm_hrnet", None, "hrnet_w32.ms_in1k"),
+    "hrnetv2_48": WeightSource("hrnetv2_48_imagenet.pth", "timm_hrnet", None, "hrnet_w48.ms_in1k"),
 }
 
-_HRNET_NOTE = ("no download is known for HRNetV2 ImageNet weights; put a state_dict with this backbone's "
-               "keys (e.g. converted from timm's hrnet_w{width} or the official cls_hrnet file)")
-
-_OTHER_SOURCES: Dict[str, WeightSource] = {
-    # The original's Cadene URL; its certificate has expired, so a manual download is often needed.
-    "xception": WeightSource("xception-43020ad28.pth",
-                             "http://data.lip6.fr/cadene/pretrainedmodels/xception-43020ad28.pth"),
-    "hrnetv2_32": WeightSource("hrnetv2_32_imagenet.pth", None, _HRNET_NOTE.format(width=32)),
-    "hrnetv2_48": WeightSource("hrnetv2_48_imagenet.pth", None, _HRNET_NOTE.format(width=48)),
+COCO_SOURCES: Dict[str, WeightSource] = {  # whole-model starts (--init_from torchvision_coco), 21 VOC classes
+    "resnet50": _tv("DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1", "torchvision_deeplabv3"),
+    "resnet101": _tv("DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1", "torchvision_deeplabv3"),
 }
-
-
-def _backbone_sources() -> Dict[str, WeightSource]:
-    sources = {name: _tv(enum) for name, enum in _TORCHVISION_WEIGHTS.items()}
-    sources.update(_OTHER_SOURCES)
-    return sources
-
-
-BACKBONE_SOURCES: Dict[str, WeightSource] = _backbone_sources()
 
 
 def hub_checkpoint_path(filename: str) -> str:
@@ -83,57 +108,166 @@ def hub_checkpoint_path(filename: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Load a state_dict from ``path`` (weights only), unwrapping common containers and ``module.`` prefixes."""
+def read_state_dict(path: str) -> StateDict:
+    """A state_dict from ``path`` (weights only), unwrapping common containers and ``module.`` prefixes."""
     if not os.path.isfile(path):
         raise PretrainedWeightsError(f"weights file {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/foreign files
-        raise PretrainedWeightsError(f"cannot read weights file {path}: {type(exc).__name__}: "
-                                     f"{str(exc).splitlines()[0] if str(exc) else ''} "
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PretrainedWeightsError(f"cannot read weights file {path}: {first} "
                                      "(is it a complete PyTorch checkpoint?)") from exc
     for container in ("model_state", "state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(container), Mapping):
             obj = obj[container]
             break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise PretrainedWeightsError(f"weights file {path} does not hold a state_dict of tensors")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
-def _fetch(name: str, progress: bool) -> str:
-    source = BACKBONE_SOURCES[name]
+def detect_format(state: Mapping[str, torch.Tensor]) -> str:
+    """The FORMATS name that fits ``state``'s keys ('ours' when no foreign layout is recognised)."""
+    keys = list(state)
+    if any(k.startswith("aux_classifier.") for k in keys) or "classifier.0.convs.0.0.weight" in state:
+        return "torchvision_deeplabv3"
+    if any(k.startswith(("incre_modules.", "transition2.2.0.")) for k in keys):
+        return "timm_hrnet"
+    return "ours"
+
+
+def convert_state_dict(state: Mapping[str, torch.Tensor], fmt: str = "auto") -> StateDict:
+    """Apply the renaming rules of ``fmt`` (or of the detected format) to ``state``."""
+    rules = FORMATS[detect_format(state) if fmt == "auto" else fmt]
+    out = {}
+    for key, value in state.items():
+        for old, new in rules.renames:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        if not key.startswith(rules.drops) if rules.drops else True:
+            out[key] = value
+    return out
+
+
+HF_HOST = ("huggingface.co", 443)
+HF_PROBE_TIMEOUT_S = 3.0
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _hub_reachable() -> bool:
+    """A quick TCP probe, so an offline machine does not sit through the hub client's retries (~50 s)."""
+    import socket
+
+    try:
+        socket.create_connection(HF_HOST, timeout=HF_PROBE_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_timm(source: WeightSource) -> Optional[StateDict]:
+    """Weights through timm: from its hub cache, else downloaded when the hub answers; None otherwise."""
+    try:
+        import timm
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    arch, tag = source.timm_model.split(".", 1)
+    for filename in TIMM_WEIGHT_FILES:
+        try:
+            cached = hf_hub_download(f"timm/{source.timm_model}", filename, local_files_only=True)
+        except Exception:  # not in the cache
+            continue
+        overlay = dict(tag=tag, file=cached)
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay).state_dict()
+    if not _hub_reachable():
+        return None
+    try:
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(tag=tag)).state_dict()
+    except Exception:  # hub errors: fall through to the advice
+        return None
+
+
+def _advice(name: str, source: WeightSource) -> str:
+    path = hub_checkpoint_path(source.filename)
+    ways = [f"put the file at {path}"]
+    if source.url:
+        ways.insert(0, f"download {source.url}")
+    if source.timm_model:
+        ways.append(f"or `pip install timm` with internet access (hub id timm/{source.timm_model})")
+    return (f"{name}: no pretrained weights available offline: {', '.join(ways)}; or convert a file with "
+            "tools/convert_weights.py and pass --pretrained_backbone PATH; or train from scratch with "
+            "--no-pretrained_backbone (pretrained_backbone=False)")
+
+
+def _fetch(name: str, source: WeightSource, progress: bool) -> Tuple[StateDict, str]:
+    """(state_dict, where it came from): hub cache file, then timm, then the URL."""
     path = hub_checkpoint_path(source.filename)
     if os.path.isfile(path):
-        return path
-    advice = (f"put the file at {path} (or pass a local file as pretrained_backbone / --pretrained_backbone PATH), "
-              "or train from scratch with pretrained_backbone=False (--no-pretrained_backbone)")
-    if source.url is None:
-        raise PretrainedWeightsError(f"{name}: {source.note} at {path}; or train from scratch with "
-                                     "pretrained_backbone=False (--no-pretrained_backbone)")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(source.url, path, progress=progress)
-    except Exception as exc:  # URLError, SSL errors, HTTP errors, timeouts
-        raise PretrainedWeightsError(f"{name}: cannot download {source.url} ({exc}); {advice}") from exc
-    return path
+        return read_state_dict(path), path
+    if source.timm_model:
+        state = _from_timm(source)
+        if state is not None:
+            return state, f"timm/{source.timm_model}"
+    if source.url:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(source.url, path, progress=progress)
+        except Exception as exc:  # URLError, SSL errors, HTTP errors, timeouts
+            raise PretrainedWeightsError(f"{_advice(name, source)} (download failed: {exc})") from exc
+        return read_state_dict(path), path
+    raise PretrainedWeightsError(_advice(name, source))
 
 
 def load_backbone_weights(model: nn.Module, name: str, pretrained: Union[bool, str], progress: bool = True) -> None:
-    """Fill ``model`` (a backbone called ``name``) from ``pretrained``: True for the known source, or a path.
+    """Fill backbone ``model`` (called ``name``) from ``pretrained``: True for its known sources, or a file path
+    in any supported format.
 
-    Keys the backbone lacks are ignored, and so is a missing ImageNet classifier (``fc.*``,
-    ``classifier.*``: segmentation never uses it); any other key the backbone needs but the file
-    lacks, or a shape that differs, is an error naming the file.
+    Keys the backbone lacks are ignored, and so is a missing ImageNet classifier (segmentation never
+    uses it); any other missing key or a shape that differs is an error naming the file.
     """
-    path = pretrained if isinstance(pretrained, str) else _fetch(name, progress)
-    state = read_state_dict(path)
-    own = {k: v for k, v in model.state_dict().items() if k in state or not k.startswith(_CLASSIFIER_PREFIXES)}
+    if isinstance(pretrained, str):
+        state, origin = read_state_dict(pretrained), pretrained
+    else:
+        state, origin = _fetch(name, BACKBONE_SOURCES[name], progress)
+    state = convert_state_dict(state)
+    own = {k: v for k, v in model.state_dict().items() if k in state or not k.startswith(_IMAGENET_HEADS)}
     missing = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
     if missing or wrong:
         detail = f"missing {missing[:3]}" if missing else f"shape mismatch at {wrong[:3]}"
-        raise PretrainedWeightsError(f"weights file {path} does not fit backbone {name}: {detail} "
+        raise PretrainedWeightsError(f"weights {origin} do not fit backbone {name}: {detail} "
                                      f"({len(missing)} missing, {len(wrong)} mismatched keys)")
     model.load_state_dict({k: state[k] for k in own}, strict=False)
+
+
+def fill_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Tuple[List[str], List[str]]:
+    """Copy every tensor of ``state`` whose key and shape fit ``model``; return (filled, left initialised)."""
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(fits, strict=False)
+    return sorted(fits), [k for k in own if k not in fits]
+
+
+def init_model_from(model: nn.Module, model_name: str, source: str, progress: bool = True) -> Tuple[List[str], List[str]]:
+    """``--init_from``: 'torchvision_coco' (torchvision's COCO DeepLabV3, ResNet-50/101) or a checkpoint path.
+
+    Returns (filled keys, initialised keys). A file with nothing that fits is an error.
+    """
+    arch, backbone = model_name.split("_", 1)
+    if source == "torchvision_coco":
+        if backbone not in COCO_SOURCES:
+            raise PretrainedWeightsError(f"--init_from torchvision_coco exists for resnet50 and resnet101 models, "
+                                         f"not {model_name}")
+        state, origin = _fetch(f"{model_name} (COCO)", COCO_SOURCES[backbone], progress)
+    else:
+        state, origin = read_state_dict(source), source
+    fmt = detect_format(state)
+    if fmt == "torchvision_deeplabv3" and arch == "deeplabv3plus":
+        fmt = "torchvision_deeplabv3_to_plus"
+    filled, initialised = fill_model(model, convert_state_dict(state, fmt))
+    if not filled:
+        raise PretrainedWeightsError(f"--init_from {origin}: no tensor fits {model_name} (format {fmt})")
+    return filled, initialised

@@ -144,8 +144,9 @@ class HRNet(nn.Module):
     def __init__(self, c: int = 48, num_blocks: Sequence[int] = DEFAULT_STAGE_MODULES):
         super().__init__()
         self.width = c
-        # Registration order is execution order, as in the original's layer getter. So the stem runs
-        # conv1, bn1, conv2, bn2, relu: no ReLU between the two convolutions, which its checkpoints expect.
+        # DeepLab runs these children in registration order (the original's layer getter does), so there
+        # the stem is conv1, bn1, conv2, bn2, relu, without the ReLU after bn1 that forward() applies;
+        # the original's DeepLab checkpoints expect exactly that.
         self.conv1 = nn.Conv2d(3, STEM_CHANNELS, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
         self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, kernel_size=3, stride=2, padding=1, bias=False)
@@ -169,9 +170,13 @@ class HRNet(nn.Module):
         return sum(self.width * 2 ** i for i in range(4))
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        for module in self.children():
-            x = module(x)
-        return x
+        """The four branch outputs, with the classification network's stem (as timm and the official code)."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        x = self.transition1(self.layer1(x))
+        x = self.transition2(self.stage2(x))
+        x = self.transition3(self.stage3(x))
+        return self.stage4(x)
 
 
 def _hrnet(arch: str, width: int, pretrained: Union[bool, str], progress: bool, **kwargs) -> HRNet:

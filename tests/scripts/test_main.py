@@ -1,5 +1,6 @@
 """main.py on tiny data: train, checkpoint, resume, interrupt, evaluate, configs and bad input."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -161,3 +162,13 @@ def test_resumed_run_equals_uninterrupted_run(voc, tmp_path, monkeypatch):
     assert a["cur_itrs"] == b["cur_itrs"] == 5
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
+
+
+def test_init_from_reports_filled_and_initialised(voc, tmp_path, capsys):
+    source = network.build_model("deeplabv3_mobilenet", 21, 16)  # v3 head: the v3+ decoder stays initialised
+    path = tmp_path / "v3.pth"
+    torch.save({"model_state": source.state_dict()}, path)
+    assert train_script.main(_args(voc, "--total_itrs", "1", "--init_from", str(path))) == 0
+    out = capsys.readouterr().out
+    filled, total = map(int, re.search(r"filled (\d+) of (\d+) tensors", out).groups())
+    assert 0 < filled < total and "initialised: classifier.project.0" in out

@@ -1,0 +1,57 @@
+"""Convert foreign weights into this project's format.
+
+Backbone weights (timm HRNet / legacy_xception, official cls_hrnet, torchvision ImageNet files) become a
+backbone state_dict for ``--pretrained_backbone PATH``. With ``--model``, whole-model weights (e.g.
+torchvision's COCO DeepLabV3) become a checkpoint in the original's format (``model_state``) for ``--ckpt``
+or ``--init_from``; tensors the file has no counterpart for keep their initial values and are listed.
+
+Usage: python tools/convert_weights.py IN OUT [--format auto|FORMAT] [--model ENTRY --num_classes N]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import network  # noqa: E402
+from network.weights import FORMATS, PretrainedWeightsError, convert_state_dict, detect_format, fill_model, \
+    read_state_dict  # noqa: E402
+from utils.checkpoint import save_checkpoint  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("input", help="weights file (any container: state_dict, 'model_state', 'state_dict', 'model')")
+    parser.add_argument("output", help="where to write the converted file")
+    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="the input's layout")
+    parser.add_argument("--model", choices=list(network.MODELS), help="write a whole-model checkpoint for this entry")
+    parser.add_argument("--num_classes", type=int, default=21)
+    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
+    args = parser.parse_args(argv)
+    try:
+        state = read_state_dict(args.input)
+        fmt = detect_format(state) if args.format == "auto" else args.format
+        if args.model and fmt == "torchvision_deeplabv3" and args.model.startswith("deeplabv3plus"):
+            fmt = "torchvision_deeplabv3_to_plus"
+        converted = convert_state_dict(state, fmt)
+        if args.model:
+            model = network.build_model(args.model, args.num_classes, args.output_stride)
+            filled, initialised = fill_model(model, converted)
+            if not filled:
+                raise PretrainedWeightsError(f"{args.input} ({fmt}): no tensor fits {args.model}")
+            save_checkpoint({"model_state": model.state_dict(), "model_name": args.model,
+                             "num_classes": args.num_classes, "output_stride": args.output_stride,
+                             "converted_from": os.path.basename(args.input), "source_format": fmt}, args.output)
+            print(f"{fmt} -> {args.model}: filled {len(filled)} tensors, initialised {len(initialised)}"
+                  + (f" ({', '.join(sorted({k.rsplit('.', 1)[0] for k in initialised})[:8])} ...)" if initialised else ""))
+        else:
+            save_checkpoint({"state_dict": converted, "source_format": fmt}, args.output)
+            print(f"{fmt} -> backbone state_dict with {len(converted)} tensors: {args.output}")
+    except PretrainedWeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
