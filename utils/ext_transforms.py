@@ -46,28 +46,28 @@ class ExtCompose:
         return f"{type(self).__name__}({', '.join(repr(t) for t in self.transforms)})"
 
 
-class ExtRandomHorizontalFlip:
+class _RandomFlip:
+    """Flip image and mask together with probability ``p``; subclasses choose the axis."""
+
+    flip = staticmethod(F.hflip)
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, img, lbl):
+        if random.random() < self.p:
+            return self.flip(img), self.flip(lbl)
+        return img, lbl
+
+
+class ExtRandomHorizontalFlip(_RandomFlip):
     """Flip image and mask left-right with probability ``p``."""
 
-    def __init__(self, p: float = 0.5):
-        self.p = p
 
-    def __call__(self, img, lbl):
-        if random.random() < self.p:
-            return F.hflip(img), F.hflip(lbl)
-        return img, lbl
-
-
-class ExtRandomVerticalFlip:
+class ExtRandomVerticalFlip(_RandomFlip):
     """Flip image and mask upside down with probability ``p``."""
 
-    def __init__(self, p: float = 0.5):
-        self.p = p
-
-    def __call__(self, img, lbl):
-        if random.random() < self.p:
-            return F.vflip(img), F.vflip(lbl)
-        return img, lbl
+    flip = staticmethod(F.vflip)
 
 
 class ExtCenterCrop:

@@ -4,7 +4,7 @@ The module layout matches the original DeepLabV3Plus-Pytorch (and hence the offi
 classification checkpoints). Differences from the original, all output-identical where the
 original ran at all:
 
-* ``BasicBlock.conv2`` maps planes -> planes (the original used inplanes).
+* ``BasicBlock.conv2`` maps planes -> planes (the original used inplanes); the blocks are ResNet's.
 * Fusion upsamples a lower branch to the *size* of the target branch (nearest neighbour) instead of
   by a fixed factor, so any input size works, not only multiples of 32.
 * The stride-2 transitions are modules that take and return the list of branches, so a generic
@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..weights import load_backbone_weights
+from .resnet import BasicBlock, Bottleneck  # the same blocks (conv2 maps planes -> planes, fixing the original)
 
 __all__ = ["HRNet", "BasicBlock", "Bottleneck", "StageModule", "hrnetv2_32", "hrnetv2_48"]
 
 STEM_CHANNELS = 64
-BOTTLENECK_EXPANSION = 4
 BLOCKS_PER_BRANCH = 4
 DEFAULT_STAGE_MODULES = (1, 4, 3)  # modules in stages 2, 3 and 4
 OUTPUT_STRIDE = 4
@@ -38,49 +38,6 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
-
-
-class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4), with a residual connection."""
-
-    expansion = BOTTLENECK_EXPANSION
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module = None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with a residual connection."""
-
-    expansion = 1
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module = None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
 
 
 def _fuse_layer(c: int, source: int, target: int) -> nn.Module:
@@ -152,7 +109,7 @@ class HRNet(nn.Module):
         self.conv2 = nn.Conv2d(STEM_CHANNELS, STEM_CHANNELS, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(STEM_CHANNELS)
         self.relu = nn.ReLU(inplace=True)
-        wide = STEM_CHANNELS * BOTTLENECK_EXPANSION
+        wide = STEM_CHANNELS * Bottleneck.expansion
         downsample = conv_bn(STEM_CHANNELS, wide, 1, relu=False)
         self.layer1 = nn.Sequential(Bottleneck(STEM_CHANNELS, STEM_CHANNELS, downsample=downsample),
                                     *[Bottleneck(wide, STEM_CHANNELS) for _ in range(3)])
