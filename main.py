@@ -303,6 +303,8 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
 
 def run(opts, env: DistEnv, device: torch.device) -> int:
     log = print if env.is_main else (lambda *args, **kwargs: None)
+    if opts.ckpt is not None and not os.path.isfile(opts.ckpt):  # fail before any data is read
+        raise CheckpointError(f"checkpoint {opts.ckpt} does not exist (check --ckpt)")
     seed_everything(opts.random_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
