@@ -30,7 +30,7 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.device import autocast
-from utils.distributed import DistEnv, all_reduce_sum_, cleanup, init_distributed, reduce_step_flags
+from utils.distributed import DistEnv, all_reduce_sum_, barrier, cleanup, init_distributed, reduce_step_flags
 from utils.loss import build_criterion
 from utils.results import save_val_result
 from utils.scheduler import build_scheduler, retarget
@@ -64,7 +64,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
     # Model
     parser.add_argument("--model", type=str, default="deeplabv3plus_mobilenet", choices=list(network.MODELS))
-    parser.add_argument("--separable_conv", action="store_true", default=False,
+    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=False,
                         help="apply separable conv to decoder and aspp")
     parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
     parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
@@ -76,20 +76,20 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="start the whole model from 'torchvision_coco' (ResNet-50/101) or a checkpoint file in "
                              "any supported format; reports which tensors were filled")
     # Train
-    parser.add_argument("--test_only", action="store_true", default=False)
-    parser.add_argument("--save_val_results", action="store_true", default=False,
+    parser.add_argument("--test_only", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--save_val_results", action=argparse.BooleanOptionalAction, default=False,
                         help="save segmentation results to --results_dir")
     parser.add_argument("--total_itrs", type=int, default=30000, help="iterations (default: 30k)")
     parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
     parser.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"])
     parser.add_argument("--step_size", type=int, default=10000)
-    parser.add_argument("--crop_val", action="store_true", default=False, help="crop validation (default: False)")
+    parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False, help="crop validation (default: False)")
     parser.add_argument("--batch_size", type=int, default=16,
                         help="global batch size, split over torchrun processes (default: 16)")
     parser.add_argument("--val_batch_size", type=int, default=4, help="batch size for validation (default: 4)")
     parser.add_argument("--crop_size", type=int, default=513)
     parser.add_argument("--ckpt", default=None, type=str, help="restore from checkpoint")
-    parser.add_argument("--continue_training", action="store_true", default=False,
+    parser.add_argument("--continue_training", action=argparse.BooleanOptionalAction, default=False,
                         help="with --ckpt: resume iteration, optimizer, scheduler, best score and RNG state")
     parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=["cross_entropy", "focal_loss"])
     parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
@@ -99,18 +99,18 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--dist_timeout", type=float, default=1800,
                         help="seconds a process waits for the others before the run stops with an error")
     parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"], help="mixed precision")
-    parser.add_argument("--channels_last", action="store_true", default=False, help="NHWC memory format")
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False, help="NHWC memory format")
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
     parser.add_argument("--random_seed", type=int, default=1, help="random seed (default: 1)")
     parser.add_argument("--print_interval", type=int, default=10, help="print interval of loss (default: 10)")
     parser.add_argument("--val_interval", type=int, default=100, help="iteration interval for eval (default: 100)")
-    parser.add_argument("--download", action="store_true", default=False, help="download datasets")
+    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="download datasets")
     parser.add_argument("--checkpoint_dir", type=str, default="checkpoints")
     parser.add_argument("--results_dir", type=str, default="results")
     # PASCAL VOC
     parser.add_argument("--year", type=str, default="2012", choices=VOC_YEARS, help="year of VOC")
     # Visdom
-    parser.add_argument("--enable_vis", action="store_true", default=False, help="use visdom for visualization")
+    parser.add_argument("--enable_vis", action=argparse.BooleanOptionalAction, default=False, help="use visdom for visualization")
     parser.add_argument("--vis_port", type=str, default="13570", help="port for visdom")
     parser.add_argument("--vis_host", type=str, default="http://localhost", help="address of the visdom server")
     parser.add_argument("--vis_env", type=str, default="main", help="env for visdom")
@@ -138,12 +138,17 @@ def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
     if opts.dataset == "folder":
         return (FolderSegmentation(opts.data_root, "train", train_transform),
                 FolderSegmentation(opts.data_root, "val", val_transform))
-    year = opts.year
+    year = "2012" if opts.dataset == "demo" else opts.year
+    return (VOCSegmentation(opts.data_root, year, "train", False, train_transform),
+            VOCSegmentation(opts.data_root, year, "val", False, val_transform))
+
+
+def prepare_data(opts) -> None:
+    """Generate the demo data or download VOC when asked (one process does it, before anyone reads)."""
     if opts.dataset == "demo":
         make_demo_dataset(opts.data_root)
-        year = "2012"
-    return (VOCSegmentation(opts.data_root, year, "train", opts.download, train_transform),
-            VOCSegmentation(opts.data_root, year, "val", False, val_transform))
+    elif opts.dataset == "voc" and opts.download:
+        VOCSegmentation(opts.data_root, opts.year, "train", download=True)
 
 
 def checkpoint_path(opts, kind: str) -> str:
@@ -308,7 +313,14 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     seed_everything(opts.random_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+        if opts.amp != "off" and opts.channels_last:
+            log("warning: --amp with --channels_last on CUDA evaluated to wrong (mostly background) predictions in "
+                "this project's H100 check, while fp32 was right; check your validation scores, or drop "
+                "--channels_last on CUDA (README: Known issues)", file=sys.stderr)
 
+    if env.is_main:
+        prepare_data(opts)
+    barrier()
     train_dst, val_dst = get_dataset(opts)
     opts.num_classes = resolve_num_classes(opts, train_dst)
     train_loader, val_loader = build_loaders(opts, train_dst, val_dst, env, device)

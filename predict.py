@@ -24,6 +24,8 @@ from utils.inference import fold_batchnorm, normalize, predict_logits, sliding_w
 from utils.results import OVERLAY_ALPHA, overlay
 
 OUTPUT_KINDS = ("color", "label", "overlay")
+DEFAULT_MODEL = "deeplabv3plus_mobilenet"
+DEFAULT_OUTPUT_STRIDE = 16
 
 
 class PredictError(RuntimeError):
@@ -38,15 +40,17 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="which palette to draw with (folder: give --classes)")
     parser.add_argument("--classes", type=str, default=None, help="classes.yaml of your own data (names, palette)")
     parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
-    parser.add_argument("--model", type=str, default="deeplabv3plus_mobilenet", choices=list(network.MODELS))
-    parser.add_argument("--separable_conv", action="store_true", default=False,
-                        help="apply separable conv to decoder and aspp")
-    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
+    parser.add_argument("--model", type=str, default=None, choices=list(network.MODELS),
+                        help=f"default: the checkpoint's model_name, else {DEFAULT_MODEL}")
+    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
+                        help="apply separable conv to decoder and aspp (default: as the checkpoint says)")
+    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
+                        help="default: the checkpoint's, else 16")
     parser.add_argument("--save_val_results_to", default="predictions", help="folder for the results")
     parser.add_argument("--output", nargs="+", default=["color"], choices=OUTPUT_KINDS,
                         help="color (palette image, as the original), label (palette PNG of class indices), overlay")
     parser.add_argument("--overlay_alpha", type=float, default=OVERLAY_ALPHA)
-    parser.add_argument("--crop_val", action="store_true", default=False,
+    parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False,
                         help="infer with the shorter side resized to --crop_size (results keep the input size)")
     parser.add_argument("--val_batch_size", type=int, default=4, help="images of equal size predicted together")
     parser.add_argument("--crop_size", type=int, default=513)
@@ -54,13 +58,13 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
     parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"])
-    parser.add_argument("--channels_last", action="store_true", default=False)
+    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--num_workers", type=int, default=2, help="decoding workers")
-    parser.add_argument("--tta", action="store_true", default=False, help="test-time augmentation: flip and scales")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="test-time augmentation: flip and scales")
     parser.add_argument("--tta_scales", type=float, nargs="+", default=[0.75, 1.0, 1.25])
     parser.add_argument("--tta_flip", action=argparse.BooleanOptionalAction, default=True,
                         help="with --tta: add horizontally flipped copies")
-    parser.add_argument("--slide", action="store_true", default=False,
+    parser.add_argument("--slide", action=argparse.BooleanOptionalAction, default=False,
                         help="sliding-window inference for images larger than the training crop")
     parser.add_argument("--window", type=int, default=513, help="--slide window size")
     parser.add_argument("--stride", type=int, default=341, help="--slide step between windows")
@@ -82,8 +86,17 @@ def palette_for(opts, num_classes: int) -> np.ndarray:
 
 
 def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
-    """The model of --model with the weights of --ckpt; the class count comes from the checkpoint's head."""
-    state = extract_model_state(load_checkpoint(opts.ckpt), opts.ckpt)
+    """The model of --model with the weights of --ckpt; the class count comes from the checkpoint's head.
+
+    Options left unset take what this project's checkpoints record (model_name, output_stride,
+    separable_conv), else the original's defaults.
+    """
+    checkpoint = load_checkpoint(opts.ckpt)
+    state = extract_model_state(checkpoint, opts.ckpt)
+    recorded = {k: checkpoint.get(k) for k in ("model_name", "output_stride", "separable_conv")}
+    opts.model = opts.model or recorded["model_name"] or DEFAULT_MODEL
+    opts.output_stride = opts.output_stride or recorded["output_stride"] or DEFAULT_OUTPUT_STRIDE
+    opts.separable_conv = bool(opts.separable_conv if opts.separable_conv is not None else recorded["separable_conv"])
     head = [v for v in state.values() if v.dim() == 4][-1]
     num_classes = int(head.shape[0])
     if opts.num_classes is not None and opts.num_classes != num_classes:

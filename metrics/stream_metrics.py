@@ -33,7 +33,8 @@ class StreamSegMetrics:
         if trues.shape != preds.shape:
             raise ValueError(f"label shapes differ: truth {tuple(trues.shape)} vs prediction {tuple(preds.shape)}")
         if self.confusion_matrix.device != preds.device:
-            self.confusion_matrix = self.confusion_matrix.to(preds.device)
+            with torch.inference_mode(False):  # a normal tensor, so reset() works outside inference mode
+                self.confusion_matrix = self.confusion_matrix.to(preds.device)
         n = self.n_classes
         if preds.device.type == "cpu":
             self._update_cpu(trues.numpy().ravel(), preds.numpy().ravel())

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 from .device import resolve_device
 
-__all__ = ["DistEnv", "init_distributed", "cleanup", "all_reduce_sum_", "reduce_step_flags"]
+__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "all_reduce_sum_", "reduce_step_flags"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,12 @@ def init_distributed(device_choice: str, gpu_id: str, timeout_s: float) -> "tupl
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every process (nothing to do for one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:

@@ -172,3 +172,11 @@ def test_init_from_reports_filled_and_initialised(voc, tmp_path, capsys):
     out = capsys.readouterr().out
     filled, total = map(int, re.search(r"filled (\d+) of (\d+) tensors", out).groups())
     assert 0 < filled < total and "initialised: classifier.project.0" in out
+
+
+def test_flags_override_booleans_set_in_a_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("channels_last: true\ncrop_val: true\n")
+    opts = train_script.parse_with_config(train_script.get_argparser(),
+                                          ["--config", str(cfg), "--no-channels_last"])
+    assert opts.channels_last is False and opts.crop_val is True

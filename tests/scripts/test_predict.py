@@ -142,3 +142,17 @@ def test_missing_checkpoint_and_empty_folder_are_errors(tmp_path, inputs, ckpt, 
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path, inputs, ckpt, capsys):
     code, _ = _run(tmp_path, ckpt[0], "--model", "deeplabv3_mobilenet")
     assert code == 1 and "does not fit this model" in capsys.readouterr().err
+
+
+def test_model_options_come_from_our_checkpoint(tmp_path, inputs):
+    model = network.build_model("deeplabv3_mobilenet", 2, 8).eval()
+    path = tmp_path / "ours.pth"
+    torch.save({"model_state": model.state_dict(), "model_name": "deeplabv3_mobilenet", "output_stride": 8,
+                "separable_conv": False}, path)
+    out = tmp_path / "o"
+    assert predict.main(["--input", str(inputs / "b.JPG"), "--ckpt", str(path), "--output", "label",
+                         "--save_val_results_to", str(out), "--num_workers", "0"]) == 0
+    image = torch.from_numpy(np.array(Image.open(inputs / "b.JPG").convert("RGB"))).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        expected = model(normalize(image)).argmax(1)[0].numpy()
+    assert np.array_equal(np.array(Image.open(out / "b_label.png")), expected)
