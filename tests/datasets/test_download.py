@@ -48,6 +48,43 @@ def test_download_restarts_a_partial_file_when_ranges_are_not_supported(server, 
     assert open(path, "rb").read() == payload
 
 
+class RangeHandler(SimpleHTTPRequestHandler):
+    """Serves ``bytes=N-`` ranges with 206, as servers that allow resuming do; records the ranges asked for."""
+
+    ranges = []
+
+    def do_GET(self):
+        header = self.headers.get("Range")
+        if not header:
+            return super().do_GET()
+        start = int(header.split("=")[1].rstrip("-"))
+        RangeHandler.ranges.append(start)
+        data = open(self.translate_path(self.path), "rb").read()
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+def test_download_resumes_a_partial_file_with_ranges(tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    payload = bytes(range(256)) * 40
+    (www / "big.tar").write_bytes(payload)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(www)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "dl").mkdir()
+        (tmp_path / "dl" / "big.tar.part").write_bytes(payload[:3000])  # an interrupted earlier download
+        path = download_url(f"http://127.0.0.1:{httpd.server_address[1]}/big.tar", str(tmp_path / "dl"),
+                            md5=hashlib.md5(payload).hexdigest())
+    finally:
+        httpd.shutdown()
+    assert RangeHandler.ranges == [3000]
+    assert open(path, "rb").read() == payload
+
+
 def test_no_network_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="cannot download http://127.0.0.1:9/x.tar .*by hand to"):
         download_url("http://127.0.0.1:9/x.tar", str(tmp_path), timeout=2)
