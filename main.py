@@ -40,7 +40,6 @@ from utils.visualizer import Visualizer
 
 DATASETS = ("voc", "cityscapes", "folder", "demo")
 VOC_YEARS = ("2012_aug", "2012", "2011", "2009", "2008", "2007")
-BACKBONE_BN_MOMENTUM = 0.01
 BACKBONE_LR_FACTOR = 0.1
 # With --amp fp16 the GradScaler skips steps whose gradients overflow; the schedule still follows iterations.
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
@@ -101,6 +100,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"], help="mixed precision")
     parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False, help="NHWC memory format")
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
+    parser.add_argument("--bn_momentum", type=float, default=0.01,
+                        help="backbone BatchNorm momentum: the original's 0.01 suits fine-tuning a pretrained "
+                             "backbone; use 0.1 for short runs from scratch")
     parser.add_argument("--random_seed", type=int, default=1, help="random seed (default: 1)")
     parser.add_argument("--print_interval", type=int, default=10, help="print interval of loss (default: 10)")
     parser.add_argument("--val_interval", type=int, default=100, help="iteration interval for eval (default: 100)")
@@ -290,7 +292,7 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
         if env.is_main:
             print(f"--init_from {opts.init_from}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
                   + (f"; initialised: {', '.join(module_names(initialised))}" if initialised else ""))
-    set_bn_momentum(model.backbone, momentum=BACKBONE_BN_MOMENTUM)
+    set_bn_momentum(model.backbone, momentum=opts.bn_momentum)
     sync_bn = opts.sync_bn if opts.sync_bn is not None else (env.distributed and device.type == "cuda")
     if sync_bn:
         if device.type != "cuda":

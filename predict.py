@@ -26,6 +26,7 @@ from utils.results import OVERLAY_ALPHA, overlay
 OUTPUT_KINDS = ("color", "label", "overlay")
 DEFAULT_MODEL = "deeplabv3plus_mobilenet"
 DEFAULT_OUTPUT_STRIDE = 16
+PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
 
 
 class PredictError(RuntimeError):
@@ -60,7 +61,8 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--num_workers", type=int, default=2, help="decoding workers")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="test-time augmentation: flip and scales")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                        help="test-time augmentation: flip and scales")
     parser.add_argument("--tta_scales", type=float, nargs="+", default=[0.75, 1.0, 1.25])
     parser.add_argument("--tta_flip", action=argparse.BooleanOptionalAction, default=True,
                         help="with --tta: add horizontally flipped copies")
@@ -97,15 +99,13 @@ def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     opts.model = opts.model or recorded["model_name"] or DEFAULT_MODEL
     opts.output_stride = opts.output_stride or recorded["output_stride"] or DEFAULT_OUTPUT_STRIDE
     opts.separable_conv = bool(opts.separable_conv if opts.separable_conv is not None else recorded["separable_conv"])
-    head = [v for v in state.values() if v.dim() == 4][-1]
-    num_classes = int(head.shape[0])
-    if opts.num_classes is not None and opts.num_classes != num_classes:
-        raise PredictError(f"--num_classes {opts.num_classes} but checkpoint {opts.ckpt} predicts {num_classes} classes")
+    last_conv = [v for v in state.values() if v.dim() == 4][-1]  # the classifier, in our and the original's order
+    num_classes = opts.num_classes or int(last_conv.shape[0])
     model = network.build_model(opts.model, num_classes, opts.output_stride, pretrained_backbone=False,
                                 separable_conv=opts.separable_conv)
-    reinit = load_model_state(model, state, opts.ckpt)
-    if reinit:  # cannot happen: the class count was read from this checkpoint
-        raise CheckpointError(f"checkpoint {opts.ckpt} does not fit {opts.model}")
+    if load_model_state(model, state, opts.ckpt):
+        raise CheckpointError(f"checkpoint {opts.ckpt} has a classifier for another class count than "
+                              f"{num_classes}; drop --num_classes to use the checkpoint's")
     fold_batchnorm(model.eval()).to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -118,10 +118,8 @@ def output_names(files: List[Tuple[str, str]]) -> List[str]:
     taken: Dict[str, int] = {}
     for stem in stems:
         taken[stem] = taken.get(stem, 0) + 1
-    return [stem if taken[stem] == 1 else rel.replace(".", "_") for stem, (_, rel) in zip(stems, files)]
-
-
-PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
+    return [stem if taken[stem] == 1 else f"{stem}_{os.path.splitext(rel)[1][1:]}"
+            for stem, (_, rel) in zip(stems, files)]
 
 
 def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palette: np.ndarray) -> None:

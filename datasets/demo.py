@@ -31,7 +31,7 @@ DEMO_CLASSES = {  # VOC index -> appearance
     VOC_CLASSES.index("aeroplane"): DemoTexture((90, 150, 230), "hstripes", 6),
     VOC_CLASSES.index("bus"): DemoTexture((235, 200, 40), "checks", 8),
     VOC_CLASSES.index("car"): DemoTexture((210, 40, 40), "plain", 1),
-    VOC_CLASSES.index("cat"): DemoTexture((230, 130, 40), "dots", 7),
+    VOC_CLASSES.index("cat"): DemoTexture((40, 200, 90), "dots", 7),
     VOC_CLASSES.index("person"): DemoTexture((170, 70, 190), "vstripes", 5),
 }
 BACKGROUND = DemoTexture((120, 130, 110), "plain", 1)
@@ -39,7 +39,7 @@ SIZE_RANGE = (170, 240)
 VOID_WIDTH = 3
 NOISE_STD = 8.0
 JPEG_QUALITY = 88
-VERSION = "1"  # bump when the generator changes, so stale demo data is regenerated
+VERSION = "2"  # bump when the generator changes, so stale demo data is regenerated
 
 
 def demo_voc_root(data_root: str) -> str:

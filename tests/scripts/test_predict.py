@@ -156,3 +156,13 @@ def test_model_options_come_from_our_checkpoint(tmp_path, inputs):
     with torch.no_grad():
         expected = model(normalize(image)).argmax(1)[0].numpy()
     assert np.array_equal(np.array(Image.open(out / "b_label.png")), expected)
+
+
+def test_inputs_sharing_a_stem_keep_their_extension():
+    files = [("x/v1.2/a.jpg", "v1.2/a.jpg"), ("x/v1.2/a.png", "v1.2/a.png"), ("x/b.png", "b.png")]
+    assert predict.output_names(files) == ["v1.2/a_jpg", "v1.2/a_png", "b"]
+
+
+def test_num_classes_that_the_checkpoint_does_not_have_is_an_error(tmp_path, inputs, ckpt, capsys):
+    code, _ = _run(tmp_path, ckpt[0], "--num_classes", "5")
+    assert code == 1 and "another class count than 5" in capsys.readouterr().err
