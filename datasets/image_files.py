@@ -1,7 +1,7 @@
 """Images to predict on: a file, a folder (recursive) or a glob; decoded robustly to RGB in DataLoader workers."""
 import glob
 import os
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch

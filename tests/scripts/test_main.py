@@ -13,7 +13,6 @@ import torch
 import main as train_script
 import network
 from datasets import VOCSegmentation
-from metrics import StreamSegMetrics
 from tests.conftest import ROOT
 from tests.helpers import write_voc
 from utils import ext_transforms as et
