@@ -23,7 +23,7 @@ from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentati
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
-from network.weights import init_model_from
+from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
                               load_model_state, restore_rng_state, save_checkpoint)
@@ -275,11 +275,6 @@ def resolve_num_classes(opts, train_dst) -> int:
         raise TrainingError(f"--num_classes {opts.num_classes} does not match the {opts.dataset} dataset's "
                             f"{fixed} classes; drop the flag (for your own classes use --dataset folder)")
     return fixed
-
-
-def module_names(keys: Sequence[str]) -> List[str]:
-    """The modules that ``keys`` (state_dict keys) belong to, in order, without repeats."""
-    return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
 
 
 def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.Module, nn.Module]:

@@ -14,7 +14,7 @@ from torch.utils import data
 
 import network
 from datasets import Cityscapes, DatasetError, voc_cmap
-from datasets.folder import read_classes
+from datasets.folder import palette_table, read_classes
 from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
@@ -79,9 +79,7 @@ def palette_for(opts, num_classes: int) -> np.ndarray:
         _, palette, _ = read_classes(opts.classes)
         if len(palette) != num_classes:
             raise PredictError(f"{opts.classes} names {len(palette)} classes but the checkpoint predicts {num_classes}")
-        table = np.zeros((256, 3), np.uint8)
-        table[: len(palette)] = palette
-        return table
+        return palette_table(palette)
     if opts.dataset == "folder":
         raise PredictError("--dataset folder needs --classes PATH/classes.yaml for the class colours")
     return Cityscapes.cmap if opts.dataset == "cityscapes" else voc_cmap()

@@ -22,7 +22,7 @@ from utils.constants import IGNORE_INDEX
 from .base import PairedSegmentation
 from .utils import DatasetError, check_mask_values, load_image, open_checked, read_split
 
-__all__ = ["FolderSegmentation", "read_classes", "IMAGE_EXTENSIONS"]
+__all__ = ["FolderSegmentation", "read_classes", "palette_table", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASSES_FILE = "classes.yaml"
@@ -56,6 +56,13 @@ def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
     return [str(n) for n in names], palette.astype(np.uint8), ignore_index
 
 
+def palette_table(palette: np.ndarray) -> np.ndarray:
+    """A 256x3 colour table for drawing masks: the classes' colours, black elsewhere (void included)."""
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(palette)] = palette
+    return table
+
+
 def _stems(folder: str, extensions: Sequence[str]) -> Dict[str, str]:
     if not os.path.isdir(folder):
         raise DatasetError(f"folder {folder} does not exist; your own data needs images/ and masks/ side by side")
@@ -73,8 +80,7 @@ class FolderSegmentation(PairedSegmentation):
         self.class_names = tuple(names)
         self.palette = palette
         self.ignore_index = ignore_index
-        self.cmap = np.zeros((256, 3), np.uint8)
-        self.cmap[: len(names)] = palette
+        self.cmap = palette_table(palette)
         images = _stems(os.path.join(self.root, "images"), IMAGE_EXTENSIONS)
         masks = _stems(os.path.join(self.root, "masks"), (".png",))
         stems = self._split_stems(split, images)

@@ -9,14 +9,14 @@
 """
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 __all__ = ["PretrainedWeightsError", "WeightSource", "KeyRules", "FORMATS", "BACKBONE_SOURCES", "COCO_SOURCES",
-           "hub_checkpoint_path", "read_state_dict", "detect_format", "convert_state_dict", "load_backbone_weights",
-           "fill_model", "init_model_from"]
+           "hub_checkpoint_path", "read_state_dict", "detect_format", "model_format", "convert_state_dict",
+           "load_backbone_weights", "fill_model", "module_names", "init_model_from"]
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -137,6 +137,15 @@ def detect_format(state: Mapping[str, torch.Tensor]) -> str:
     return "ours"
 
 
+def model_format(state: Mapping[str, torch.Tensor], model_name: str, fmt: str = "auto") -> str:
+    """The format to convert ``state`` with for entry ``model_name``: a DeepLabV3 file into a DeepLabV3+
+    model takes the rules that fill only its ASPP and classifier."""
+    fmt = detect_format(state) if fmt == "auto" else fmt
+    if fmt == "torchvision_deeplabv3" and model_name.startswith("deeplabv3plus"):
+        return "torchvision_deeplabv3_to_plus"
+    return fmt
+
+
 def convert_state_dict(state: Mapping[str, torch.Tensor], fmt: str = "auto") -> StateDict:
     """Apply the renaming rules of ``fmt`` (or of the detected format) to ``state``."""
     rules = FORMATS[detect_format(state) if fmt == "auto" else fmt]
@@ -251,12 +260,17 @@ def fill_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Tuple[Lis
     return sorted(fits), [k for k in own if k not in fits]
 
 
+def module_names(keys: Sequence[str]) -> List[str]:
+    """The modules that state_dict ``keys`` belong to, in order, without repeats."""
+    return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
+
+
 def init_model_from(model: nn.Module, model_name: str, source: str, progress: bool = True) -> Tuple[List[str], List[str]]:
     """``--init_from``: 'torchvision_coco' (torchvision's COCO DeepLabV3, ResNet-50/101) or a checkpoint path.
 
     Returns (filled keys, initialised keys). A file with nothing that fits is an error.
     """
-    arch, backbone = model_name.split("_", 1)
+    backbone = model_name.split("_", 1)[1]
     if source == "torchvision_coco":
         if backbone not in COCO_SOURCES:
             raise PretrainedWeightsError(f"--init_from torchvision_coco exists for resnet50 and resnet101 models, "
@@ -264,9 +278,7 @@ def init_model_from(model: nn.Module, model_name: str, source: str, progress: bo
         state, origin = _fetch(f"{model_name} (COCO)", COCO_SOURCES[backbone], progress)
     else:
         state, origin = read_state_dict(source), source
-    fmt = detect_format(state)
-    if fmt == "torchvision_deeplabv3" and arch == "deeplabv3plus":
-        fmt = "torchvision_deeplabv3_to_plus"
+    fmt = model_format(state, model_name)
     filled, initialised = fill_model(model, convert_state_dict(state, fmt))
     if not filled:
         raise PretrainedWeightsError(f"--init_from {origin}: no tensor fits {model_name} (format {fmt})")

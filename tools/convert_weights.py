@@ -14,8 +14,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import network  # noqa: E402
-from network.weights import FORMATS, PretrainedWeightsError, convert_state_dict, detect_format, fill_model, \
-    read_state_dict  # noqa: E402
+from network.weights import (FORMATS, PretrainedWeightsError, convert_state_dict, detect_format,  # noqa: E402
+                             fill_model, model_format, module_names, read_state_dict)
 from utils.checkpoint import save_checkpoint  # noqa: E402
 
 
@@ -30,9 +30,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         state = read_state_dict(args.input)
-        fmt = detect_format(state) if args.format == "auto" else args.format
-        if args.model and fmt == "torchvision_deeplabv3" and args.model.startswith("deeplabv3plus"):
-            fmt = "torchvision_deeplabv3_to_plus"
+        fmt = model_format(state, args.model, args.format) if args.model else (
+            detect_format(state) if args.format == "auto" else args.format)
         converted = convert_state_dict(state, fmt)
         if args.model:
             model = network.build_model(args.model, args.num_classes, args.output_stride)
@@ -43,7 +42,7 @@ def main(argv=None) -> int:
                              "num_classes": args.num_classes, "output_stride": args.output_stride,
                              "converted_from": os.path.basename(args.input), "source_format": fmt}, args.output)
             print(f"{fmt} -> {args.model}: filled {len(filled)} tensors, initialised {len(initialised)}"
-                  + (f" ({', '.join(sorted({k.rsplit('.', 1)[0] for k in initialised})[:8])} ...)" if initialised else ""))
+                  + (f" ({', '.join(module_names(initialised)[:8])} ...)" if initialised else ""))
         else:
             save_checkpoint({"state_dict": converted, "source_format": fmt}, args.output)
             print(f"{fmt} -> backbone state_dict with {len(converted)} tensors: {args.output}")
