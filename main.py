@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 import network
 from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
+from datasets.utils import exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
@@ -30,7 +31,8 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.device import autocast
-from utils.distributed import DistEnv, all_reduce_sum_, barrier, cleanup, init_distributed, reduce_step_flags
+from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_object, cleanup, init_distributed,
+                               node_main_first, reduce_step_flags)
 from utils.loss import build_criterion
 from utils.results import save_val_result
 from utils.scheduler import build_scheduler, retarget
@@ -146,11 +148,15 @@ def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
 
 
 def prepare_data(opts) -> None:
-    """Generate the demo data or download VOC when asked (one process does it, before anyone reads)."""
-    if opts.dataset == "demo":
-        make_demo_dataset(opts.data_root)
-    elif opts.dataset == "voc" and opts.download:
-        VOCSegmentation(opts.data_root, opts.year, "train", download=True)
+    """Generate the demo data or download VOC when asked. Under torchrun the first process of each machine
+    does it; machines that share the folder take turns, so a later one finds the data complete."""
+    if opts.dataset not in ("demo", "voc") or (opts.dataset == "voc" and not opts.download):
+        return
+    with exclusive_lock(os.path.join(opts.data_root, ".prepare.lock")):
+        if opts.dataset == "demo":
+            make_demo_dataset(opts.data_root)
+        else:
+            VOCSegmentation(opts.data_root, opts.year, "train", download=True)
 
 
 def checkpoint_path(opts, kind: str) -> str:
@@ -280,13 +286,13 @@ def resolve_num_classes(opts, train_dst) -> int:
 def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.Module, nn.Module]:
     """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun."""
     pretrained = {} if opts.pretrained_backbone is None else {"pretrained_backbone": opts.pretrained_backbone}
-    model = network.build_model(opts.model, opts.num_classes, opts.output_stride,
-                                separable_conv=opts.separable_conv, **pretrained)
-    if opts.init_from:
-        filled, initialised = init_model_from(model, opts.model, opts.init_from)
-        if env.is_main:
-            print(f"--init_from {opts.init_from}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
-                  + (f"; initialised: {', '.join(module_names(initialised))}" if initialised else ""))
+    with node_main_first(env):  # downloads of pretrained weights: once per machine, into its cache
+        model = network.build_model(opts.model, opts.num_classes, opts.output_stride,
+                                    separable_conv=opts.separable_conv, **pretrained)
+        filled, initialised = init_model_from(model, opts.model, opts.init_from) if opts.init_from else ((), ())
+    if opts.init_from and env.is_main:
+        print(f"--init_from {opts.init_from}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
+              + (f"; initialised: {', '.join(module_names(initialised))}" if initialised else ""))
     set_bn_momentum(model.backbone, momentum=opts.bn_momentum)
     sync_bn = opts.sync_bn if opts.sync_bn is not None else (env.distributed and device.type == "cuda")
     if sync_bn:
@@ -305,7 +311,7 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
 
 def run(opts, env: DistEnv, device: torch.device) -> int:
     log = print if env.is_main else (lambda *args, **kwargs: None)
-    if opts.ckpt is not None and not os.path.isfile(opts.ckpt):  # fail before any data is read
+    if opts.ckpt is not None and env.is_main and not os.path.isfile(opts.ckpt):  # fail before any data is read
         raise CheckpointError(f"checkpoint {opts.ckpt} does not exist (check --ckpt)")
     seed_everything(opts.random_seed)
     if device.type == "cuda":
@@ -315,7 +321,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
                 "this project's H100 check, while fp32 was right; check your validation scores, or drop "
                 "--channels_last on CUDA (README: Known issues)", file=sys.stderr)
 
-    if env.is_main:
+    if env.is_node_main:
         prepare_data(opts)
     barrier()
     train_dst, val_dst = get_dataset(opts)
@@ -337,7 +343,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
     state = TrainState()
     if opts.ckpt is not None:
-        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, state, log)
+        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, state, env, device, log)
 
     vis = Visualizer(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis and env.is_main else None
     if vis is not None:
@@ -427,9 +433,14 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     return 0
 
 
-def restore(opts, path: str, model, optimizer, scheduler, state: TrainState, log=print) -> None:
-    """Load weights from ``path``; with --continue_training also the optimizer, scheduler, counters and RNG."""
-    checkpoint = load_checkpoint(path)
+def restore(opts, path: str, model, optimizer, scheduler, state: TrainState, env: DistEnv, device: torch.device,
+            log=print) -> None:
+    """Load weights from ``path``; with --continue_training also the optimizer, scheduler, counters and RNG.
+
+    Under torchrun process 0 reads the file and sends it to the others: only the first machine of a
+    multi-node run needs it (that is where checkpoints are written).
+    """
+    checkpoint = broadcast_object(load_checkpoint(path) if env.is_main else None, device)
     reinit = load_model_state(model, extract_model_state(checkpoint, path), path)
     if reinit:
         log(f"Checkpoint {path} has a classifier for another class count: loaded everything else, "

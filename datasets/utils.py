@@ -1,4 +1,5 @@
 """Reading images and masks with errors that name the file, downloading with md5 and resume, safe extraction."""
+import contextlib
 import hashlib
 import os
 import shutil
@@ -6,7 +7,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import Iterable, List, Optional
+from typing import Iterable, Iterator, List, Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -15,9 +16,14 @@ from tqdm import tqdm
 from utils.constants import IGNORE_INDEX
 
 __all__ = ["DatasetError", "read_split", "open_checked", "load_image", "load_mask", "check_mask_values", "check_integrity",
-           "download_url", "extract_archive"]
+           "download_url", "extract_archive", "exclusive_lock"]
 
 CHUNK_SIZE = 1 << 20
+
+try:
+    import fcntl
+except ImportError:  # Windows: one machine, and torchrun's first process prepares data alone there
+    fcntl = None
 
 
 class DatasetError(RuntimeError):
@@ -158,3 +164,21 @@ def extract_archive(archive: str, root: str) -> None:
             tf.extractall(root, members=members, filter="data")
     except tarfile.TarError as exc:
         raise DatasetError(f"cannot extract {archive}: {exc} (corrupt or not an archive; delete it and download again)") from exc
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if needed) for the block.
+
+    Machines of a multi-node run that share a filesystem then download or generate data one at a time;
+    the later ones find it complete. Advisory (``flock``), so NFS needs lock support; none on Windows.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -2,17 +2,19 @@
 
 Launched plainly (no ``WORLD_SIZE`` in the environment) everything here is a no-op for one process.
 """
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
 
 from .device import resolve_device
 
-__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "all_reduce_sum_", "reduce_step_flags"]
+__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "node_main_first", "broadcast_object", "all_reduce_sum_",
+           "reduce_step_flags"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def is_node_main(self) -> bool:
+        """The first process of its machine (each node of a multi-node run has one)."""
+        return self.local_rank == 0
 
 
 def init_distributed(device_choice: str, gpu_id: str, timeout_s: float) -> "tuple[DistEnv, torch.device]":
@@ -56,6 +63,29 @@ def barrier() -> None:
     """Wait for every process (nothing to do for one process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def node_main_first(env: DistEnv) -> Iterator[None]:
+    """Run the block in the first process of every machine before the others run it.
+
+    For work that fills a per-machine cache or folder (downloads, generated data): the first process does
+    it, the rest find it done. Every process must enter the block; it costs one barrier.
+    """
+    if not env.is_node_main:
+        barrier()
+    yield
+    if env.is_node_main:
+        barrier()
+
+
+def broadcast_object(obj: Any, device: torch.device) -> Any:
+    """Process 0's ``obj`` on every process (pickled; nothing to do for one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=device)
+    return box[0]
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:

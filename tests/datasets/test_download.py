@@ -1,16 +1,17 @@
-"""Download (md5, resume, no network) and extraction that cannot escape its folder."""
+"""Download (md5, resume, no network), extraction that cannot escape its folder, and the preparation lock."""
 import hashlib
 import io
 import os
 import tarfile
 import threading
+import time
 import zipfile
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from datasets.utils import DatasetError, download_url, extract_archive
+from datasets.utils import DatasetError, download_url, exclusive_lock, extract_archive
 
 
 @pytest.fixture
@@ -124,3 +125,21 @@ def test_zip_traversal_refused_and_normal_archives_extract(tmp_path):
         zf.writestr("VOCdevkit/VOC2012/x.txt", "ok")
     extract_archive(str(good), str(tmp_path / "out"))
     assert (tmp_path / "out" / "VOCdevkit" / "VOC2012" / "x.txt").read_text() == "ok"
+
+
+def test_exclusive_lock_makes_a_second_holder_wait(tmp_path):
+    """Two holders (separate opens, as two machines on a shared folder would be) take turns."""
+    lock = str(tmp_path / "data" / ".prepare.lock")  # the folder does not exist yet
+    events = []
+
+    def second():
+        with exclusive_lock(lock):
+            events.append(("second", time.monotonic()))
+
+    with exclusive_lock(lock):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.5)
+        events.append(("first releases", time.monotonic()))
+    thread.join(timeout=10)
+    assert [name for name, _ in events] == ["first releases", "second"]

@@ -1,4 +1,5 @@
-"""torchrun on the CPU with Gloo: one writer, exact distributed validation, loss parity, a dead peer."""
+"""torchrun on the CPU with Gloo: one writer, exact distributed validation, loss parity, a dead peer, and two
+"machines" (two torchrun agents with their own working folders) that share no files."""
 import os
 import re
 import signal
@@ -107,3 +108,52 @@ def test_a_dead_peer_stops_the_other_with_a_clear_message(demo_root, tmp_path):
     assert time.time() - start < 90
     assert procs[0].returncode == 1
     assert "lost contact with another process" in out, out[-2000:]
+
+
+def _node(cwd, rendezvous, args):
+    """One torchrun agent of a 2-node run with one process, started in ``cwd`` (its own filesystem view)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+           "--max_restarts", "0", *rendezvous, os.path.join(ROOT, "main.py"), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=_env())
+
+
+def _two_nodes(folders, rendezvous, args):
+    procs = [_node(folder, rendezvous(i), args) for i, folder in enumerate(folders)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    return outputs
+
+
+def test_two_machines_without_a_shared_filesystem(tmp_path):
+    """Each machine prepares its own demo data; only process 0 writes checkpoints; a resume reads the
+    checkpoint on process 0's machine alone and sends it to the other."""
+    folders = [tmp_path / "node0", tmp_path / "node1"]
+    for folder in folders:
+        folder.mkdir()
+    args = ["--dataset", "demo", "--data_root", "data", "--model", MODEL, "--no-pretrained_backbone",
+            "--crop_size", "64", "--batch_size", "4", "--num_workers", "0", "--checkpoint_dir", "ck",
+            "--print_interval", "1", "--lr", "0.01", "--val_interval", "100"]
+    port = str(_free_port())
+    c10d = ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "two-machines"]
+    outputs = _two_nodes(folders, lambda i: c10d, [*args, "--total_itrs", "3"])
+    main_output = next(o for o in outputs if "Device: cpu x 2 process(es)" in o)
+    assert "global batch 4 = 2 x 2" in main_output and "Finished 3 iterations" in main_output
+    for folder in folders:  # each machine generated the demo data it trains on
+        assert (folder / "data" / "VOCdevkit" / "VOC2012" / "demo_version.txt").is_file()
+    writers = [folder for folder in folders if (folder / "ck").exists()]
+    assert len(writers) == 1  # the machine that got rank 0
+    first, other = writers[0], next(f for f in folders if f != writers[0])
+    latest = first / "ck" / f"latest_{MODEL}_demo_os16.pth"
+
+    # Static rendezvous puts rank 0 on the machine that has the checkpoint; the other has none.
+    port = str(_free_port())
+
+    def static(node_rank):
+        return ["--node_rank", str(node_rank), "--master_addr", "127.0.0.1", "--master_port", port]
+
+    outputs = _two_nodes([first, other], static, [*args, "--total_itrs", "5", "--ckpt", str(latest),
+                                                  "--continue_training"])
+    assert "Training state restored from" in outputs[0] and "at iteration 3" in outputs[0]
+    assert "Itrs 4/5" in outputs[0] and "Finished 5 iterations" in outputs[0]
+    assert not (other / "ck").exists()
+    assert torch.load(latest, weights_only=True)["cur_itrs"] == 5
