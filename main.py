@@ -30,7 +30,7 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
                               load_model_state, restore_rng_state, save_checkpoint)
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import autocast
+from utils.device import autocast, cudnn_benchmark
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_object, cleanup, init_distributed,
                                node_main_first, reduce_step_flags)
 from utils.loss import build_criterion
@@ -177,7 +177,7 @@ def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.devi
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
     shard = iter(shard)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), cudnn_benchmark(bool(opts.crop_val)):  # fixed sizes only with --crop_val
         for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
             images = images.to(device, non_blocking=True)
             if opts.channels_last:
@@ -315,7 +315,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
         raise CheckpointError(f"checkpoint {opts.ckpt} does not exist (check --ckpt)")
     seed_everything(opts.random_seed)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = True  # training crops have one size; validate() decides for itself
         if opts.amp != "off" and opts.channels_last:
             log("warning: --amp with --channels_last on CUDA evaluated to wrong (mostly background) predictions in "
                 "this project's H100 check, while fp32 was right; check your validation scores, or drop "

@@ -1,10 +1,11 @@
 """Device selection and mixed precision."""
 import contextlib
 import os
+from typing import Iterator
 
 import torch
 
-__all__ = ["resolve_device", "autocast", "AMP_DTYPES"]
+__all__ = ["resolve_device", "autocast", "cudnn_benchmark", "AMP_DTYPES"]
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -28,3 +29,15 @@ def autocast(device: torch.device, amp: str):
     if dtype is torch.float16 and device.type == "cpu":
         raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """cuDNN autotuning on or off for the block: it pays off for one input size (training crops) and
+    costs a new search for every new size (VOC's validation images)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous

@@ -13,6 +13,7 @@ import torch
 import main as train_script
 import network
 from datasets import VOCSegmentation
+from metrics import StreamSegMetrics
 from tests.conftest import ROOT
 from tests.helpers import write_voc
 from utils import ext_transforms as et
@@ -78,6 +79,30 @@ def test_test_only_equals_direct_metrics(voc, capsys):
         iu = np.diag(hist) / (hist.sum(0) + hist.sum(1) - np.diag(hist))
     assert printed == pytest.approx(np.nanmean(iu), abs=1e-6)
     assert sorted(os.listdir(voc / "res"))[:4] == ["0_image.png", "0_overlay.png", "0_pred.png", "0_target.png"]
+
+
+def test_validation_autotunes_cudnn_only_for_one_input_size(voc):
+    """cuDNN autotuning searches again for every new input size: on for training crops, and in validation
+    only with --crop_val (VOC's validation images come in many sizes)."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.backends.cudnn.benchmark)
+            return torch.zeros(x.shape[0], 21, *x.shape[2:])
+
+    transform = et.ExtCompose([et.ExtToTensor(), et.ExtNormalize(IMAGENET_MEAN, IMAGENET_STD)])
+    loader = torch.utils.data.DataLoader(VOCSegmentation(str(voc / "data"), image_set="val", transform=transform))
+    previous = torch.backends.cudnn.benchmark
+    try:
+        for flag in ("--no-crop_val", "--crop_val"):
+            torch.backends.cudnn.benchmark = True
+            opts = train_script.get_argparser().parse_args(_args(voc, flag))
+            train_script.validate(opts, Recorder(), loader, torch.device("cpu"), StreamSegMetrics(21))
+            assert torch.backends.cudnn.benchmark  # the training setting is back
+    finally:
+        torch.backends.cudnn.benchmark = previous
+    assert seen == [False] * 3 + [True] * 3
 
 
 def test_sigint_saves_a_resumable_checkpoint(voc):
