@@ -343,7 +343,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
     state = TrainState()
     if opts.ckpt is not None:
-        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, state, env, device, log)
+        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, scaler, state, env, device, log)
 
     vis = Visualizer(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis and env.is_main else None
     if vis is not None:
@@ -363,6 +363,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
                 "best_score": state.best_score, "rng_state": capture_rng_state(), "model_name": opts.model,
                 "num_classes": opts.num_classes, "output_stride": opts.output_stride,
                 "separable_conv": opts.separable_conv, "class_names": list(train_dst.class_names),
+                **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
             }, path)
         return path
 
@@ -433,9 +434,10 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     return 0
 
 
-def restore(opts, path: str, model, optimizer, scheduler, state: TrainState, env: DistEnv, device: torch.device,
-            log=print) -> None:
-    """Load weights from ``path``; with --continue_training also the optimizer, scheduler, counters and RNG.
+def restore(opts, path: str, model, optimizer, scheduler, scaler: torch.amp.GradScaler, state: TrainState,
+            env: DistEnv, device: torch.device, log=print) -> None:
+    """Load weights from ``path``; with --continue_training also the optimizer, scheduler, fp16 loss scale,
+    counters and RNG.
 
     Under torchrun process 0 reads the file and sends it to the others: only the first machine of a
     multi-node run needs it (that is where checkpoints are written).
@@ -456,6 +458,8 @@ def restore(opts, path: str, model, optimizer, scheduler, state: TrainState, env
         state.best_score = float(checkpoint["best_score"])
         if "rng_state" in checkpoint:
             restore_rng_state(checkpoint["rng_state"])
+        if scaler.is_enabled() and "scaler_state" in checkpoint:  # else fp16 restarts at scale 2**16, skipping steps
+            scaler.load_state_dict(checkpoint["scaler_state"])
         log(f"Training state restored from {path} at iteration {state.cur_itrs}")
     log(f"Model restored from {path}")
 

@@ -162,7 +162,13 @@ def test_shipped_configs_are_valid(name):
 
 
 def test_resumed_run_equals_uninterrupted_run(voc, tmp_path, monkeypatch):
-    """Data order and augmentation depend on (seed, epoch, sample) and RNG state is restored: exact resume."""
+    """Data order and augmentation depend on (seed, epoch, sample) and RNG state is restored: exact resume.
+
+    The loss scaler that --amp fp16 uses on CUDA is switched on here too (scaling by powers of two is exact
+    in fp32), growing every 2 steps: its scale must resume where it stopped, not restart at 2**16."""
+    real_scaler = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler",
+                        lambda device, enabled: real_scaler(device, enabled=True, growth_interval=2))
     straight = tmp_path / "straight"
     assert train_script.main(_args(voc, "--total_itrs", "5", "--val_interval", "100",
                                    "--checkpoint_dir", str(straight))) == 0
@@ -184,6 +190,7 @@ def test_resumed_run_equals_uninterrupted_run(voc, tmp_path, monkeypatch):
     a = torch.load(straight / f"latest_{MODEL}_voc_os16.pth", weights_only=True)
     b = torch.load(_ckpt(voc), weights_only=True)
     assert a["cur_itrs"] == b["cur_itrs"] == 5
+    assert a["scaler_state"] == b["scaler_state"] and a["scaler_state"]["scale"] == 2.0 ** 18  # grew at steps 2, 4
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
 
