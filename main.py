@@ -36,7 +36,7 @@ from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_obje
 from utils.loss import build_criterion
 from utils.results import save_val_result
 from utils.scheduler import build_scheduler, retarget
-from utils.training import train_step
+from utils.training import forward_loss, optimize
 from utils.utils import Denormalize, set_bn_momentum
 from utils.visualizer import Visualizer
 
@@ -380,8 +380,10 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
             model.train()
             for images, labels in train_loader:
                 state.cur_itrs += 1
-                local_loss = train_step(model, optimizer, scaler, criterion, images, labels, device, opts.amp,
-                                        opts.channels_last)
+                batch_loss = forward_loss(model, criterion, images, labels, device, opts.amp, opts.channels_last)
+                local_loss = batch_loss.item()
+                # Every process agrees on NaN and signals before the backward pass: a process that skipped it
+                # alone would leave the others waiting in DDP's gradient all-reduce.
                 loss, (nonfinite, stopping) = reduce_step_flags(
                     local_loss, [not np.isfinite(local_loss), stop.signal_name is not None], device)
                 if nonfinite:
@@ -392,6 +394,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
                         f"iteration {state.cur_itrs} (lr {scheduler.get_last_lr()[-1]:.3g}); stopped without saving, "
                         f"the last good checkpoint is {kept if os.path.exists(kept) else 'none'}; "
                         "lower --lr or check the data")
+                optimize(batch_loss, optimizer, scaler)
                 scheduler.step()
                 progress.update(1)
                 meter.add(loss, images.shape[0] * env.world_size)

@@ -110,6 +110,19 @@ def test_a_dead_peer_stops_the_other_with_a_clear_message(demo_root, tmp_path):
     assert "lost contact with another process" in out, out[-2000:]
 
 
+def test_nan_on_one_process_stops_every_process_with_the_message(demo_root, tmp_path):
+    """Process 1 alone gets a NaN loss at step 2 (tests/scripts/nan_on_one_rank.py): all processes decide
+    together before the backward pass, so none is left waiting in DDP's gradient all-reduce."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), os.path.join(ROOT, "tests", "scripts", "nan_on_one_rank.py"),
+           *_args(demo_root, tmp_path / "ck", "--total_itrs", "5", "--val_interval", "100", "--dist_timeout", "60")]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=300)
+    assert result.returncode != 0
+    assert "error: loss is nan on another process at iteration 2" in result.stderr, result.stderr[-3000:]
+    assert "lost contact" not in result.stderr and "mismatch" not in result.stderr
+    assert not (tmp_path / "ck").exists()
+
+
 def _node(cwd, rendezvous, args):
     """One torchrun agent of a 2-node run with one process, started in ``cwd`` (its own filesystem view)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",

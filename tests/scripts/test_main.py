@@ -180,11 +180,11 @@ def test_resumed_run_equals_uninterrupted_run(voc, tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
         return real_step(*args, **kwargs)
 
-    real_step = train_script.train_step
-    monkeypatch.setattr(train_script, "train_step", step_then_sigterm)
+    real_step = train_script.forward_loss
+    monkeypatch.setattr(train_script, "forward_loss", step_then_sigterm)
     assert train_script.main(_args(voc, "--total_itrs", "5", "--val_interval", "100")) == 0
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 2
-    monkeypatch.setattr(train_script, "train_step", real_step)
+    monkeypatch.setattr(train_script, "forward_loss", real_step)
     assert train_script.main(_args(voc, "--total_itrs", "5", "--val_interval", "100", "--ckpt", _ckpt(voc),
                                    "--continue_training")) == 0
     a = torch.load(straight / f"latest_{MODEL}_voc_os16.pth", weights_only=True)
