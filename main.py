@@ -31,8 +31,8 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.device import autocast, cudnn_benchmark
-from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_object, cleanup, init_distributed,
-                               node_main_first, reduce_step_flags)
+from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, broadcast_object, cleanup,
+                               init_distributed, node_main_first, reduce_step_flags)
 from utils.loss import build_criterion
 from utils.results import save_val_result
 from utils.scheduler import build_scheduler, retarget
@@ -170,6 +170,9 @@ def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.devi
     Under torchrun every process evaluates its own shard and the confusion matrices are summed, so the
     scores equal a single-process evaluation of the same checkpoint.
     """
+    # Without SyncBatchNorm every process's running statistics followed its own batches since DDP last
+    # synchronised them; evaluate with process 0's, the ones its checkpoint saves.
+    broadcast_buffers_(model)
     metrics.reset()
     samples = []
     denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)

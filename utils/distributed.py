@@ -13,8 +13,8 @@ import torch.distributed as dist
 
 from .device import resolve_device
 
-__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "node_main_first", "broadcast_object", "all_reduce_sum_",
-           "reduce_step_flags"]
+__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "node_main_first", "broadcast_object",
+           "broadcast_buffers_", "all_reduce_sum_", "reduce_step_flags"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,13 @@ def broadcast_object(obj: Any, device: torch.device) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0, device=device)
     return box[0]
+
+
+def broadcast_buffers_(module: torch.nn.Module) -> None:
+    """Copy process 0's buffers (BatchNorm running statistics) to every process, in place."""
+    if dist.is_available() and dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from datasets import make_demo_dataset
+from datasets.sampling import ShardSampler
 from tests.conftest import ROOT
 
 MODEL = "deeplabv3plus_mobilenet"
@@ -121,6 +122,46 @@ def test_nan_on_one_process_stops_every_process_with_the_message(demo_root, tmp_
     assert "error: loss is nan on another process at iteration 2" in result.stderr, result.stderr[-3000:]
     assert "lost contact" not in result.stderr and "mismatch" not in result.stderr
     assert not (tmp_path / "ck").exists()
+
+
+def _tiny_segmenter() -> torch.nn.Sequential:
+    """Conv -> BatchNorm -> 1x1 classifier in eval mode, whose predictions follow the BatchNorm statistics."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 21, 1)).eval()
+
+
+def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
+    """One process of a 2-process Gloo group: process 1's BatchNorm statistics are off, as they drift without
+    SyncBatchNorm. Process 0 writes the summed confusion matrix."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    import main as train_script
+    from metrics import StreamSegMetrics
+    model = _tiny_segmenter()
+    if rank == 1:
+        model[1].running_mean.fill_(3.0)
+    opts = train_script.get_argparser().parse_args(["--data_root", root, "--dataset", "voc"])
+    _, val = train_script.get_dataset(opts)
+    loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, 2))
+    metrics = StreamSegMetrics(21)
+    train_script.validate(opts, model, loader, torch.device("cpu"), metrics)
+    if rank == 0:
+        torch.save(metrics.confusion_matrix, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, tmp_path):
+    import main as train_script
+    from metrics import StreamSegMetrics
+    out = str(tmp_path / "confusion.pt")
+    torch.multiprocessing.spawn(_validate_in_process, args=(str(_free_port()), str(demo_root), out), nprocs=2)
+    opts = train_script.get_argparser().parse_args(["--data_root", str(demo_root), "--dataset", "voc"])
+    _, val = train_script.get_dataset(opts)
+    single = StreamSegMetrics(21)
+    train_script.validate(opts, _tiny_segmenter(), torch.utils.data.DataLoader(val), torch.device("cpu"),
+                          single)
+    assert torch.equal(torch.load(out), single.confusion_matrix)
 
 
 def _node(cwd, rendezvous, args):
