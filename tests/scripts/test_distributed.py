@@ -11,9 +11,13 @@ import time
 import pytest
 import torch
 
+import main as train_script
+import network
 from datasets import make_demo_dataset
 from datasets.sampling import ShardSampler
+from metrics import StreamSegMetrics
 from tests.conftest import ROOT
+from utils.distributed import DistEnv
 
 MODEL = "deeplabv3plus_mobilenet"
 
@@ -136,8 +140,6 @@ def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
     SyncBatchNorm. Process 0 writes the summed confusion matrix."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    import main as train_script
-    from metrics import StreamSegMetrics
     model = _tiny_segmenter()
     if rank == 1:
         model[1].running_mean.fill_(3.0)
@@ -152,8 +154,6 @@ def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
 
 
 def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, tmp_path):
-    import main as train_script
-    from metrics import StreamSegMetrics
     out = str(tmp_path / "confusion.pt")
     torch.multiprocessing.spawn(_validate_in_process, args=(str(_free_port()), str(demo_root), out), nprocs=2)
     opts = train_script.get_argparser().parse_args(["--data_root", str(demo_root), "--dataset", "voc"])
@@ -162,6 +162,18 @@ def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_roo
     train_script.validate(opts, _tiny_segmenter(), torch.utils.data.DataLoader(val), torch.device("cpu"),
                           single)
     assert torch.equal(torch.load(out), single.confusion_matrix)
+
+
+def test_sync_bn_keeps_the_checkpoint_format_and_asks_for_cuda(tmp_path):
+    opts = train_script.get_argparser().parse_args(["--model", MODEL, "--no-pretrained_backbone", "--sync_bn"])
+    opts.num_classes = 21
+    with pytest.raises(train_script.TrainingError, match="--sync_bn needs CUDA devices.*--no-sync_bn"):
+        train_script.build_training_model(opts, DistEnv(), torch.device("cpu"))
+    plain = network.build_model(MODEL, 21, 16)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network.build_model(MODEL, 21, 16))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert [(k, v.shape) for k, v in synced.state_dict().items()] == \
+        [(k, v.shape) for k, v in plain.state_dict().items()]  # a SyncBN run saves the original's keys
 
 
 def _node(cwd, rendezvous, args):
