@@ -303,6 +303,10 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
             raise TrainingError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
                                 "drop it or pass --no-sync_bn")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif opts.batch_size // env.world_size < 2 and not opts.test_only:
+        raise TrainingError(f"a batch of {opts.batch_size // env.world_size} image per process cannot train "
+                            "BatchNorm (the ASPP image-pooling branch sees one value per channel); use --batch_size "
+                            f"{2 * env.world_size} or more" + (" or --sync_bn on CUDA" if env.distributed else ""))
     model.to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -140,6 +140,13 @@ def test_missing_ckpt_is_an_error_not_a_retrain(voc, capsys):
     assert "nope.pth does not exist" in capsys.readouterr().err
 
 
+def test_a_batch_of_one_is_a_clear_error(voc, capsys):
+    assert train_script.main(_args(voc, "--batch_size", "1", "--total_itrs", "1")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: a batch of 1 image per process cannot train BatchNorm") and "--batch_size 2" in err
+    assert "\n" not in err
+
+
 def test_num_classes_conflict_and_missing_data(voc, tmp_path, capsys):
     assert train_script.main(_args(voc, "--num_classes", "5", "--total_itrs", "1")) == 1
     assert "--num_classes 5 does not match" in capsys.readouterr().err
