@@ -50,7 +50,8 @@ def init_distributed(device_choice: str, gpu_id: str, timeout_s: float) -> "tupl
         device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(seconds=timeout_s))
+                            timeout=datetime.timedelta(seconds=timeout_s),
+                            device_id=device if device.type == "cuda" else None)  # NCCL: bound to this GPU
     return env, device
 
 
