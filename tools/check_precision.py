@@ -10,11 +10,11 @@ Every setting starts from the same weights and trains on the same demo batches. 
 It was written for README "Known issues": on an H100, `--amp fp16 --channels_last` training reached a
 normal loss but evaluated to mostly background. A training-side fault shows as a large BN@1 or a low
 mean IoU in every evaluation column of that row; an evaluation-side fault shows as a low column for the
-fp32 row. The "cudnn-bn-off" settings run BatchNorm without cuDNN (cuDNN's channels_last training
-kernel is its "persistent" mode, which cuDNN documents as range-limited).
+fp32 row. The "+bn-native" settings run BatchNorm on PyTorch's own kernels instead of cuDNN, whose
+channels_last training kernel is its "persistent" mode, documented as range-limited.
 
 Usage: python tools/check_precision.py [--device cuda] [--model deeplabv3plus_hrnetv2_48] [--steps 60]
-CUDA default settings: fp32, fp32+cl, bf16, bf16+cl, fp16, fp16+cl and the two cudnn-bn-off variants;
+CUDA default settings: fp32, fp32+cl, bf16, bf16+cl, fp16, fp16+cl and the two +bn-native variants;
 on the CPU: fp32, fp32+cl, bf16, bf16+cl (fp16 autocast is CUDA-only here).
 """
 import argparse
@@ -57,7 +57,7 @@ SETTINGS = {s.name: s for s in (
     Setting("fp32", "off", False), Setting("fp32+cl", "off", True),
     Setting("bf16", "bf16", False), Setting("bf16+cl", "bf16", True),
     Setting("fp16", "fp16", False), Setting("fp16+cl", "fp16", True),
-    Setting("bf16+cl cudnn-bn-off", "bf16", True, False), Setting("fp16+cl cudnn-bn-off", "fp16", True, False),
+    Setting("bf16+cl+bn-native", "bf16", True, False), Setting("fp16+cl+bn-native", "fp16", True, False),
 )}
 CPU_DEFAULT = ("fp32", "fp32+cl", "bf16", "bf16+cl")
 
