@@ -1,7 +1,8 @@
 """CUDA benchmark: deeplabv3plus_hrnetv2_48, crop 513, batch 8, fp32 vs --amp bf16 --channels_last.
 
 Prints images/s and peak GPU memory of the full training step, and inference images/s, side by side.
-Usage (on a CUDA machine): python bench/gpu.py [--steps 20]
+Usage (on a CUDA machine): python bench/gpu.py [--steps 20]; then python tools/check_precision.py, which
+checks that these settings also train correctly (README: Known issues).
 """
 import argparse
 import os
