@@ -9,7 +9,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils import data
 
 from .folder import IMAGE_EXTENSIONS
-from .utils import DatasetError
+from .utils import DatasetError, as_rgb8
 
 __all__ = ["find_images", "ImageFiles", "to_rgb"]
 
@@ -38,17 +38,8 @@ def find_images(spec: str) -> List[Tuple[str, str]]:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Apply EXIF orientation and convert any mode (L, LA, P, RGBA, CMYK, I;16, I, F) to 8-bit RGB."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img)
-    return img.convert("RGB")
+    """Apply EXIF orientation (a phone photo shows upright) and convert any mode to 8-bit RGB."""
+    return as_rgb8(ImageOps.exif_transpose(img))
 
 
 class ImageFiles(data.Dataset):

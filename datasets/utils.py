@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from utils.constants import IGNORE_INDEX
 
-__all__ = ["DatasetError", "read_split", "open_checked", "load_image", "load_mask", "check_mask_values", "check_integrity",
-           "download_url", "extract_archive", "exclusive_lock"]
+__all__ = ["DatasetError", "read_split", "open_checked", "as_rgb8", "load_image", "load_mask", "check_mask_values",
+           "check_integrity", "download_url", "extract_archive", "exclusive_lock"]
 
 CHUNK_SIZE = 1 << 20
 
@@ -53,10 +53,28 @@ def open_checked(path: str, what: str) -> Image.Image:
     return img
 
 
+def as_rgb8(img: Image.Image) -> Image.Image:
+    """Any mode (L, LA, P, RGBA, CMYK, I;16, I, F) as 8-bit RGB: 16-bit and integer images are scaled to
+    0..255 (a plain convert would clip them to white), transparency is composited on black."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
 def load_image(path: str) -> Image.Image:
-    """An RGB PIL image; corrupt, truncated or non-image files raise DatasetError naming the file."""
-    img = open_checked(path, "image")
-    return img if img.mode == "RGB" else img.convert("RGB")
+    """An 8-bit RGB PIL image (see ``as_rgb8``); corrupt, truncated or non-image files raise DatasetError.
+
+    EXIF orientation is not applied: masks carry none, and they are drawn on the stored pixels.
+    """
+    return as_rgb8(open_checked(path, "image"))
 
 
 def load_mask(path: str, image: Optional[Image.Image] = None, image_path: str = "") -> Image.Image:

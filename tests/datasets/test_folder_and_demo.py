@@ -29,6 +29,17 @@ def test_index_masks_and_class_count(tmp_path):
     assert np.asarray(mask).tolist() == [[0, 1], [2, 255]]
 
 
+def test_16_bit_training_images_are_scaled_not_clipped(tmp_path):
+    """A 16-bit image (microscopy, thermal, medical) keeps its contrast: 0..65535 maps to 0..255."""
+    root = _folder(tmp_path, [np.zeros((2, 3), np.uint8)])
+    deep = np.array([[0, 32768, 65535], [257, 1000, 65535]], np.uint16)
+    os.remove(os.path.join(root, "images", "img0.JPG"))
+    Image.fromarray(deep).save(os.path.join(root, "images", "img0.png"))
+    image, _ = FolderSegmentation(root)[0]
+    assert image.mode == "RGB"
+    assert np.asarray(image)[..., 0].tolist() == [[0, 127, 255], [1, 3, 255]]
+
+
 def test_rgb_masks_map_through_the_palette(tmp_path):
     rgb = np.array([[[0, 0, 0], [255, 0, 0]], [[0, 255, 0], [0, 0, 0]]], np.uint8)
     ds = FolderSegmentation(_folder(tmp_path, [rgb]))
