@@ -30,7 +30,7 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
                               load_model_state, restore_rng_state, save_checkpoint)
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import autocast, cudnn_benchmark
+from utils.device import autocast, check_amp, cudnn_benchmark
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, broadcast_object, cleanup,
                                init_distributed, node_main_first, reduce_step_flags)
 from utils.loss import build_criterion
@@ -320,6 +320,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     log = print if env.is_main else (lambda *args, **kwargs: None)
     if opts.ckpt is not None and env.is_main and not os.path.isfile(opts.ckpt):  # fail before any data is read
         raise CheckpointError(f"checkpoint {opts.ckpt} does not exist (check --ckpt)")
+    check_amp(device, opts.amp)
     seed_everything(opts.random_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # training crops have one size; validate() decides for itself

@@ -19,7 +19,7 @@ from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from utils.config import ConfigError, parse_with_config
-from utils.device import resolve_device
+from utils.device import check_amp, resolve_device
 from utils.inference import fold_batchnorm, normalize, predict_logits, sliding_window_labels
 from utils.results import OVERLAY_ALPHA, overlay
 
@@ -164,6 +164,7 @@ def run(opts) -> int:
     if opts.slide and opts.stride > opts.window:
         raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
     device = resolve_device(opts.device, opts.gpu_id)
+    check_amp(device, opts.amp)
     files = find_images(opts.input)
     model, num_classes = load_model(opts, device)
     palette = palette_for(opts, num_classes)

@@ -5,7 +5,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["resolve_device", "autocast", "cudnn_benchmark", "AMP_DTYPES"]
+__all__ = ["resolve_device", "check_amp", "autocast", "cudnn_benchmark", "AMP_DTYPES"]
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -21,13 +21,20 @@ def resolve_device(choice: str = "auto", gpu_id: str = "0") -> torch.device:
     return torch.device(choice)
 
 
+def check_amp(device: torch.device, amp: str) -> None:
+    """ValueError saying what to use when ``amp`` cannot run on ``device`` (call it before any work)."""
+    if amp == "fp16" and device.type == "cpu":
+        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("--amp bf16 needs a GPU with bfloat16 support (Ampere or newer); use --amp fp16 on this one")
+
+
 def autocast(device: torch.device, amp: str):
     """An autocast context for ``amp`` in {'off', 'bf16', 'fp16'} on ``device``; a no-op for 'off'."""
     dtype = AMP_DTYPES[amp]
     if dtype is None:
         return contextlib.nullcontext()
-    if dtype is torch.float16 and device.type == "cpu":
-        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    check_amp(device, amp)
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

@@ -1,4 +1,4 @@
-"""Scheduler clamp, focal loss, checkpoint atomicity and head re-initialisation, config precedence."""
+"""Scheduler clamp, focal loss, checkpoint atomicity and head re-initialisation, config precedence, AMP checks."""
 import argparse
 import os
 
@@ -8,6 +8,7 @@ import torch
 import network
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from utils.config import parse_with_config
+from utils.device import check_amp, cudnn_benchmark
 from utils.loss import FocalLoss
 from utils.scheduler import PolyLR
 
@@ -98,3 +99,27 @@ def test_config_errors(tmp_path, capsys, text, message):
     with pytest.raises(SystemExit):
         parse_with_config(_parser(), ["--config", str(cfg)])
     assert message in capsys.readouterr().err
+
+
+def test_amp_settings_that_cannot_run_say_what_to_use(monkeypatch):
+    with pytest.raises(ValueError, match="--amp fp16 needs a CUDA device; use --amp bf16"):
+        check_amp(torch.device("cpu"), "fp16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a T4 or V100
+    with pytest.raises(ValueError, match="bfloat16 support.*use --amp fp16"):
+        check_amp(torch.device("cuda"), "bf16")
+    check_amp(torch.device("cuda"), "fp16")
+    check_amp(torch.device("cpu"), "bf16")
+    check_amp(torch.device("cpu"), "off")
+
+
+def test_cudnn_benchmark_is_set_for_the_block_and_restored():
+    previous = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = True
+        with pytest.raises(RuntimeError):
+            with cudnn_benchmark(False):
+                assert not torch.backends.cudnn.benchmark
+                raise RuntimeError("restored even on errors")
+        assert torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = previous
