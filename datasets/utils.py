@@ -191,8 +191,13 @@ def exclusive_lock(path: str) -> Iterator[None]:
     Machines of a multi-node run that share a filesystem then download or generate data one at a time;
     the later ones find it complete. Advisory (``flock``), so NFS needs lock support; none on Windows.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handle = open(path, "a")
+    except OSError:  # a read-only folder: nobody can write the data there, so there is nothing to serialise
+        yield
+        return
+    with handle:
         if fcntl is not None:
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:

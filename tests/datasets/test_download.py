@@ -143,3 +143,11 @@ def test_exclusive_lock_makes_a_second_holder_wait(tmp_path):
         events.append(("first releases", time.monotonic()))
     thread.join(timeout=10)
     assert [name for name, _ in events] == ["first releases", "second"]
+
+
+def test_exclusive_lock_in_a_folder_that_cannot_be_written_still_runs_the_block(tmp_path):
+    (tmp_path / "file").write_text("")
+    ran = []
+    with exclusive_lock(str(tmp_path / "file" / ".prepare.lock")):  # its folder cannot exist
+        ran.append(True)
+    assert ran == [True]
