@@ -31,7 +31,7 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.device import autocast, check_amp, cudnn_benchmark
-from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, broadcast_object, cleanup,
+from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                init_distributed, node_main_first, reduce_step_flags)
 from utils.loss import build_criterion
 from utils.results import save_val_result
@@ -150,7 +150,7 @@ def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
 def prepare_data(opts) -> None:
     """Generate the demo data or download VOC when asked. Under torchrun the first process of each machine
     does it; machines that share the folder take turns, so a later one finds the data complete."""
-    if opts.dataset not in ("demo", "voc") or (opts.dataset == "voc" and not opts.download):
+    if not (opts.dataset == "demo" or (opts.dataset == "voc" and opts.download)):
         return
     with exclusive_lock(os.path.join(opts.data_root, ".prepare.lock")):
         if opts.dataset == "demo":
@@ -303,7 +303,7 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
             raise TrainingError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
                                 "drop it or pass --no-sync_bn")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif opts.batch_size // env.world_size < 2 and not opts.test_only:
+    elif opts.batch_size // env.world_size < 2 and not opts.test_only:  # build_loaders checked it divides
         raise TrainingError(f"a batch of {opts.batch_size // env.world_size} image per process cannot train "
                             "BatchNorm (the ASPP image-pooling branch sees one value per channel); use --batch_size "
                             f"{2 * env.world_size} or more" + (" or --sync_bn on CUDA" if env.distributed else ""))
@@ -351,7 +351,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
     state = TrainState()
     if opts.ckpt is not None:
-        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, scaler, state, env, device, log)
+        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, scaler, state, device, log)
 
     vis = Visualizer(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis and env.is_main else None
     if vis is not None:
@@ -446,14 +446,14 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
 
 def restore(opts, path: str, model, optimizer, scheduler, scaler: torch.amp.GradScaler, state: TrainState,
-            env: DistEnv, device: torch.device, log=print) -> None:
+            device: torch.device, log=print) -> None:
     """Load weights from ``path``; with --continue_training also the optimizer, scheduler, fp16 loss scale,
     counters and RNG.
 
     Under torchrun process 0 reads the file and sends it to the others: only the first machine of a
     multi-node run needs it (that is where checkpoints are written).
     """
-    checkpoint = broadcast_object(load_checkpoint(path) if env.is_main else None, device)
+    checkpoint = from_process_zero(lambda: load_checkpoint(path), device)
     reinit = load_model_state(model, extract_model_state(checkpoint, path), path)
     if reinit:
         log(f"Checkpoint {path} has a classifier for another class count: loaded everything else, "

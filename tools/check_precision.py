@@ -19,6 +19,7 @@ on the CPU: fp32, fp32+cl, bf16, bf16+cl (fp16 autocast is CUDA-only here).
 """
 import argparse
 import copy
+import itertools
 import json
 import os
 import sys
@@ -121,18 +122,12 @@ def options(args, root: str, setting: Setting) -> argparse.Namespace:
     return opts
 
 
-def first_batches(opts, steps: int, batch: int, seed: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+def first_batches(train_dst: data.Dataset, steps: int, batch: int,
+                  seed: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """The first ``steps`` training batches, drawn once so every setting sees the same ones."""
-    train_dst, _ = trainer.get_dataset(opts)
-    loader = data.DataLoader(SeededSamples(train_dst, seed), sampler=ShardedRandomSampler(len(train_dst), batch, 0, 1,
-                                                                                          seed), batch_size=batch)
-    batches = []
-    while len(batches) < steps:
-        for images, labels in loader:
-            batches.append((images, labels))
-            if len(batches) == steps:
-                break
-    return batches
+    sampler = ShardedRandomSampler(len(train_dst), batch, 0, 1, seed)
+    loader = data.DataLoader(SeededSamples(train_dst, seed), sampler=sampler, batch_size=batch)
+    return list(itertools.islice(loader, steps))
 
 
 def train(args, setting: Setting, batches, device: torch.device) -> Tuple[nn.Module, List[float], dict]:
@@ -185,8 +180,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         make_demo_dataset(root, num_train=args.steps * args.batch, num_val=args.num_val, seed=args.seed)
-        batches = first_batches(options(args, root, settings[0]), args.steps, args.batch, args.seed)
-        _, val_dst = trainer.get_dataset(options(args, root, settings[0]))
+        train_dst, val_dst = trainer.get_dataset(options(args, root, settings[0]))
+        batches = first_batches(train_dst, args.steps, args.batch, args.seed)
         val_loader = data.DataLoader(val_dst, batch_size=1)
         rows, reference = {}, None
         for setting in settings:

@@ -6,15 +6,17 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .device import resolve_device
 
-__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "node_main_first", "broadcast_object",
+__all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "node_main_first", "from_process_zero",
            "broadcast_buffers_", "all_reduce_sum_", "reduce_step_flags"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,19 @@ def init_distributed(device_choice: str, gpu_id: str, timeout_s: float) -> "tupl
     return env, device
 
 
+def _initialized() -> bool:
+    """Whether this process is part of a process group (False when launched without torchrun)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _initialized():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
     """Wait for every process (nothing to do for one process)."""
-    if dist.is_available() and dist.is_initialized():
+    if _initialized():
         dist.barrier()
 
 
@@ -80,25 +87,28 @@ def node_main_first(env: DistEnv) -> Iterator[None]:
         barrier()
 
 
-def broadcast_object(obj: Any, device: torch.device) -> Any:
-    """Process 0's ``obj`` on every process (pickled; nothing to do for one process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
+def from_process_zero(make: Callable[[], T], device: torch.device) -> T:
+    """``make()`` run on process 0 alone, its result sent (pickled) to every process; one process just runs it.
+
+    For files that only process 0's machine has, such as the checkpoints it wrote.
+    """
+    if not _initialized():
+        return make()
+    box = [make() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0, device=device)
     return box[0]
 
 
 def broadcast_buffers_(module: torch.nn.Module) -> None:
     """Copy process 0's buffers (BatchNorm running statistics) to every process, in place."""
-    if dist.is_available() and dist.is_initialized():
+    if _initialized():
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over all processes in place (nothing to do for one process)."""
-    if dist.is_available() and dist.is_initialized():
+    if _initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
@@ -111,5 +121,5 @@ def reduce_step_flags(loss: float, flags: Sequence[bool], device: torch.device) 
     values = torch.tensor([0.0 if loss != loss else loss, *[float(f) for f in flags]], dtype=torch.float64,
                           device=device)
     all_reduce_sum_(values)
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    world = dist.get_world_size() if _initialized() else 1
     return float(values[0]) / world, [bool(v > 0) for v in values[1:].tolist()]
