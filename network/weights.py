@@ -5,7 +5,8 @@
 * ``FORMATS``: one data-driven renaming rule per foreign format (prefix renames, then prefix drops),
   in the spirit of timm's ``checkpoint_filter_fn``; :func:`detect_format` recognises a file's format.
 * :func:`load_backbone_weights` (``--pretrained_backbone``) and :func:`init_model_from`
-  (``--init_from``) use them. Every file is read with ``weights_only=True``.
+  (``--init_from``) use them. Every file is read with ``weights_only=True``
+  (:func:`utils.checkpoint.torch_load`).
 """
 import os
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+
+from utils.checkpoint import describe_load_error, torch_load
 
 __all__ = ["PretrainedWeightsError", "WeightSource", "KeyRules", "FORMATS", "BACKBONE_SOURCES", "COCO_SOURCES",
            "hub_checkpoint_path", "read_state_dict", "detect_format", "model_format", "convert_state_dict",
@@ -113,11 +116,9 @@ def read_state_dict(path: str) -> StateDict:
     if not os.path.isfile(path):
         raise PretrainedWeightsError(f"weights file {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PretrainedWeightsError(f"cannot read weights file {path}: {first} "
-                                     "(is it a complete PyTorch checkpoint?)") from exc
+        raise PretrainedWeightsError(f"cannot read weights file {path}: {describe_load_error(exc)}") from exc
     for container in ("model_state", "state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(container), Mapping):
             obj = obj[container]

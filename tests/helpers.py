@@ -1,11 +1,19 @@
-"""Tiny datasets the tests write themselves."""
+"""Tiny datasets and checkpoints the tests write themselves."""
 import os
+import pickletools
+import zipfile
 from typing import Sequence
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import nn
 
 from datasets.voc import voc_cmap
+from utils.scheduler import PolyLR
+
+NUMPY2_SCALAR = "numpy._core.multiarray scalar"
+NUMPY1_SCALAR = "numpy.core.multiarray scalar"
 
 
 def write_voc(root: str, names_train: Sequence[str] = ("a", "b", "c", "d"), names_val: Sequence[str] = ("e", "f"),
@@ -29,3 +37,45 @@ def write_voc(root: str, names_train: Sequence[str] = ("a", "b", "c", "d"), name
         with open(os.path.join(voc, "ImageSets", "Segmentation", split + ".txt"), "w") as f:
             f.write("\n".join(names) + "\n")
     return voc
+
+
+def write_original_checkpoint(path: str, model: nn.Module, cur_itrs: int = 3, numpy1_pickle: bool = False) -> str:
+    """A checkpoint as the original's main.py writes it, for ``model``: its five keys, SGD state with momentum
+    buffers (backbone at 0.1x the learning rate), PolyLR state, and ``best_score`` from ``np.nanmean`` (a NumPy
+    float64, 0.25 here). ``numpy1_pickle`` spells the scalar's global as NumPy 1.x pickled it."""
+    optimizer = torch.optim.SGD([{"params": model.backbone.parameters(), "lr": 0.001},
+                                 {"params": model.classifier.parameters(), "lr": 0.01}],
+                                lr=0.01, momentum=0.9, weight_decay=1e-4)
+    scheduler = PolyLR(optimizer, 30000, power=0.9)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    for _ in range(cur_itrs):
+        optimizer.step()
+        scheduler.step()
+    best_score = np.nanmean(np.array([0.5, np.nan, 0.0]))
+    torch.save({"cur_itrs": cur_itrs, "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict(), "best_score": best_score}, path)
+    if numpy1_pickle:
+        _respell_global(path, NUMPY2_SCALAR, NUMPY1_SCALAR)
+    return path
+
+
+def _respell_global(path: str, old: str, new: str) -> None:
+    """Rewrite the pickle GLOBAL ``old`` ("module name") as ``new`` inside the torch zip at ``path``.
+
+    torch.save pickles with protocol 2, where GLOBAL is newline-terminated text, not length-prefixed:
+    replacing the bytes keeps the pickle valid, which parsing it again checks.
+    """
+    def spelled(name: str) -> bytes:
+        return b"c" + name.replace(" ", "\n").encode() + b"\n"
+
+    with zipfile.ZipFile(path) as archive:
+        records = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for info, data in records:
+            if info.filename.endswith("/data.pkl"):
+                assert data.count(spelled(old)) == 1, f"{old} is not pickled once in {path}"
+                data = data.replace(spelled(old), spelled(new))
+                globals_ = [arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"]
+                assert new in globals_ and old not in globals_
+            archive.writestr(info, data)

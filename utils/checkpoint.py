@@ -1,10 +1,14 @@
 """Checkpoints in the original's format, written atomically and read with ``weights_only=True``.
 
+Reading also accepts NumPy number scalars: the original saved ``best_score`` as one (see
+``NUMPY_SCALAR_GLOBALS``). Every reader of a ``.pth`` file goes through :func:`torch_load`.
+
 The dict keeps the original's keys (``cur_itrs``, ``model_state``, ``optimizer_state``,
 ``scheduler_state``, ``best_score``) so tools written for it read ours; new keys are added beside them.
 """
 import os
 import random
+import re
 import tempfile
 from typing import Any, Dict, List, Mapping, Tuple
 
@@ -12,8 +16,22 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "extract_model_state", "load_model_state",
-           "capture_rng_state", "restore_rng_state"]
+__all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "describe_load_error", "save_checkpoint",
+           "load_checkpoint", "extract_model_state", "load_model_state", "capture_rng_state", "restore_rng_state"]
+
+_numpy_scalar = np.float64(0).__reduce__()[0]  # multiarray.scalar, wherever the installed NumPy keeps it
+_NUMERIC_TYPECODES = "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]
+
+NUMPY_SCALAR_GLOBALS = [
+    # The original's main.py saves best_score = np.nanmean(...), a NumPy float64, so its best_*.pth files
+    # hold a NumPy scalar. Its pickle names multiarray.scalar by the module path of the NumPy that wrote it;
+    # torch matches globals by that string, so both spellings map to the installed function.
+    (_numpy_scalar, "numpy.core.multiarray.scalar"),  # NumPy 1.x
+    (_numpy_scalar, "numpy._core.multiarray.scalar"),  # NumPy 2.x
+    np.dtype,  # the scalar's dtype is rebuilt by calling np.dtype('f8', ...) ...
+    *dict.fromkeys(type(np.dtype(code)) for code in _NUMERIC_TYPECODES),  # ... then set up through its class
+]
+"""What ``weights_only`` loading accepts beyond tensors and plain data: numeric NumPy scalars, no arrays."""
 
 
 class CheckpointError(RuntimeError):
@@ -37,15 +55,31 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
         raise
 
 
+def torch_load(path: str) -> Any:
+    """``torch.load`` onto the CPU with ``weights_only=True``: tensors, plain data and NumPy scalars only."""
+    with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def describe_load_error(exc: Exception) -> str:
+    """Why :func:`torch_load` failed, in one line: the refused object when there is one, else a damaged file."""
+    text = str(exc).strip()
+    refused = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\.?$)", text, re.MULTILINE)
+    if refused:
+        return (f"it holds more than tensors, plain data and NumPy numbers, which weights_only loading refuses "
+                f"({refused.group(1)})")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"{first} (truncated, or not a PyTorch file?)"
+
+
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Read a checkpoint (or a raw state_dict) from ``path`` on the CPU, tensors and plain data only."""
+    """Read a checkpoint (or a raw state_dict) from ``path`` on the CPU with :func:`torch_load`."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist (check --ckpt)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch_load(path)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first} (truncated, or not a PyTorch file?)") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {describe_load_error(exc)}") from exc
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return dict(obj)
