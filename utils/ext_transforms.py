@@ -70,13 +70,28 @@ class ExtRandomVerticalFlip(_RandomFlip):
     flip = staticmethod(F.vflip)
 
 
+def _pad_to(img, lbl, size: Tuple[int, int]):
+    """Pad both evenly up to ``size`` (h, w) where they are smaller: the image with 0, the mask with the
+    ignore index, so padding never counts as background."""
+    th, tw = size
+    w, h = img.size
+    pad_w, pad_h = max(tw - w, 0), max(th - h, 0)
+    if not (pad_w or pad_h):
+        return img, lbl
+    padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]
+    return F.pad(img, padding), F.pad(lbl, padding, fill=IGNORE_INDEX)
+
+
 class ExtCenterCrop:
-    """Crop the centre ``size`` (int or (h, w)) of image and mask."""
+    """Crop the centre ``size`` (int or (h, w)) of image and mask; a smaller pair is padded first (see
+    :func:`_pad_to`; the original padded masks with 0, background)."""
 
     def __init__(self, size: Size):
         self.size = _pair(size)
 
     def __call__(self, img, lbl):
+        _check_same_size(img, lbl)
+        img, lbl = _pad_to(img, lbl, self.size)
         return F.center_crop(img, list(self.size)), F.center_crop(lbl, list(self.size))
 
 
@@ -161,9 +176,15 @@ class ExtPad:
 
 
 class ExtToTensor:
-    """Image to a float tensor (C, H, W) in [0, 1] (``normalize=True``) or 0-255; mask to an int64 tensor."""
+    """Image to a float tensor (C, H, W) in [0, 1] (``normalize=True``) or 0-255; mask to an integer tensor
+    of ``target_type``."""
 
-    def __init__(self, normalize: bool = True, target_type: str = "uint8"):
+    # The original defaulted to 'uint8' and cast masks to long in its training loop. Here masks leave the
+    # transform as the int64 class indices cross-entropy takes; 'uint8' (8x less to copy to a GPU) works
+    # too, as utils/loss.py and the metrics cast.
+    def __init__(self, normalize: bool = True, target_type: str = "int64"):
+        if not np.issubdtype(np.dtype(target_type), np.integer):
+            raise ValueError(f"target_type must be an integer type (masks hold class indices), not {target_type!r}")
         self.normalize = normalize
         self.target_type = target_type
 
@@ -171,7 +192,7 @@ class ExtToTensor:
         array = np.array(img.convert("RGB") if img.mode != "RGB" else img)  # a writable copy
         tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
         tensor = tensor.float().div_(255) if self.normalize else tensor.float()
-        mask = torch.from_numpy(np.array(lbl, dtype=np.int64))
+        mask = torch.from_numpy(np.array(lbl, dtype=self.target_type))
         return tensor, mask
 
 
@@ -204,14 +225,10 @@ class ExtRandomCrop:
         if self.padding > 0:
             img = F.pad(img, self.padding)
             lbl = F.pad(lbl, self.padding, fill=IGNORE_INDEX)
+        if self.pad_if_needed:
+            img, lbl = _pad_to(img, lbl, self.size)
         th, tw = self.size
         w, h = img.size
-        if self.pad_if_needed and (w < tw or h < th):
-            pad_w, pad_h = max(tw - w, 0), max(th - h, 0)
-            padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]
-            img = F.pad(img, padding)
-            lbl = F.pad(lbl, padding, fill=IGNORE_INDEX)
-            w, h = img.size
         if w < tw or h < th:
             raise ValueError(f"crop size {self.size} is larger than the image ({h}, {w}); use pad_if_needed=True")
         top = random.randint(0, h - th)

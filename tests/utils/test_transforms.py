@@ -2,6 +2,7 @@
 import random
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -55,3 +56,24 @@ def test_flips_rotation_pad_and_center_crop_keep_pairs_aligned():
     assert set(np.unique(np.asarray(m6))) <= {0, 1, 2, 255}
     i7, m7 = et.ExtResize((6, 9))(img, mask)
     assert i7.size == m7.size == (9, 6) and set(np.unique(np.asarray(m7))) <= {0, 1, 2}
+
+
+def test_center_crop_pads_a_smaller_mask_with_ignore_index_aligned_with_the_image():
+    img, mask = _pair(20, 10)
+    out_img, out_mask = et.ExtCenterCrop((14, 24))(img, mask)  # 4 rows and 4 columns more than the pair
+    i, m = np.asarray(out_img), np.asarray(out_mask)
+    assert i.shape[:2] == m.shape == (14, 24)
+    inside = (slice(2, 12), slice(2, 22))
+    assert np.array_equal(m[inside], np.asarray(mask)) and np.array_equal(i[inside], np.asarray(img))
+    padded = np.ones_like(m, dtype=bool)
+    padded[inside] = False
+    assert (m[padded] == 255).all() and (i[padded] == 0).all()
+
+
+def test_to_tensor_honours_target_type():
+    img, mask = _pair()
+    assert et.ExtToTensor()(img, mask)[1].dtype == torch.int64  # what cross-entropy takes
+    m = et.ExtToTensor(target_type="uint8")(img, mask)[1]
+    assert m.dtype == torch.uint8 and torch.equal(m.long(), et.ExtToTensor()(img, mask)[1])
+    with pytest.raises(ValueError, match="integer type"):
+        et.ExtToTensor(target_type="float32")
