@@ -13,9 +13,9 @@ from utils.loss import build_criterion  # noqa: E402
 class NaNOnRankOne(torch.nn.Module):
     """The real loss, except on process 1 at its second call."""
 
-    def __init__(self, loss_type: str):
+    def __init__(self, *args, **kwargs):  # build_criterion's arguments, whichever main.py passes
         super().__init__()
-        self.loss = build_criterion(loss_type)
+        self.loss = build_criterion(*args, **kwargs)
         self.calls = 0
 
     def forward(self, outputs, labels):

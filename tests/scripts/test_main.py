@@ -128,7 +128,7 @@ def test_nan_loss_stops_with_a_clear_message(voc, capsys, monkeypatch):
         def forward(self, outputs, labels):
             return outputs.sum() * float("nan")
 
-    monkeypatch.setattr(train_script, "build_criterion", lambda loss_type: NaNLoss())
+    monkeypatch.setattr(train_script, "build_criterion", lambda *args, **kwargs: NaNLoss())
     assert train_script.main(_args(voc, "--total_itrs", "3")) == 1
     err = capsys.readouterr().err
     assert "loss is nan at iteration 1" in err and "lower --lr" in err

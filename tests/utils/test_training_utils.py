@@ -1,5 +1,6 @@
-"""Scheduler clamp, focal loss, checkpoint atomicity and head re-initialisation, config precedence, AMP checks."""
+"""Scheduler clamp, losses, checkpoint atomicity and head re-initialisation, config precedence, AMP checks."""
 import argparse
+import math
 import os
 
 import pytest
@@ -9,7 +10,7 @@ import network
 from utils.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from utils.config import parse_with_config
 from utils.device import check_amp, cudnn_benchmark
-from utils.loss import FocalLoss
+from utils.loss import FocalLoss, build_criterion
 from utils.scheduler import PolyLR
 
 
@@ -32,6 +33,39 @@ def test_focal_loss_ignores_void_and_matches_ce_at_gamma_0():
     ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
     assert FocalLoss(gamma=0.0)(logits, target).item() == pytest.approx(ce.item(), rel=1e-6)
     assert FocalLoss()(logits, target).item() < ce.item()
+
+
+def test_cross_entropy_is_the_mean_over_pixels_not_ignored():
+    logits = torch.tensor([[[[0.0, math.log(3), 5.0]], [[0.0, 0.0, -5.0]]]])  # (1, 2 classes, 1, 3 pixels)
+    target = torch.tensor([[[0, 1, 255]]], dtype=torch.uint8)  # any integer type, as the original's masks
+    # pixel 0: -log(1/2) = log 2; pixel 1: -log(1/(3+1)) = 2 log 2; pixel 2 is ignored
+    assert build_criterion("cross_entropy")(logits, target).item() == pytest.approx(1.5 * math.log(2))
+
+
+@pytest.mark.parametrize("criterion", [build_criterion("cross_entropy"), build_criterion("focal_loss"),
+                                       FocalLoss(gamma=0.5)], ids=["cross_entropy", "focal", "focal_gamma_0.5"])
+def test_a_batch_with_every_pixel_ignored_gives_zero_loss_and_gradient(criterion):
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = criterion(logits, torch.full((2, 4, 4), 255))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_focal_gamma_0_is_cross_entropy_and_2_by_default():
+    logits = torch.randn(2, 4, 5, 5)
+    target = torch.randint(0, 4, (2, 5, 5))
+    target[:, 0] = 255
+    ce = build_criterion("cross_entropy")(logits, target)
+    assert torch.allclose(build_criterion("focal_loss", focal_gamma=0.0)(logits, target), ce, rtol=1e-6, atol=0)
+    assert build_criterion("focal_loss").gamma == 2.0
+    with pytest.raises(ValueError, match="gamma must be 0 or more"):
+        build_criterion("focal_loss", focal_gamma=-1.0)
+
+
+def test_focal_gamma_below_1_has_a_finite_gradient_on_certain_pixels():
+    logits = torch.tensor([[[[100.0]], [[0.0]]]], requires_grad=True)  # class 0 with probability 1 in fp32
+    FocalLoss(gamma=0.5)(logits, torch.zeros(1, 1, 1, dtype=torch.long)).backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
 def test_save_is_atomic_and_load_is_weights_only(tmp_path, monkeypatch):
