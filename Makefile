@@ -39,7 +39,7 @@ demo: venv
 	$(PY) main.py --config configs/demo.yaml
 	$(PY) main.py --config configs/demo.yaml --test_only --ckpt $(DEMO_CKPT)
 	$(PY) predict.py --input "$(DEMO_VAL_IMAGES)" --ckpt $(DEMO_CKPT) --model deeplabv3plus_hrnetv2_48 \
-		--output color overlay --save_val_results_to results/demo_predictions --amp bf16 --channels_last
+		--output color overlay --save_val_results_to results/demo_predictions
 
 clean:
 	rm -rf $(VENV) .pytest_cache

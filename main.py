@@ -30,7 +30,8 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
                               load_model_state, restore_rng_state, save_checkpoint)
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import autocast, check_amp, cudnn_benchmark
+from utils.device import (add_speed_options, autocast, check_amp, compile_model, cudnn_benchmark,
+                          resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                init_distributed, node_main_first, reduce_step_flags)
 from utils.loss import build_criterion
@@ -99,8 +100,7 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="SyncBatchNorm across processes (default: on for multi-GPU torchrun runs)")
     parser.add_argument("--dist_timeout", type=float, default=1800,
                         help="seconds a process waits for the others before the run stops with an error")
-    parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"], help="mixed precision")
-    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False, help="NHWC memory format")
+    add_speed_options(parser)
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
     parser.add_argument("--bn_momentum", type=float, default=0.01,
                         help="backbone BatchNorm momentum: the original's 0.01 suits fine-tuning a pretrained "
@@ -311,15 +311,16 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
     if not env.distributed:
-        return model, model
+        return compile_model(model, opts.compile), model
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return ddp, model
+    return compile_model(ddp, opts.compile), model
 
 
 def run(opts, env: DistEnv, device: torch.device) -> int:
     log = print if env.is_main else (lambda *args, **kwargs: None)
     if opts.ckpt is not None and env.is_main and not os.path.isfile(opts.ckpt):  # fail before any data is read
         raise CheckpointError(f"checkpoint {opts.ckpt} does not exist (check --ckpt)")
+    resolve_speed_options(opts, device, log)
     check_amp(device, opts.amp)
     seed_everything(opts.random_seed)
     if device.type == "cuda":

@@ -19,7 +19,7 @@ from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from utils.config import ConfigError, parse_with_config
-from utils.device import check_amp, resolve_device
+from utils.device import add_speed_options, check_amp, compile_model, resolve_device, resolve_speed_options
 from utils.inference import fold_batchnorm, normalize, predict_logits, sliding_window_labels
 from utils.results import OVERLAY_ALPHA, overlay
 
@@ -58,8 +58,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", required=True, type=str, help="checkpoint (original format or a state_dict)")
     parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
     parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"])
-    parser.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False)
+    add_speed_options(parser)
     parser.add_argument("--num_workers", type=int, default=2, help="decoding workers")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                         help="test-time augmentation: flip and scales")
@@ -107,7 +106,7 @@ def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     fold_batchnorm(model.eval()).to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
-    return model, num_classes
+    return compile_model(model, opts.compile), num_classes
 
 
 def output_names(files: List[Tuple[str, str]]) -> List[str]:
@@ -164,6 +163,7 @@ def run(opts) -> int:
     if opts.slide and opts.stride > opts.window:
         raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
     device = resolve_device(opts.device, opts.gpu_id)
+    resolve_speed_options(opts, device)
     check_amp(device, opts.amp)
     files = find_images(opts.input)
     model, num_classes = load_model(opts, device)

@@ -1,12 +1,23 @@
 """Shared measurement helpers for the benchmarks: synchronised wall-clock timing of repeated work."""
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 
 import network
 from utils.loss import build_criterion
+from utils.device import cpu_kind, native_bf16
 from utils.training import train_step
+
+
+def setting_skip_reason(device: torch.device, amp: str) -> Optional[str]:
+    """Why a benchmark skips ``amp`` on ``device`` (it would measure an emulation, or cannot run), or None."""
+    if amp == "fp16" and device.type != "cuda":
+        return "fp16 autocast needs CUDA"
+    if amp == "bf16" and not native_bf16(device):
+        where = cpu_kind() if device.type == "cpu" else torch.cuda.get_device_name(device)
+        return f"{where} has no native bfloat16 (emulated bf16 is many times slower than fp32)"
+    return None
 
 
 def synchronize(device: torch.device) -> None:

@@ -1,8 +1,11 @@
-"""predict.py throughput on a folder of 500x375 JPEGs vs a one-image-at-a-time fp32 loop like the original's.
+"""predict.py throughput on a folder of 500x375 JPEGs, against the original's way of predicting.
 
-Both write colour masks for the same images with the same weights, in the same run.
-Usage: python bench/predict.py [--model deeplabv3plus_mobilenet] [--images 48] [--batch 8]
-Target on the 2-core CPU with deeplabv3plus_mobilenet: >= 2x.
+Two comparisons, each on the same images with the same weights:
+- in this process: predict.py with its defaults vs a one-image-at-a-time fp32 loop like the original's;
+- with --original PATH: whole runs of the original's predict.py (fp32) and ours (defaults), start-up included.
+Usage: python bench/predict.py [--original PATH/TO/DeepLabV3Plus-Pytorch] [--model deeplabv3plus_mobilenet]
+       [--images 48] [--batch 8]
+Target (2 CPU cores, AVX2 and AVX-512): >= 2x.
 """
 import argparse
 import os
@@ -14,14 +17,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torchvision  # noqa: E402
 import torchvision.transforms.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import network  # noqa: E402
 import predict  # noqa: E402
 from bench.data import write_images  # noqa: E402
+from bench.original import REPO, best_of_interleaved, skip_reason  # noqa: E402
 from datasets import voc_cmap  # noqa: E402
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from utils.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
+
+# The original builds deeplabv3plus_mobilenet with ImageNet weights from torchvision's URL; a file of that name in
+# the hub cache stands in (its weights are replaced by --ckpt's anyway), so nothing is downloaded.
+MOBILENET_CACHE_NAME = "mobilenet_v2-b0353104.pth"
 
 
 def original_loop(model, paths, out_dir) -> None:
@@ -43,16 +53,67 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
+def agreement(dir_a: str, dir_b: str) -> float:
+    """Share of pixels with the same colour in the two folders' masks."""
+    return float(np.mean([np.mean(np.array(Image.open(os.path.join(dir_a, f))) ==
+                                  np.array(Image.open(os.path.join(dir_b, f)))) for f in os.listdir(dir_a)]))
+
+
+def in_process(args, model, paths, ckpt, tmp) -> None:
+    out_a, out_b = os.path.join(tmp, "loop"), os.path.join(tmp, "ours")
+    os.makedirs(out_a)
+    original_loop(model, paths[:2], out_a)  # warm-up
+    argv = ["--input", os.path.dirname(paths[0]), "--ckpt", ckpt, "--model", args.model, "--save_val_results_to",
+            out_b, "--val_batch_size", str(args.batch), "--num_workers", str(args.workers)]
+    base = fast = 0.0
+    for _ in range(args.rounds):  # interleaved, best of each: the machine's speed drifts between runs
+        base = max(base, len(paths) / seconds(lambda: original_loop(model, paths, out_a)))
+        fast = max(fast, len(paths) / seconds(lambda: predict.main(argv)))
+    print(f"in this process: a loop like the original's (fp32, one image at a time) {base:7.2f} images/s")
+    print(f"in this process: predict.py (defaults, batch {args.batch})  {fast:7.2f} images/s   {fast / base:.2f}x")
+    print(f"pixels with the same colour in both: {agreement(out_a, out_b):.2%}")
+
+
+def whole_runs(args, folder: str, ckpt: str, tmp: str) -> None:
+    reason = skip_reason(args.original, "predict.py")
+    if reason:
+        print(f"skipped the whole-process comparison: {reason}")
+        return
+    torch_home = os.path.join(tmp, "torch")
+    os.makedirs(os.path.join(torch_home, "hub", "checkpoints"))
+    torch.save(torchvision.models.mobilenet_v2().state_dict(),
+               os.path.join(torch_home, "hub", "checkpoints", MOBILENET_CACHE_NAME))
+    out_a, out_b = os.path.join(tmp, "original"), os.path.join(tmp, "whole")
+    common = ["--input", folder, "--ckpt", ckpt, "--model", args.model]
+    runs = {"original predict.py (fp32)": ([os.path.join(args.original, "predict.py"), *common,
+                                            "--save_val_results_to", out_a], tmp),
+            "predict.py (defaults)": ([os.path.join(REPO, "predict.py"), *common, "--save_val_results_to", out_b,
+                                       "--val_batch_size", str(args.batch), "--num_workers", str(args.workers)],
+                                      tmp)}
+    times = best_of_interleaved(runs, args.rounds, env={"TORCH_HOME": torch_home})
+    base = times["original predict.py (fp32)"]
+    print(f"whole process, {args.images} images, start-up included (best of {args.rounds}):")
+    for label, s in times.items():
+        print(f"{label:28s} {s:7.1f} s   {args.images / s:6.2f} images/s   {base / s:5.2f}x")
+    print(f"pixels with the same colour in both: {agreement(out_a, out_b):.2%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--original", help="folder of a VainF/DeepLabV3Plus-Pytorch checkout")
     parser.add_argument("--model", default="deeplabv3plus_mobilenet")
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    cpu = torch.device("cpu")
+    amp, _ = resolve_amp("auto", cpu)
+    channels_last, _ = resolve_channels_last("auto", cpu)
+    print(f"{hardware_name(cpu)}, torch {torch.__version__}; {args.model}, {args.images} JPEGs of 500x375; "
+          f"predict.py's defaults here: --amp {amp}, channels_last {'on' if channels_last else 'off'}")
     torch.manual_seed(0)
-    model = network.build_model(args.model, 21, 16).eval()
+    model = network.build_model(args.model, 21, 16, pretrained_backbone=False).eval()
     with tempfile.TemporaryDirectory() as tmp:
         folder = os.path.join(tmp, "images")
         os.makedirs(folder)
@@ -61,22 +122,8 @@ def main() -> None:
             os.remove(os.path.splitext(p)[0] + ".png")  # keep the JPEGs only
         ckpt = os.path.join(tmp, "model.pth")
         torch.save({"model_state": model.state_dict()}, ckpt)
-        out_a, out_b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
-        os.makedirs(out_a)
-        original_loop(model, paths[:2], out_a)  # warm-up
-        argv = ["--input", folder, "--ckpt", ckpt, "--model", args.model, "--save_val_results_to", out_b,
-                "--amp", "bf16", "--channels_last", "--val_batch_size", str(args.batch),
-                "--num_workers", str(args.workers)]
-        base = fast = 0.0
-        for _ in range(args.rounds):  # interleaved, best of each: the machine's speed drifts between runs
-            base = max(base, len(paths) / seconds(lambda: original_loop(model, paths, out_a)))
-            fast = max(fast, len(paths) / seconds(lambda: predict.main(argv)))
-        agree = np.mean([np.mean(np.array(Image.open(os.path.join(out_a, f))) ==
-                                 np.array(Image.open(os.path.join(out_b, f)))) for f in os.listdir(out_a)])
-    print(f"{args.model}, {len(paths)} JPEGs of 500x375, CPU, torch threads {torch.get_num_threads()}")
-    print(f"original loop (fp32, one image at a time) {base:7.2f} images/s")
-    print(f"predict.py (bf16, channels_last, batch {args.batch}) {fast:7.2f} images/s   {fast / base:.2f}x")
-    print(f"pixels with the same colour in both: {agree:.2%} (bf16 rounding moves a few boundaries)")
+        in_process(args, model, paths, ckpt, tmp)
+        whole_runs(args, folder, ckpt, tmp)
 
 
 if __name__ == "__main__":

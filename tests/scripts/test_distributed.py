@@ -143,7 +143,7 @@ def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
     model = _tiny_segmenter()
     if rank == 1:
         model[1].running_mean.fill_(3.0)
-    opts = train_script.get_argparser().parse_args(["--data_root", root, "--dataset", "voc"])
+    opts = train_script.get_argparser().parse_args(["--data_root", root, "--dataset", "voc", "--amp", "off", "--no-channels_last"])
     _, val = train_script.get_dataset(opts)
     loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, 2))
     metrics = StreamSegMetrics(21)
@@ -156,7 +156,7 @@ def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
 def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, tmp_path):
     out = str(tmp_path / "confusion.pt")
     torch.multiprocessing.spawn(_validate_in_process, args=(str(_free_port()), str(demo_root), out), nprocs=2)
-    opts = train_script.get_argparser().parse_args(["--data_root", str(demo_root), "--dataset", "voc"])
+    opts = train_script.get_argparser().parse_args(["--data_root", str(demo_root), "--dataset", "voc", "--amp", "off", "--no-channels_last"])
     _, val = train_script.get_dataset(opts)
     single = StreamSegMetrics(21)
     train_script.validate(opts, _tiny_segmenter(), torch.utils.data.DataLoader(val), torch.device("cpu"),

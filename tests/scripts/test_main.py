@@ -60,7 +60,8 @@ def test_train_writes_original_format_checkpoints_and_resumes(voc, capsys):
 def test_test_only_equals_direct_metrics(voc, capsys):
     assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
     capsys.readouterr()
-    assert train_script.main(_args(voc, "--test_only", "--ckpt", _ckpt(voc), "--save_val_results")) == 0
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", _ckpt(voc), "--save_val_results",
+                                   "--amp", "off", "--no-channels_last")) == 0
     printed = float(next(line for line in capsys.readouterr().out.splitlines()
                          if line.startswith("Mean IoU")).split(":")[1])
     model = network.build_model(MODEL, 21, 16)
@@ -97,7 +98,7 @@ def test_validation_autotunes_cudnn_only_for_one_input_size(voc):
     try:
         for flag in ("--no-crop_val", "--crop_val"):
             torch.backends.cudnn.benchmark = True
-            opts = train_script.get_argparser().parse_args(_args(voc, flag))
+            opts = train_script.get_argparser().parse_args(_args(voc, flag, "--amp", "off"))
             train_script.validate(opts, Recorder(), loader, torch.device("cpu"), StreamSegMetrics(21))
             assert torch.backends.cudnn.benchmark  # the training setting is back
     finally:
