@@ -5,7 +5,6 @@ Reads top to bottom: parse -> data -> model -> optimizer/scheduler -> restore ->
 import argparse
 import os
 import random
-import signal
 import sys
 import time
 import warnings
@@ -34,6 +33,7 @@ from utils.device import (add_speed_options, autocast, check_amp, compile_model,
                           resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                init_distributed, node_main_first, reduce_step_flags)
+from utils.interrupts import StopFlag, WorkerLoader
 from utils.loss import build_criterion
 from utils.results import save_val_result
 from utils.scheduler import build_scheduler, retarget
@@ -235,24 +235,6 @@ class SpeedMeter:
         return time.strftime("%H:%M:%S", time.gmtime(per_itr * (self.total_itrs - cur_itrs)))
 
 
-class StopFlag:
-    """Set by SIGINT/SIGTERM so the loop can save a resumable checkpoint before it exits."""
-
-    def __init__(self):
-        self.signal_name: Optional[str] = None
-
-    def __call__(self, signum, frame) -> None:
-        self.signal_name = signal.Signals(signum).name
-
-    def __enter__(self) -> "StopFlag":
-        self._previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -271,10 +253,10 @@ def build_loaders(opts, train_dst, val_dst, env: DistEnv, device: torch.device):
     workers = dict(num_workers=opts.num_workers, pin_memory=device.type == "cuda",
                    persistent_workers=opts.num_workers > 0, generator=torch.Generator().manual_seed(opts.random_seed))
     train_sampler = ShardedRandomSampler(len(train_dst), opts.batch_size, env.rank, env.world_size, opts.random_seed)
-    train_loader = data.DataLoader(SeededSamples(train_dst, opts.random_seed), sampler=train_sampler,
-                                   batch_size=opts.batch_size // env.world_size, drop_last=True, **workers)
-    val_loader = data.DataLoader(val_dst, batch_size=opts.val_batch_size if opts.crop_val else 1,
-                                 sampler=ShardSampler(len(val_dst), env.rank, env.world_size), **workers)
+    train_loader = WorkerLoader(SeededSamples(train_dst, opts.random_seed), sampler=train_sampler,
+                                batch_size=opts.batch_size // env.world_size, drop_last=True, **workers)
+    val_loader = WorkerLoader(val_dst, batch_size=opts.val_batch_size if opts.crop_val else 1,
+                              sampler=ShardSampler(len(val_dst), env.rank, env.world_size), **workers)
     return train_loader, val_loader
 
 

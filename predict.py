@@ -4,13 +4,13 @@
 """
 import argparse
 import os
+import signal
 import sys
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils import data
 
 import network
 from datasets import Cityscapes, DatasetError, voc_cmap
@@ -20,13 +20,16 @@ from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from utils.config import ConfigError, parse_with_config
 from utils.device import add_speed_options, check_amp, compile_model, resolve_device, resolve_speed_options
+from utils.atomic import atomic_write
 from utils.inference import fold_batchnorm, normalize, predict_logits, sliding_window_labels
+from utils.interrupts import StopFlag, WorkerLoader
 from utils.results import OVERLAY_ALPHA, overlay
 
 OUTPUT_KINDS = ("color", "label", "overlay")
 DEFAULT_MODEL = "deeplabv3plus_mobilenet"
 DEFAULT_OUTPUT_STRIDE = 16
 PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
+STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
 
 class PredictError(RuntimeError):
@@ -119,20 +122,24 @@ def output_names(files: List[Tuple[str, str]]) -> List[str]:
             for stem, (_, rel) in zip(stems, files)]
 
 
+def _save_png(image: Image.Image, path: str) -> None:
+    """Write ``image`` as a PNG that appears whole or not at all (a run stopped mid-write leaves no stub)."""
+    with atomic_write(path) as f:
+        image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+
+
 def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palette: np.ndarray) -> None:
     base = os.path.join(opts.save_val_results_to, stem)
-    os.makedirs(os.path.dirname(base), exist_ok=True)
     colour = palette[labels]
     if "color" in opts.output:
-        Image.fromarray(colour).save(base + ".png", compress_level=PNG_COMPRESS_LEVEL)
+        _save_png(Image.fromarray(colour), base + ".png")
     if "label" in opts.output:
         mask = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
         mask.putpalette(palette.flatten().tolist())
-        mask.save(base + "_label.png", compress_level=PNG_COMPRESS_LEVEL)
+        _save_png(mask, base + "_label.png")
     if "overlay" in opts.output:
         rgb = image.permute(1, 2, 0).numpy()
-        Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)).save(base + "_overlay.png",
-                                                                       compress_level=PNG_COMPRESS_LEVEL)
+        _save_png(Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)), base + "_overlay.png")
 
 
 class Predictor:
@@ -159,7 +166,7 @@ class Predictor:
         return self._logits(images).max(1).indices.to(torch.uint8).cpu().numpy()  # max: faster than argmax
 
 
-def run(opts) -> int:
+def run(opts, stop: StopFlag) -> int:
     if opts.slide and opts.stride > opts.window:
         raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
     device = resolve_device(opts.device, opts.gpu_id)
@@ -170,8 +177,8 @@ def run(opts) -> int:
     palette = palette_for(opts, num_classes)
     predictor = Predictor(opts, model, num_classes, device)
     names = output_names(files)
-    loader = data.DataLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
-                             pin_memory=device.type == "cuda")
+    loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
+                          pin_memory=device.type == "cuda")
     done, skipped = 0, 0
     pending: List[Tuple[int, torch.Tensor]] = []
 
@@ -186,6 +193,10 @@ def run(opts) -> int:
         pending.clear()
 
     for index, item in loader:
+        if stop.signal_name:  # the images in pending are left for a rerun; every file written is whole
+            print(f"{stop.signal_name} received: stopped after {done} of {len(files)} images; the results in "
+                  f"{opts.save_val_results_to} are complete", file=sys.stderr)
+            return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
         if isinstance(item, str):
             print(f"skipped: {item}", file=sys.stderr)
             skipped += 1
@@ -201,7 +212,8 @@ def run(opts) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     opts = parse_with_config(get_argparser(), argv)
     try:
-        return run(opts)
+        with StopFlag() as stop:  # from the start: a signal while the model loads also ends the run in one line
+            return run(opts, stop)
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, PredictError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

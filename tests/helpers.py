@@ -1,8 +1,12 @@
 """Tiny datasets and checkpoints the tests write themselves."""
 import os
 import pickletools
+import signal
+import subprocess
+import threading
+import time
 import zipfile
-from typing import Sequence
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -79,3 +83,24 @@ def _respell_global(path: str, old: str, new: str) -> None:
                 globals_ = [arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"]
                 assert new in globals_ and old not in globals_
             archive.writestr(info, data)
+
+
+def signal_group_when(cmd: Sequence[str], ready: Callable[[str], bool], signum: int, cwd: str, env=None,
+                      timeout: float = 180) -> Tuple[int, str]:
+    """Run ``cmd`` as its own process group; once ``ready(output so far)`` holds, send ``signum`` to the whole
+    group (as a job scheduler or Ctrl-C in a terminal does). Returns (exit status, everything it printed)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env,
+                            start_new_session=True)
+    lines: List[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.time() + timeout
+    while not ready("".join(lines)):
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"not ready within {timeout} s:\n{''.join(lines)}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signum)
+    proc.wait(timeout=timeout)
+    reader.join(timeout=timeout)
+    return proc.returncode, "".join(lines)

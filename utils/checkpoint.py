@@ -9,12 +9,13 @@ The dict keeps the original's keys (``cur_itrs``, ``model_state``, ``optimizer_s
 import os
 import random
 import re
-import tempfile
 from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 import torch
 from torch import nn
+
+from .atomic import atomic_write
 
 __all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "describe_load_error", "save_checkpoint",
            "load_checkpoint", "extract_model_state", "load_model_state", "capture_rng_state", "restore_rng_state"]
@@ -39,20 +40,9 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: Dict[str, Any], path: str) -> None:
-    """Write ``state`` to ``path`` through a temporary file and a rename: a crash never leaves half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write ``state`` to ``path`` atomically and synced to disk: a crash never leaves half a file."""
+    with atomic_write(path, sync=True) as f:
+        torch.save(state, f)
 
 
 def torch_load(path: str) -> Any:

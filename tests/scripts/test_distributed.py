@@ -17,6 +17,7 @@ from datasets import make_demo_dataset
 from datasets.sampling import ShardSampler
 from metrics import StreamSegMetrics
 from tests.conftest import ROOT
+from tests.helpers import signal_group_when
 from utils.distributed import DistEnv
 
 MODEL = "deeplabv3plus_mobilenet"
@@ -223,3 +224,21 @@ def test_two_machines_without_a_shared_filesystem(tmp_path):
     assert "Itrs 4/5" in outputs[0] and "Finished 5 iterations" in outputs[0]
     assert not (other / "ck").exists()
     assert torch.load(latest, weights_only=True)["cur_itrs"] == 5
+
+
+def test_sigterm_to_torchrun_s_process_group_saves_a_resumable_checkpoint(demo_root, tmp_path):
+    """A scheduler signals torchrun's group: the agent forwards SIGTERM to each process's own group (with its
+    DataLoader workers). Every process stops at the same step, process 0 saves, and a resume continues."""
+    ck = tmp_path / "ck"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), os.path.join(ROOT, "main.py"),
+           *_args(demo_root, ck, "--total_itrs", "100000", "--val_interval", "100000", "--num_workers", "1")]
+    _, out = signal_group_when(cmd, lambda out: "Itrs 2/" in out, signal.SIGTERM, cwd=ROOT, env=_env())
+    assert "SIGTERM received: saved" in out, out[-3000:]
+    assert out.count("Traceback") == out.count("SignalException: Process"), out[-3000:]  # only torchrun's own
+    latest = ck / f"latest_{MODEL}_voc_os16.pth"
+    saved = torch.load(latest, weights_only=True)["cur_itrs"]
+    result = _torchrun(2, _args(demo_root, ck, "--total_itrs", str(saved + 1), "--val_interval", "100000",
+                                "--ckpt", str(latest), "--continue_training"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(latest, weights_only=True)["cur_itrs"] == saved + 1

@@ -1,5 +1,7 @@
 """predict.py: every input kind, output names and sizes, label values, TTA/sliding equivalences, errors."""
 import os
+import signal
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ from PIL import Image
 
 import network
 import predict
+from tests.conftest import ROOT
+from tests.helpers import signal_group_when
 from utils.inference import normalize, sliding_window_labels
 
 MODEL = "deeplabv3plus_mobilenet"
@@ -166,3 +170,24 @@ def test_inputs_sharing_a_stem_keep_their_extension():
 def test_num_classes_that_the_checkpoint_does_not_have_is_an_error(tmp_path, inputs, ckpt, capsys):
     code, _ = _run(tmp_path, ckpt[0], "--num_classes", "5")
     assert code == 1 and "another class count than 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_stops_with_whole_files(tmp_path, ckpt, signum):
+    """A scheduler or Ctrl-C signals the decoding workers too; the run ends in one line and leaves no stub."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        _rgb(96, 96, i).save(folder / f"{i:02d}.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, os.path.join(ROOT, "predict.py"), "--input", str(folder), "--ckpt", ckpt[0],
+           "--model", MODEL, "--save_val_results_to", str(out), "--num_workers", "2", "--val_batch_size", "1",
+           "--tta", "--output", "color", "label"]
+    code, printed = signal_group_when(cmd, lambda _: any(out.glob("*_label.png")), signum, cwd=ROOT)
+    assert code == 128 + signum, printed
+    assert f"{signum.name} received: stopped after" in printed and "Traceback" not in printed
+    written = sorted(os.listdir(out))
+    assert 0 < len(written) < 120 and not any(name.startswith(".tmp") for name in written)
+    for name in written:
+        with Image.open(out / name) as img:
+            img.load()  # a truncated PNG raises here

@@ -1,0 +1,30 @@
+"""Files that appear whole or not at all: written beside their target, then renamed over it."""
+import contextlib
+import os
+import uuid
+from typing import BinaryIO, Iterator
+
+__all__ = ["atomic_write"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into; on success it replaces ``path`` in one rename.
+
+    A crash, an exception or a kill while writing leaves the old file (or none), never half a file.
+    ``sync`` also flushes the data to disk before the rename (checkpoints: survives a power cut).
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "xb") as f:  # not mkstemp: the file gets the usual permissions (umask), not 0600
+            yield f
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
