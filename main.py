@@ -404,12 +404,13 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
                     meter.reset_interval()
 
                 if state.cur_itrs % opts.val_interval == 0 or state.cur_itrs == opts.total_itrs:
-                    save("latest")
+                    save("latest")  # before validation, so that a crash in it keeps this training
                     val_score, samples = validate(opts, model, val_loader, device, metrics, vis_sample_id)
                     log(f"Validation at iteration {state.cur_itrs}:\n{metrics.to_str(val_score)}")
                     if val_score["Mean IoU"] > state.best_score:
                         state.best_score = val_score["Mean IoU"]
                         log(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
+                        save("latest")  # with the new best score: resumed from, it must not rate a worse model best
                     if vis is not None:
                         show_validation(vis, state.cur_itrs, val_score, samples, train_dst, denorm)
                     model.train()
@@ -449,13 +450,27 @@ def restore(opts, path: str, model, optimizer, scheduler, scaler: torch.amp.Grad
         scheduler.load_state_dict(checkpoint["scheduler_state"])
         retarget(scheduler, opts.total_itrs, opts.step_size)
         state.cur_itrs = int(checkpoint["cur_itrs"])
-        state.best_score = float(checkpoint["best_score"])
+        state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
         if "rng_state" in checkpoint:
             restore_rng_state(checkpoint["rng_state"])
         if scaler.is_enabled() and "scaler_state" in checkpoint:  # else fp16 restarts at scale 2**16, skipping steps
             scaler.load_state_dict(checkpoint["scaler_state"])
         log(f"Training state restored from {path} at iteration {state.cur_itrs}")
     log(f"Model restored from {path}")
+
+
+def best_saved_score(opts, device: torch.device, log=print) -> float:
+    """The score of the best_* checkpoint that this run would overwrite (0 if there is none).
+
+    A resume compares against it too: a latest_* written between a new best_* and its own update, or by an
+    earlier version of this script (which saved latest_* before validating), holds an older, lower score.
+    """
+    path = checkpoint_path(opts, "best")
+    score = from_process_zero(lambda: float(load_checkpoint(path).get("best_score", 0.0))
+                              if os.path.isfile(path) else 0.0, device)
+    if score:
+        log(f"Best Mean IoU so far {score:.4f}, from {path}")
+    return score
 
 
 def show_validation(vis: Visualizer, cur_itrs: int, val_score, samples, dataset, denorm) -> None:

@@ -214,3 +214,32 @@ def test_flags_override_booleans_set_in_a_config(tmp_path):
     opts = train_script.parse_with_config(train_script.get_argparser(),
                                           ["--config", str(cfg), "--no-channels_last"])
     assert opts.channels_last is False and opts.crop_val is True
+
+
+def _validation_scoring(monkeypatch, mean_iou: float) -> None:
+    """Make every validation report ``mean_iou`` (the real one runs; only its score is replaced)."""
+    real = train_script.validate
+
+    def scored(*args, **kwargs):
+        score, samples = real(*args, **kwargs)
+        return {**score, "Mean IoU": mean_iou}, samples
+
+    monkeypatch.setattr(train_script, "validate", scored)
+
+
+def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatch):
+    _validation_scoring(monkeypatch, 0.5)
+    assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
+    assert torch.load(_ckpt(voc), weights_only=True)["best_score"] == 0.5  # latest knows the new best
+    best = torch.load(_ckpt(voc, "best"), weights_only=True)
+    stale = torch.load(_ckpt(voc), weights_only=True)
+    stale["best_score"] = 0.0  # as a latest_* saved before that validation holds it
+    torch.save(stale, _ckpt(voc))
+    capsys.readouterr()
+    _validation_scoring(monkeypatch, 0.3)
+    assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2", "--ckpt", _ckpt(voc),
+                                   "--continue_training")) == 0
+    assert "New best" not in capsys.readouterr().out
+    kept = torch.load(_ckpt(voc, "best"), weights_only=True)
+    assert kept["cur_itrs"] == best["cur_itrs"] == 2 and kept["best_score"] == 0.5
+    assert torch.load(_ckpt(voc), weights_only=True)["best_score"] == 0.5
