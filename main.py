@@ -94,6 +94,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--continue_training", action=argparse.BooleanOptionalAction, default=False,
                         help="with --ckpt: resume iteration, optimizer, scheduler, best score and RNG state")
     parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=["cross_entropy", "focal_loss"])
+    parser.add_argument("--focal_gamma", type=float, default=2.0,
+                        help="focal loss focusing parameter (default: 2.0, the paper's); 0 is plain cross-entropy, "
+                             "which is what the original's focal_loss computed: use 0 to reproduce its runs")
     parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
     parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=None,
@@ -329,7 +332,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
         {"params": plain_model.classifier.parameters(), "lr": opts.lr},
     ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
     scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
-    criterion = build_criterion(opts.loss_type)
+    criterion = build_criterion(opts.loss_type, focal_gamma=opts.focal_gamma)
     scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
 
     state = TrainState()
