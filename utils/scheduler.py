@@ -1,5 +1,5 @@
 """Learning-rate schedules."""
-from typing import List
+from typing import List, Union
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, StepLR
@@ -35,13 +35,20 @@ def build_scheduler(optimizer: Optimizer, policy: str, total_itrs: int, step_siz
     raise ValueError(f"unknown lr_policy {policy!r}; use poly or step")
 
 
-def retarget(scheduler: LRScheduler, total_itrs: int, step_size: int) -> None:
+def retarget(scheduler: Union[PolyLR, StepLR], total_itrs: int, step_size: int) -> None:
     """After loading a checkpoint's scheduler state, follow this run's --total_itrs / --step_size.
 
     A scheduler's state_dict carries the length it was built with, which would otherwise silently
-    override a longer (or shorter) schedule asked for when continuing training.
+    override a longer (or shorter) schedule asked for when continuing training. The optimizer's rates
+    are set at once, so the first resumed step already uses the new schedule. For 'step' they are the
+    rates the new step size gives from the start: ``base_lr * 0.1 ** (iteration // step_size)``.
     """
     if isinstance(scheduler, PolyLR):
         scheduler.max_iters = total_itrs
-    elif isinstance(scheduler, StepLR):
+        rates = scheduler.get_lr()
+    else:  # StepLR, the other schedule build_scheduler makes
         scheduler.step_size = step_size
+        rates = [base_lr * scheduler.gamma ** (scheduler.last_epoch // step_size) for base_lr in scheduler.base_lrs]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() and the log report

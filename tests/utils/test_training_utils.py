@@ -11,7 +11,7 @@ from utils.checkpoint import CheckpointError, load_checkpoint, load_model_state,
 from utils.config import parse_with_config
 from utils.device import check_amp, cudnn_benchmark
 from utils.loss import FocalLoss, build_criterion
-from utils.scheduler import PolyLR
+from utils.scheduler import PolyLR, build_scheduler, retarget
 
 
 def test_poly_lr_never_negative_past_max_iters():
@@ -24,6 +24,36 @@ def test_poly_lr_never_negative_past_max_iters():
         lrs.append(sched.get_last_lr()[0])
     assert all(isinstance(lr, float) and lr >= 1e-6 for lr in lrs)
     assert lrs[-1] == pytest.approx(1e-6)
+
+
+def _stepped(policy: str, total_itrs: int, step_size: int, steps: int):
+    """An SGD optimizer (two groups, as main.py's) and its scheduler after ``steps`` steps."""
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.01},
+                           {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}], lr=0.1)
+    sched = build_scheduler(opt, policy, total_itrs, step_size)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+    return opt, sched
+
+
+@pytest.mark.parametrize("policy, old, new", [("poly", (10, 0), (40, 0)), ("step", (100, 4), (100, 2))])
+def test_a_retargeted_resume_steps_with_the_new_schedule_at_once(policy, old, new):
+    """Resumed at iteration 6 with another --total_itrs (poly) or --step_size (step): the next step uses the
+    rate the new schedule gives at iteration 6, as if it had been used from the start."""
+    opt, sched = _stepped(policy, *old, steps=6)
+    resumed_opt, resumed = _stepped(policy, *new, steps=0)
+    resumed_opt.load_state_dict(opt.state_dict())
+    resumed.load_state_dict(sched.state_dict())
+    retarget(resumed, *new)
+    fresh_opt, fresh = _stepped(policy, *new, steps=6)
+    assert [g["lr"] for g in resumed_opt.param_groups] == pytest.approx([g["lr"] for g in fresh_opt.param_groups])
+    assert resumed.get_last_lr() == pytest.approx(fresh.get_last_lr())
+    for _ in range(3):
+        for scheduler in (resumed, fresh):
+            scheduler.optimizer.step()
+            scheduler.step()
+        assert resumed.get_last_lr() == pytest.approx(fresh.get_last_lr())
 
 
 def test_focal_loss_ignores_void_and_matches_ce_at_gamma_0():
