@@ -26,13 +26,13 @@ from network import PretrainedWeightsError
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
-                              load_model_state, restore_rng_state, save_checkpoint)
+                              load_model_state, restore_process_rng_state, save_checkpoint)
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.device import (add_speed_options, autocast, check_amp, compile_model, cudnn_benchmark,
                           resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
-                               init_distributed, node_main_first, reduce_step_flags)
+                               gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.loss import build_criterion
 from utils.results import save_val_result
@@ -337,7 +337,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
     state = TrainState()
     if opts.ckpt is not None:
-        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, scaler, state, device, log)
+        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, scaler, state, env, device, log)
 
     vis = Visualizer(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis and env.is_main else None
     if vis is not None:
@@ -350,11 +350,13 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
     def save(kind: str) -> str:
         path = checkpoint_path(opts, kind)
+        rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
         if env.is_main:
             save_checkpoint({
                 "cur_itrs": state.cur_itrs, "model_state": plain_model.state_dict(),
                 "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-                "best_score": state.best_score, "rng_state": capture_rng_state(), "model_name": opts.model,
+                "best_score": state.best_score, "rng_state": rng_states[0], "rng_states": rng_states,
+                "model_name": opts.model,
                 "num_classes": opts.num_classes, "output_stride": opts.output_stride,
                 "separable_conv": opts.separable_conv, "class_names": list(train_dst.class_names),
                 **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
@@ -433,7 +435,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
 
 def restore(opts, path: str, model, optimizer, scheduler, scaler: torch.amp.GradScaler, state: TrainState,
-            device: torch.device, log=print) -> None:
+            env: DistEnv, device: torch.device, log=print) -> None:
     """Load weights from ``path``; with --continue_training also the optimizer, scheduler, fp16 loss scale,
     counters and RNG.
 
@@ -455,7 +457,9 @@ def restore(opts, path: str, model, optimizer, scheduler, scaler: torch.amp.Grad
         state.cur_itrs = int(checkpoint["cur_itrs"])
         state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
         if "rng_state" in checkpoint:
-            restore_rng_state(checkpoint["rng_state"])
+            note = restore_process_rng_state(checkpoint, env.rank, env.world_size)
+            if note:
+                log(f"note: {note}")
         if scaler.is_enabled() and "scaler_state" in checkpoint:  # else fp16 restarts at scale 2**16, skipping steps
             scaler.load_state_dict(checkpoint["scaler_state"])
         log(f"Training state restored from {path} at iteration {state.cur_itrs}")

@@ -9,7 +9,7 @@ The dict keeps the original's keys (``cur_itrs``, ``model_state``, ``optimizer_s
 import os
 import random
 import re
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,7 +18,8 @@ from torch import nn
 from .atomic import atomic_write
 
 __all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "describe_load_error", "save_checkpoint",
-           "load_checkpoint", "extract_model_state", "load_model_state", "capture_rng_state", "restore_rng_state"]
+           "load_checkpoint", "extract_model_state", "load_model_state", "capture_rng_state", "restore_rng_state",
+           "restore_process_rng_state"]
 
 _numpy_scalar = np.float64(0).__reduce__()[0]  # multiarray.scalar, wherever the installed NumPy keeps it
 _NUMERIC_TYPECODES = "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]
@@ -133,6 +134,21 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def restore_process_rng_state(checkpoint: Mapping[str, Any], rank: int, world_size: int) -> Optional[str]:
+    """Restore this process's RNG state from ``checkpoint['rng_states']`` (one per process, by rank).
+
+    Checkpoints of another process count, or with only ``rng_state`` (process 0's, as older versions saved),
+    give every process process 0's state; the returned note says so. None when the state was this process's.
+    """
+    states = checkpoint.get("rng_states") or [checkpoint["rng_state"]]
+    if len(states) == world_size:
+        restore_rng_state(states[rank])
+        return None
+    restore_rng_state(states[0])
+    return (f"the checkpoint holds the random state of {len(states)} process(es) and this run has {world_size}: "
+            "every process continues from process 0's (the run is not bit-for-bit an uninterrupted one)")
 
 
 def _as_tuple(value: Any) -> Tuple:

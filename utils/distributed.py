@@ -6,7 +6,7 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterator, List, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -14,7 +14,7 @@ import torch.distributed as dist
 from .device import resolve_device
 
 __all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "node_main_first", "from_process_zero",
-           "broadcast_buffers_", "all_reduce_sum_", "reduce_step_flags"]
+           "gather_to_process_zero", "broadcast_buffers_", "all_reduce_sum_", "reduce_step_flags"]
 
 T = TypeVar("T")
 
@@ -97,6 +97,16 @@ def from_process_zero(make: Callable[[], T], device: torch.device) -> T:
     box = [make() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0, device=device)
     return box[0]
+
+
+def gather_to_process_zero(obj: T) -> Optional[List[T]]:
+    """Every process's ``obj`` (pickled), in rank order, on process 0 and None on the others; ``[obj]`` for one
+    process. Every process must call it."""
+    if not _initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
 
 
 def broadcast_buffers_(module: torch.nn.Module) -> None:

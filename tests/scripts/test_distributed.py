@@ -18,7 +18,8 @@ from datasets.sampling import ShardSampler
 from metrics import StreamSegMetrics
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when
-from utils.distributed import DistEnv
+from utils.checkpoint import capture_rng_state, load_checkpoint, restore_process_rng_state
+from utils.distributed import DistEnv, gather_to_process_zero
 
 MODEL = "deeplabv3plus_mobilenet"
 
@@ -242,3 +243,29 @@ def test_sigterm_to_torchrun_s_process_group_saves_a_resumable_checkpoint(demo_r
                                 "--ckpt", str(latest), "--continue_training"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(latest, weights_only=True)["cur_itrs"] == saved + 1
+
+
+def _rng_round_trip(rank: int, port: str, folder: str) -> None:
+    """One process of 2: streams that differ by rank are saved as main.py saves them, then each process
+    restores its own and draws what it drew right after saving."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    torch.rand(rank + 1)  # the streams diverge
+    states = gather_to_process_zero(capture_rng_state())
+    if rank == 0:
+        torch.save({"rng_state": states[0], "rng_states": states}, os.path.join(folder, "ck.pth"))
+    expected = torch.rand(4)
+    torch.distributed.barrier()
+    note = restore_process_rng_state(load_checkpoint(os.path.join(folder, "ck.pth")), rank, 2)
+    torch.save((note, expected, torch.rand(4)), os.path.join(folder, f"drawn{rank}.pt"))
+    torch.distributed.destroy_process_group()
+
+
+def test_every_process_resumes_its_own_random_stream(tmp_path):
+    torch.multiprocessing.spawn(_rng_round_trip, args=(str(_free_port()), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        note, expected, drawn = torch.load(tmp_path / f"drawn{rank}.pt")
+        assert note is None and torch.equal(drawn, expected), rank
+    note = restore_process_rng_state(load_checkpoint(str(tmp_path / "ck.pth")), 0, 1)  # another world size
+    assert "random state of 2 process(es) and this run has 1" in note
