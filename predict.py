@@ -26,6 +26,7 @@ from utils.interrupts import StopFlag, WorkerLoader
 from utils.results import OVERLAY_ALPHA, overlay
 
 OUTPUT_KINDS = ("color", "label", "overlay")
+POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size")
 DEFAULT_MODEL = "deeplabv3plus_mobilenet"
 DEFAULT_OUTPUT_STRIDE = 16
 PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
@@ -166,7 +167,17 @@ class Predictor:
         return self._logits(images).max(1).indices.to(torch.uint8).cpu().numpy()  # max: faster than argmax
 
 
+def check_sizes(opts) -> None:
+    """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one)."""
+    for name in POSITIVE_OPTIONS:
+        if getattr(opts, name) <= 0:
+            raise PredictError(f"--{name} must be positive, not {getattr(opts, name)}")
+    if any(scale <= 0 for scale in opts.tta_scales):
+        raise PredictError(f"--tta_scales must all be positive, not {' '.join(map(str, opts.tta_scales))}")
+
+
 def run(opts, stop: StopFlag) -> int:
+    check_sizes(opts)
     if opts.slide and opts.stride > opts.window:
         raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
     device = resolve_device(opts.device, opts.gpu_id)

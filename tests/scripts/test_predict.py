@@ -191,3 +191,12 @@ def test_a_signal_to_the_process_group_stops_with_whole_files(tmp_path, ckpt, si
     for name in written:
         with Image.open(out / name) as img:
             img.load()  # a truncated PNG raises here
+
+
+@pytest.mark.parametrize("flag, value", [("--stride", "0"), ("--window", "-5"), ("--val_batch_size", "0"),
+                                         ("--crop_size", "0"), ("--tta_scales", "0")])
+def test_sizes_that_are_not_positive_are_a_one_line_error(tmp_path, inputs, ckpt, capsys, flag, value):
+    code, out = _run(tmp_path, ckpt[0], "--slide", "--tta", "--crop_val", flag, value)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith(f"error: {flag} must") and "\n" not in err
+    assert not out.exists()
