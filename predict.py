@@ -3,9 +3,11 @@
 ``python predict.py --input DIR --ckpt best.pth --model deeplabv3plus_mobilenet [--output color label overlay]``
 """
 import argparse
+import itertools
 import os
 import signal
 import sys
+from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -25,7 +27,8 @@ from utils.inference import fold_batchnorm, normalize, predict_logits, sliding_w
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.results import OVERLAY_ALPHA, overlay
 
-OUTPUT_KINDS = ("color", "label", "overlay")
+OUTPUT_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png"}  # after the output stem
+OUTPUT_KINDS = tuple(OUTPUT_SUFFIXES)
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size")
 DEFAULT_MODEL = "deeplabv3plus_mobilenet"
 DEFAULT_OUTPUT_STRIDE = 16
@@ -113,14 +116,32 @@ def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     return compile_model(model, opts.compile), num_classes
 
 
+def _output_files(stem: str) -> List[str]:
+    """The files an input named ``stem`` may write, case-folded (case-insensitive disks merge a.png and A.png)."""
+    return [(stem + suffix).casefold() for suffix in OUTPUT_SUFFIXES.values()]
+
+
 def output_names(files: List[Tuple[str, str]]) -> List[str]:
-    """Output stem (relative path without extension) per input; inputs sharing a stem keep their extension."""
+    """Output stem (relative path without extension) per input; its files are the stem plus each kind's suffix.
+
+    An input keeps its stem unless one of its files could also be another input's (``a.png`` and ``a.jpg``;
+    ``x.jpg``'s label and ``x_label.jpg``'s colour image). Such inputs add their extension (``a_png``), then a
+    number (``a_png_2``) until none of their files is taken, in input order: every file of every input is
+    distinct, and the same inputs always get the same names.
+    """
     stems = [os.path.splitext(rel)[0] for _, rel in files]
-    taken: Dict[str, int] = {}
-    for stem in stems:
-        taken[stem] = taken.get(stem, 0) + 1
-    return [stem if taken[stem] == 1 else f"{stem}_{os.path.splitext(rel)[1][1:]}"
-            for stem, (_, rel) in zip(stems, files)]
+    owners = Counter(f for stem in stems for f in _output_files(stem))
+    clashing = [any(owners[f] > 1 for f in _output_files(stem)) for stem in stems]
+    taken = {f for stem, clash in zip(stems, clashing) if not clash for f in _output_files(stem)}
+    names = []
+    for stem, clash, (_, rel) in zip(stems, clashing, files):
+        if clash:
+            base = f"{stem}_{os.path.splitext(rel)[1][1:]}"
+            candidates = itertools.chain([base], (f"{base}_{n}" for n in itertools.count(2)))
+            stem = next(c for c in candidates if taken.isdisjoint(_output_files(c)))
+            taken.update(_output_files(stem))
+        names.append(stem)
+    return names
 
 
 def _save_png(image: Image.Image, path: str) -> None:
@@ -133,14 +154,14 @@ def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palet
     base = os.path.join(opts.save_val_results_to, stem)
     colour = palette[labels]
     if "color" in opts.output:
-        _save_png(Image.fromarray(colour), base + ".png")
+        _save_png(Image.fromarray(colour), base + OUTPUT_SUFFIXES["color"])
     if "label" in opts.output:
         mask = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
         mask.putpalette(palette.flatten().tolist())
-        _save_png(mask, base + "_label.png")
+        _save_png(mask, base + OUTPUT_SUFFIXES["label"])
     if "overlay" in opts.output:
         rgb = image.permute(1, 2, 0).numpy()
-        _save_png(Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)), base + "_overlay.png")
+        _save_png(Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)), base + OUTPUT_SUFFIXES["overlay"])
 
 
 class Predictor:

@@ -200,3 +200,12 @@ def test_sizes_that_are_not_positive_are_a_one_line_error(tmp_path, inputs, ckpt
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith(f"error: {flag} must") and "\n" not in err
     assert not out.exists()
+
+
+def test_every_output_file_of_every_input_is_distinct():
+    rels = ["a.jpg", "a.png", "a_png.bmp", "x.jpg", "x_label.jpg", "B.png", "b.jpg", "c.png"]
+    names = predict.output_names([("in/" + rel, rel) for rel in rels])
+    assert names == ["a_jpg", "a_png_2", "a_png", "x_jpg", "x_label_jpg", "B_png", "b_jpg", "c"]
+    written = [(name + suffix).casefold() for name in names for suffix in predict.OUTPUT_SUFFIXES.values()]
+    assert len(set(written)) == len(written)
+    assert predict.output_names([("in/" + rel, rel) for rel in rels]) == names  # deterministic
