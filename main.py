@@ -326,6 +326,9 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
         f"{opts.batch_size // env.world_size}")
 
     model, plain_model = build_training_model(opts, env, device)
+    # Not DDP: its first forward after training broadcasts buffers, a collective that a process with an empty
+    # validation shard never joins. validate() gives every process process 0's buffers itself.
+    eval_model = compile_model(plain_model, opts.compile) if env.distributed else model
     metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
     optimizer = torch.optim.SGD(params=[
         {"params": plain_model.backbone.parameters(), "lr": BACKBONE_LR_FACTOR * opts.lr},
@@ -344,7 +347,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
         vis.vis_table("Options", vars(opts))
 
     if opts.test_only:
-        val_score, _ = validate(opts, model, val_loader, device, metrics)
+        val_score, _ = validate(opts, eval_model, val_loader, device, metrics)
         log(metrics.to_str(val_score))
         return 0
 
@@ -410,7 +413,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
                 if state.cur_itrs % opts.val_interval == 0 or state.cur_itrs == opts.total_itrs:
                     save("latest")  # before validation, so that a crash in it keeps this training
-                    val_score, samples = validate(opts, model, val_loader, device, metrics, vis_sample_id)
+                    val_score, samples = validate(opts, eval_model, val_loader, device, metrics, vis_sample_id)
                     log(f"Validation at iteration {state.cur_itrs}:\n{metrics.to_str(val_score)}")
                     if val_score["Mean IoU"] > state.best_score:
                         state.best_score = val_score["Mean IoU"]

@@ -17,7 +17,7 @@ from datasets import make_demo_dataset
 from datasets.sampling import ShardSampler
 from metrics import StreamSegMetrics
 from tests.conftest import ROOT
-from tests.helpers import signal_group_when
+from tests.helpers import signal_group_when, write_voc
 from utils.checkpoint import capture_rng_state, load_checkpoint, restore_process_rng_state
 from utils.distributed import DistEnv, gather_to_process_zero
 
@@ -269,3 +269,12 @@ def test_every_process_resumes_its_own_random_stream(tmp_path):
         assert note is None and torch.equal(drawn, expected), rank
     note = restore_process_rng_state(load_checkpoint(str(tmp_path / "ck.pth")), 0, 1)  # another world size
     assert "random state of 2 process(es) and this run has 1" in note
+
+
+def test_a_validation_set_smaller_than_the_process_count(tmp_path):
+    """One validation image for two processes: process 1's shard is empty and must not stall process 0."""
+    write_voc(tmp_path / "data", names_train=[f"t{i}" for i in range(4)], names_val=["v0"], size=(48, 40))
+    result = _torchrun(2, _args(tmp_path / "data", tmp_path / "ck", "--crop_size", "32", "--total_itrs", "2",
+                                "--val_interval", "2", "--dist_timeout", "60"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation at iteration 2" in result.stdout and "Finished 2 iterations" in result.stdout
