@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from utils.checkpoint import describe_load_error, torch_load
+from utils.checkpoint import describe_load_error, file_problem, torch_load
 
 __all__ = ["PretrainedWeightsError", "WeightSource", "KeyRules", "FORMATS", "BACKBONE_SOURCES", "COCO_SOURCES",
            "hub_checkpoint_path", "read_state_dict", "detect_format", "model_format", "convert_state_dict",
@@ -113,8 +113,9 @@ def hub_checkpoint_path(filename: str) -> str:
 
 def read_state_dict(path: str) -> StateDict:
     """A state_dict from ``path`` (weights only), unwrapping common containers and ``module.`` prefixes."""
-    if not os.path.isfile(path):
-        raise PretrainedWeightsError(f"weights file {path} does not exist")
+    problem = file_problem(path)
+    if problem:
+        raise PretrainedWeightsError(f"weights file {path} {problem}")
     try:
         obj = torch_load(path)
     except Exception as exc:  # torch raises many types for truncated or foreign files

@@ -1,10 +1,11 @@
 """Files that appear whole or not at all: written beside their target, then renamed over it."""
 import contextlib
 import os
+import tempfile
 import uuid
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "check_writable"]
 
 
 @contextlib.contextmanager
@@ -28,3 +29,12 @@ def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_writable(folder: str) -> None:
+    """Create ``folder`` if needed and write (then delete) a file in it; OSError when that fails.
+
+    Scripts call it before any work: a read-only output folder is then found in a second, not at the first save.
+    """
+    os.makedirs(folder, exist_ok=True)
+    tempfile.TemporaryFile(dir=folder).close()

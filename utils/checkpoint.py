@@ -6,10 +6,14 @@ Reading also accepts NumPy number scalars: the original saved ``best_score`` as 
 The dict keeps the original's keys (``cur_itrs``, ``model_state``, ``optimizer_state``,
 ``scheduler_state``, ``best_score``) so tools written for it read ours; new keys are added beside them.
 """
+import contextlib
+import errno
 import os
+import platform
 import random
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+import zipfile
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,10 +21,20 @@ from torch import nn
 
 from .atomic import atomic_write
 
-__all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "describe_load_error", "save_checkpoint",
-           "load_checkpoint", "extract_model_state", "load_model_state", "capture_rng_state", "restore_rng_state",
-           "restore_process_rng_state"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs sharing a folder are not detected there
+    fcntl = None
 
+__all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "file_problem", "describe_load_error",
+           "save_checkpoint", "writer_lock", "load_checkpoint", "extract_model_state", "load_model_state",
+           "capture_rng_state", "restore_rng_state", "restore_process_rng_state"]
+
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_PROTOCOL_OPCODE = 0x80
+# The format before it: a pickle of this magic number, then the data (the original's era still wrote it).
+_LEGACY_MAGIC = bytes([_PICKLE_PROTOCOL_OPCODE, 2, 0x8A, 10]) + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _numpy_scalar = np.float64(0).__reduce__()[0]  # multiarray.scalar, wherever the installed NumPy keeps it
 _NUMERIC_TYPECODES = "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]
 
@@ -41,15 +55,89 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: Dict[str, Any], path: str) -> None:
-    """Write ``state`` to ``path`` atomically and synced to disk: a crash never leaves half a file."""
-    with atomic_write(path, sync=True) as f:
-        torch.save(state, f)
+    """Write ``state`` to ``path`` atomically and synced to disk: a crash never leaves half a file.
+
+    A write that fails (a full disk, a folder that became read-only) is a CheckpointError saying so; the
+    previous file at ``path`` is left as it was.
+    """
+    existed = os.path.isfile(path)
+    try:
+        with atomic_write(path, sync=True) as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as exc:
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        kept = f"the previous {os.path.basename(path)} is unchanged" if existed else "no file was left behind"
+        folder = os.path.dirname(os.path.abspath(path))
+        fix = f"free space in {folder}" if cause.errno in _FULL_DISK else f"make {folder} writable"
+        raise CheckpointError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}; {fix} "
+                              "or choose another folder") from exc
+
+
+@contextlib.contextmanager
+def writer_lock(path: str) -> Iterator[None]:
+    """Hold the lock file ``path`` while the block runs; CheckpointError at once if another process holds it.
+
+    Two runs that write the same checkpoints would overwrite each other's files in turn (each file stays
+    whole, but neither run's is the one it resumes from). The lock is ``flock``: released when the process
+    ends, however it ends, so a crashed run never leaves a stale lock.
+    """
+    with open(path, "a+") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                raise CheckpointError(f"{owner} is already writing these checkpoints (lock {path}); wait for it, "
+                                      "or give this run another --checkpoint_dir") from None
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()} on {platform.node()}")
+        handle.flush()
+        yield
+
+
+def _os_error(exc: BaseException) -> Optional[OSError]:
+    """The OSError behind ``exc``: itself, or what torch's writer wrapped into a RuntimeError."""
+    while exc is not None and not isinstance(exc, OSError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
 
 
 def torch_load(path: str) -> Any:
     """``torch.load`` onto the CPU with ``weights_only=True``: tensors, plain data and NumPy scalars only."""
     with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def file_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be a ``torch.save`` file, judged from its kind, size and first bytes; None if it may be.
+
+    The phrase completes "checkpoint PATH ...". It catches what torch reports cryptically: a folder, an empty
+    or truncated file, a zip or pickle that torch did not write, a text file.
+    """
+    if os.path.isdir(path):
+        inside = sorted(f for f in os.listdir(path) if f.endswith((".pth", ".pt")))
+        return "is a folder, not a file" + (f"; it holds {', '.join(inside[:3])}" if inside else "")
+    if not os.path.isfile(path):
+        return "does not exist"
+    if os.path.getsize(path) == 0:
+        return "is empty (0 bytes): an interrupted save or copy? copy it again"
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head.startswith(_ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            return "is a truncated or damaged zip (an interrupted save or copy?); copy it again"
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+                return "is a zip archive but not a PyTorch file (no data.pkl inside)"
+        return None
+    if head == _LEGACY_MAGIC:
+        return None
+    if head[0] == _PICKLE_PROTOCOL_OPCODE:
+        return "is a plain pickle, not a torch.save file; load it in Python and save it again with torch.save"
+    return f"is not a PyTorch file (it starts with {head[:12]!r})"
 
 
 def describe_load_error(exc: Exception) -> str:
@@ -65,8 +153,9 @@ def describe_load_error(exc: Exception) -> str:
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Read a checkpoint (or a raw state_dict) from ``path`` on the CPU with :func:`torch_load`."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist (check --ckpt)")
+    problem = file_problem(path)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} {problem} (check --ckpt)")
     try:
         obj = torch_load(path)
     except Exception as exc:

@@ -25,6 +25,29 @@ def _load(path: str) -> dict:
     return values
 
 
+def _typed(action: argparse.Action, value):
+    """``value`` from YAML as the flag would parse it; ValueError (completing "KEY: VALUE ...") when it cannot.
+
+    argparse converts only strings, so without this ``lr: fast`` or ``crop_size: 12.5`` reached the run as is.
+    """
+    if value is None or (isinstance(value, bool) and action.nargs in (0, "?")):  # switches, --flag [VALUE]
+        return value
+    if action.nargs == 0:
+        raise ValueError("is not true or false")
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    if isinstance(value, dict) or (isinstance(value, list) and not many):
+        raise ValueError("must be a single value")
+    convert = action.type or str
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, (list, dict)) or (isinstance(item, bool) and convert is not str) for item in items):
+        raise ValueError(f"is not a valid {getattr(convert, '__name__', 'value')}")
+    try:
+        typed = [convert(str(item)) for item in items]
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        raise ValueError(f"is not a valid {getattr(convert, '__name__', 'value')}") from None
+    return typed if many else typed[0]
+
+
 def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse ``argv`` with ``--config`` values as defaults; unknown keys or invalid choices exit with an error."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -35,13 +58,20 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]]
             values = _load(known.config)
         except ConfigError as exc:
             parser.error(str(exc))
-        actions = {a.dest: a for a in parser._actions}
+        actions = {}
+        for action in parser._actions:  # --x before --no-x: the first action of a dest says its type
+            actions.setdefault(action.dest, action)
         unknown = sorted(k for k in values if k not in actions or k in ("help", "config"))
         if unknown:
             parser.error(f"config file {known.config}: unknown options {unknown}")
         for key, value in values.items():
-            action = actions[key]
-            if action.choices is not None and value not in action.choices:
-                parser.error(f"config file {known.config}: {key}={value!r} is not one of {list(action.choices)}")
+            try:
+                values[key] = _typed(actions[key], value)
+            except ValueError as exc:
+                parser.error(f"config file {known.config}: {key}: {value!r} {exc}")
+            choices = actions[key].choices
+            items = values[key] if isinstance(values[key], list) else [values[key]]
+            if choices is not None and any(item not in choices for item in items):
+                parser.error(f"config file {known.config}: {key}={value!r} is not one of {list(choices)}")
         parser.set_defaults(**values)
     return parser.parse_args(argv)

@@ -1,0 +1,121 @@
+"""Checkpoint files that are not what they claim, disks that fill up mid-write, config values of the wrong type."""
+import errno
+import pickle
+import re
+import zipfile
+
+import pytest
+import torch
+
+import main as train_script
+import predict as predict_script
+from network.weights import PretrainedWeightsError, read_state_dict
+from utils import atomic
+from utils.atomic import check_writable
+from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, writer_lock
+
+FOREIGN_FILES = {
+    "text.pth": (lambda p: p.write_text("hello\n"), "is not a PyTorch file"),
+    "empty.pth": (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
+    "foreign.zip": (lambda p: zipfile.ZipFile(p, "w").writestr("x.txt", "hi"), "a zip archive but not a PyTorch file"),
+    "list.pkl": (lambda p: p.write_bytes(pickle.dumps([1, 2, 3], protocol=4)), "is a plain pickle"),
+    "truncated.pth": (lambda p: p.write_bytes(_torch_bytes(p)[:200]), "truncated or damaged zip"),
+    "folder.pth": (lambda p: p.mkdir(), "is a folder, not a file"),
+}
+
+
+def _torch_bytes(path) -> bytes:
+    torch.save({"w": torch.zeros(100)}, path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(FOREIGN_FILES))
+def test_foreign_checkpoint_files_are_named_in_one_line(tmp_path, name):
+    write, expected = FOREIGN_FILES[name]
+    path = tmp_path / name
+    write(path)
+    for read, error in ((load_checkpoint, CheckpointError), (read_state_dict, PretrainedWeightsError)):
+        with pytest.raises(error, match=re.escape(expected)) as info:
+            read(str(path))
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_legacy_torch_files_still_load(tmp_path):
+    path = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+    assert load_checkpoint(str(path))["w"].sum() == 2
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC once ``room`` bytes are written."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_a_disk_that_fills_up_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pth"
+    save_checkpoint({"cur_itrs": 1, "w": torch.zeros(10)}, str(path))
+    monkeypatch.setattr(atomic, "open", lambda *a, **k: _FullDisk(open(*a, **k), room=1000), raising=False)
+    with pytest.raises(CheckpointError, match="No space left on device; the previous latest.pth is unchanged; "
+                                              "free space in"):
+        save_checkpoint({"cur_itrs": 2, "w": torch.zeros(100000)}, str(path))
+    assert load_checkpoint(str(path))["cur_itrs"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pth"]  # no temporary file left
+
+
+def test_writable_check_and_writer_lock(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(OSError):  # even root cannot create a folder inside a file
+        check_writable(str(blocker / "ck"))
+    check_writable(str(tmp_path / "new" / "ck"))
+    lock = str(tmp_path / "run.lock")
+    with writer_lock(lock):
+        with pytest.raises(CheckpointError, match="is already writing these checkpoints"):
+            with writer_lock(lock):
+                pass
+    with writer_lock(lock):  # released when the first run ends
+        pass
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("lr: fast", "lr: 'fast' is not a valid float"),
+    ("batch_size: [1]", "batch_size: [1] must be a single value"),
+    ("crop_size: 12.5", "crop_size: 12.5 is not a valid int"),
+    ("batch_size: true", "batch_size: True is not a valid int"),
+    ("continue_training: 'yes'", "continue_training: 'yes' is not true or false"),
+    ("lrr: 1", "unknown options ['lrr']"),
+])
+def test_config_values_of_the_wrong_type_are_one_line(tmp_path, capsys, text, expected):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(text + "\n")
+    with pytest.raises(SystemExit):
+        train_script.parse_with_config(train_script.get_argparser(), ["--config", str(cfg)])
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"config file {cfg}: {expected}")
+
+
+def test_config_values_are_converted_as_flags_are(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("total_itrs: '5'\nvis_port: 8097\npretrained_backbone: false\nchannels_last: auto\n")
+    opts = train_script.parse_with_config(train_script.get_argparser(), ["--config", str(cfg)])
+    assert (opts.total_itrs, opts.vis_port, opts.pretrained_backbone, opts.channels_last) == (5, "8097", False, "auto")
+    cfg.write_text("output: [color, label]\ntta_scales: [1, 1.5]\n")
+    opts = predict_script.parse_with_config(predict_script.get_argparser(),
+                                            ["--config", str(cfg), "--input", "x", "--ckpt", "y"])
+    assert opts.output == ["color", "label"] and opts.tta_scales == [1.0, 1.5]
