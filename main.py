@@ -3,6 +3,7 @@
 Reads top to bottom: parse -> data -> model -> optimizer/scheduler -> restore -> train loop -> validate.
 """
 import argparse
+import contextlib
 import os
 import random
 import sys
@@ -25,8 +26,10 @@ from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
-from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
-                              load_model_state, restore_process_rng_state, save_checkpoint)
+from utils.atomic import check_writable
+from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, file_problem,
+                              load_checkpoint, load_model_state, restore_process_rng_state, save_checkpoint,
+                              writer_lock)
 from utils.config import ConfigError, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.device import (add_speed_options, autocast, check_amp, compile_model, cudnn_benchmark,
@@ -44,6 +47,9 @@ from utils.visualizer import Visualizer
 DATASETS = ("voc", "cityscapes", "folder", "demo")
 VOC_YEARS = ("2012_aug", "2012", "2011", "2009", "2008", "2007")
 BACKBONE_LR_FACTOR = 0.1
+POSITIVE_OPTIONS = ("batch_size", "val_batch_size", "crop_size", "total_itrs", "val_interval", "print_interval",
+                    "step_size", "lr", "vis_num_samples")
+NON_NEGATIVE_OPTIONS = ("num_workers", "weight_decay", "focal_gamma")
 # With --amp fp16 the GradScaler skips steps whose gradients overflow; the schedule still follows iterations.
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
 
@@ -150,6 +156,16 @@ def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
             VOCSegmentation(opts.data_root, year, "val", False, val_transform))
 
 
+def check_options(opts) -> None:
+    """Counts, sizes, intervals and the learning rate must be positive; checked before any work."""
+    for name in POSITIVE_OPTIONS:
+        if not getattr(opts, name) > 0:  # "not >" also catches NaN
+            raise TrainingError(f"--{name} must be positive, not {getattr(opts, name)}")
+    for name in NON_NEGATIVE_OPTIONS:
+        if not getattr(opts, name) >= 0:
+            raise TrainingError(f"--{name} must be 0 or more, not {getattr(opts, name)}")
+
+
 def prepare_data(opts) -> None:
     """Generate the demo data or download VOC when asked. Under torchrun the first process of each machine
     does it; machines that share the folder take turns, so a later one finds the data complete."""
@@ -164,6 +180,22 @@ def prepare_data(opts) -> None:
 
 def checkpoint_path(opts, kind: str) -> str:
     return os.path.join(opts.checkpoint_dir, f"{kind}_{opts.model}_{opts.dataset}_os{opts.output_stride}.pth")
+
+
+def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
+    """On process 0 of a training run: check that the output folders can be written and hold the
+    checkpoints' lock for the run, so a read-only folder or a second run on the same files fails at once."""
+    if not env.is_main or opts.test_only:
+        return contextlib.nullcontext()
+    folders = {"--checkpoint_dir": opts.checkpoint_dir, **({"--results_dir": opts.results_dir}
+                                                          if opts.save_val_results else {})}
+    for flag, folder in folders.items():
+        try:
+            check_writable(folder)
+        except OSError as exc:
+            raise TrainingError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); "
+                                "fix its permissions or choose another folder") from exc
+    return writer_lock(checkpoint_path(opts, ".lock"))
 
 
 def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.device, metrics: StreamSegMetrics,
@@ -303,8 +335,9 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
 
 def run(opts, env: DistEnv, device: torch.device) -> int:
     log = print if env.is_main else (lambda *args, **kwargs: None)
-    if opts.ckpt is not None and env.is_main and not os.path.isfile(opts.ckpt):  # fail before any data is read
-        raise CheckpointError(f"checkpoint {opts.ckpt} does not exist (check --ckpt)")
+    problem = file_problem(opts.ckpt) if opts.ckpt is not None and env.is_main else None
+    if problem:  # fail before any data is read
+        raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
     resolve_speed_options(opts, device, log)
     check_amp(device, opts.amp)
     seed_everything(opts.random_seed)
@@ -454,10 +487,13 @@ def restore(opts, path: str, model, optimizer, scheduler, scaler: torch.amp.Grad
         if reinit or "optimizer_state" not in checkpoint:
             raise TrainingError(f"--continue_training needs a full training checkpoint of this model; {path} "
                                 f"{'has another class count' if reinit else 'holds only weights'}")
+        state.cur_itrs = int(checkpoint["cur_itrs"])
+        if state.cur_itrs > opts.total_itrs:
+            raise TrainingError(f"{path} is at iteration {state.cur_itrs}, beyond --total_itrs {opts.total_itrs}; "
+                                f"pass a --total_itrs above {state.cur_itrs} to train on, or --test_only to evaluate")
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         scheduler.load_state_dict(checkpoint["scheduler_state"])
         retarget(scheduler, opts.total_itrs, opts.step_size)
-        state.cur_itrs = int(checkpoint["cur_itrs"])
         state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
         if "rng_state" in checkpoint:
             note = restore_process_rng_state(checkpoint, env.rank, env.world_size)
@@ -507,9 +543,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs and pipes
     opts = parse_with_config(get_argparser(), argv)
     try:
+        check_options(opts)
         env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
         try:
-            return run(opts, env, device)
+            with output_guard(opts, env):
+                return run(opts, env, device)
         finally:
             cleanup()
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, ValueError) as exc:

@@ -1,0 +1,68 @@
+"""main.py against a hostile user: bad numbers, unusable folders, a second run, a disk that fills up."""
+import errno
+
+import pytest
+import torch
+
+import main as train_script
+from tests.scripts.test_main import _args, _ckpt, voc  # noqa: F401 (voc is a fixture)
+from utils import checkpoint
+from utils.checkpoint import writer_lock
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("flag, value", [("batch_size", "0"), ("crop_size", "-1"), ("total_itrs", "0"),
+                                         ("val_interval", "0"), ("print_interval", "-5"), ("lr", "0"),
+                                         ("lr", "nan"), ("num_workers", "-1")])
+def test_non_positive_numbers_fail_before_any_work(tmp_path, capsys, flag, value):
+    assert train_script.main(["--data_root", str(tmp_path / "none"), f"--{flag}", value]) == 1
+    assert f"--{flag} must be" in _one_error_line(capsys)
+    assert not (tmp_path / "none").exists()
+
+
+def test_unusable_checkpoint_dir_fails_before_training(voc, capsys):
+    blocker = voc / "a_file"
+    blocker.write_text("")
+    assert train_script.main(_args(voc, "--total_itrs", "1", "--checkpoint_dir", str(blocker / "ck"))) == 1
+    assert "--checkpoint_dir" in _one_error_line(capsys)
+
+
+def test_a_second_run_on_the_same_checkpoints_is_refused(voc, capsys):
+    (voc / "ck").mkdir()
+    with writer_lock(str(voc / "ck" / ".lock_deeplabv3plus_mobilenet_voc_os16.pth")):
+        assert train_script.main(_args(voc, "--total_itrs", "1")) == 1
+    assert "is already writing these checkpoints" in _one_error_line(capsys)
+
+
+def test_a_folder_as_ckpt_is_named(voc, capsys):
+    assert train_script.main(_args(voc, "--ckpt", str(voc), "--total_itrs", "1")) == 1
+    assert "is a folder, not a file" in _one_error_line(capsys)
+
+
+def test_disk_full_mid_run_keeps_the_last_checkpoint(voc, capsys, monkeypatch):
+    assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
+    saved = torch.load(_ckpt(voc), weights_only=True)["cur_itrs"]
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    capsys.readouterr()
+    assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2", "--ckpt", _ckpt(voc),
+                                   "--continue_training")) == 1
+    err = _one_error_line(capsys)
+    assert "No space left on device; the previous latest_" in err and "is unchanged" in err
+    monkeypatch.undo()
+    assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == saved
+
+
+def test_total_itrs_below_the_resumed_iteration_is_an_error(voc, capsys):
+    assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
+    capsys.readouterr()
+    assert train_script.main(_args(voc, "--total_itrs", "1", "--ckpt", _ckpt(voc), "--continue_training")) == 1
+    assert "is at iteration 2, beyond --total_itrs 1" in _one_error_line(capsys)
