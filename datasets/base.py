@@ -1,4 +1,5 @@
 """What every segmentation dataset here shares: paired image/mask files, checked loading, colour decoding."""
+import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,6 +27,7 @@ class PairedSegmentation(data.Dataset):
     def __init__(self, images: List[str], masks: List[str], transform: Optional[Callable] = None):
         if not images:
             raise DatasetError(f"{type(self).__name__}: the split holds no samples")
+        _check_pairs_exist(images, masks)
         self.images = images
         self.masks = masks
         self.transform = transform
@@ -57,3 +59,15 @@ class PairedSegmentation(data.Dataset):
     def decode_target(cls, target: np.ndarray) -> np.ndarray:
         """Class-index mask (H, W) -> RGB (H, W, 3) uint8; a new array, the input is left untouched."""
         return cls.cmap[np.asarray(target, dtype=np.int64) & 0xFF]
+
+
+def _check_pairs_exist(images: List[str], masks: List[str]) -> None:
+    """Every image and mask file must exist, checked when the dataset is built rather than hours into training
+    (a split without masks, such as VOC's test split, could otherwise only score NaN)."""
+    for what, files, partners in (("mask", masks, images), ("image", images, masks)):
+        missing = [i for i, path in enumerate(files) if not os.path.isfile(path)]
+        if missing:
+            first = missing[0]
+            raise DatasetError(f"{what} {files[first]} does not exist (for {partners[first]}); {len(missing)} of "
+                               f"{len(files)} samples have no {what}: a split without {what}s cannot train or "
+                               "evaluate; add them or drop those names from the split")

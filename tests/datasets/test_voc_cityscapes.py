@@ -86,6 +86,7 @@ def test_aug_split_is_derived_and_missing_folder_explained(tmp_path):
     os.makedirs(aug)
     for name in ("a", "b", "e", "g"):  # e is in val: held out of train
         Image.new("L", (40, 30)).save(os.path.join(aug, name + ".png"))
+    Image.new("RGB", (40, 30)).save(os.path.join(voc, "JPEGImages", "g.jpg"))  # SBD names are all VOC2012 images
     train = VOCSegmentation(str(tmp_path), year="2012_aug", image_set="train")
     assert [os.path.basename(p) for p in train.masks] == ["a.png", "b.png", "g.png"]
     assert all("SegmentationClassAug" in p for p in train.masks)
@@ -124,3 +125,22 @@ def test_cityscapes_decode_does_not_mutate():
 def test_cityscapes_missing_folder_says_what_to_get(tmp_path):
     with pytest.raises(DatasetError, match="leftImg8bit_trainvaltest.zip"):
         Cityscapes(str(tmp_path))
+
+
+def test_a_split_without_masks_or_images_fails_when_built(tmp_path):
+    """VOC's test split has no masks: the original scored it as NaN; a missing file should not wait for training."""
+    voc = write_voc(tmp_path)
+    with open(os.path.join(voc, "ImageSets", "Segmentation", "test.txt"), "w") as f:
+        f.write("a\nx\n")
+    Image.new("RGB", (40, 30)).save(os.path.join(voc, "JPEGImages", "x.jpg"))
+    with pytest.raises(DatasetError, match=r"mask .*x\.png does not exist .* 1 of 2 samples have no mask"):
+        VOCSegmentation(str(tmp_path), image_set="test")
+    os.remove(os.path.join(voc, "JPEGImages", "b.jpg"))
+    with pytest.raises(DatasetError, match=r"image .*b\.jpg does not exist .* 1 of 4 samples have no image"):
+        VOCSegmentation(str(tmp_path), image_set="train")
+
+
+def test_cityscapes_without_gt_fine_names_the_folder(tmp_path):
+    os.makedirs(tmp_path / "leftImg8bit" / "train" / "aachen")
+    with pytest.raises(DatasetError, match=r"gtFine.train does not exist; download .*gtFine_trainvaltest\.zip"):
+        Cityscapes(str(tmp_path), split="train")
