@@ -84,7 +84,7 @@ def test_aug_split_is_derived_and_missing_folder_explained(tmp_path):
         VOCSegmentation(str(tmp_path), year="2012_aug")
     aug = os.path.join(voc, "SegmentationClassAug")
     os.makedirs(aug)
-    for name in ("a", "b", "e", "g"):  # e is in val: held out of train
+    for name in ("a", "b", "e", "f", "g"):  # e and f are val: held out of train
         Image.new("L", (40, 30)).save(os.path.join(aug, name + ".png"))
     Image.new("RGB", (40, 30)).save(os.path.join(voc, "JPEGImages", "g.jpg"))  # SBD names are all VOC2012 images
     train = VOCSegmentation(str(tmp_path), year="2012_aug", image_set="train")
