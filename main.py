@@ -540,7 +540,8 @@ def _lost_peer(exc: BaseException) -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    sys.stdout.reconfigure(line_buffering=True)  # progress lines show up promptly in logs and pipes
+    # Progress lines show up promptly in logs and pipes; a path that is not UTF-8 prints escaped, not as a crash.
+    sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
     opts = parse_with_config(get_argparser(), argv)
     try:
         check_options(opts)

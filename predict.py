@@ -22,7 +22,7 @@ from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from utils.config import ConfigError, parse_with_config
 from utils.device import add_speed_options, check_amp, compile_model, resolve_device, resolve_speed_options
-from utils.atomic import atomic_write
+from utils.atomic import atomic_write, check_writable
 from utils.inference import fold_batchnorm, normalize, predict_logits, sliding_window_labels
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.results import OVERLAY_ALPHA, overlay
@@ -201,6 +201,11 @@ def run(opts, stop: StopFlag) -> int:
     check_sizes(opts)
     if opts.slide and opts.stride > opts.window:
         raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
+    try:
+        check_writable(opts.save_val_results_to)
+    except OSError as exc:
+        raise PredictError(f"--save_val_results_to {opts.save_val_results_to} cannot be written "
+                           f"({exc.strerror or exc}); fix its permissions or choose another folder") from exc
     device = resolve_device(opts.device, opts.gpu_id)
     resolve_speed_options(opts, device)
     check_amp(device, opts.amp)
@@ -220,7 +225,12 @@ def run(opts, stop: StopFlag) -> int:
             return
         labels = predictor(torch.stack([image for _, image in pending]))
         for (index, image), label in zip(pending, labels):
-            save_outputs(opts, names[index], image, label, palette)
+            try:
+                save_outputs(opts, names[index], image, label, palette)
+            except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
+                raise PredictError(f"cannot write the results of {files[index][0]} ({exc.strerror or exc}); the "
+                                   f"{done} images before it are complete in {opts.save_val_results_to}; free space "
+                                   "and run again") from exc
             done += 1
         pending.clear()
 
@@ -242,6 +252,7 @@ def run(opts, stop: StopFlag) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints escaped, not as a crash
     opts = parse_with_config(get_argparser(), argv)
     try:
         with StopFlag() as stop:  # from the start: a signal while the model loads also ends the run in one line

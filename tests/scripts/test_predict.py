@@ -209,3 +209,42 @@ def test_every_output_file_of_every_input_is_distinct():
     written = [(name + suffix).casefold() for name in names for suffix in predict.OUTPUT_SUFFIXES.values()]
     assert len(set(written)) == len(written)
     assert predict.output_names([("in/" + rel, rel) for rel in rels]) == names  # deterministic
+
+
+def test_unwritable_output_folder_and_full_disk_are_one_line(ckpt, tmp_path, capsys, monkeypatch):
+    _rgb(20, 16).save(tmp_path / "a.png")
+    _rgb(20, 16, seed=1).save(tmp_path / "b.png")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    base = ["--input", str(tmp_path / "*.png"), "--ckpt", ckpt[0], "--num_workers", "0", "--val_batch_size", "1"]
+    assert predict.main(base + ["--save_val_results_to", str(blocker / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: --save_val_results_to {blocker / 'out'} cannot be written")
+
+    real_save = predict.save_outputs
+
+    def second_fails(opts, stem, *args):
+        if stem == "b":
+            raise OSError(28, "No space left on device")
+        real_save(opts, stem, *args)
+
+    monkeypatch.setattr(predict, "save_outputs", second_fails)
+    assert predict.main(base + ["--save_val_results_to", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "b.png (No space left on device); the 1 images before it are complete" in err
+    assert os.listdir(tmp_path / "out") == ["a.png"]
+
+
+def test_non_utf8_paths_print_escaped_not_as_a_crash(ckpt, tmp_path):
+    import subprocess
+
+    folder = os.path.join(os.fsencode(tmp_path), b"in\xff")
+    os.makedirs(folder)
+    _rgb(20, 16).save(os.fsdecode(os.path.join(folder, b"x\xfe.png")))
+    out = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"out\xff"))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # as under an en_US.UTF-8 locale
+    proc = subprocess.run([sys.executable, "predict.py", "--input", os.fsdecode(folder), "--ckpt", ckpt[0],
+                           "--num_workers", "0", "--save_val_results_to", out], cwd=ROOT, env=env,
+                          capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert b"1 done, 0 skipped" in proc.stdout and os.listdir(os.fsencode(out)) == [b"x\xfe.png"]
