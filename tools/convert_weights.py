@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import network  # noqa: E402
 from network.weights import (FORMATS, PretrainedWeightsError, convert_state_dict, detect_format,  # noqa: E402
                              fill_model, model_format, module_names, read_state_dict)
-from utils.checkpoint import save_checkpoint  # noqa: E402
+from utils.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         else:
             save_checkpoint({"state_dict": converted, "source_format": fmt}, args.output)
             print(f"{fmt} -> backbone state_dict with {len(converted)} tensors: {args.output}")
-    except PretrainedWeightsError as exc:
+    except (PretrainedWeightsError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -220,3 +220,15 @@ def test_convert_tool_writes_backbone_and_whole_model_files(tmp_path, capsys):
         assert _close(ours(x), source(x)["out"])
     assert convert_weights.main([str(tmp_path / "missing.pth"), str(out)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_convert_tool_names_a_folder_input_and_an_unwritable_output(tmp_path, capsys):
+    from tools import convert_weights
+
+    assert convert_weights.main([str(tmp_path), str(tmp_path / "out.pth")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: weights file {tmp_path} is a folder, not a file"
+    src = _save(network.deeplabv3plus_mobilenet(pretrained_backbone=False).backbone.state_dict(), tmp_path / "bb.pth")
+    (tmp_path / "a_file").write_text("")
+    assert convert_weights.main([src, str(tmp_path / "a_file" / "out.pth")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write checkpoint {tmp_path / 'a_file' / 'out.pth'}") and "\n" not in err
