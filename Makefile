@@ -34,10 +34,9 @@ visdom: venv
 DEMO_CKPT := checkpoints/best_deeplabv3plus_hrnetv2_48_demo_os16.pth
 DEMO_VAL_IMAGES := datasets/data/demo/VOCdevkit/VOC2012/JPEGImages/demo_0030*.jpg
 
-# Generate the demo data, train from scratch, evaluate the best checkpoint, predict on validation images.
+# Generate the demo data, train from scratch (validating at the end), predict on validation images.
 demo: venv
 	$(PY) main.py --config configs/demo.yaml
-	$(PY) main.py --config configs/demo.yaml --test_only --ckpt $(DEMO_CKPT)
 	$(PY) predict.py --input "$(DEMO_VAL_IMAGES)" --ckpt $(DEMO_CKPT) --model deeplabv3plus_hrnetv2_48 \
 		--output color overlay --save_val_results_to results/demo_predictions
 
