@@ -195,7 +195,7 @@ def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
         except OSError as exc:
             raise TrainingError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); "
                                 "fix its permissions or choose another folder") from exc
-    return writer_lock(checkpoint_path(opts, ".lock"))
+    return writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0])  # hidden, and not a *.pth
 
 
 def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.device, metrics: StreamSegMetrics,

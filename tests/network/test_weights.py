@@ -181,7 +181,7 @@ def test_truncated_file_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
     torch.save(mobilenetv2.MobileNetV2().state_dict(), path)
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(PretrainedWeightsError, match="cannot read weights file .*broken.pth"):
+    with pytest.raises(PretrainedWeightsError, match="weights file .*broken.pth is a truncated or damaged zip"):
         network.deeplabv3_mobilenet(pretrained_backbone=str(path))
 
 

@@ -34,7 +34,7 @@ def test_unusable_checkpoint_dir_fails_before_training(voc, capsys):
 
 def test_a_second_run_on_the_same_checkpoints_is_refused(voc, capsys):
     (voc / "ck").mkdir()
-    with writer_lock(str(voc / "ck" / ".lock_deeplabv3plus_mobilenet_voc_os16.pth")):
+    with writer_lock(str(voc / "ck" / ".lock_deeplabv3plus_mobilenet_voc_os16")):
         assert train_script.main(_args(voc, "--total_itrs", "1")) == 1
     assert "is already writing these checkpoints" in _one_error_line(capsys)
 

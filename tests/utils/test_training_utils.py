@@ -108,7 +108,7 @@ def test_save_is_atomic_and_load_is_weights_only(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(CheckpointError, match="disk full; the previous ck.pth is unchanged"):
         save_checkpoint({"cur_itrs": 4}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["cur_itrs"] == 3  # the old file is intact
@@ -118,7 +118,7 @@ def test_save_is_atomic_and_load_is_weights_only(tmp_path, monkeypatch):
 def test_unreadable_and_missing_checkpoints(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint .*bad.pth"):
+    with pytest.raises(CheckpointError, match="checkpoint .*bad.pth is not a PyTorch file"):
         load_checkpoint(str(bad))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(str(tmp_path / "none.pth"))
