@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch

@@ -1,6 +1,6 @@
 """Shared measurement helpers for the benchmarks: synchronised wall-clock timing of repeated work."""
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 
@@ -15,9 +15,19 @@ def setting_skip_reason(device: torch.device, amp: str) -> Optional[str]:
     if amp == "fp16" and device.type != "cuda":
         return "fp16 autocast needs CUDA"
     if amp == "bf16" and not native_bf16(device):
-        where = cpu_kind() if device.type == "cpu" else torch.cuda.get_device_name(device)
+        where = f"this CPU ({cpu_kind()})" if device.type == "cpu" else torch.cuda.get_device_name(device)
         return f"{where} has no native bfloat16 (emulated bf16 is many times slower than fp32)"
     return None
+
+
+def native_settings(settings: Iterable[Tuple[str, str, bool]], device: torch.device) -> Iterator[Tuple[str, str, bool]]:
+    """The (label, amp, channels_last) settings that ``device`` runs natively; prints one line per skipped one."""
+    for label, amp, channels_last in settings:
+        reason = setting_skip_reason(device, amp)
+        if reason:
+            print(f"skipped {label}: {reason}")
+        else:
+            yield label, amp, channels_last
 
 
 def synchronize(device: torch.device) -> None:

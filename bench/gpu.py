@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 import network  # noqa: E402
-from bench._timing import measure_training, setting_skip_reason, time_calls  # noqa: E402
+from bench._timing import measure_training, native_settings, time_calls  # noqa: E402
 from utils.device import autocast  # noqa: E402
 
 MODEL, CROP, BATCH = "deeplabv3plus_hrnetv2_48", 513, 8
@@ -45,11 +45,7 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, {MODEL}, crop {CROP}, batch {BATCH}")
     rows = {}
-    for label, amp, channels_last in SETTINGS:
-        reason = setting_skip_reason(device, amp)
-        if reason:
-            print(f"skipped {label}: {reason}")
-            continue
+    for label, amp, channels_last in native_settings(SETTINGS, device):
         train = measure_training(MODEL, CROP, BATCH, device, amp, channels_last, args.warmup, args.steps)
         infer = measure_inference(device, amp, channels_last, args.warmup, args.steps)
         rows[label] = (train["images_per_s"], train["peak_gib"], infer)

@@ -79,7 +79,7 @@ def resolve_amp(amp: str, device: torch.device) -> Tuple[str, Optional[str]]:
 def resolve_channels_last(channels_last: Union[bool, str], device: torch.device) -> Tuple[bool, Optional[str]]:
     """The memory format for ``--channels_last`` and a line to print once.
 
-    'auto' is on for CPUs, where NHWC trained 1.1-1.2x faster in fp32 and bf16 on AVX2 and AVX-512 and
+    'auto' is on for CPUs, where NHWC trained 1.06-1.15x faster in fp32 and bf16 on AVX2 and AVX-512 and
     evaluates like NCHW (tools/check_precision.py), and off on CUDA until that is checked there.
     """
     if channels_last != "auto":
