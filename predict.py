@@ -164,6 +164,11 @@ def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palet
         _save_png(Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)), base + OUTPUT_SUFFIXES["overlay"])
 
 
+# A whole-image forward pass needs memory in proportion to the pixels (the decoder's stride-4 features and the
+# full-size logits: about 9 GB of logits alone at 12000x9000). Larger images are predicted in sliding windows.
+WHOLE_IMAGE_MAX_PIXELS = 4096 * 4096
+
+
 class Predictor:
     """Turns uint8 image batches into label maps with the options' scales, flips and windows."""
 
@@ -180,9 +185,20 @@ class Predictor:
         return predict_logits(self.model, normalize(images.to(self.device, non_blocking=True)), self.opts.amp,
                               self.opts.channels_last, scales, self.flip)
 
+    def _slide(self, images: torch.Tensor) -> bool:
+        """--slide, or an image too large for one forward pass (then said once per image)."""
+        if self.opts.slide:
+            return True
+        height, width = images.shape[-2:]
+        if self.opts.crop_val or height * width <= WHOLE_IMAGE_MAX_PIXELS:
+            return False
+        print(f"an image of {width}x{height} is predicted in sliding windows (--window {self.opts.window} "
+              f"--stride {self.opts.stride}) so that memory stays bounded")
+        return True
+
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        if self.opts.slide:
+        if self._slide(images):
             return np.stack([sliding_window_labels(self._logits, image, self.num_classes, self.opts.window,
                                                    self.opts.stride).numpy() for image in images]).astype(np.uint8)
         return self._logits(images).max(1).indices.to(torch.uint8).cpu().numpy()  # max: faster than argmax

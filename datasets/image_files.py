@@ -11,6 +11,11 @@ from torch.utils import data
 from .folder import IMAGE_EXTENSIONS
 from .utils import DatasetError, as_rgb8
 
+# PIL warns above 89 MP and refuses above 179 MP (its decompression-bomb guard). Drone, satellite and scanner
+# images pass that, and these are the user's own files; predict.py bounds memory with sliding windows.
+MAX_IMAGE_PIXELS = 1_000_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
 __all__ = ["find_images", "ImageFiles", "to_rgb"]
 
 GLOB_CHARS = "*?["
@@ -57,6 +62,6 @@ class ImageFiles(data.Dataset):
             with Image.open(path) as img:
                 img.load()
                 rgb = to_rgb(img)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
             return index, f"cannot decode {path}: {exc}"
         return index, torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()

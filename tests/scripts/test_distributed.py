@@ -68,7 +68,9 @@ def test_two_processes_write_one_checkpoint_and_validate_exactly(demo_root, tmp_
     assert "global batch 4 = 2 x 2" in result.stdout
     assert result.stdout.count("Validation at iteration 3") == 1  # only rank 0 logs
     written = sorted(f for f in os.listdir(ck) if not f.startswith(".lock_"))  # the run's lock file stays
-    assert written == [f"best_{MODEL}_voc_os16.pth", f"latest_{MODEL}_voc_os16.pth"]
+    # best_* only if the 3-step model scored above 0 (it does in bf16 here, not in fp32)
+    assert f"latest_{MODEL}_voc_os16.pth" in written
+    assert set(written) <= {f"best_{MODEL}_voc_os16.pth", f"latest_{MODEL}_voc_os16.pth"}
     saved = torch.load(ck / f"latest_{MODEL}_voc_os16.pth", weights_only=True)
     assert not any(k.startswith("module.") for k in saved["model_state"])  # the original's format
     single = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"),

@@ -248,3 +248,26 @@ def test_non_utf8_paths_print_escaped_not_as_a_crash(ckpt, tmp_path):
                           capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert b"1 done, 0 skipped" in proc.stdout and os.listdir(os.fsencode(out)) == [b"x\xfe.png"]
+
+
+def test_an_image_too_large_for_one_pass_is_predicted_in_windows(tmp_path, inputs, ckpt, monkeypatch, capsys):
+    """Images over WHOLE_IMAGE_MAX_PIXELS go through the sliding-window path, as with --slide, and say so."""
+    _, explicit = _run(tmp_path, ckpt[0], "--output", "label", "--slide", "--window", "24", "--stride", "16")
+    explicit_labels = _labels(explicit)
+    os.rename(explicit, tmp_path / "explicit")
+    capsys.readouterr()
+    monkeypatch.setattr(predict, "WHOLE_IMAGE_MAX_PIXELS", 40 * 30 - 1)  # every input here is larger
+    code, auto = _run(tmp_path, ckpt[0], "--output", "label", "--window", "24", "--stride", "16")
+    assert code == 0
+    assert "an image of 41x33 is predicted in sliding windows (--window 24 --stride 16)" in capsys.readouterr().out
+    auto_labels = _labels(auto)
+    assert auto_labels.keys() == explicit_labels.keys()
+    assert all(np.array_equal(labels, explicit_labels[name]) for name, labels in auto_labels.items())
+
+
+def test_an_image_over_the_decoder_s_pixel_limit_is_skipped_with_its_path(tmp_path, inputs, ckpt, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # PIL refuses at twice this (the 40x30 inputs)
+    code, _ = _run(tmp_path, ckpt[0])
+    err = capsys.readouterr().err
+    assert code == 1 and "skipped: cannot decode" in err and "decompression bomb" in err.lower()
