@@ -11,6 +11,7 @@ Splits: ``root/splits/{train,val}.txt`` (one stem per line) when present; otherw
 Masks are index PNGs (mode P or L, value = class index) or RGB PNGs coloured with the palette.
 """
 import os
+import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -63,6 +64,16 @@ def palette_table(palette: np.ndarray) -> np.ndarray:
     return table
 
 
+_WARNED = set()
+
+
+def _warn_once(message: str) -> None:
+    """Print ``message`` to stderr the first time this process sees it (train and val sets share a folder)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(message, file=sys.stderr)
+
+
 def _stems(folder: str, extensions: Sequence[str]) -> Dict[str, str]:
     if not os.path.isdir(folder):
         raise DatasetError(f"folder {folder} does not exist; your own data needs images/ and masks/ side by side")
@@ -91,6 +102,11 @@ class FolderSegmentation(PairedSegmentation):
         absent = [s for s in stems if s not in images]
         if absent:
             raise DatasetError(f"split lists {absent[0]!r} but images/ has no such file ({len(absent)} missing)")
+        orphans = sorted(set(masks) - set(images))
+        if orphans:
+            _warn_once(f"warning: {len(orphans)} mask(s) in {os.path.join(self.root, 'masks')} have no image (first: "
+                       f"{os.path.basename(masks[orphans[0]])}); they are not used. A misnamed image, or one whose "
+                       f"extension is not {', '.join(IMAGE_EXTENSIONS)}?")
         super().__init__([images[s] for s in stems], [masks[s] for s in stems], transform)
 
     def _split_stems(self, split: Optional[str], images: Dict[str, str]) -> List[str]:

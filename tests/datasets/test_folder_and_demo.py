@@ -93,3 +93,11 @@ def test_demo_dataset_is_deterministic_voc_layout(tmp_path):
     assert Image.open(ds.masks[0]).mode == "P"
     assert 255 in masks and 0 in masks
     assert set(np.unique(masks)) - {0, 255} <= set(DEMO_CLASSES)
+
+
+def test_a_mask_without_an_image_is_reported_once(tmp_path, capsys):
+    root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)] * 2)
+    os.rename(os.path.join(root, "images", "img1.JPG"), os.path.join(root, "images", "img1.jfif"))  # not an image here
+    assert len(FolderSegmentation(root, "train")) == 1 and len(FolderSegmentation(root, "val")) == 1
+    err = capsys.readouterr().err
+    assert err.count("warning: 1 mask(s) in") == 1 and "(first: img1.png); they are not used" in err
