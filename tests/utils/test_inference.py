@@ -1,4 +1,4 @@
-"""BatchNorm folding keeps outputs; TTA identity returns the plain logits."""
+"""BatchNorm folding and conv + activation fusion keep outputs; TTA identity returns the plain logits."""
 import copy
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 
 import network
 from tools.make_reference_outputs import deterministic_state_dict
-from utils.inference import fold_batchnorm, predict_logits
+from utils.device import autocast
+from utils.inference import FusedConvActivation, fold_batchnorm, fuse_conv_activations, predict_logits
 
 
 @pytest.mark.parametrize("name", ["deeplabv3plus_mobilenet", "deeplabv3_resnet50", "deeplabv3plus_hrnetv2_32",
@@ -21,6 +22,29 @@ def test_folded_model_gives_the_same_outputs(name):
     with torch.no_grad():
         expected, got = model(x), folded(x)
     assert float((got - expected).abs().max() / expected.abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("amp", ["off", pytest.param("bf16", marks=pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="oneDNN has no bf16 convolutions on this CPU"))])
+@pytest.mark.parametrize("name,expected_fused", [("deeplabv3plus_mobilenet", 42), ("deeplabv3_resnet50", 7),
+                                                 ("deeplabv3plus_hrnetv2_32", 28)])
+def test_fused_conv_activations_give_the_same_numbers(name, expected_fused, amp):
+    """oneDNN applies ReLU/ReLU6 as the convolution writes its output: the same values, one pass fewer."""
+    model = fold_batchnorm(network.build_model(name, 5, 16).eval()).to(memory_format=torch.channels_last)
+    model.load_state_dict(deterministic_state_dict(model))
+    fused = copy.deepcopy(model).requires_grad_(False)
+    assert fuse_conv_activations(fused) == expected_fused
+    assert sum(isinstance(m, FusedConvActivation) for m in fused.modules()) == expected_fused
+    assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6)) for m in fused.modules()) or name != \
+        "deeplabv3plus_mobilenet"  # mobilenet's every activation follows a convolution in a Sequential
+    x = torch.randn(2, 3, 65, 97).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(torch.device("cpu"), amp):
+        assert torch.equal(model(x), fused(x))
+
+
+def test_trainable_convolutions_are_not_fused():
+    model = fold_batchnorm(network.build_model("deeplabv3plus_mobilenet", 3, 16).eval())
+    assert fuse_conv_activations(model) == 0
 
 
 def test_folding_refuses_a_training_model():
