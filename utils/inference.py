@@ -135,8 +135,9 @@ class FusedConvActivation(nn.Module):
     """A Conv2d and the activation after it as one oneDNN call on the CPU (inference only).
 
     The activation is applied to the convolution's output as it is written, instead of by a second pass over
-    memory: the same numbers, and in bf16 on AMX ``predict.py`` ran 1.4x faster with mobilenet (element-wise
-    bf16 kernels are slow there). Under CPU autocast the input and weights are cast as autocast would.
+    memory: in bf16 on AMX ``predict.py`` ran 1.36x faster with mobilenet (element-wise bf16 kernels are slow
+    there). The numbers are the same, except that for a single fp32 image oneDNN may choose another kernel
+    (about 1e-6 apart). Under CPU autocast the input and weights are cast as autocast would.
     """
 
     def __init__(self, conv: nn.Conv2d, activation: nn.Module):
