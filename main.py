@@ -26,13 +26,13 @@ from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
-from utils.atomic import check_writable
+from utils.atomic import require_writable
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, file_problem,
                               load_checkpoint, load_model_state, restore_process_rng_state, save_checkpoint,
                               writer_lock)
-from utils.config import ConfigError, parse_with_config
+from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import (add_speed_options, autocast, check_amp, compile_model, cudnn_benchmark,
+from utils.device import (add_speed_options, autocast, compile_model, cudnn_benchmark,
                           resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
@@ -156,16 +156,6 @@ def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
             VOCSegmentation(opts.data_root, year, "val", False, val_transform))
 
 
-def check_options(opts) -> None:
-    """Counts, sizes, intervals and the learning rate must be positive; checked before any work."""
-    for name in POSITIVE_OPTIONS:
-        if not getattr(opts, name) > 0:  # "not >" also catches NaN
-            raise TrainingError(f"--{name} must be positive, not {getattr(opts, name)}")
-    for name in NON_NEGATIVE_OPTIONS:
-        if not getattr(opts, name) >= 0:
-            raise TrainingError(f"--{name} must be 0 or more, not {getattr(opts, name)}")
-
-
 def prepare_data(opts) -> None:
     """Generate the demo data or download VOC when asked. Under torchrun the first process of each machine
     does it; machines that share the folder take turns, so a later one finds the data complete."""
@@ -190,11 +180,7 @@ def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
     folders = {"--checkpoint_dir": opts.checkpoint_dir, **({"--results_dir": opts.results_dir}
                                                           if opts.save_val_results else {})}
     for flag, folder in folders.items():
-        try:
-            check_writable(folder)
-        except OSError as exc:
-            raise TrainingError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); "
-                                "fix its permissions or choose another folder") from exc
+        require_writable(folder, flag)
     return writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0])  # hidden, and not a *.pth
 
 
@@ -339,7 +325,6 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     if problem:  # fail before any data is read
         raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
     resolve_speed_options(opts, device, log)
-    check_amp(device, opts.amp)
     seed_everything(opts.random_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # training crops have one size; validate() decides for itself
@@ -512,7 +497,7 @@ def best_saved_score(opts, device: torch.device, log=print) -> float:
     earlier version of this script (which saved latest_* before validating), holds an older, lower score.
     """
     path = checkpoint_path(opts, "best")
-    score = from_process_zero(lambda: float(load_checkpoint(path).get("best_score", 0.0))
+    score = from_process_zero(lambda: float(load_checkpoint(path, mmap=True).get("best_score", 0.0))
                               if os.path.isfile(path) else 0.0, device)
     if score:
         log(f"Best Mean IoU so far {score:.4f}, from {path}")
@@ -544,7 +529,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
     opts = parse_with_config(get_argparser(), argv)
     try:
-        check_options(opts)
+        check_ranges(opts, POSITIVE_OPTIONS, NON_NEGATIVE_OPTIONS)
         env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
         try:
             with output_guard(opts, env):

@@ -20,10 +20,10 @@ from datasets.folder import palette_table, read_classes
 from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
-from utils.config import ConfigError, parse_with_config
-from utils.device import (add_speed_options, check_amp, compile_model, native_bf16, resolve_device,
+from utils.config import ConfigError, check_ranges, parse_with_config
+from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device,
                           resolve_speed_options)
-from utils.atomic import atomic_write, check_writable
+from utils.atomic import atomic_write, require_writable
 from utils.inference import (fold_batchnorm, fuse_conv_activations, normalize, predict_logits,
                              sliding_window_labels)
 from utils.interrupts import StopFlag, WorkerLoader
@@ -211,9 +211,7 @@ class Predictor:
 
 def check_sizes(opts) -> None:
     """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one)."""
-    for name in POSITIVE_OPTIONS:
-        if getattr(opts, name) <= 0:
-            raise PredictError(f"--{name} must be positive, not {getattr(opts, name)}")
+    check_ranges(opts, POSITIVE_OPTIONS)
     if any(scale <= 0 for scale in opts.tta_scales):
         raise PredictError(f"--tta_scales must all be positive, not {' '.join(map(str, opts.tta_scales))}")
 
@@ -222,14 +220,9 @@ def run(opts, stop: StopFlag) -> int:
     check_sizes(opts)
     if opts.slide and opts.stride > opts.window:
         raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
-    try:
-        check_writable(opts.save_val_results_to)
-    except OSError as exc:
-        raise PredictError(f"--save_val_results_to {opts.save_val_results_to} cannot be written "
-                           f"({exc.strerror or exc}); fix its permissions or choose another folder") from exc
+    require_writable(opts.save_val_results_to, "--save_val_results_to")
     device = resolve_device(opts.device, opts.gpu_id)
     resolve_speed_options(opts, device)
-    check_amp(device, opts.amp)
     files = find_images(opts.input)
     model, num_classes = load_model(opts, device)
     palette = palette_for(opts, num_classes)

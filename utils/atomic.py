@@ -5,7 +5,7 @@ import tempfile
 import uuid
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_write", "check_writable"]
+__all__ = ["atomic_write", "check_writable", "require_writable"]
 
 
 @contextlib.contextmanager
@@ -38,3 +38,12 @@ def check_writable(folder: str) -> None:
     """
     os.makedirs(folder, exist_ok=True)
     tempfile.TemporaryFile(dir=folder).close()
+
+
+def require_writable(folder: str, flag: str) -> None:
+    """:func:`check_writable` for the folder of option ``flag``: a ValueError that names both and what to do."""
+    try:
+        check_writable(folder)
+    except OSError as exc:
+        raise ValueError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); fix its permissions or "
+                         "choose another folder") from exc

@@ -105,10 +105,11 @@ def _os_error(exc: BaseException) -> Optional[OSError]:
     return exc
 
 
-def torch_load(path: str) -> Any:
-    """``torch.load`` onto the CPU with ``weights_only=True``: tensors, plain data and NumPy scalars only."""
+def torch_load(path: str, mmap: bool = False) -> Any:
+    """``torch.load`` onto the CPU with ``weights_only=True``: tensors, plain data and NumPy scalars only.
+    ``mmap`` maps the tensors instead of reading them (for a look at the other entries)."""
     with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def file_problem(path: str) -> Optional[str]:
@@ -151,13 +152,13 @@ def describe_load_error(exc: Exception) -> str:
     return f"{first} (truncated, or not a PyTorch file?)"
 
 
-def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Read a checkpoint (or a raw state_dict) from ``path`` on the CPU with :func:`torch_load`."""
+def load_checkpoint(path: str, mmap: bool = False) -> Dict[str, Any]:
+    """Read a checkpoint (or a raw state_dict) from ``path`` on the CPU with :func:`torch_load` (``mmap``: see there)."""
     problem = file_problem(path)
     if problem:
         raise CheckpointError(f"checkpoint {path} {problem} (check --ckpt)")
     try:
-        obj = torch_load(path)
+        obj = torch_load(path, mmap)
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {describe_load_error(exc)}") from exc
     if not isinstance(obj, Mapping):

@@ -1,11 +1,11 @@
 """YAML configs as argparse defaults: ``--config FILE`` sets defaults, flags given on the command line win."""
 import argparse
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import yaml
 
-__all__ = ["ConfigError", "parse_with_config"]
+__all__ = ["ConfigError", "parse_with_config", "check_ranges"]
 
 
 class ConfigError(ValueError):
@@ -75,3 +75,14 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]]
                 parser.error(f"config file {known.config}: {key}={value!r} is not one of {list(choices)}")
         parser.set_defaults(**values)
     return parser.parse_args(argv)
+
+
+def check_ranges(opts: argparse.Namespace, positive: Sequence[str], non_negative: Sequence[str] = ()) -> None:
+    """ConfigError naming the first option in ``positive`` that is not above 0 (NaN included), or in
+    ``non_negative`` that is below 0; scripts call it before any work."""
+    for name in positive:
+        if not getattr(opts, name) > 0:
+            raise ConfigError(f"--{name} must be positive, not {getattr(opts, name)}")
+    for name in non_negative:
+        if not getattr(opts, name) >= 0:
+            raise ConfigError(f"--{name} must be 0 or more, not {getattr(opts, name)}")

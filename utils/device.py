@@ -114,12 +114,14 @@ def add_speed_options(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_speed_options(opts: argparse.Namespace, device: torch.device, log=print) -> None:
-    """Replace 'auto' in ``opts.amp`` and ``opts.channels_last`` with what runs on ``device``; log the choices once."""
+    """Replace 'auto' in ``opts.amp`` and ``opts.channels_last`` with what runs on ``device`` and log the choices
+    once; then :func:`check_amp` (call it before any work)."""
     opts.amp, amp_note = resolve_amp(opts.amp, device)
     opts.channels_last, layout_note = resolve_channels_last(opts.channels_last, device)
     for note in (amp_note, layout_note):
         if note:
             log(note)
+    check_amp(device, opts.amp)
 
 
 def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
