@@ -24,8 +24,8 @@ from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device,
                           resolve_speed_options)
 from utils.atomic import atomic_write, require_writable
-from utils.inference import (fold_batchnorm, fuse_conv_activations, normalize, predict_logits,
-                             sliding_window_labels)
+from utils.inference import (InferenceRecipe, SegmentationPredictor, fold_batchnorm, fuse_conv_activations,
+                             normalize)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.results import OVERLAY_ALPHA, overlay
 
@@ -174,39 +174,12 @@ def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palet
 WHOLE_IMAGE_MAX_PIXELS = 4096 * 4096
 
 
-class Predictor:
-    """Turns uint8 image batches into label maps with the options' scales, flips and windows."""
-
-    def __init__(self, opts, model: torch.nn.Module, num_classes: int, device: torch.device):
-        self.opts, self.model, self.num_classes, self.device = opts, model, num_classes, device
-        self.scales = list(opts.tta_scales) if opts.tta else [1.0]
-        self.flip = opts.tta and opts.tta_flip
-
-    def _logits(self, images: torch.Tensor) -> torch.Tensor:
-        scales = self.scales
-        if self.opts.crop_val:
-            factor = self.opts.crop_size / min(images.shape[-2:])
-            scales = [s * factor for s in scales]
-        return predict_logits(self.model, normalize(images.to(self.device, non_blocking=True)), self.opts.amp,
-                              self.opts.channels_last, scales, self.flip)
-
-    def _slide(self, images: torch.Tensor) -> bool:
-        """--slide, or an image too large for one forward pass (then said once per image)."""
-        if self.opts.slide:
-            return True
-        height, width = images.shape[-2:]
-        if self.opts.crop_val or height * width <= WHOLE_IMAGE_MAX_PIXELS:
-            return False
-        print(f"an image of {width}x{height} is predicted in sliding windows (--window {self.opts.window} "
-              f"--stride {self.opts.stride}) so that memory stays bounded")
-        return True
-
-    @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
-        if self._slide(images):
-            return np.stack([sliding_window_labels(self._logits, image, self.num_classes, self.opts.window,
-                                                   self.opts.stride).numpy() for image in images]).astype(np.uint8)
-        return self._logits(images).max(1).indices.to(torch.uint8).cpu().numpy()  # max: faster than argmax
+def recipe_from(opts) -> InferenceRecipe:
+    """The inference recipe the options ask for (--tta, --slide, --crop_val, precision)."""
+    return InferenceRecipe(scales=tuple(opts.tta_scales) if opts.tta else (1.0,), flip=opts.tta and opts.tta_flip,
+                           slide=opts.slide, window=opts.window, stride=opts.stride,
+                           short_side=opts.crop_size if opts.crop_val else None,
+                           slide_above_pixels=WHOLE_IMAGE_MAX_PIXELS, amp=opts.amp, channels_last=opts.channels_last)
 
 
 def check_sizes(opts) -> None:
@@ -226,7 +199,8 @@ def run(opts, stop: StopFlag) -> int:
     files = find_images(opts.input)
     model, num_classes = load_model(opts, device)
     palette = palette_for(opts, num_classes)
-    predictor = Predictor(opts, model, num_classes, device)
+    predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
+                                      prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     names = output_names(files)
     loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
                           pin_memory=device.type == "cuda")
@@ -237,7 +211,8 @@ def run(opts, stop: StopFlag) -> int:
         nonlocal done
         if not pending:
             return
-        labels = predictor(torch.stack([image for _, image in pending]))
+        with torch.inference_mode():
+            labels = predictor.labels(torch.stack([image for _, image in pending])).to(torch.uint8).cpu().numpy()
         for (index, image), label in zip(pending, labels):
             try:
                 save_outputs(opts, names[index], image, label, palette)

@@ -1,5 +1,10 @@
-"""Inference building blocks: normalisation, test-time augmentation and sliding windows with bounded memory."""
-from typing import Callable, Optional, Sequence
+"""Inference building blocks: normalisation, test-time augmentation and sliding windows with bounded memory.
+
+:class:`SegmentationPredictor` is the one implementation of an inference recipe (scales, flip, windows) that
+``predict.py`` and ``main.py``'s evaluation share.
+"""
+import dataclasses
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,8 +13,8 @@ from torch import nn
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .device import autocast
 
-__all__ = ["normalize", "predict_logits", "sliding_window_labels", "fold_batchnorm", "fuse_conv_activations",
-           "FusedConvActivation"]
+__all__ = ["normalize", "predict_logits", "sliding_window_labels", "InferenceRecipe", "SegmentationPredictor",
+           "fold_batchnorm", "fuse_conv_activations", "FusedConvActivation"]
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -88,6 +93,67 @@ def sliding_window_labels(logits_fn: Logits, image: torch.Tensor, num_classes: i
             band[:, :, left:left + w] += logits_fn(crop)[0].float().cpu()
     labels[band_top:band_top + band.shape[1]] = band.max(0).indices
     return labels
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceRecipe:
+    """How images become label maps: test-time scales and flip, sliding windows, precision and layout."""
+
+    scales: Tuple[float, ...] = (1.0,)
+    flip: bool = False
+    slide: bool = False
+    window: int = 513
+    stride: int = 341
+    short_side: Optional[int] = None  # resize so that the shorter side has this length first (predict --crop_val)
+    slide_above_pixels: Optional[int] = None  # images larger than this are predicted in windows too (and say so)
+    amp: str = "off"
+    channels_last: bool = False
+
+    def settings(self) -> Dict[str, object]:
+        """What decides the scores (for metrics.json): scales, flip and windows, not speed options."""
+        return {"scales": list(self.scales), "flip": self.flip, "slide": self.slide,
+                **({"window": self.window, "stride": self.stride} if self.slide else {}),
+                **({"short_side": self.short_side} if self.short_side else {})}
+
+
+class SegmentationPredictor:
+    """Label maps for image batches with an :class:`InferenceRecipe`.
+
+    ``prepare`` turns a batch or a window crop as the caller holds it into the model's input (``predict.py``
+    moves uint8 crops to the device and normalises them there, so a huge image is never normalised whole).
+    ``model`` is any callable from (N, 3, H, W) to class scores: a PyTorch model or an ONNX Runtime session.
+    """
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], num_classes: int, recipe: InferenceRecipe,
+                 prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x, log: Callable[..., None] = print):
+        self.model, self.num_classes, self.recipe, self.prepare, self.log = model, num_classes, recipe, prepare, log
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores (N, C, H, W) of whole images (summed probabilities with test-time augmentation)."""
+        scales = self.recipe.scales
+        if self.recipe.short_side:
+            factor = self.recipe.short_side / min(images.shape[-2:])
+            scales = tuple(s * factor for s in scales)
+        return predict_logits(self.model, self.prepare(images), self.recipe.amp, self.recipe.channels_last,
+                              scales, self.recipe.flip)
+
+    def _slides(self, images: torch.Tensor) -> bool:
+        recipe = self.recipe
+        if recipe.slide:
+            return True
+        height, width = images.shape[-2:]
+        if recipe.short_side or recipe.slide_above_pixels is None or height * width <= recipe.slide_above_pixels:
+            return False
+        self.log(f"an image of {width}x{height} is predicted in sliding windows (--window {recipe.window} "
+                 f"--stride {recipe.stride}) so that memory stays bounded")
+        return True
+
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        """Class indices (N, H, W), int64: on the model's device for whole images, on the CPU from windows."""
+        if self._slides(images):
+            return torch.stack([sliding_window_labels(self.logits, image, self.num_classes, self.recipe.window,
+                                                      self.recipe.stride) for image in images])
+        return self.logits(images).max(1).indices  # max: several times faster than argmax on NCHW CPU tensors
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
