@@ -1,0 +1,36 @@
+"""Write the synthetic crack dataset (your-own-data layout) and print how much of it is crack.
+
+Usage: python tools/make_crack_dataset.py [--root datasets/data/cracks] [--num_train 160] [--num_val 40]
+       [--size 160] [--seed 0]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets.cracks import crack_statistics, make_crack_dataset  # noqa: E402
+from datasets.utils import DatasetError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="datasets/data/cracks", help="folder to write (kept if already complete)")
+    parser.add_argument("--num_train", type=int, default=160)
+    parser.add_argument("--num_val", type=int, default=40)
+    parser.add_argument("--size", type=int, default=160, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        root = make_crack_dataset(args.root, args.num_train, args.num_val, args.size, args.seed)
+        share, empty, images = crack_statistics(root)
+    except (DatasetError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{root}: {args.num_train} train + {args.num_val} val images of {args.size}x{args.size}, "
+          f"{share:.2%} of pixels crack, {empty} of {images} images without a crack")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
