@@ -13,6 +13,35 @@ def _as_tensor(x: ArrayLike) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
+def _absent(hist: np.ndarray) -> np.ndarray:
+    """Classes with no pixel in the truth and none in the prediction."""
+    return hist.sum(axis=0) + hist.sum(axis=1) == 0
+
+
+def _precision_recall_f1(hist: np.ndarray) -> Dict[str, np.ndarray]:
+    """Per-class figures: NaN for absent classes, 0 where a present class makes the ratio 0/0."""
+    true_positives = np.diag(hist)
+    truth, predicted = hist.sum(axis=1), hist.sum(axis=0)
+    absent = _absent(hist)
+    figures = {}
+    for name, denominator in (("Precision", predicted), ("Recall", truth), ("F1", (truth + predicted) / 2)):
+        # F1 = 2TP / (truth + predicted) is the Dice coefficient; it equals 2PR / (P + R) when both exist.
+        values = np.divide(true_positives, denominator, out=np.zeros_like(true_positives), where=denominator > 0)
+        values[absent] = np.nan
+        figures[name] = values
+    return figures
+
+
+def _mean_of_present(values: np.ndarray) -> float:
+    """Mean over the classes that are not NaN (absent); NaN when every class is absent."""
+    present = values[~np.isnan(values)]
+    return float(present.mean()) if present.size else float("nan")
+
+
+def _format(value: float, spec: str) -> str:
+    return "absent" if np.isnan(value) else format(value, spec)
+
+
 class StreamSegMetrics:
     """Accumulate a ``n_classes`` x ``n_classes`` confusion matrix (rows: truth, columns: prediction).
 
@@ -58,8 +87,15 @@ class StreamSegMetrics:
         self.confusion_matrix += torch.from_numpy(counts.reshape(n, n))
 
     def get_results(self) -> Dict[str, object]:
-        """Overall Acc, Mean Acc, FreqW Acc, Mean IoU (NaN-aware: classes absent from truth and prediction
-        are left out) and Class IoU, as the original computes them."""
+        """The original's figures (Overall Acc, Mean Acc, FreqW Acc, Mean IoU, Class IoU) with their exact values,
+        then FreqW IoU, Mean/Class Precision, Recall and F1, Absent Classes, and Object IoU/Dice for 2 classes.
+
+        A class is *absent* when neither truth nor prediction has a pixel of it: its per-class figures are NaN
+        (as the original's Class IoU) and it is left out of every mean. A present class never gets NaN: a 0/0
+        precision (class only in truth) or recall (class only in prediction) counts as 0, like its IoU and F1.
+        Mean Acc is the original's mean recall over classes in the truth; Mean Recall also counts the classes
+        found only in the prediction (recall 0), like Mean IoU does.
+        """
         hist = self.confusion_matrix.double().cpu().numpy()
         diag = np.diag(hist)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -68,22 +104,44 @@ class StreamSegMetrics:
             iu = diag / (hist.sum(axis=1) + hist.sum(axis=0) - diag)
             mean_iu = np.nanmean(iu) if not np.isnan(iu).all() else float("nan")
             freq = hist.sum(axis=1) / hist.sum()
+        # The original calls this "FreqW Acc" but it weights IoU, not accuracy: it is the frequency-weighted
+        # IoU. The key stays for old readers; "FreqW IoU" below is the same value under its right name.
         fwavacc = (freq[freq > 0] * iu[freq > 0]).sum()
-        return {
+        results: Dict[str, object] = {
             "Overall Acc": float(acc),
             "Mean Acc": float(acc_cls),
             "FreqW Acc": float(fwavacc),
             "Mean IoU": float(mean_iu),
             "Class IoU": {i: float(v) for i, v in enumerate(iu)},
+            "FreqW IoU": float(fwavacc),
         }
+        per_class = _precision_recall_f1(hist)
+        for name, values in per_class.items():
+            results[f"Mean {name}"] = _mean_of_present(values)
+        if self.n_classes == 2:  # mean IoU averages in the (easy) background: report the object alone too
+            results["Object IoU"] = float(iu[1])
+            results["Object Dice"] = float(per_class["F1"][1])
+        for name, values in per_class.items():
+            results[f"Class {name}"] = {i: float(v) for i, v in enumerate(values)}
+        results["Absent Classes"] = [int(i) for i in np.flatnonzero(_absent(hist))]
+        return results
 
     def to_str(self, results: Dict[str, object]) -> str:
-        """The scalar results one per line, then the class IoU table (with names when known)."""
-        lines = [f"{k}: {v:.6f}" for k, v in results.items() if k != "Class IoU"]
-        lines.append("Class IoU:")
-        for index, iou in results["Class IoU"].items():
-            name = self.class_names[index] if self.class_names else str(index)
-            lines.append(f"  {index:3d} {name:<16s} {'   n/a' if np.isnan(iou) else f'{iou:.4f}'}")
+        """The scalar results one per line, then a table of per-class IoU, precision, recall and F1."""
+        lines = [f"{key}: {_format(value, '.6f')}" for key, value in results.items() if isinstance(value, float)]
+        absent = results["Absent Classes"]
+        names = [self.class_names[i] if self.class_names else str(i) for i in range(self.n_classes)]
+        width = max(len("class"), *map(len, names))
+        columns = ("IoU", "Precision", "Recall", "F1")
+        listed = ", ".join(names[i] for i in absent) or "none"
+        lines.append(f"Absent classes (in neither truth nor prediction): {listed}")
+        lines.append(f"  {'index':>5s}  {'class':<{width}s}" + "".join(f"  {c:>9s}" for c in columns))
+        for index, name in enumerate(names):
+            row = f"  {index:5d}  {name:<{width}s}"
+            if index in absent:
+                lines.append(row + f"  {'absent':>9s}")
+                continue
+            lines.append(row + "".join(f"  {_format(results[f'Class {c}'][index], '.4f'):>9s}" for c in columns))
         return "\n".join(lines)
 
     def reset(self) -> None:
