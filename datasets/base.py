@@ -1,4 +1,5 @@
 """What every segmentation dataset here shares: paired image/mask files, checked loading, colour decoding."""
+import hashlib
 import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -16,13 +17,16 @@ __all__ = ["PairedSegmentation"]
 class PairedSegmentation(data.Dataset):
     """Samples are (image file, mask file) pairs; ``transform(image, mask)`` is a joint transform.
 
-    Subclasses set ``class_names`` and ``cmap`` (a 256x3 uint8 colour table whose row 255 colours
-    void) and may override :meth:`encode_mask` to turn the stored mask into train ids.
+    Subclasses set ``root`` (the data folder), ``class_names`` and ``cmap`` (a 256x3 uint8 colour table
+    whose row 255 colours void), ``split_file`` when the split is read from a file, and may override
+    :meth:`encode_mask` to turn the stored mask into train ids.
     """
 
+    root: str
     class_names: Sequence[str] = ()
     cmap: np.ndarray = np.zeros((256, 3), np.uint8)
     ignore_index: int = IGNORE_INDEX
+    split_file: Optional[str] = None
 
     def __init__(self, images: List[str], masks: List[str], transform: Optional[Callable] = None):
         if not images:
@@ -44,10 +48,31 @@ class PairedSegmentation(data.Dataset):
         check_mask_values(np.asarray(mask), self.num_classes, path, self.ignore_index)
         return mask
 
+    def read_mask(self, index: int, image: Optional[Image.Image] = None) -> Image.Image:
+        """The stored mask of sample ``index``, checked against ``image``'s size when given."""
+        return load_mask(self.masks[index], image, self.images[index])
+
     def load_pair(self, index: int) -> Tuple[Image.Image, Image.Image]:
         image = load_image(self.images[index])
-        mask = load_mask(self.masks[index], image, self.images[index])
-        return image, self.encode_mask(mask, self.masks[index])
+        return image, self.encode_mask(self.read_mask(index, image), self.masks[index])
+
+    def load_target(self, index: int) -> np.ndarray:
+        """The (H, W) train ids of sample ``index``, from its mask alone: no image, no transform."""
+        return np.asarray(self.encode_mask(self.read_mask(index), self.masks[index]))
+
+    def split_key(self) -> str:
+        """A sha256 hex digest that changes when the split does: of the split file's bytes and the mask
+        folder, or, without a split file, of every mask's path (relative to ``root``), size and mtime."""
+        digest = hashlib.sha256()
+        if self.split_file is not None:
+            with open(self.split_file, "rb") as f:
+                digest.update(f.read())
+            digest.update(os.path.relpath(os.path.dirname(self.masks[0]), self.root).encode())
+            return digest.hexdigest()
+        for path in sorted(self.masks):
+            stat = os.stat(path)
+            digest.update(f"{os.path.relpath(path, self.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
     def __getitem__(self, index: int):
         image, mask = self.load_pair(index)

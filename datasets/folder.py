@@ -21,7 +21,7 @@ from PIL import Image
 from utils.constants import IGNORE_INDEX
 
 from .base import PairedSegmentation
-from .utils import DatasetError, check_mask_values, load_image, open_checked, read_split
+from .utils import DatasetError, check_mask_values, open_checked, read_split
 
 __all__ = ["FolderSegmentation", "read_classes", "palette_table", "IMAGE_EXTENSIONS"]
 
@@ -112,6 +112,7 @@ class FolderSegmentation(PairedSegmentation):
     def _split_stems(self, split: Optional[str], images: Dict[str, str]) -> List[str]:
         split_file = os.path.join(self.root, "splits", f"{split}.txt") if split else None
         if split_file and os.path.isfile(split_file):
+            self.split_file = split_file
             return read_split(split_file)
         if not images:
             raise DatasetError(f"{os.path.join(self.root, 'images')} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -128,15 +129,14 @@ class FolderSegmentation(PairedSegmentation):
         check_mask_values(values, self.num_classes, path, self.ignore_index)
         return mask
 
-    def load_pair(self, index: int):
-        image = load_image(self.images[index])
+    def read_mask(self, index: int, image: Optional[Image.Image] = None) -> Image.Image:
         mask = open_checked(self.masks[index], "mask")  # may be RGB here, so not load_mask
-        if mask.size != image.size:
+        if image is not None and mask.size != image.size:
             raise DatasetError(f"mask {self.masks[index]} is {mask.size[0]}x{mask.size[1]} but image "
                                f"{self.images[index]} is {image.size[0]}x{image.size[1]}; they must be the same size")
         if mask.mode not in ("P", "L", "RGB", "RGBA"):
             raise DatasetError(f"mask {self.masks[index]} has mode {mask.mode}; save it as an index or RGB PNG")
-        return image, self.encode_mask(mask, self.masks[index])
+        return mask
 
     def _colours_to_indices(self, rgb: np.ndarray, path: str) -> np.ndarray:
         codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]

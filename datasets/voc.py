@@ -61,7 +61,9 @@ class VOCSegmentation(PairedSegmentation):
             raise DatasetError(f"VOC folder {self.voc_root} does not exist; pass --download to fetch VOC{year[:4]} "
                                f"(or point --data_root at the folder that holds VOCdevkit)")
         mask_dir = os.path.join(self.voc_root, AUG_MASK_DIR if is_aug else "SegmentationClass")
-        names = self._aug_names(mask_dir) if is_aug else read_split(self._split_file(image_set))
+        # 2012_aug's train split is every SBD mask outside val: no split file, so its identity is the masks'
+        self.split_file = None if is_aug and image_set == "train" else self._split_file(image_set)
+        names = self._aug_names(mask_dir) if is_aug else read_split(self.split_file)
         images = [os.path.join(self.voc_root, "JPEGImages", n + ".jpg") for n in names]
         masks = [os.path.join(mask_dir, n + ".png") for n in names]
         super().__init__(images, masks, transform)
