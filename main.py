@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 import network
 from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
+from datasets.class_stats import background_only_warning, load_class_stats
 from datasets.utils import exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
@@ -32,24 +33,26 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
                               writer_lock)
 from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import (add_speed_options, autocast, compile_model, cudnn_benchmark,
+from utils.device import (add_speed_options, compile_model, cudnn_benchmark,
                           resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
 from utils.interrupts import StopFlag, WorkerLoader
-from utils.loss import build_criterion
+from utils.class_weights import resolve_class_weights
+from utils.inference import InferenceRecipe, SegmentationPredictor
+from utils.logger import ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger
+from utils.loss import LOSS_TYPES, build_criterion
 from utils.results import save_val_result
 from utils.scheduler import build_scheduler, retarget
 from utils.training import forward_loss, optimize
 from utils.utils import Denormalize, set_bn_momentum
-from utils.visualizer import Visualizer
 
 DATASETS = ("voc", "cityscapes", "folder", "demo")
 VOC_YEARS = ("2012_aug", "2012", "2011", "2009", "2008", "2007")
 BACKBONE_LR_FACTOR = 0.1
 POSITIVE_OPTIONS = ("batch_size", "val_batch_size", "crop_size", "total_itrs", "val_interval", "print_interval",
-                    "step_size", "lr", "vis_num_samples")
-NON_NEGATIVE_OPTIONS = ("num_workers", "weight_decay", "focal_gamma")
+                    "step_size", "lr", "vis_num_samples", "window", "stride", "ohem_thresh", "ohem_min_kept")
+NON_NEGATIVE_OPTIONS = ("num_workers", "weight_decay", "focal_gamma", "dice_weight")
 # With --amp fp16 the GradScaler skips steps whose gradients overflow; the schedule still follows iterations.
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
 
@@ -99,7 +102,16 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", default=None, type=str, help="restore from checkpoint")
     parser.add_argument("--continue_training", action=argparse.BooleanOptionalAction, default=False,
                         help="with --ckpt: resume iteration, optimizer, scheduler, best score and RNG state")
-    parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=["cross_entropy", "focal_loss"])
+    parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=LOSS_TYPES,
+                        help="ohem: hard pixels only (HRNet's Cityscapes recipe); dice, ce+dice: for rare classes")
+    parser.add_argument("--class_weights", default="none",
+                        help="none, auto (median-frequency balancing from the training masks, cached next to the "
+                             "data) or a YAML file listing one weight per class")
+    parser.add_argument("--ohem_thresh", type=float, default=0.7,
+                        help="ohem: keep pixels whose probability of the true class is below this")
+    parser.add_argument("--ohem_min_kept", type=int, default=100000,
+                        help="ohem: keep at least this many pixels per global batch")
+    parser.add_argument("--dice_weight", type=float, default=1.0, help="ce+dice: weight of the Dice term")
     parser.add_argument("--focal_gamma", type=float, default=2.0,
                         help="focal loss focusing parameter (default: 2.0, the paper's); 0 is plain cross-entropy, "
                              "which is what the original's focal_loss computed: use 0 to reproduce its runs")
@@ -119,7 +131,17 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--val_interval", type=int, default=100, help="iteration interval for eval (default: 100)")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="download datasets")
     parser.add_argument("--checkpoint_dir", type=str, default="checkpoints")
-    parser.add_argument("--results_dir", type=str, default="results")
+    parser.add_argument("--results_dir", type=str, default="results",
+                        help="metrics.json and the confusion matrix of every evaluation (and --save_val_results)")
+    # Evaluation recipe (--test_only, and the validations of a training run)
+    parser.add_argument("--eval_scales", type=float, nargs="+", default=[1.0],
+                        help="evaluate at these scales and sum the probabilities, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
+    parser.add_argument("--eval_flip", action=argparse.BooleanOptionalAction, default=False,
+                        help="add horizontally flipped copies to the evaluation")
+    parser.add_argument("--eval_slide", action=argparse.BooleanOptionalAction, default=False,
+                        help="evaluate in sliding windows of --window with step --stride (bounded memory)")
+    parser.add_argument("--window", type=int, default=513, help="--eval_slide window size")
+    parser.add_argument("--stride", type=int, default=341, help="--eval_slide step between windows")
     # PASCAL VOC
     parser.add_argument("--year", type=str, default="2012", choices=VOC_YEARS, help="year of VOC")
     # Visdom
@@ -128,6 +150,8 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--vis_host", type=str, default="http://localhost", help="address of the visdom server")
     parser.add_argument("--vis_env", type=str, default="main", help="env for visdom")
     parser.add_argument("--vis_num_samples", type=int, default=8, help="number of samples for visualization")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write TensorBoard event files to DIR (pip install tensorboard)")
     return parser
 
 
@@ -173,48 +197,54 @@ def checkpoint_path(opts, kind: str) -> str:
 
 
 def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
-    """On process 0 of a training run: check that the output folders can be written and hold the
-    checkpoints' lock for the run, so a read-only folder or a second run on the same files fails at once."""
-    if not env.is_main or opts.test_only:
+    """On process 0: check that the output folders can be written and, when training, hold the checkpoints'
+    lock for the run, so a read-only folder or a second run on the same files fails at once."""
+    if not env.is_main:
         return contextlib.nullcontext()
-    folders = {"--checkpoint_dir": opts.checkpoint_dir, **({"--results_dir": opts.results_dir}
-                                                          if opts.save_val_results else {})}
-    for flag, folder in folders.items():
-        require_writable(folder, flag)
+    require_writable(opts.results_dir, "--results_dir")
+    if opts.tensorboard:
+        require_writable(opts.tensorboard, "--tensorboard")
+    if opts.test_only:
+        return contextlib.nullcontext()
+    require_writable(opts.checkpoint_dir, "--checkpoint_dir")
     return writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0])  # hidden, and not a *.pth
 
 
-def validate(opts, model: nn.Module, loader: data.DataLoader, device: torch.device, metrics: StreamSegMetrics,
-             ret_samples_ids: Optional[Sequence[int]] = None):
-    """Evaluate on ``loader``; return (scores, [(image, target, prediction)] for the batches in ret_samples_ids).
+def build_predictor(opts, model: nn.Module, device: torch.device, log=print) -> SegmentationPredictor:
+    """``model`` with the evaluation recipe of the options (--eval_scales, --eval_flip, --eval_slide)."""
+    recipe = InferenceRecipe(scales=tuple(opts.eval_scales), flip=opts.eval_flip, slide=opts.eval_slide,
+                             window=opts.window, stride=opts.stride, amp=opts.amp, channels_last=opts.channels_last)
+    return SegmentationPredictor(model, opts.num_classes, recipe,
+                                 prepare=lambda images: images.to(device, non_blocking=True), log=log)
+
+
+def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, device: torch.device,
+             metrics: StreamSegMetrics, sample_ids: Sequence[int] = ()) -> Tuple[dict, list]:
+    """Evaluate on ``loader`` with ``predictor``'s recipe; return (scores, [(image, target, prediction)] of the
+    first image of each batch in ``sample_ids``).
 
     Under torchrun every process evaluates its own shard and the confusion matrices are summed, so the
-    scores equal a single-process evaluation of the same checkpoint.
+    scores equal a single-process evaluation of the same checkpoint, whatever the recipe.
     """
     # Without SyncBatchNorm every process's running statistics followed its own batches since DDP last
     # synchronised them; evaluate with process 0's, the ones its checkpoint saves.
-    broadcast_buffers_(model)
+    broadcast_buffers_(predictor.model)
     metrics.reset()
     samples = []
     denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
     decode = loader.dataset.decode_target
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
     shard = iter(shard)
-    model.eval()
+    predictor.model.eval()
     with torch.inference_mode(), cudnn_benchmark(bool(opts.crop_val)):  # fixed sizes only with --crop_val
         for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
-            images = images.to(device, non_blocking=True)
-            if opts.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
             labels = labels.to(device, non_blocking=True)
-            with autocast(device, opts.amp):
-                outputs = model(images)
-            preds = outputs.max(dim=1).indices  # several times faster than argmax on NCHW CPU tensors
+            preds = predictor.labels(images).to(device)
             metrics.update(labels, preds)
-            if ret_samples_ids is not None and i in ret_samples_ids:
-                samples.append((images[0].float().cpu().numpy(), labels[0].cpu().numpy(), preds[0].cpu().numpy()))
+            if i in sample_ids:
+                samples.append((images[0].float().numpy(), labels[0].cpu().numpy(), preds[0].cpu().numpy()))
             if opts.save_val_results:  # named by the sample's index in the dataset (shards never collide)
-                for image, target, pred in zip(images.float().cpu(), labels.cpu().numpy(), preds.cpu().numpy()):
+                for image, target, pred in zip(images.float(), labels.cpu().numpy(), preds.cpu().numpy()):
                     rgb = (denorm(image.numpy()) * 255).clip(0, 255).transpose(1, 2, 0).astype(np.uint8)
                     save_val_result(opts.results_dir, next(shard), rgb, target, pred, decode)
     all_reduce_sum_(metrics.confusion_matrix)
@@ -230,11 +260,9 @@ class TrainState:
 
 
 class SpeedMeter:
-    """Mean loss and images/s over the current print interval, and the ETA of the run."""
+    """Mean loss and images/s over the current print interval."""
 
-    def __init__(self, start_itrs: int, total_itrs: int):
-        self.start_itrs, self.total_itrs = start_itrs, total_itrs
-        self.run_start = time.time()
+    def __init__(self):
         self.reset_interval()
 
     def reset_interval(self) -> None:
@@ -250,10 +278,6 @@ class SpeedMeter:
 
     def images_per_second(self) -> float:
         return self.images / max(time.time() - self.interval_start, 1e-9)
-
-    def eta(self, cur_itrs: int) -> str:
-        per_itr = (time.time() - self.run_start) / max(cur_itrs - self.start_itrs, 1)
-        return time.strftime("%H:%M:%S", time.gmtime(per_itr * (self.total_itrs - cur_itrs)))
 
 
 def seed_everything(seed: int) -> None:
@@ -319,15 +343,131 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
     return compile_model(ddp, opts.compile), model
 
 
+@dataclass
+class Training:
+    """What the training loop updates: the model (as called, and as saved), its optimisation and its counters."""
+
+    model: nn.Module
+    plain_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    state: TrainState
+
+
+def build_training(opts, env: DistEnv, device: torch.device, train_dst) -> Training:
+    """Model, SGD with the backbone at BACKBONE_LR_FACTOR of --lr, schedule, loss (and class weights), loss scale."""
+    model, plain_model = build_training_model(opts, env, device)
+    optimizer = torch.optim.SGD(params=[
+        {"params": plain_model.backbone.parameters(), "lr": BACKBONE_LR_FACTOR * opts.lr},
+        {"params": plain_model.classifier.parameters(), "lr": opts.lr},
+    ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
+    scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
+    log = print if env.is_main else (lambda *args, **kwargs: None)
+    with node_main_first(env):  # the first process of each machine counts the masks and caches the counts
+        class_weights = None if opts.test_only else resolve_class_weights(opts.class_weights, train_dst, log)
+        if train_dst.num_classes == 2 and not opts.test_only and env.is_main:
+            warning = background_only_warning(load_class_stats(train_dst, log), train_dst.class_names)
+            if warning:
+                print(warning, file=sys.stderr)
+    # --ohem_min_kept counts pixels of the global batch; each process keeps its share of them.
+    min_kept = max(1, opts.ohem_min_kept // env.world_size)
+    criterion = build_criterion(opts.loss_type, focal_gamma=opts.focal_gamma, class_weights=class_weights,
+                                ohem_thresh=opts.ohem_thresh, ohem_min_kept=min_kept, dice_weight=opts.dice_weight)
+    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
+    return Training(model, plain_model, optimizer, scheduler, scaler, criterion, TrainState())
+
+
+def save_training(opts, env: DistEnv, training: Training, class_names: Sequence[str], kind: str) -> str:
+    """Write the ``kind`` ('latest' or 'best') checkpoint in the original's format plus what a resume needs."""
+    path = checkpoint_path(opts, kind)
+    rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
+    if env.is_main:
+        state, scaler = training.state, training.scaler
+        save_checkpoint({
+            "cur_itrs": state.cur_itrs, "model_state": training.plain_model.state_dict(),
+            "optimizer_state": training.optimizer.state_dict(), "scheduler_state": training.scheduler.state_dict(),
+            "best_score": state.best_score, "rng_state": rng_states[0], "rng_states": rng_states,
+            "model_name": opts.model,
+            "num_classes": opts.num_classes, "output_stride": opts.output_stride,
+            "separable_conv": opts.separable_conv, "class_names": list(class_names),
+            **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
+        }, path)
+    return path
+
+
+def training_batches(loader: data.DataLoader, state: TrainState) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Batches without end, epoch after epoch; the first epoch starts at ``state.cur_itrs`` (a resume)."""
+    sampler = loader.sampler
+    while True:
+        epoch, start_batch = divmod(state.cur_itrs, sampler.batches_per_epoch)
+        sampler.set_epoch(epoch, start_batch)  # resumes mid-epoch with the batches it would have seen
+        yield from loader
+
+
+def train_interval(opts, training: Training, batches: Iterator, until: int, stop: StopFlag, logger: RunLogger,
+                   env: DistEnv, device: torch.device) -> bool:
+    """Train until iteration ``until``; return True if a signal asked to stop (after the step it came in).
+
+    Every process agrees on a NaN loss and on a signal before the backward pass: a process that skipped the
+    step alone would leave the others waiting in DDP's gradient all-reduce.
+    """
+    state = training.state
+    meter = SpeedMeter()
+    training.model.train()
+    while state.cur_itrs < until:
+        images, labels = next(batches)
+        state.cur_itrs += 1
+        batch_loss = forward_loss(training.model, training.criterion, images, labels, device, opts.amp,
+                                  opts.channels_last)
+        local_loss = batch_loss.item()
+        loss, (nonfinite, stopping) = reduce_step_flags(
+            local_loss, [not np.isfinite(local_loss), stop.signal_name is not None], device)
+        if nonfinite:
+            kept = checkpoint_path(opts, "latest")
+            raise TrainingError(
+                f"loss is {local_loss if not np.isfinite(local_loss) else 'nan on another process'} at iteration "
+                f"{state.cur_itrs} (lr {training.scheduler.get_last_lr()[-1]:.3g}); stopped without saving, the "
+                f"last good checkpoint is {kept if os.path.exists(kept) else 'none'}; lower --lr or check the data")
+        optimize(batch_loss, training.optimizer, training.scaler)
+        training.scheduler.step()
+        meter.add(loss, images.shape[0] * env.world_size)
+        logger.scalars(state.cur_itrs, {"Loss": loss}, "step")
+        if state.cur_itrs % opts.print_interval == 0:
+            logger.scalars(state.cur_itrs, {"Loss": meter.mean_loss(), "LR": training.scheduler.get_last_lr()[-1],
+                                            "Images/s": meter.images_per_second()}, "interval")
+            meter.reset_interval()
+        if stopping:
+            return True
+    return False
+
+
+def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: list, dataset, step: int,
+                      checkpoint: Optional[str], recipe: InferenceRecipe) -> EvaluationReport:
+    """What the logger's sinks show and write of one evaluation (the text, the files, the dashboards)."""
+    header = "" if opts.test_only else f"Validation at iteration {step}:\n"
+    denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
+    pictures = [np.concatenate(((denorm(img) * 255).clip(0, 255).astype(np.uint8),
+                                dataset.decode_target(target).transpose(2, 0, 1).astype(np.uint8),
+                                dataset.decode_target(pred).transpose(2, 0, 1).astype(np.uint8)), axis=2)
+                for img, target, pred in samples]
+    info = {"checkpoint": checkpoint, "iteration": step, "model": opts.model, "dataset": opts.dataset,
+            "output_stride": opts.output_stride, "crop_val": opts.crop_val, "evaluation": recipe.settings()}
+    return EvaluationReport(header + metrics.to_str(results), results, metrics.confusion_matrix.cpu().numpy(),
+                            list(dataset.class_names), info, pictures)
+
+
 def run(opts, env: DistEnv, device: torch.device) -> int:
     log = print if env.is_main else (lambda *args, **kwargs: None)
     problem = file_problem(opts.ckpt) if opts.ckpt is not None and env.is_main else None
     if problem:  # fail before any data is read
         raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
+    check_recipe_options(opts)
     resolve_speed_options(opts, device, log)
     seed_everything(opts.random_seed)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # training crops have one size; validate() decides for itself
+        torch.backends.cudnn.benchmark = True  # training crops have one size; evaluate() decides for itself
         if opts.amp != "off" and opts.channels_last:
             log("warning: --amp with --channels_last on CUDA evaluated to wrong (mostly background) predictions in "
                 "this project's H100 check, while fp32 was right; check your validation scores, or drop "
@@ -343,126 +483,77 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
         f"Val set: {len(val_dst)}, global batch {opts.batch_size} = {env.world_size} x "
         f"{opts.batch_size // env.world_size}")
 
-    model, plain_model = build_training_model(opts, env, device)
-    # Not DDP: its first forward after training broadcasts buffers, a collective that a process with an empty
-    # validation shard never joins. validate() gives every process process 0's buffers itself.
-    eval_model = compile_model(plain_model, opts.compile) if env.distributed else model
-    metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
-    optimizer = torch.optim.SGD(params=[
-        {"params": plain_model.backbone.parameters(), "lr": BACKBONE_LR_FACTOR * opts.lr},
-        {"params": plain_model.classifier.parameters(), "lr": opts.lr},
-    ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
-    scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
-    criterion = build_criterion(opts.loss_type, focal_gamma=opts.focal_gamma)
-    scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
-
-    state = TrainState()
+    training = build_training(opts, env, device, train_dst)
+    state = training.state
     if opts.ckpt is not None:
-        restore(opts, opts.ckpt, plain_model, optimizer, scheduler, scaler, state, env, device, log)
+        restore(opts, opts.ckpt, training, env, device, log)
+    # Not DDP: its first forward after training broadcasts buffers, a collective that a process with an empty
+    # validation shard never joins. evaluate() gives every process process 0's buffers itself.
+    eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
+    predictor = build_predictor(opts, eval_model, device, log)
+    metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
+    logger = build_logger(env.is_main, ConsoleSink(opts.total_itrs, train_loader.sampler.batches_per_epoch,
+                                                   state.cur_itrs), opts.results_dir,
+                          dict(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis else None,
+                          opts.tensorboard)
+    logger.table("Options", vars(opts))
+    sample_ids = (np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32)
+                  if opts.enable_vis or opts.tensorboard else ())
 
-    vis = Visualizer(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis and env.is_main else None
-    if vis is not None:
-        vis.vis_table("Options", vars(opts))
+    def evaluate_and_report(checkpoint: Optional[str]) -> dict:
+        results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
+        logger.evaluation(state.cur_itrs, evaluation_report(opts, results, metrics, samples, val_dst,
+                                                            state.cur_itrs, checkpoint, predictor.recipe))
+        return results
 
-    if opts.test_only:
-        val_score, _ = validate(opts, eval_model, val_loader, device, metrics)
-        log(metrics.to_str(val_score))
-        return 0
-
-    def save(kind: str) -> str:
-        path = checkpoint_path(opts, kind)
-        rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
-        if env.is_main:
-            save_checkpoint({
-                "cur_itrs": state.cur_itrs, "model_state": plain_model.state_dict(),
-                "optimizer_state": optimizer.state_dict(), "scheduler_state": scheduler.state_dict(),
-                "best_score": state.best_score, "rng_state": rng_states[0], "rng_states": rng_states,
-                "model_name": opts.model,
-                "num_classes": opts.num_classes, "output_stride": opts.output_stride,
-                "separable_conv": opts.separable_conv, "class_names": list(train_dst.class_names),
-                **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
-            }, path)
-        return path
-
-    vis_sample_id = (np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32)
-                     if vis is not None else None)
-    denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
-    meter = SpeedMeter(state.cur_itrs, opts.total_itrs)
-    progress = tqdm(total=opts.total_itrs, initial=state.cur_itrs, desc="train", disable=None if env.is_main else True)
-    sampler = train_loader.sampler
-    with StopFlag() as stop:
-        while state.cur_itrs < opts.total_itrs:
-            epoch, start_batch = divmod(state.cur_itrs, sampler.batches_per_epoch)
-            sampler.set_epoch(epoch, start_batch)  # resumes mid-epoch with the batches it would have seen
-            model.train()
-            for images, labels in train_loader:
-                state.cur_itrs += 1
-                batch_loss = forward_loss(model, criterion, images, labels, device, opts.amp, opts.channels_last)
-                local_loss = batch_loss.item()
-                # Every process agrees on NaN and signals before the backward pass: a process that skipped it
-                # alone would leave the others waiting in DDP's gradient all-reduce.
-                loss, (nonfinite, stopping) = reduce_step_flags(
-                    local_loss, [not np.isfinite(local_loss), stop.signal_name is not None], device)
-                if nonfinite:
-                    progress.close()
-                    kept = checkpoint_path(opts, "latest")
-                    raise TrainingError(
-                        f"loss is {local_loss if not np.isfinite(local_loss) else 'nan on another process'} at "
-                        f"iteration {state.cur_itrs} (lr {scheduler.get_last_lr()[-1]:.3g}); stopped without saving, "
-                        f"the last good checkpoint is {kept if os.path.exists(kept) else 'none'}; "
-                        "lower --lr or check the data")
-                optimize(batch_loss, optimizer, scaler)
-                scheduler.step()
-                progress.update(1)
-                meter.add(loss, images.shape[0] * env.world_size)
-                if vis is not None:
-                    vis.vis_scalar("Loss", state.cur_itrs, loss)
-                if state.cur_itrs % opts.print_interval == 0:
-                    lr = scheduler.get_last_lr()[-1]
-                    speed = meter.images_per_second()
-                    if env.is_main:
-                        tqdm.write(f"Epoch {epoch + 1}, Itrs {state.cur_itrs}/{opts.total_itrs}, "
-                                   f"Loss={meter.mean_loss():.6f}, lr={lr:.6f}, {speed:.2f} images/s, "
-                                   f"ETA {meter.eta(state.cur_itrs)}")
-                    if vis is not None:
-                        vis.vis_scalar("LR", state.cur_itrs, lr)
-                        vis.vis_scalar("Images/s", state.cur_itrs, speed)
-                    meter.reset_interval()
-
-                if state.cur_itrs % opts.val_interval == 0 or state.cur_itrs == opts.total_itrs:
-                    save("latest")  # before validation, so that a crash in it keeps this training
-                    val_score, samples = validate(opts, eval_model, val_loader, device, metrics, vis_sample_id)
-                    log(f"Validation at iteration {state.cur_itrs}:\n{metrics.to_str(val_score)}")
-                    if val_score["Mean IoU"] > state.best_score:
-                        state.best_score = val_score["Mean IoU"]
-                        log(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
-                        save("latest")  # with the new best score: resumed from, it must not rate a worse model best
-                    if vis is not None:
-                        show_validation(vis, state.cur_itrs, val_score, samples, train_dst, denorm)
-                    model.train()
-                    meter.reset_interval()  # images/s measures training only
-
-                if stopping:
-                    progress.close()
-                    path = save("latest")
-                    log(f"{stop.signal_name or 'A signal to another process'} received: saved {path} at iteration "
-                        f"{state.cur_itrs}; resume with --ckpt {path} --continue_training")
+    try:
+        if opts.test_only:
+            evaluate_and_report(opts.ckpt)
+            return 0
+        batches = training_batches(train_loader, state)
+        progress = tqdm(total=opts.total_itrs, initial=state.cur_itrs, desc="train",
+                        disable=None if env.is_main else True)
+        with StopFlag() as stop, progress:
+            while state.cur_itrs < opts.total_itrs:
+                start = state.cur_itrs
+                next_val = min((start // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
+                stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device)
+                progress.update(state.cur_itrs - start)
+                latest = save_training(opts, env, training, train_dst.class_names, "latest")  # before validating
+                if stopped:
+                    log(f"{stop.signal_name or 'A signal to another process'} received: saved {latest} at "
+                        f"iteration {state.cur_itrs}; resume with --ckpt {latest} --continue_training")
                     return 0
-                if state.cur_itrs >= opts.total_itrs:
-                    break
-    progress.close()
-    log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
-    return 0
+                results = evaluate_and_report(latest)
+                if results["Mean IoU"] > state.best_score:
+                    state.best_score = results["Mean IoU"]
+                    log(f"New best Mean IoU {state.best_score:.4f}: saved "
+                        f"{save_training(opts, env, training, train_dst.class_names, 'best')}")
+                    # with the new best score: resumed from, it must not rate a worse model best
+                    save_training(opts, env, training, train_dst.class_names, "latest")
+        log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
+        return 0
+    finally:
+        logger.close()
 
 
-def restore(opts, path: str, model, optimizer, scheduler, scaler: torch.amp.GradScaler, state: TrainState,
-            env: DistEnv, device: torch.device, log=print) -> None:
+def check_recipe_options(opts) -> None:
+    """The evaluation recipe must make sense before any work: positive scales, windows that cover the image."""
+    if any(not scale > 0 for scale in opts.eval_scales):
+        raise TrainingError(f"--eval_scales must all be positive, not {' '.join(map(str, opts.eval_scales))}")
+    if opts.eval_slide and opts.stride > opts.window:
+        raise TrainingError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
+
+
+def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, log=print) -> None:
     """Load weights from ``path``; with --continue_training also the optimizer, scheduler, fp16 loss scale,
     counters and RNG.
 
     Under torchrun process 0 reads the file and sends it to the others: only the first machine of a
     multi-node run needs it (that is where checkpoints are written).
     """
+    model, optimizer, scheduler = training.plain_model, training.optimizer, training.scheduler
+    scaler, state = training.scaler, training.state
     checkpoint = from_process_zero(lambda: load_checkpoint(path), device)
     reinit = load_model_state(model, extract_model_state(checkpoint, path), path)
     if reinit:
@@ -504,18 +595,6 @@ def best_saved_score(opts, device: torch.device, log=print) -> float:
     return score
 
 
-def show_validation(vis: Visualizer, cur_itrs: int, val_score, samples, dataset, denorm) -> None:
-    vis.vis_scalar("[Val] Overall Acc", cur_itrs, val_score["Overall Acc"])
-    vis.vis_scalar("[Val] Mean IoU", cur_itrs, val_score["Mean IoU"])
-    names = dataset.class_names
-    vis.vis_table("[Val] Class IoU", {f"{i} {names[i]}": f"{v:.4f}" for i, v in val_score["Class IoU"].items()})
-    for k, (img, target, pred) in enumerate(samples):
-        img = (denorm(img) * 255).clip(0, 255).astype(np.uint8)
-        target = dataset.decode_target(target).transpose(2, 0, 1).astype(np.uint8)
-        pred = dataset.decode_target(pred).transpose(2, 0, 1).astype(np.uint8)
-        vis.vis_image(f"Sample {k}", np.concatenate((img, target, pred), axis=2))
-
-
 PEER_FAILURE_MARKS = ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timeout")
 
 
@@ -536,7 +615,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return run(opts, env, device)
         finally:
             cleanup()
-    except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, ValueError) as exc:
+    except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,
+            ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (torch.distributed.DistError, RuntimeError) as exc:

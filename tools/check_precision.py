@@ -151,7 +151,8 @@ def train(args, setting: Setting, batches, device: torch.device) -> Tuple[nn.Mod
 def evaluate(model: nn.Module, opts, val_loader, device: torch.device) -> float:
     model.to(memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
     metrics = StreamSegMetrics(21)
-    score, _ = trainer.validate(opts, model, val_loader, device, metrics)
+    opts.num_classes = 21
+    score, _ = trainer.evaluate(opts, trainer.build_predictor(opts, model, device), val_loader, device, metrics)
     return score["Mean IoU"]
 
 

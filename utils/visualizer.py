@@ -1,6 +1,6 @@
 """Visdom dashboard that never stops training: no server, or a server that goes away, means a warning once."""
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -8,7 +8,7 @@ __all__ = ["Visualizer"]
 
 
 class Visualizer:
-    """``vis_scalar``, ``vis_image`` and ``vis_table`` on a Visdom server at ``host:port``, env ``env``.
+    """``vis_scalar``, ``vis_image``, ``vis_table``, ``vis_bar`` and ``vis_heatmap`` on a Visdom server at ``host:port``, env ``env``.
 
     Every call is a no-op after the first failure, which is reported once on stderr.
     """
@@ -65,3 +65,15 @@ class Visualizer:
         title = self._name(name)
         self._call("text", text=f"<table><tr><th>Term</th><th>Value</th></tr>{rows}</table>", win=title,
                    opts=dict(title=title, **(opts or {})))
+
+    def vis_bar(self, name: str, labels: List[str], values: List[float], opts: Optional[Dict] = None) -> None:
+        """Show one bar per label in window ``name`` (redrawn on each call)."""
+        title = self._name(name)
+        self._call("bar", X=np.asarray(values, dtype=np.float64), win=title,
+                   opts=dict(title=title, rownames=labels, **(opts or {})))
+
+    def vis_heatmap(self, name: str, matrix: np.ndarray, labels: List[str], opts: Optional[Dict] = None) -> None:
+        """Show a square matrix (rows: truth, columns: prediction) with ``labels`` on both axes."""
+        title = self._name(name)
+        self._call("heatmap", X=np.asarray(matrix, dtype=np.float64), win=title,
+                   opts=dict(title=title, rownames=labels, columnnames=labels, xmin=0.0, xmax=1.0, **(opts or {})))

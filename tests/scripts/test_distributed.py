@@ -152,7 +152,9 @@ def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
     _, val = train_script.get_dataset(opts)
     loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, 2))
     metrics = StreamSegMetrics(21)
-    train_script.validate(opts, model, loader, torch.device("cpu"), metrics)
+    opts.num_classes = 21
+    train_script.evaluate(opts, train_script.build_predictor(opts, model, torch.device("cpu")), loader,
+                          torch.device("cpu"), metrics)
     if rank == 0:
         torch.save(metrics.confusion_matrix, out)
     torch.distributed.destroy_process_group()
@@ -164,8 +166,9 @@ def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_roo
     opts = train_script.get_argparser().parse_args(["--data_root", str(demo_root), "--dataset", "voc", "--amp", "off", "--no-channels_last"])
     _, val = train_script.get_dataset(opts)
     single = StreamSegMetrics(21)
-    train_script.validate(opts, _tiny_segmenter(), torch.utils.data.DataLoader(val), torch.device("cpu"),
-                          single)
+    opts.num_classes = 21
+    train_script.evaluate(opts, train_script.build_predictor(opts, _tiny_segmenter(), torch.device("cpu")),
+                          torch.utils.data.DataLoader(val), torch.device("cpu"), single)
     assert torch.equal(torch.load(out), single.confusion_matrix)
 
 

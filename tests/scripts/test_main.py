@@ -97,7 +97,9 @@ def test_validation_autotunes_cudnn_only_for_one_input_size(voc):
         for flag in ("--no-crop_val", "--crop_val"):
             torch.backends.cudnn.benchmark = True
             opts = train_script.get_argparser().parse_args(_args(voc, flag, "--amp", "off"))
-            train_script.validate(opts, Recorder(), loader, torch.device("cpu"), StreamSegMetrics(21))
+            opts.num_classes = 21
+            predictor = train_script.build_predictor(opts, Recorder(), torch.device("cpu"))
+            train_script.evaluate(opts, predictor, loader, torch.device("cpu"), StreamSegMetrics(21))
             assert torch.backends.cudnn.benchmark  # the training setting is back
     finally:
         torch.backends.cudnn.benchmark = previous
@@ -218,13 +220,13 @@ def test_flags_override_booleans_set_in_a_config(tmp_path):
 
 def _validation_scoring(monkeypatch, mean_iou: float) -> None:
     """Make every validation report ``mean_iou`` (the real one runs; only its score is replaced)."""
-    real = train_script.validate
+    real = train_script.evaluate
 
     def scored(*args, **kwargs):
         score, samples = real(*args, **kwargs)
         return {**score, "Mean IoU": mean_iou}, samples
 
-    monkeypatch.setattr(train_script, "validate", scored)
+    monkeypatch.setattr(train_script, "evaluate", scored)
 
 
 def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatch):

@@ -1,0 +1,251 @@
+"""One logging path for training and evaluation: the console, Visdom and TensorBoard receive the same events.
+
+The training script calls :class:`RunLogger` once per event; each sink shows what it can (the console prints
+text and the interval summary line, dashboards draw plots, tables, images and heatmaps, the files sink writes
+metrics.json and the confusion matrix). Only process 0 of a
+distributed run gets sinks, so the call sites need no rank checks and no ``if vis`` branches.
+
+Event groups of :meth:`RunLogger.scalars`: ``"step"`` (every iteration: the loss), ``"interval"`` (every
+--print_interval: mean loss, learning rate, images/s) and ``"val"`` (validation scores).
+"""
+import dataclasses
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .eval_report import row_normalised, write_evaluation
+from .visualizer import Visualizer
+
+__all__ = ["EvaluationReport", "Sink", "ConsoleSink", "VisdomSink", "TensorBoardSink", "EvaluationFilesSink",
+           "RunLogger", "LoggerError", "build_logger", "heatmap_image"]
+
+TENSORBOARD_INSTALL = "pip install tensorboard==2.21.0"
+HEATMAP_CELL_PIXELS = 16  # TensorBoard shows the confusion matrix as an image: cells this many pixels wide
+
+
+class LoggerError(RuntimeError):
+    """A requested log destination cannot be used; the message says what to do."""
+
+
+@dataclasses.dataclass
+class EvaluationReport:
+    """One evaluation: what every sink may show of it."""
+
+    text: str  # the printed report: scores and the per-class table
+    results: Dict[str, Any]  # StreamSegMetrics.get_results()
+    confusion_matrix: np.ndarray  # counts, rows: truth, columns: prediction
+    class_names: Sequence[str]
+    info: Dict[str, Any]  # checkpoint, iteration, evaluation settings (for metrics.json)
+    samples: List[np.ndarray] = dataclasses.field(default_factory=list)  # (3, H, 3W) image | truth | prediction
+
+    def scores(self) -> Dict[str, float]:
+        """The validation curves: the original's two, and the object's scores on a binary task."""
+        keys = ("Overall Acc", "Mean IoU", "Object IoU", "Object Dice")
+        return {k: self.results[k] for k in keys if k in self.results}
+
+    def class_iou(self) -> Dict[str, float]:
+        return {f"{i} {self.class_names[i]}": v for i, v in self.results["Class IoU"].items()}
+
+
+class Sink:
+    """A log destination. Every event is a no-op unless the sink overrides it; an evaluation arrives as
+    text, validation scalars, the class IoU table and bars, the confusion-matrix heatmap and sample images."""
+
+    def evaluation(self, step: int, report: EvaluationReport) -> None:
+        self.text("Validation", step, report.text)
+        self.scalars(step, report.scores(), "val")
+        class_iou = report.class_iou()
+        self.table("[Val] Class IoU", {k: "absent" if np.isnan(v) else f"{v:.4f}" for k, v in class_iou.items()})
+        self.bars("[Val] Class IoU", step, class_iou)
+        self.heatmap("[Val] Confusion Matrix", step, row_normalised(report.confusion_matrix), report.class_names)
+        for k, sample in enumerate(report.samples):
+            self.image(f"Sample {k}", step, sample)
+
+    def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
+        pass
+
+    def text(self, name: str, step: int, message: str) -> None:
+        pass
+
+    def table(self, name: str, rows: Mapping[str, Any]) -> None:
+        pass
+
+    def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
+        pass
+
+    def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
+        pass
+
+    def image(self, name: str, step: int, image: np.ndarray) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ConsoleSink(Sink):
+    """Prints validation reports, and a line per print interval with the epoch and the time left."""
+
+    def __init__(self, total_itrs: int, batches_per_epoch: int, start_itrs: int = 0):
+        self.total_itrs, self.batches_per_epoch, self.start_itrs = total_itrs, batches_per_epoch, start_itrs
+        self.start_time = time.time()
+
+    def _eta(self, step: int) -> str:
+        per_itr = (time.time() - self.start_time) / max(step - self.start_itrs, 1)
+        return time.strftime("%H:%M:%S", time.gmtime(per_itr * max(self.total_itrs - step, 0)))
+
+    def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
+        if group != "interval":
+            return
+        epoch = (step - 1) // self.batches_per_epoch + 1
+        tqdm.write(f"Epoch {epoch}, Itrs {step}/{self.total_itrs}, Loss={values['Loss']:.6f}, "
+                   f"lr={values['LR']:.6f}, {values['Images/s']:.2f} images/s, ETA {self._eta(step)}")
+
+    def text(self, name: str, step: int, message: str) -> None:
+        tqdm.write(message)
+
+
+class VisdomSink(Sink):
+    """The original's dashboard windows ("Loss", "LR", "Images/s", "[Val] Mean IoU", "[Val] Class IoU",
+    "Sample k", "Options"), plus the class IoU as bars and the confusion matrix as a heatmap."""
+
+    def __init__(self, visualizer: Visualizer):
+        self.vis = visualizer
+
+    def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
+        for name, value in values.items():
+            if group == "val":
+                self.vis.vis_scalar(f"[Val] {name}", step, value)
+            elif group == "step" or name != "Loss":  # the loss is drawn every step, not again as a mean
+                self.vis.vis_scalar(name, step, value)
+
+    def table(self, name: str, rows: Mapping[str, Any]) -> None:
+        self.vis.vis_table(name, rows)
+
+    def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
+        self.vis.vis_bar(f"{name} (bars)", list(values), [np.nan_to_num(v) for v in values.values()])
+
+    def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
+        self.vis.vis_heatmap(name, matrix, list(labels))
+
+    def image(self, name: str, step: int, image: np.ndarray) -> None:
+        self.vis.vis_image(name, image)
+
+
+class TensorBoardSink(Sink):
+    """Event files in ``log_dir``: what the Visdom dashboard shows, as TensorBoard scalars, text and images."""
+
+    def __init__(self, log_dir: str):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise LoggerError(f"--tensorboard needs the tensorboard package ({exc}); {TENSORBOARD_INSTALL}") from exc
+        self.writer = SummaryWriter(log_dir=log_dir)
+
+    def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
+        for name, value in values.items():
+            if group == "val":
+                self.writer.add_scalar(f"val/{name}", value, step)
+            elif group == "step" or name != "Loss":
+                self.writer.add_scalar(f"train/{name}", value, step)
+
+    def text(self, name: str, step: int, message: str) -> None:
+        self.writer.add_text(name, "\n".join("    " + line for line in message.splitlines()), step)  # preformatted
+
+    def table(self, name: str, rows: Mapping[str, Any]) -> None:
+        lines = ["| Term | Value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows.items()]
+        self.writer.add_text(name, "\n".join(lines))
+
+    def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
+        for label, value in values.items():
+            if not np.isnan(value):  # an absent class has no score to plot
+                self.writer.add_scalar(f"{name}/{label}", value, step)
+
+    def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
+        self.writer.add_image(name, heatmap_image(matrix), step, dataformats="HWC")
+
+    def image(self, name: str, step: int, image: np.ndarray) -> None:
+        self.writer.add_image(name, image, step, dataformats="CHW")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class EvaluationFilesSink(Sink):
+    """metrics.json, confusion_matrix.csv and confusion_matrix.png of each evaluation, in ``folder``."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def evaluation(self, step: int, report: EvaluationReport) -> None:
+        write_evaluation(self.folder, report.results, report.confusion_matrix, report.class_names, report.info)
+
+
+def heatmap_image(matrix: np.ndarray) -> np.ndarray:
+    """A [0, 1] matrix as an (H, W, 3) uint8 picture: white (0) to dark blue (1), each cell a square block."""
+    value = np.clip(np.nan_to_num(np.asarray(matrix, dtype=np.float64)), 0.0, 1.0)[..., None]
+    white, blue = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
+    picture = ((1 - value) * white + value * blue).round().astype(np.uint8)
+    return picture.repeat(HEATMAP_CELL_PIXELS, axis=0).repeat(HEATMAP_CELL_PIXELS, axis=1)
+
+
+class RunLogger:
+    """Sends each event to every sink. A logger without sinks (processes other than 0) does nothing."""
+
+    def __init__(self, sinks: Optional[List[Sink]] = None):
+        self.sinks = list(sinks or [])
+
+    def evaluation(self, step: int, report: EvaluationReport) -> None:
+        for sink in self.sinks:
+            sink.evaluation(step, report)
+
+    def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
+        for sink in self.sinks:
+            sink.scalars(step, values, group)
+
+    def text(self, name: str, step: int, message: str) -> None:
+        for sink in self.sinks:
+            sink.text(name, step, message)
+
+    def table(self, name: str, rows: Mapping[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.table(name, rows)
+
+    def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
+        for sink in self.sinks:
+            sink.bars(name, step, values)
+
+    def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
+        for sink in self.sinks:
+            sink.heatmap(name, step, matrix, labels)
+
+    def image(self, name: str, step: int, image: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.image(name, step, image)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def build_logger(is_main: bool, console: Optional[ConsoleSink], results_dir: Optional[str] = None,
+                 visdom: Optional[Dict[str, Any]] = None, tensorboard_dir: Optional[str] = None) -> RunLogger:
+    """Process 0's logger: the console, the evaluation files in ``results_dir`` and the dashboards asked for;
+    an empty one elsewhere.
+
+    ``visdom`` holds Visualizer's arguments (host, port, env); an unreachable server warns once and training
+    goes on, but a missing TensorBoard package is an error, since the user asked for its files.
+    """
+    if not is_main:
+        return RunLogger()
+    sinks: List[Sink] = [console] if console is not None else []
+    if results_dir:
+        sinks.append(EvaluationFilesSink(results_dir))
+    if tensorboard_dir:
+        sinks.append(TensorBoardSink(tensorboard_dir))
+    if visdom is not None:
+        sinks.append(VisdomSink(Visualizer(**visdom)))
+    return RunLogger(sinks)
+
