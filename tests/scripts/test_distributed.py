@@ -140,7 +140,7 @@ def _tiny_segmenter() -> torch.nn.Sequential:
                                torch.nn.Conv2d(8, 21, 1)).eval()
 
 
-def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
+def _validate_in_process(rank: int, port: str, root: str, out: str, recipe: tuple) -> None:
     """One process of a 2-process Gloo group: process 1's BatchNorm statistics are off, as they drift without
     SyncBatchNorm. Process 0 writes the summed confusion matrix."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
@@ -148,7 +148,8 @@ def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
     model = _tiny_segmenter()
     if rank == 1:
         model[1].running_mean.fill_(3.0)
-    opts = train_script.get_argparser().parse_args(["--data_root", root, "--dataset", "voc", "--amp", "off", "--no-channels_last"])
+    opts = train_script.get_argparser().parse_args(["--data_root", root, "--dataset", "voc", "--amp", "off",
+                                                    "--no-channels_last", *recipe])
     _, val = train_script.get_dataset(opts)
     loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, 2))
     metrics = StreamSegMetrics(21)
@@ -160,10 +161,14 @@ def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, tmp_path):
+@pytest.mark.parametrize("recipe", [(), ("--eval_scales", "0.75", "1.0", "--eval_flip"),
+                                    ("--eval_slide", "--window", "96", "--stride", "64")])
+def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, tmp_path, recipe):
+    """Exact under every evaluation recipe: the shards' confusion matrices sum to the single-process one."""
     out = str(tmp_path / "confusion.pt")
-    torch.multiprocessing.spawn(_validate_in_process, args=(str(_free_port()), str(demo_root), out), nprocs=2)
-    opts = train_script.get_argparser().parse_args(["--data_root", str(demo_root), "--dataset", "voc", "--amp", "off", "--no-channels_last"])
+    torch.multiprocessing.spawn(_validate_in_process, args=(str(_free_port()), str(demo_root), out, recipe), nprocs=2)
+    opts = train_script.get_argparser().parse_args(["--data_root", str(demo_root), "--dataset", "voc", "--amp",
+                                                    "off", "--no-channels_last", *recipe])
     _, val = train_script.get_dataset(opts)
     single = StreamSegMetrics(21)
     opts.num_classes = 21

@@ -87,6 +87,11 @@ def test_dashboard_has_the_original_windows_with_the_right_content(trained):
     expected = {"Options", "Loss", "LR", "Images/s", "[Val] Overall Acc", "[Val] Mean IoU", "[Val] Class IoU"}
     expected |= {f"Sample {k}" for k in range(NUM_SAMPLES)}
     assert expected <= set(windows), sorted(windows)
+    # beside the original's windows: the class IoU as bars, and the row-normalised confusion matrix
+    assert {"[Val] Class IoU (bars)", "[Val] Confusion Matrix"} <= set(windows)
+    assert windows["[Val] Class IoU (bars)"]["content"]["data"][0]["type"] == "bar"
+    heatmap = windows["[Val] Confusion Matrix"]["content"]["data"][0]
+    assert heatmap["type"] == "heatmap" and len(heatmap["z"]) == 21 and "background" in heatmap["y"]
     assert len(_ys(windows["Loss"])) == TOTAL_ITRS
     printed = [float(v) for v in re.findall(r"^Mean IoU: ([0-9.]+)$", stdout, re.M)]
     assert len(printed) == TOTAL_ITRS // VAL_INTERVAL
@@ -109,9 +114,10 @@ def test_dashboard_renders_in_a_real_browser(trained, server, tmp_path):
                           f"http://127.0.0.1:{server}/env/{VIS_ENV}"],
                          capture_output=True, text=True, timeout=120).stdout
     plots = [t for t, w in windows.items() if w["type"] == "plot"]
+    lines = [t for t in plots if windows[t]["content"]["data"][0]["type"] == "scatter"]
     assert dom.count('class="window"') == len(windows)
-    assert dom.count('class="main-svg"') >= len(plots)            # plotly drew every line plot
-    assert len(re.findall(r'<path class="js-line"', dom)) >= len(plots)
+    assert dom.count('class="main-svg"') >= len(plots)            # plotly drew every plot
+    assert len(re.findall(r'<path class="js-line"', dom)) >= len(lines)
     assert dom.count('src="data:image/png;base64,') == NUM_SAMPLES  # the sample images are shown
     assert "[Val] Mean IoU" in dom and "Class IoU" in dom
 
