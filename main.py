@@ -458,10 +458,11 @@ def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: l
                             list(dataset.class_names), info, pictures)
 
 
-def run(opts, env: DistEnv, device: torch.device) -> int:
-    log = print if env.is_main else (lambda *args, **kwargs: None)
+def configure(opts, env: DistEnv, device: torch.device, log) -> None:
+    """What is checked and set before any data is read: the checkpoint file, the evaluation recipe,
+    precision and layout, seeds, cuDNN."""
     problem = file_problem(opts.ckpt) if opts.ckpt is not None and env.is_main else None
-    if problem:  # fail before any data is read
+    if problem:
         raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
     check_recipe_options(opts)
     resolve_speed_options(opts, device, log)
@@ -473,6 +474,19 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
                 "this project's H100 check, while fp32 was right; check your validation scores, or drop "
                 "--channels_last on CUDA (README: Known issues)", file=sys.stderr)
 
+
+def build_run_logger(opts, env: DistEnv, train_loader: data.DataLoader, state: TrainState) -> RunLogger:
+    """The console, the evaluation files in --results_dir, and the dashboards asked for (process 0 only)."""
+    console = ConsoleSink(opts.total_itrs, train_loader.sampler.batches_per_epoch, state.cur_itrs)
+    visdom = dict(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis else None
+    logger = build_logger(env.is_main, console, opts.results_dir, visdom, opts.tensorboard)
+    logger.table("Options", vars(opts))
+    return logger
+
+
+def run(opts, env: DistEnv, device: torch.device) -> int:
+    log = print if env.is_main else (lambda *args, **kwargs: None)
+    configure(opts, env, device, log)
     if env.is_node_main:
         prepare_data(opts)
     barrier()
@@ -492,11 +506,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
     predictor = build_predictor(opts, eval_model, device, log)
     metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
-    logger = build_logger(env.is_main, ConsoleSink(opts.total_itrs, train_loader.sampler.batches_per_epoch,
-                                                   state.cur_itrs), opts.results_dir,
-                          dict(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis else None,
-                          opts.tensorboard)
-    logger.table("Options", vars(opts))
+    logger = build_run_logger(opts, env, train_loader, state)
     sample_ids = (np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32)
                   if opts.enable_vis or opts.tensorboard else ())
 
@@ -511,14 +521,10 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
             evaluate_and_report(opts.ckpt)
             return 0
         batches = training_batches(train_loader, state)
-        progress = tqdm(total=opts.total_itrs, initial=state.cur_itrs, desc="train",
-                        disable=None if env.is_main else True)
-        with StopFlag() as stop, progress:
+        with StopFlag() as stop:
             while state.cur_itrs < opts.total_itrs:
-                start = state.cur_itrs
-                next_val = min((start // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
+                next_val = min((state.cur_itrs // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
                 stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device)
-                progress.update(state.cur_itrs - start)
                 latest = save_training(opts, env, training, train_dst.class_names, "latest")  # before validating
                 if stopped:
                     log(f"{stop.signal_name or 'A signal to another process'} received: saved {latest} at "

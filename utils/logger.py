@@ -86,17 +86,23 @@ class Sink:
 
 
 class ConsoleSink(Sink):
-    """Prints validation reports, and a line per print interval with the epoch and the time left."""
+    """A progress bar over the iterations, a line per print interval with the epoch and the time left, and
+    the validation reports."""
 
     def __init__(self, total_itrs: int, batches_per_epoch: int, start_itrs: int = 0):
         self.total_itrs, self.batches_per_epoch, self.start_itrs = total_itrs, batches_per_epoch, start_itrs
         self.start_time = time.time()
+        self.progress: Optional[tqdm] = None  # opened by the first training step (none for --test_only)
 
     def _eta(self, step: int) -> str:
         per_itr = (time.time() - self.start_time) / max(step - self.start_itrs, 1)
         return time.strftime("%H:%M:%S", time.gmtime(per_itr * max(self.total_itrs - step, 0)))
 
     def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
+        if group == "step":
+            if self.progress is None:  # disable=None: only on a terminal, not in logs and pipes
+                self.progress = tqdm(total=self.total_itrs, initial=step - 1, desc="train", disable=None)
+            self.progress.update(step - self.progress.n)
         if group != "interval":
             return
         epoch = (step - 1) // self.batches_per_epoch + 1
@@ -105,6 +111,10 @@ class ConsoleSink(Sink):
 
     def text(self, name: str, step: int, message: str) -> None:
         tqdm.write(message)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
 
 class VisdomSink(Sink):
