@@ -40,7 +40,8 @@ from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buff
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.class_weights import resolve_class_weights
 from utils.inference import InferenceRecipe, SegmentationPredictor
-from utils.logger import ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger
+from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
+                          require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion
 from utils.results import save_val_result
 from utils.scheduler import build_scheduler, retarget
@@ -247,7 +248,8 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
                 for image, target, pred in zip(images.float(), labels.cpu().numpy(), preds.cpu().numpy()):
                     rgb = (denorm(image.numpy()) * 255).clip(0, 255).transpose(1, 2, 0).astype(np.uint8)
                     save_val_result(opts.results_dir, next(shard), rgb, target, pred, decode)
-    all_reduce_sum_(metrics.confusion_matrix)
+    # a process with an empty shard never moved its matrix to the device, where NCCL needs it
+    metrics.confusion_matrix = all_reduce_sum_(metrics.confusion_matrix.to(device))
     return metrics.get_results(), samples
 
 
@@ -356,7 +358,7 @@ class Training:
     state: TrainState
 
 
-def build_training(opts, env: DistEnv, device: torch.device, train_dst) -> Training:
+def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> Training:
     """Model, SGD with the backbone at BACKBONE_LR_FACTOR of --lr, schedule, loss (and class weights), loss scale."""
     model, plain_model = build_training_model(opts, env, device)
     optimizer = torch.optim.SGD(params=[
@@ -364,7 +366,6 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst) -> Train
         {"params": plain_model.classifier.parameters(), "lr": opts.lr},
     ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
     scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
-    log = print if env.is_main else (lambda *args, **kwargs: None)
     with node_main_first(env):  # the first process of each machine counts the masks and caches the counts
         class_weights = None if opts.test_only else resolve_class_weights(opts.class_weights, train_dst, log)
         if train_dst.num_classes == 2 and not opts.test_only and env.is_main:
@@ -465,6 +466,10 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
     if problem:
         raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
     check_recipe_options(opts)
+    build_criterion(opts.loss_type, ohem_thresh=opts.ohem_thresh, ohem_min_kept=opts.ohem_min_kept,
+                    dice_weight=opts.dice_weight)  # checks the loss options before any data is read
+    if opts.tensorboard:
+        require_tensorboard()  # on every process, so that all of them stop
     resolve_speed_options(opts, device, log)
     seed_everything(opts.random_seed)
     if device.type == "cuda":
@@ -497,7 +502,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
         f"Val set: {len(val_dst)}, global batch {opts.batch_size} = {env.world_size} x "
         f"{opts.batch_size // env.world_size}")
 
-    training = build_training(opts, env, device, train_dst)
+    training = build_training(opts, env, device, train_dst, log)
     state = training.state
     if opts.ckpt is not None:
         restore(opts, opts.ckpt, training, env, device, log)
@@ -507,8 +512,8 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     predictor = build_predictor(opts, eval_model, device, log)
     metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
     logger = build_run_logger(opts, env, train_loader, state)
-    sample_ids = (np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32)
-                  if opts.enable_vis or opts.tensorboard else ())
+    shows_samples = env.is_main and (opts.enable_vis or opts.tensorboard) and len(val_loader) > 0
+    sample_ids = np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32) if shows_samples else ()
 
     def evaluate_and_report(checkpoint: Optional[str]) -> dict:
         results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
@@ -526,17 +531,18 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
                 next_val = min((state.cur_itrs // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
                 stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device)
                 latest = save_training(opts, env, training, train_dst.class_names, "latest")  # before validating
+                if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
+                    results = evaluate_and_report(latest)
+                    if results["Mean IoU"] > state.best_score:
+                        state.best_score = results["Mean IoU"]
+                        log(f"New best Mean IoU {state.best_score:.4f}: saved "
+                            f"{save_training(opts, env, training, train_dst.class_names, 'best')}")
+                        # with the new best score: resumed from, it must not rate a worse model best
+                        save_training(opts, env, training, train_dst.class_names, "latest")
                 if stopped:
                     log(f"{stop.signal_name or 'A signal to another process'} received: saved {latest} at "
                         f"iteration {state.cur_itrs}; resume with --ckpt {latest} --continue_training")
                     return 0
-                results = evaluate_and_report(latest)
-                if results["Mean IoU"] > state.best_score:
-                    state.best_score = results["Mean IoU"]
-                    log(f"New best Mean IoU {state.best_score:.4f}: saved "
-                        f"{save_training(opts, env, training, train_dst.class_names, 'best')}")
-                    # with the new best score: resumed from, it must not rate a worse model best
-                    save_training(opts, env, training, train_dst.class_names, "latest")
         log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
         return 0
     finally:

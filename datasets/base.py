@@ -61,18 +61,20 @@ class PairedSegmentation(data.Dataset):
         return np.asarray(self.encode_mask(self.read_mask(index), self.masks[index]))
 
     def split_key(self) -> str:
-        """A sha256 hex digest that changes when the split does: of the split file's bytes and the mask
-        folder, or, without a split file, of every mask's path (relative to ``root``), size and mtime."""
-        digest = hashlib.sha256()
+        """A sha256 hex digest that changes when the split or its labels do: of the split file's bytes, every
+        mask's path (relative to ``root``), size and mtime, and how masks map to classes (:meth:`label_spec`)."""
+        digest = hashlib.sha256(self.label_spec().encode())
         if self.split_file is not None:
             with open(self.split_file, "rb") as f:
                 digest.update(f.read())
-            digest.update(os.path.relpath(os.path.dirname(self.masks[0]), self.root).encode())
-            return digest.hexdigest()
-        for path in sorted(self.masks):
+        for path in sorted(self.masks):  # a stat per mask: relabelled masks are counted again
             stat = os.stat(path)
             digest.update(f"{os.path.relpath(path, self.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
+
+    def label_spec(self) -> str:
+        """What turns a stored mask into train ids, as text (a change means new class statistics)."""
+        return repr((list(self.class_names), self.ignore_index))
 
     def __getitem__(self, index: int):
         image, mask = self.load_pair(index)

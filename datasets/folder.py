@@ -54,6 +54,10 @@ def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
     if palette.shape != (len(names), 3) or palette.min() < 0 or palette.max() > 255:
         raise DatasetError(f"{path}: `palette` must hold one [r, g, b] (0-255) per name ({len(names)})")
     ignore_index = int(spec.get("ignore_index", IGNORE_INDEX))
+    repeated = sorted({str(n) for n in names if [str(m) for m in names].count(str(n)) > 1})
+    if repeated:
+        raise DatasetError(f"{path}: class names must be unique (reports are keyed by name), but {repeated} "
+                           "appear more than once")
     return [str(n) for n in names], palette.astype(np.uint8), ignore_index
 
 
@@ -90,7 +94,7 @@ class FolderSegmentation(PairedSegmentation):
         names, palette, ignore_index = read_classes(classes_file or os.path.join(self.root, CLASSES_FILE))
         self.class_names = tuple(names)
         self.palette = palette
-        self.ignore_index = ignore_index
+        self.mask_ignore_index = ignore_index  # as stored in the masks; encode_mask turns it into IGNORE_INDEX
         self.cmap = palette_table(palette)
         images = _stems(os.path.join(self.root, "images"), IMAGE_EXTENSIONS)
         masks = _stems(os.path.join(self.root, "masks"), (".png",))
@@ -118,6 +122,9 @@ class FolderSegmentation(PairedSegmentation):
             raise DatasetError(f"{os.path.join(self.root, 'images')} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         return sorted(images)
 
+    def label_spec(self) -> str:
+        return repr((list(self.class_names), self.palette.tolist(), self.mask_ignore_index))
+
     def decode_target(self, target: np.ndarray) -> np.ndarray:
         return self.cmap[np.asarray(target, dtype=np.int64) & 0xFF]
 
@@ -126,7 +133,9 @@ class FolderSegmentation(PairedSegmentation):
             mask = Image.fromarray(self._colours_to_indices(np.asarray(mask.convert("RGB")), path))
         values = np.asarray(mask)
         self._check_binary_255(values, path)
-        check_mask_values(values, self.num_classes, path, self.ignore_index)
+        check_mask_values(values, self.num_classes, path, self.mask_ignore_index)
+        if self.mask_ignore_index != IGNORE_INDEX:  # transforms, losses and metrics all ignore 255
+            mask = Image.fromarray(np.where(values == self.mask_ignore_index, IGNORE_INDEX, values).astype(np.uint8))
         return mask
 
     def read_mask(self, index: int, image: Optional[Image.Image] = None) -> Image.Image:
@@ -143,7 +152,7 @@ class FolderSegmentation(PairedSegmentation):
         palette_codes = (self.palette[:, 0].astype(np.int64) << 16) | (self.palette[:, 1].astype(np.int64) << 8) \
             | self.palette[:, 2]
         lookup = {int(code): index for index, code in enumerate(palette_codes)}
-        out = np.full(codes.shape, self.ignore_index, dtype=np.uint8)
+        out = np.full(codes.shape, self.mask_ignore_index, dtype=np.uint8)
         unknown = []
         for code in np.unique(codes):
             if int(code) in lookup:
@@ -155,7 +164,7 @@ class FolderSegmentation(PairedSegmentation):
         return out
 
     def _check_binary_255(self, values: np.ndarray, path: str) -> None:
-        if self.ignore_index != IGNORE_INDEX or values.size == 0:
+        if self.mask_ignore_index != IGNORE_INDEX or values.size == 0:
             return
         present = np.unique(values)
         share = float((values == IGNORE_INDEX).mean())

@@ -106,7 +106,7 @@ class StreamSegMetrics:
             freq = hist.sum(axis=1) / hist.sum()
         # The original calls this "FreqW Acc" but it weights IoU, not accuracy: it is the frequency-weighted
         # IoU. The key stays for old readers; "FreqW IoU" below is the same value under its right name.
-        fwavacc = (freq[freq > 0] * iu[freq > 0]).sum()
+        fwavacc = (freq[freq > 0] * iu[freq > 0]).sum() if hist.sum() else float("nan")  # no pixel: no figure
         results: Dict[str, object] = {
             "Overall Acc": float(acc),
             "Mean Acc": float(acc_cls),

@@ -19,7 +19,7 @@ from .eval_report import row_normalised, write_evaluation
 from .visualizer import Visualizer
 
 __all__ = ["EvaluationReport", "Sink", "ConsoleSink", "VisdomSink", "TensorBoardSink", "EvaluationFilesSink",
-           "RunLogger", "LoggerError", "build_logger", "heatmap_image"]
+           "RunLogger", "LoggerError", "build_logger", "heatmap_image", "require_tensorboard"]
 
 TENSORBOARD_INSTALL = "pip install tensorboard==2.21.0"
 HEATMAP_CELL_PIXELS = 16  # TensorBoard shows the confusion matrix as an image: cells this many pixels wide
@@ -135,7 +135,8 @@ class VisdomSink(Sink):
         self.vis.vis_table(name, rows)
 
     def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
-        self.vis.vis_bar(f"{name} (bars)", list(values), [np.nan_to_num(v) for v in values.values()])
+        present = {label: value for label, value in values.items() if not np.isnan(value)}  # absent is not 0
+        self.vis.vis_bar(f"{name} (bars)", list(present), list(present.values()))
 
     def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
         self.vis.vis_heatmap(name, matrix, list(labels))
@@ -144,15 +145,20 @@ class VisdomSink(Sink):
         self.vis.vis_image(name, image)
 
 
+def require_tensorboard() -> type:
+    """torch's SummaryWriter, or a LoggerError naming the pip command when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise LoggerError(f"--tensorboard needs the tensorboard package ({exc}); {TENSORBOARD_INSTALL}") from exc
+    return SummaryWriter
+
+
 class TensorBoardSink(Sink):
     """Event files in ``log_dir``: what the Visdom dashboard shows, as TensorBoard scalars, text and images."""
 
     def __init__(self, log_dir: str):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise LoggerError(f"--tensorboard needs the tensorboard package ({exc}); {TENSORBOARD_INSTALL}") from exc
-        self.writer = SummaryWriter(log_dir=log_dir)
+        self.writer = require_tensorboard()(log_dir=log_dir)
 
     def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
         for name, value in values.items():
@@ -190,7 +196,11 @@ class EvaluationFilesSink(Sink):
         self.folder = folder
 
     def evaluation(self, step: int, report: EvaluationReport) -> None:
-        write_evaluation(self.folder, report.results, report.confusion_matrix, report.class_names, report.info)
+        try:
+            write_evaluation(self.folder, report.results, report.confusion_matrix, report.class_names, report.info)
+        except OSError as exc:  # each file is written atomically: the previous evaluation's stay whole
+            raise LoggerError(f"cannot write the evaluation files in {self.folder} ({exc.strerror or exc}); the "
+                              "checkpoints are saved; free space or choose another --results_dir") from exc
 
 
 def heatmap_image(matrix: np.ndarray) -> np.ndarray:
@@ -215,25 +225,9 @@ class RunLogger:
         for sink in self.sinks:
             sink.scalars(step, values, group)
 
-    def text(self, name: str, step: int, message: str) -> None:
-        for sink in self.sinks:
-            sink.text(name, step, message)
-
     def table(self, name: str, rows: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             sink.table(name, rows)
-
-    def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
-        for sink in self.sinks:
-            sink.bars(name, step, values)
-
-    def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
-        for sink in self.sinks:
-            sink.heatmap(name, step, matrix, labels)
-
-    def image(self, name: str, step: int, image: np.ndarray) -> None:
-        for sink in self.sinks:
-            sink.image(name, step, image)
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -89,8 +89,10 @@ def test_cache_is_recounted_when_the_split_file_changes(tmp_path):
     assert load_class_stats(FolderSegmentation(root)).pixel_counts == [4, 0, 0]
 
 
-def test_cache_without_split_file_is_recounted_when_a_mask_changes(tmp_path):
-    root = write_folder(tmp_path, rgb_first=False)
+@pytest.mark.parametrize("split", [None, ["m0", "m1", "m2"]])
+def test_cache_is_recounted_when_a_mask_changes(tmp_path, split):
+    """Relabelled masks are counted again, with or without a split file that stays the same."""
+    root = write_folder(tmp_path, rgb_first=False, split=split)
     assert load_class_stats(FolderSegmentation(root)) == EXPECTED
     Image.fromarray(np.ones((3, 2), np.uint8)).save(os.path.join(root, "masks", "m2.png"))
     Image.new("RGB", (2, 3)).save(os.path.join(root, "images", "m2.png"))
@@ -136,3 +138,11 @@ def test_a_bad_mask_stops_the_count_and_caches_nothing(tmp_path):
     with pytest.raises(DatasetError, match=r"m3.png has values \[7\]"):
         load_class_stats(FolderSegmentation(root))
     assert not any(name.endswith(".json") for name in os.listdir(os.path.join(root, ".class_stats")))
+
+
+def test_cache_is_recounted_when_classes_yaml_changes(tmp_path):
+    root = write_folder(tmp_path, rgb_first=False)
+    before = FolderSegmentation(root).split_key()
+    with open(os.path.join(root, "classes.yaml"), "w") as f:  # the palette decodes RGB masks: new colours
+        f.write("names: [background, crack, rust]\npalette: [[0, 0, 0], [0, 255, 0], [255, 0, 0]]\n")
+    assert FolderSegmentation(root).split_key() != before

@@ -101,3 +101,17 @@ def test_a_mask_without_an_image_is_reported_once(tmp_path, capsys):
     assert len(FolderSegmentation(root, "train")) == 1 and len(FolderSegmentation(root, "val")) == 1
     err = capsys.readouterr().err
     assert err.count("warning: 1 mask(s) in") == 1 and "(first: img1.png); they are not used" in err
+
+
+def test_a_custom_ignore_index_becomes_255_for_training(tmp_path):
+    """Transforms pad with 255 and every loss ignores 255: a mask's own void value is mapped to it."""
+    root = _folder(tmp_path, [np.array([[0, 1], [2, 100]], np.uint8)],
+                   classes="names: [background, crack, rust]\nignore_index: 100\n")
+    _, mask = FolderSegmentation(root, split="train")[0]
+    assert np.asarray(mask).tolist() == [[0, 1], [2, 255]]
+
+
+def test_repeated_class_names_are_an_error(tmp_path):
+    root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)], classes="names: [background, crack, crack]\n")
+    with pytest.raises(DatasetError, match=r"class names must be unique.*\['crack'\]"):
+        FolderSegmentation(root, split="train")

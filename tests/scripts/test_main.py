@@ -256,3 +256,22 @@ def test_focal_gamma_0_trains_as_cross_entropy(voc, capsys):
                                        "--checkpoint_dir", str(voc / name), *extra)) == 0
         losses[name] = float(re.search(r"Loss=([0-9.]+)", capsys.readouterr().out).group(1))
     assert losses["focal0"] == losses["ce"] and losses["focal2"] < losses["ce"]
+
+
+def test_a_signal_in_a_validation_step_still_validates(voc, capsys, monkeypatch):
+    """The step a signal arrives in ends as usual: at a validation step that includes the validation (a resume
+    starts after it and would never come back to it)."""
+    calls = []
+
+    def step_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kwargs)
+
+    real_step = train_script.forward_loss
+    monkeypatch.setattr(train_script, "forward_loss", step_then_sigterm)
+    assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2")) == 0
+    out = capsys.readouterr().out
+    assert "Validation at iteration 2" in out and "SIGTERM received: saved" in out
+    assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 2 and os.path.isfile(_ckpt(voc, "best"))
