@@ -7,7 +7,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 VIS_PORT ?= 13570
 VIS_ENV_PATH ?= $(HOME)/.visdom
 
-.PHONY: test demo venv browser visdom clean
+.PHONY: test demo demo-own venv browser visdom clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +39,16 @@ demo: venv
 	$(PY) main.py --config configs/demo.yaml
 	$(PY) predict.py --input "$(DEMO_VAL_IMAGES)" --ckpt $(DEMO_CKPT) --model deeplabv3plus_hrnetv2_48 \
 		--output color overlay --save_val_results_to results/demo_predictions
+
+OWN_ROOT := datasets/data/cracks
+OWN_CKPT := checkpoints/demo_own/best_deeplabv3plus_mobilenet_folder_os16.pth
+
+# Your own data, worked example: generate binary crack data in the folder layout, train, predict on validation images.
+demo-own: venv
+	$(PY) tools/make_crack_dataset.py --root $(OWN_ROOT)
+	$(PY) main.py --config configs/demo_own.yaml --data_root $(OWN_ROOT)
+	$(PY) predict.py --input "$(OWN_ROOT)/images/crack_0016*.jpg" --ckpt $(OWN_CKPT) --dataset folder \
+		--classes $(OWN_ROOT)/classes.yaml --output color overlay --save_val_results_to results/demo_own_predictions
 
 clean:
 	rm -rf $(VENV) .pytest_cache
