@@ -1,6 +1,7 @@
 """Predict segmentation masks for an image, a folder (recursive) or a glob with a trained checkpoint.
 
 ``python predict.py --input DIR --ckpt best.pth --model deeplabv3plus_mobilenet [--output color label overlay]``
+``python predict.py --input DIR --onnx model.onnx [...]``: the same with ONNX Runtime (from tools/export_onnx.py)
 """
 import argparse
 import itertools
@@ -19,21 +20,20 @@ from datasets import Cityscapes, DatasetError, voc_cmap
 from datasets.folder import palette_table, read_classes
 from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
-from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
+from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device,
                           resolve_speed_options)
 from utils.atomic import atomic_write, require_writable
-from utils.inference import (InferenceRecipe, SegmentationPredictor, fold_batchnorm, fuse_conv_activations,
-                             normalize)
+from utils.inference import InferenceRecipe, SegmentationPredictor, fuse_conv_activations, normalize
 from utils.interrupts import StopFlag, WorkerLoader
+from utils.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.results import OVERLAY_ALPHA, overlay
+from utils.trained_model import DEFAULT_MODEL, load_trained_model
 
 OUTPUT_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png"}  # after the output stem
 OUTPUT_KINDS = tuple(OUTPUT_SUFFIXES)
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size")
-DEFAULT_MODEL = "deeplabv3plus_mobilenet"
-DEFAULT_OUTPUT_STRIDE = 16
 PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
@@ -64,7 +64,9 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="infer with the shorter side resized to --crop_size (results keep the input size)")
     parser.add_argument("--val_batch_size", type=int, default=4, help="images of equal size predicted together")
     parser.add_argument("--crop_size", type=int, default=513)
-    parser.add_argument("--ckpt", required=True, type=str, help="checkpoint (original format or a state_dict)")
+    parser.add_argument("--ckpt", type=str, help="checkpoint (original format or a state_dict)")
+    parser.add_argument("--onnx", type=str, help="instead of --ckpt: an ONNX file from tools/export_onnx.py, run by "
+                                                 "ONNX Runtime on the CPU")
     parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
     parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
     add_speed_options(parser)
@@ -86,7 +88,7 @@ def palette_for(opts, num_classes: int) -> np.ndarray:
     if opts.classes:
         _, palette, _ = read_classes(opts.classes)
         if len(palette) != num_classes:
-            raise PredictError(f"{opts.classes} names {len(palette)} classes but the checkpoint predicts {num_classes}")
+            raise PredictError(f"{opts.classes} names {len(palette)} classes but the model predicts {num_classes}")
         return palette_table(palette)
     if opts.dataset == "folder":
         raise PredictError("--dataset folder needs --classes PATH/classes.yaml for the class colours")
@@ -94,31 +96,16 @@ def palette_for(opts, num_classes: int) -> np.ndarray:
 
 
 def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
-    """The model of --model with the weights of --ckpt; the class count comes from the checkpoint's head.
-
-    Options left unset take what this project's checkpoints record (model_name, output_stride,
-    separable_conv), else the original's defaults.
-    """
-    checkpoint = load_checkpoint(opts.ckpt)
-    state = extract_model_state(checkpoint, opts.ckpt)
-    recorded = {k: checkpoint.get(k) for k in ("model_name", "output_stride", "separable_conv")}
-    opts.model = opts.model or recorded["model_name"] or DEFAULT_MODEL
-    opts.output_stride = opts.output_stride or recorded["output_stride"] or DEFAULT_OUTPUT_STRIDE
-    opts.separable_conv = bool(opts.separable_conv if opts.separable_conv is not None else recorded["separable_conv"])
-    last_conv = [v for v in state.values() if v.dim() == 4][-1]  # the classifier, in our and the original's order
-    num_classes = opts.num_classes or int(last_conv.shape[0])
-    model = network.build_model(opts.model, num_classes, opts.output_stride, pretrained_backbone=False,
-                                separable_conv=opts.separable_conv)
-    if load_model_state(model, state, opts.ckpt):
-        raise CheckpointError(f"checkpoint {opts.ckpt} has a classifier for another class count than "
-                              f"{num_classes}; drop --num_classes to use the checkpoint's")
-    fold_batchnorm(model.eval()).to(device)
+    """The model of --ckpt (options left unset come from the checkpoint, see :func:`load_trained_model`),
+    set up for ``device`` and the speed options; returns it with its class count."""
+    model, spec = load_trained_model(opts.ckpt, opts.model, opts.output_stride, opts.separable_conv, opts.num_classes)
+    model.to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)
     # oneDNN's fused bf16 convolutions need AVX-512 (emulated bf16 is the unfused path); inductor fuses by itself
     if device.type == "cpu" and not opts.compile and (opts.amp == "off" or native_bf16(device)):
         fuse_conv_activations(model.requires_grad_(False))
-    return compile_model(model, opts.compile), num_classes
+    return compile_model(model, opts.compile), spec.num_classes
 
 
 def _output_files(stem: str) -> List[str]:
@@ -182,6 +169,29 @@ def recipe_from(opts) -> InferenceRecipe:
                            slide_above_pixels=WHOLE_IMAGE_MAX_PIXELS, amp=opts.amp, channels_last=opts.channels_last)
 
 
+def check_model_source(opts) -> None:
+    """Exactly one of --ckpt and --onnx (a --config file may give one of them)."""
+    if opts.ckpt and opts.onnx:
+        raise PredictError("--ckpt and --onnx are both given (one may come from --config); keep one")
+    if not (opts.ckpt or opts.onnx):
+        raise PredictError("give the model: --ckpt CHECKPOINT (PyTorch) or --onnx MODEL.onnx (ONNX Runtime)")
+
+
+def check_onnx_options(opts) -> None:
+    """Refuse the options only PyTorch runs with --onnx; --amp auto and --channels_last auto become off, as ONNX
+    Runtime computes in fp32 on NCHW tensors on the CPU."""
+    torch_only = [("--compile", opts.compile), (f"--amp {opts.amp}", opts.amp in ("bf16", "fp16")),
+                  ("--channels_last", opts.channels_last is True), ("--device cuda", opts.device == "cuda")]
+    for flag, given in torch_only:
+        if given:
+            raise PredictError(f"{flag} needs PyTorch, and --onnx runs ONNX Runtime in fp32 on the CPU; drop "
+                               f"{flag.split()[0]}, or predict with --ckpt")
+    for flag in ("model", "output_stride", "separable_conv", "num_classes"):
+        if getattr(opts, flag) is not None:
+            raise PredictError(f"--{flag} comes from the ONNX file's metadata with --onnx; drop it")
+    opts.amp, opts.channels_last = "off", False
+
+
 def check_sizes(opts) -> None:
     """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one)."""
     check_ranges(opts, POSITIVE_OPTIONS)
@@ -190,14 +200,23 @@ def check_sizes(opts) -> None:
 
 
 def run(opts, stop: StopFlag) -> int:
+    check_model_source(opts)
     check_sizes(opts)
     if opts.slide and opts.stride > opts.window:
         raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
     require_writable(opts.save_val_results_to, "--save_val_results_to")
-    device = resolve_device(opts.device, opts.gpu_id)
-    resolve_speed_options(opts, device)
+    if opts.onnx:
+        check_onnx_options(opts)
+        device = torch.device("cpu")
+    else:
+        device = resolve_device(opts.device, opts.gpu_id)
+        resolve_speed_options(opts, device)
     files = find_images(opts.input)
-    model, num_classes = load_model(opts, device)
+    if opts.onnx:
+        model = OnnxSegmenter(opts.onnx)
+        num_classes = model.metadata.num_classes
+    else:
+        model, num_classes = load_model(opts, device)
     palette = palette_for(opts, num_classes)
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
@@ -246,7 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with StopFlag() as stop:  # from the start: a signal while the model loads also ends the run in one line
             return run(opts, stop)
-    except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, PredictError, ValueError) as exc:
+    except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, PredictError, OnnxModelError,
+            ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

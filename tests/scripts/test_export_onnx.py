@@ -1,0 +1,217 @@
+"""tools/export_onnx.py and predict.py --onnx: every backbone family exports with dynamic sizes and matches PyTorch,
+the metadata, predict's outputs, and the one-line errors (missing packages, bad files, PyTorch-only options)."""
+import argparse
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import network
+import predict
+from tools import export_onnx
+from utils.inference import fold_batchnorm, normalize
+from utils.onnx_model import ONNX_PIP, OnnxMetadata, OnnxSegmenter
+from utils.trained_model import ModelSpec
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime")
+
+MODEL = "deeplabv3plus_mobilenet"
+CLASS_NAMES = ["background", "crack, wide", "rust"]  # a comma: the names are stored as JSON, not joined
+CHECK_SIZES = ["96x64", "97x75", "64x96"]  # the first is also the traced example; 97x75 is no multiple of 32
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)  # the same random weights each time: _checkpoint's are the reference's
+    return network.build_model(name, 3, 16).eval()
+
+
+def _checkpoint(folder, name: str, class_names=None) -> str:
+    path = os.path.join(folder, f"{name}.pth")
+    torch.save({"model_state": _model(name).state_dict(), "model_name": name, "output_stride": 16,
+                "separable_conv": False, **({"class_names": class_names} if class_names else {})}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """deeplabv3plus_mobilenet exported once for the tests that use the file: (checkpoint, .onnx file)."""
+    folder = tmp_path_factory.mktemp("onnx")
+    ckpt = _checkpoint(folder, MODEL, CLASS_NAMES)
+    output = str(folder / "model.onnx")
+    assert export_onnx.main(["--ckpt", ckpt, "--output", output, "--check_sizes", *CHECK_SIZES]) == 0
+    return ckpt, output
+
+
+def test_export_checks_three_sizes_and_writes_the_file(exported, capsys, tmp_path, monkeypatch):
+    with open(exported[1], "rb") as f:
+        data = f.read()
+    monkeypatch.setattr(export_onnx, "export_bytes", lambda *args: data)  # the printed checks, without exporting again
+    output = tmp_path / "again.onnx"
+    assert export_onnx.main(["--ckpt", exported[0], "--output", str(output), "--check_sizes", *CHECK_SIZES]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    checks = [line for line in lines if "argmax agreement" in line]
+    assert [line.split(":")[0] for line in checks] == ["96x64, batch 2", "97x75, batch 1", "64x96, batch 1"]
+    assert all(line.endswith(": ok") for line in checks)
+    assert output.read_bytes() == data and lines[-1].startswith(f"wrote {output}")
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_mobilenet", "deeplabv3plus_resnet50", "deeplabv3plus_hrnetv2_32",
+                                  "deeplabv3plus_xception"])
+def test_every_backbone_family_exports_and_matches_pytorch(tmp_path, name, capsys):
+    ckpt = _checkpoint(tmp_path, name)
+    output = tmp_path / "model.onnx"
+    # xception's unpadded stem and dilated exit flow need about 71 px at output stride 16
+    assert export_onnx.main(["--ckpt", ckpt, "--output", str(output), "--check_sizes", "96x80", "97x81"]) == 0
+    checks = [line for line in capsys.readouterr().out.splitlines() if "argmax agreement" in line]
+    assert len(checks) == 2 and all(line.endswith(": ok") for line in checks) and output.exists()
+
+
+def test_the_file_runs_at_any_batch_and_size(exported):
+    model = OnnxSegmenter(exported[1])
+    graph = onnx.load(exported[1], load_external_data=False).graph
+    for value in (graph.input[0], graph.output[0]):
+        dims = [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
+        assert dims == ["batch", 3, "height", "width"]
+    reference = fold_batchnorm(_model(MODEL))
+    generator = torch.Generator().manual_seed(1)
+    for shape in [(2, 3, 77, 50), (1, 3, 129, 65), (3, 3, 64, 64), (1, 3, 40, 30)]:
+        images = normalize(torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8))
+        with torch.no_grad():
+            expected = reference(images)
+        got = model(images)
+        assert got.shape == expected.shape == (shape[0], 3, *shape[2:])
+        assert (got - expected).abs().max() < 1e-4
+
+
+def test_metadata_says_what_the_model_is_and_takes(exported):
+    props = {p.key: p.value for p in onnx.load(exported[1], load_external_data=False).metadata_props}
+    assert props["model_name"] == MODEL and props["num_classes"] == "3" and props["output_stride"] == "16"
+    assert props["mean"] == "[0.485, 0.456, 0.406]" and props["std"] == "[0.229, 0.224, 0.225]"
+    assert "NCHW" in props["input"] and "(pixel / 255 - mean) / std" in props["input"]
+    meta = OnnxMetadata.from_props(props, "model.onnx")
+    assert meta.class_names == tuple(CLASS_NAMES)
+    assert onnx.load(exported[1], load_external_data=False).opset_import[0].version >= 17
+
+
+def test_class_names_come_from_the_checkpoint_else_the_flags_else_indices(tmp_path):
+    spec = ModelSpec(MODEL, 16, False, 3)
+    classes = tmp_path / "classes.yaml"
+    classes.write_text("names: [sky, road, car]\n")
+
+    def names(spec, classes=None, dataset=None):
+        return export_onnx.class_names(argparse.Namespace(classes=classes, dataset=dataset), spec)
+
+    assert names(spec) == ("0", "1", "2")
+    assert names(spec, classes=str(classes)) == ("sky", "road", "car")
+    assert names(ModelSpec(MODEL, 16, False, 3, ("a", "b", "c")), classes=str(classes)) == ("a", "b", "c")
+    assert names(ModelSpec(MODEL, 16, False, 21), dataset="voc")[:2] == ("background", "aeroplane")
+    with pytest.raises(export_onnx.ExportError, match="--dataset cityscapes names 19 classes but the checkpoint "
+                                                      "predicts 3"):
+        names(spec, dataset="cityscapes")
+
+
+def _images(folder, sizes=((96, 64), (97, 75), (70, 90), (96, 64))):
+    folder.mkdir()
+    for seed, (w, h) in enumerate(sizes):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+            folder / f"{seed}.png")
+    return folder
+
+
+def _predict(images, out, *model_args):
+    return predict.main(["--input", str(images), "--save_val_results_to", str(out), "--num_workers", "0",
+                         "--output", "color", "label", "overlay", *model_args])
+
+
+def _labels(folder):
+    return {name: np.array(Image.open(folder / name)) for name in sorted(os.listdir(folder)) if "_label" in name}
+
+
+@pytest.mark.parametrize("recipe, sizes", [
+    ([], ((96, 64), (97, 75), (70, 90), (96, 64))),
+    # one image, a few windows: PyTorch builds new oneDNN kernels for every window and scale shape
+    (["--tta", "--tta_scales", "1.25", "--slide", "--window", "64", "--stride", "40"], ((97, 75),)),
+])
+def test_predict_through_onnx_equals_predict_through_pytorch(exported, tmp_path, capsys, recipe, sizes):
+    """Same folder, same recipe, same output files; PyTorch in fp32 (--amp off), as ONNX Runtime computes."""
+    images = _images(tmp_path / "in", sizes)
+    assert _predict(images, tmp_path / "onnx", "--onnx", exported[1], *recipe) == 0
+    assert "auto" not in capsys.readouterr().out  # --amp auto and --channels_last auto are off, quietly
+    assert _predict(images, tmp_path / "torch", "--ckpt", exported[0], "--amp", "off", *recipe) == 0
+    assert sorted(os.listdir(tmp_path / "onnx")) == sorted(os.listdir(tmp_path / "torch"))
+    onnx_labels, torch_labels = _labels(tmp_path / "onnx"), _labels(tmp_path / "torch")
+    agreement = np.mean(np.concatenate([(onnx_labels[n] == torch_labels[n]).ravel() for n in onnx_labels]))
+    assert len(onnx_labels) == len(sizes) and agreement >= 0.999
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_missing_onnx_packages_name_the_pip_command(exported, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: importing it raises ImportError
+    assert _predict(_images(tmp_path / "in"), tmp_path / "out", "--onnx", exported[1]) == 1
+    assert _one_line_error(capsys) == f"error: onnxruntime is not installed; the ONNX features need it: {ONNX_PIP}"
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    assert export_onnx.main(["--ckpt", exported[0], "--output", str(tmp_path / "m.onnx")]) == 1
+    assert _one_line_error(capsys) == f"error: onnxscript is not installed; the ONNX features need it: {ONNX_PIP}"
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_bad_or_foreign_onnx_files_are_one_line_errors(exported, tmp_path, capsys):
+    images = _images(tmp_path / "in")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(open(exported[1], "rb").read()[:5000])
+    foreign = tmp_path / "foreign.onnx"
+    model = onnx.load(exported[1])
+    del model.metadata_props[:]
+    onnx.save(model, foreign)
+    expected = {corrupt: f"error: {corrupt} is not a readable ONNX model (",
+                foreign: f"error: {foreign} has no model_name, num_classes, class_names, output_stride, mean, std in "
+                         "its metadata: it was not exported by tools/export_onnx.py",
+                tmp_path / "missing.onnx": f"error: ONNX model {tmp_path / 'missing.onnx'} does not exist"}
+    for path, start in expected.items():
+        assert _predict(images, tmp_path / "out", "--onnx", str(path)) == 1
+        assert _one_line_error(capsys).startswith(start)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--compile"], "--compile needs PyTorch"),
+    (["--amp", "bf16"], "--amp bf16 needs PyTorch"),
+    (["--channels_last"], "--channels_last needs PyTorch"),
+    (["--device", "cuda"], "--device cuda needs PyTorch"),
+    (["--model", "deeplabv3_mobilenet"], "--model comes from the ONNX file's metadata with --onnx; drop it"),
+    (["--ckpt", "best.pth"], "--ckpt and --onnx are both given"),
+])
+def test_options_that_need_pytorch_are_one_line_errors(exported, tmp_path, capsys, flags, message):
+    assert _predict(tmp_path, tmp_path / "out", "--onnx", exported[1], *flags) == 1
+    assert _one_line_error(capsys).startswith(f"error: {message}")
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_predict_needs_one_model(tmp_path, capsys):
+    assert _predict(tmp_path, tmp_path / "out") == 1
+    assert _one_line_error(capsys) == ("error: give the model: --ckpt CHECKPOINT (PyTorch) or --onnx MODEL.onnx "
+                                       "(ONNX Runtime)")
+
+
+def test_a_failed_check_writes_nothing_and_keeps_an_older_file(exported, tmp_path, monkeypatch, capsys):
+    with open(exported[1], "rb") as f:
+        data = f.read()
+    monkeypatch.setattr(export_onnx, "export_bytes", lambda *args: data)  # the file, without exporting again
+    monkeypatch.setattr(export_onnx, "MAX_LOGIT_DIFF", 0.0)  # no difference is below 0: every size fails
+    output = tmp_path / "model.onnx"
+    output.write_bytes(b"an older export")
+    assert export_onnx.main(["--ckpt", exported[0], "--output", str(output), "--check_sizes", "64x64"]) == 1
+    printed = capsys.readouterr()
+    assert "64x64, batch 2: max |logit difference|" in printed.out and printed.out.rstrip().endswith("FAILED")
+    assert printed.err.strip() == ("error: the ONNX model differs from PyTorch at 64x64, batch 2; nothing was "
+                                   f"written to {output}")
+    assert output.read_bytes() == b"an older export" and os.listdir(tmp_path) == ["model.onnx"]

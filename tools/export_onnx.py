@@ -1,0 +1,197 @@
+"""Export a checkpoint to ONNX with batch, height and width dynamic, and check it against PyTorch before writing it.
+
+Usage: python tools/export_onnx.py --ckpt best.pth --output model.onnx [--dataset voc | --classes classes.yaml]
+       [--model M --output_stride 16 --separable_conv --num_classes N] [--check_sizes 512x512 513x385 385x641]
+
+- The model is read as predict.py reads it (options left unset come from the checkpoint) and its BatchNorms are
+  folded into the convolutions. The exporter is torch.export's (``dynamo=True``), opset 18: it traces sizes as
+  symbols, so the ASPP image-pooling branch, the decoder's and the final resize follow the input's size.
+- Input ``image``: float32 NCHW RGB, ``(pixel / 255 - mean) / std`` with the ImageNet mean and std; output
+  ``logits``: (N, classes, H, W). Metadata (``metadata_props``): model_name, num_classes, class_names (JSON; from
+  the checkpoint, else --classes or --dataset, else the indices), output_stride, mean, std, input, output.
+- ONNX Runtime (CPU) then runs the file at each --check_sizes (the first with a batch of 2) against PyTorch:
+  max |logit difference| below 1e-3 and argmax agreement of 99.9 % or more. The file is written (atomically) only
+  when every size passes; otherwise nothing is written and the exit status is 1.
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from typing import List, Sequence, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import network  # noqa: E402
+from datasets import Cityscapes, DatasetError, VOCSegmentation  # noqa: E402
+from datasets.folder import read_classes  # noqa: E402
+from utils.atomic import atomic_write, require_writable  # noqa: E402
+from utils.checkpoint import CheckpointError  # noqa: E402
+from utils.inference import normalize  # noqa: E402
+from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
+                              import_optional)
+from utils.trained_model import ModelSpec, load_trained_model  # noqa: E402
+
+OPSET = 18
+DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
+EXAMPLE_BATCH = 2  # torch.export treats a size of 1 as a constant: a batch of 1 would fix the batch size
+MAX_LOGIT_DIFF = 1e-3
+MIN_ARGMAX_AGREEMENT = 0.999
+DATASET_CLASSES = {"voc": VOCSegmentation.class_names, "demo": VOCSegmentation.class_names,
+                   "cityscapes": Cityscapes.class_names}
+MIB = 2 ** 20
+
+
+class ExportError(RuntimeError):
+    """Options that cannot work, or an exported file that does not compute what PyTorch computes."""
+
+
+def image_size(text: str) -> Tuple[int, int]:
+    """argparse type for WIDTHxHEIGHT."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 513x385") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be positive")
+    return width, height
+
+
+def get_argparser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="checkpoint (this project's, the original's or a state_dict)")
+    parser.add_argument("--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--model", default=None, choices=list(network.MODELS),
+                        help="default: the checkpoint's model_name, else deeplabv3plus_mobilenet")
+    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
+                        help="default: the checkpoint's, else 16")
+    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
+                        help="default: as the checkpoint says")
+    parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
+    parser.add_argument("--dataset", default=None, choices=sorted(DATASET_CLASSES),
+                        help="class names, when the checkpoint does not record them")
+    parser.add_argument("--classes", default=None, help="classes.yaml whose names to record, when the checkpoint "
+                                                        "does not record them")
+    parser.add_argument("--check_sizes", type=image_size, nargs="+", default=[(512, 512), (513, 385), (385, 641)],
+                        metavar="WxH", help="sizes ONNX Runtime must match PyTorch at; the first is also the "
+                                            "example the export traces")
+    return parser
+
+
+def class_names(opts: argparse.Namespace, spec: ModelSpec) -> Tuple[str, ...]:
+    """The checkpoint's class names, else --classes' or --dataset's, else the class indices."""
+    if spec.class_names:
+        return spec.class_names
+    if opts.classes:
+        names, source = read_classes(opts.classes)[0], opts.classes
+    elif opts.dataset:
+        names, source = DATASET_CLASSES[opts.dataset], f"--dataset {opts.dataset}"
+    else:
+        return tuple(str(index) for index in range(spec.num_classes))
+    if len(names) != spec.num_classes:
+        raise ExportError(f"{source} names {len(names)} classes but the checkpoint predicts {spec.num_classes}; "
+                          "give the classes it was trained on")
+    return tuple(names)
+
+
+def export_bytes(model: nn.Module, metadata: OnnxMetadata, example: torch.Tensor) -> bytes:
+    """``model`` as an ONNX file with batch, height and width dynamic and ``metadata``; turns off its in-place
+    activations."""
+    for module in model.modules():
+        # torch.export traces in-place activations through slow reference decompositions (mobilenet's ReLU6:
+        # 26 of 40 s); the graph is functional either way, so the numbers are the same
+        if getattr(module, "inplace", False):
+            module.inplace = False
+    program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+                                output_names=[OUTPUT_NAME], dynamic_shapes=(DYNAMIC_AXES,), verbose=False)
+    proto = program.model_proto  # built anew on each access
+    for key, value in metadata.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
+@dataclasses.dataclass
+class Check:
+    """One size to compare at: random images and PyTorch's logits for them."""
+
+    label: str
+    images: torch.Tensor
+    expected: torch.Tensor
+
+
+def pytorch_checks(model: nn.Module, name: str, sizes: Sequence[Tuple[int, int]]) -> List[Check]:
+    """PyTorch's logits for random images of each size (WxH; the first size with a batch of 2), computed before
+    the export so that a size the model cannot take is a clear error, not the exporter's."""
+    generator = torch.Generator().manual_seed(0)
+    checks = []
+    for index, (width, height) in enumerate(sizes):
+        batch = EXAMPLE_BATCH if index == 0 else 1
+        images = normalize(torch.randint(0, 256, (batch, 3, height, width), generator=generator, dtype=torch.uint8))
+        try:
+            with torch.inference_mode():
+                expected = model(images)
+        except RuntimeError as exc:  # e.g. xception's exit flow needs about 71 px at output stride 16
+            raise ExportError(f"{name} cannot take a {width}x{height} image ({str(exc).splitlines()[0]}); give "
+                              "larger --check_sizes") from None
+        checks.append(Check(f"{width}x{height}, batch {batch}", images, expected))
+    return checks
+
+
+def compare(exported: OnnxSegmenter, checks: Sequence[Check]) -> List[str]:
+    """Print how far ONNX Runtime is from PyTorch at each check; returns the labels of those that fail."""
+    failed = []
+    for check in checks:
+        try:
+            got = exported(check.images)
+        except OnnxModelError as exc:  # e.g. a size the export fixed to the example's
+            print(f"{check.label}: FAILED: {exc}")
+            failed.append(check.label)
+            continue
+        diff = (got - check.expected).abs().max().item()
+        agreement = (got.argmax(1) == check.expected.argmax(1)).double().mean().item()
+        passed = diff < MAX_LOGIT_DIFF and agreement >= MIN_ARGMAX_AGREEMENT
+        print(f"{check.label}: max |logit difference| {diff:.2e} (limit {MAX_LOGIT_DIFF:g}), argmax agreement "
+              f"{agreement:.4%} (limit {MIN_ARGMAX_AGREEMENT:.1%}): {'ok' if passed else 'FAILED'}")
+        if not passed:
+            failed.append(check.label)
+    return failed
+
+
+def run(opts: argparse.Namespace) -> None:
+    for package in ("onnx", "onnxscript", "onnxruntime"):
+        import_optional(package)
+    if os.path.isdir(opts.output):
+        raise ExportError(f"--output {opts.output} is a folder; give a file name, e.g. {opts.output}/model.onnx")
+    require_writable(os.path.dirname(os.path.abspath(opts.output)), "--output")
+    model, spec = load_trained_model(opts.ckpt, opts.model, opts.output_stride, opts.separable_conv,
+                                     opts.num_classes)
+    metadata = OnnxMetadata(spec.model_name, spec.num_classes, class_names(opts, spec), spec.output_stride)
+    checks = pytorch_checks(model, spec.model_name, opts.check_sizes)
+    start = time.perf_counter()
+    data = export_bytes(model, metadata, checks[0].images)
+    print(f"exported {spec.model_name} ({spec.num_classes} classes, output stride {spec.output_stride}) in "
+          f"{time.perf_counter() - start:.1f} s; checking it with ONNX Runtime against PyTorch")
+    failed = compare(OnnxSegmenter(data), checks)
+    if failed:
+        raise ExportError(f"the ONNX model differs from PyTorch at {', '.join(failed)}; nothing was written to "
+                          f"{opts.output}")
+    with atomic_write(opts.output) as f:
+        f.write(data)
+    print(f"wrote {opts.output} ({len(data) / MIB:.1f} MiB)")
+
+
+def main(argv=None) -> int:
+    opts = get_argparser().parse_args(argv)
+    try:
+        run(opts)
+    except (CheckpointError, DatasetError, OnnxModelError, ExportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""ONNX files of this project: the metadata they carry, and an ONNX Runtime session used as a PyTorch-style model.
+
+onnx, onnxscript and onnxruntime are optional: they are imported only on the ONNX paths (:func:`import_optional`).
+The graph's input is what PyTorch's model takes (:data:`INPUT_LAYOUT`), so ``predict.py`` runs both the same way.
+"""
+import dataclasses
+import importlib
+import json
+import os
+from types import ModuleType
+from typing import Dict, Mapping, Tuple, Union
+
+import numpy as np
+import torch
+
+from .constants import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["ONNX_PIP", "INPUT_NAME", "OUTPUT_NAME", "INPUT_LAYOUT", "OUTPUT_LAYOUT", "OnnxModelError",
+           "import_optional", "OnnxMetadata", "OnnxSegmenter"]
+
+ONNX_PIP = "pip install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0"  # as pinned in requirements-dev.txt
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+INPUT_LAYOUT = ("float32 NCHW, RGB, normalised: (pixel / 255 - mean) / std per channel; "
+                "batch, height and width of any size")
+OUTPUT_LAYOUT = "float32 NCHW class scores (logits) at the input's height and width; argmax over C is the label"
+EXPORTER = "tools/export_onnx.py"
+
+
+class OnnxModelError(RuntimeError):
+    """An ONNX package or file that is missing, unreadable, or not exported by this project."""
+
+
+def import_optional(name: str) -> ModuleType:
+    """Import ``name`` (onnx, onnxscript, onnxruntime); an OnnxModelError with the pip command if it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise OnnxModelError(f"{name} is not installed; the ONNX features need it: {ONNX_PIP}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """ONNX Runtime's messages can run over many lines; the first says what went wrong."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxMetadata:
+    """What an exported file says about itself (ONNX ``metadata_props``: string keys and values)."""
+
+    model_name: str
+    num_classes: int
+    class_names: Tuple[str, ...]
+    output_stride: int
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
+
+    def to_props(self) -> Dict[str, str]:
+        """The metadata as strings; lists are JSON, so class names may hold commas."""
+        return {"model_name": self.model_name, "num_classes": str(self.num_classes),
+                "class_names": json.dumps(list(self.class_names)), "output_stride": str(self.output_stride),
+                "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std)),
+                "input": INPUT_LAYOUT, "output": OUTPUT_LAYOUT, "exported_by": EXPORTER}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str) -> "OnnxMetadata":
+        """Read :meth:`to_props`' strings back; OnnxModelError naming ``source`` when they are not there."""
+        missing = [field.name for field in dataclasses.fields(cls) if field.name not in props]
+        if missing:
+            raise OnnxModelError(f"{source} has no {', '.join(missing)} in its metadata: it was not exported by "
+                                 f"{EXPORTER}; export the checkpoint with it")
+        try:
+            meta = cls(model_name=props["model_name"], num_classes=int(props["num_classes"]),
+                       class_names=tuple(json.loads(props["class_names"])),
+                       output_stride=int(props["output_stride"]),
+                       mean=tuple(json.loads(props["mean"])), std=tuple(json.loads(props["std"])))
+        except (ValueError, TypeError) as exc:
+            raise OnnxModelError(f"{source} has malformed metadata ({exc}); export it again with {EXPORTER}") from None
+        if len(meta.class_names) != meta.num_classes:
+            raise OnnxModelError(f"{source} names {len(meta.class_names)} classes but predicts {meta.num_classes}; "
+                                 f"export it again with {EXPORTER}")
+        return meta
+
+
+class OnnxSegmenter:
+    """An ONNX Runtime session (CPU) as a model: a float (N, 3, H, W) tensor in, (N, C, H, W) logits out.
+
+    ``source`` is a file or the model's bytes (the exporter checks what it is about to write).
+    """
+
+    def __init__(self, source: Union[str, bytes]):
+        self.source = source if isinstance(source, str) else "the exported model"
+        ort = import_optional("onnxruntime")
+        if isinstance(source, str) and not os.path.isfile(source):
+            kind = "is a folder, not a file" if os.path.isdir(source) else "does not exist"
+            raise OnnxModelError(f"ONNX model {source} {kind} (check --onnx)")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise here
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            raise OnnxModelError(f"{self.source} is not a readable ONNX model ({_first_line(exc)}); "
+                                 f"export it again with {EXPORTER}") from None
+        self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.source)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(images.detach().cpu().float().numpy())
+        try:
+            logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
+        except Exception as exc:  # e.g. an image smaller than the backbone's receptive field
+            raise OnnxModelError(f"ONNX Runtime cannot run {self.source} on a batch of shape {tuple(array.shape)} "
+                                 f"({_first_line(exc)})") from None
+        return torch.from_numpy(logits)
