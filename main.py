@@ -39,7 +39,7 @@ from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buff
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.class_weights import resolve_class_weights
-from utils.inference import InferenceRecipe, SegmentationPredictor
+from utils.inference import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                           require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion
@@ -141,8 +141,7 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="add horizontally flipped copies to the evaluation")
     parser.add_argument("--eval_slide", action=argparse.BooleanOptionalAction, default=False,
                         help="evaluate in sliding windows of --window with step --stride (bounded memory)")
-    parser.add_argument("--window", type=int, default=513, help="--eval_slide window size")
-    parser.add_argument("--stride", type=int, default=341, help="--eval_slide step between windows")
+    add_window_options(parser, "--eval_slide")
     # PASCAL VOC
     parser.add_argument("--year", type=str, default="2012", choices=VOC_YEARS, help="year of VOC")
     # Visdom
@@ -465,7 +464,7 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
     problem = file_problem(opts.ckpt) if opts.ckpt is not None and env.is_main else None
     if problem:
         raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
-    check_recipe_options(opts)
+    check_recipe_options(opts.eval_scales, "--eval_scales", opts.eval_slide, opts.window, opts.stride)
     build_criterion(opts.loss_type, ohem_thresh=opts.ohem_thresh, ohem_min_kept=opts.ohem_min_kept,
                     dice_weight=opts.dice_weight)  # checks the loss options before any data is read
     if opts.tensorboard:
@@ -547,14 +546,6 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
         return 0
     finally:
         logger.close()
-
-
-def check_recipe_options(opts) -> None:
-    """The evaluation recipe must make sense before any work: positive scales, windows that cover the image."""
-    if any(not scale > 0 for scale in opts.eval_scales):
-        raise TrainingError(f"--eval_scales must all be positive, not {' '.join(map(str, opts.eval_scales))}")
-    if opts.eval_slide and opts.stride > opts.window:
-        raise TrainingError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
 
 
 def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, log=print) -> None:

@@ -25,7 +25,8 @@ from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device,
                           resolve_speed_options)
 from utils.atomic import atomic_write, require_writable
-from utils.inference import InferenceRecipe, SegmentationPredictor, fuse_conv_activations, normalize
+from utils.inference import (InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options,
+                             fuse_conv_activations, normalize)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.results import OVERLAY_ALPHA, overlay
@@ -78,8 +79,7 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="with --tta: add horizontally flipped copies")
     parser.add_argument("--slide", action=argparse.BooleanOptionalAction, default=False,
                         help="sliding-window inference for images larger than the training crop")
-    parser.add_argument("--window", type=int, default=513, help="--slide window size")
-    parser.add_argument("--stride", type=int, default=341, help="--slide step between windows")
+    add_window_options(parser, "--slide")
     return parser
 
 
@@ -195,15 +195,12 @@ def check_onnx_options(opts) -> None:
 def check_sizes(opts) -> None:
     """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one)."""
     check_ranges(opts, POSITIVE_OPTIONS)
-    if any(scale <= 0 for scale in opts.tta_scales):
-        raise PredictError(f"--tta_scales must all be positive, not {' '.join(map(str, opts.tta_scales))}")
+    check_recipe_options(opts.tta_scales, "--tta_scales", opts.slide, opts.window, opts.stride)
 
 
 def run(opts, stop: StopFlag) -> int:
     check_model_source(opts)
     check_sizes(opts)
-    if opts.slide and opts.stride > opts.window:
-        raise PredictError(f"--stride {opts.stride} is larger than --window {opts.window}: pixels would be skipped")
     require_writable(opts.save_val_results_to, "--save_val_results_to")
     if opts.onnx:
         check_onnx_options(opts)

@@ -3,6 +3,7 @@
 :class:`SegmentationPredictor` is the one implementation of an inference recipe (scales, flip, windows) that
 ``predict.py`` and ``main.py``'s evaluation share.
 """
+import argparse
 import dataclasses
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
@@ -14,6 +15,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .device import autocast
 
 __all__ = ["normalize", "predict_logits", "sliding_window_labels", "InferenceRecipe", "SegmentationPredictor",
+           "add_window_options", "check_recipe_options",
            "fold_batchnorm", "fuse_conv_activations", "FusedConvActivation"]
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
@@ -95,6 +97,23 @@ def sliding_window_labels(logits_fn: Logits, image: torch.Tensor, num_classes: i
     return labels
 
 
+DEFAULT_WINDOW, DEFAULT_STRIDE = 513, 341  # the training crop, and two thirds of it
+
+
+def add_window_options(parser: argparse.ArgumentParser, slide_flag: str) -> None:
+    """``--window`` and ``--stride``: the geometry of the sliding windows that ``slide_flag`` turns on."""
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=f"{slide_flag} window size")
+    parser.add_argument("--stride", type=int, default=DEFAULT_STRIDE, help=f"{slide_flag} step between windows")
+
+
+def check_recipe_options(scales: Sequence[float], scales_flag: str, slide: bool, window: int, stride: int) -> None:
+    """ValueError naming the flag when a recipe cannot work: a scale not above 0, windows that skip pixels."""
+    if any(not scale > 0 for scale in scales):
+        raise ValueError(f"{scales_flag} must all be positive, not {' '.join(map(str, scales))}")
+    if slide and stride > window:
+        raise ValueError(f"--stride {stride} is larger than --window {window}: pixels would be skipped")
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceRecipe:
     """How images become label maps: test-time scales and flip, sliding windows, precision and layout."""
@@ -102,8 +121,8 @@ class InferenceRecipe:
     scales: Tuple[float, ...] = (1.0,)
     flip: bool = False
     slide: bool = False
-    window: int = 513
-    stride: int = 341
+    window: int = DEFAULT_WINDOW
+    stride: int = DEFAULT_STRIDE
     short_side: Optional[int] = None  # resize so that the shorter side has this length first (predict --crop_val)
     slide_above_pixels: Optional[int] = None  # images larger than this are predicted in windows too (and say so)
     amp: str = "off"

@@ -34,6 +34,21 @@ def _args(root, *extra):
             *extra]
 
 
+def _sigterm_in_step(monkeypatch, step: int):
+    """Send this process SIGTERM during training step ``step`` (as a scheduler would); returns the real step."""
+    calls = []
+    real_step = train_script.forward_loss
+
+    def step_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_script, "forward_loss", step_then_sigterm)
+    return real_step
+
+
 def _ckpt(root, kind="latest"):
     return str(root / "ck" / f"{kind}_{MODEL}_voc_os16.pth")
 
@@ -177,16 +192,7 @@ def test_resumed_run_equals_uninterrupted_run(voc, tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     assert train_script.main(_args(voc, "--total_itrs", "5", "--val_interval", "100",
                                    "--checkpoint_dir", str(straight))) == 0
-    calls = []
-
-    def step_then_sigterm(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(*args, **kwargs)
-
-    real_step = train_script.forward_loss
-    monkeypatch.setattr(train_script, "forward_loss", step_then_sigterm)
+    real_step = _sigterm_in_step(monkeypatch, 2)
     assert train_script.main(_args(voc, "--total_itrs", "5", "--val_interval", "100")) == 0
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 2
     monkeypatch.setattr(train_script, "forward_loss", real_step)
@@ -261,16 +267,7 @@ def test_focal_gamma_0_trains_as_cross_entropy(voc, capsys):
 def test_a_signal_in_a_validation_step_still_validates(voc, capsys, monkeypatch):
     """The step a signal arrives in ends as usual: at a validation step that includes the validation (a resume
     starts after it and would never come back to it)."""
-    calls = []
-
-    def step_then_sigterm(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(*args, **kwargs)
-
-    real_step = train_script.forward_loss
-    monkeypatch.setattr(train_script, "forward_loss", step_then_sigterm)
+    _sigterm_in_step(monkeypatch, 2)
     assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2")) == 0
     out = capsys.readouterr().out
     assert "Validation at iteration 2" in out and "SIGTERM received: saved" in out
