@@ -443,9 +443,10 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
     return False
 
 
-def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: list, dataset, step: int,
+def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: list, dataset, step: Optional[int],
                       checkpoint: Optional[str], recipe: InferenceRecipe) -> EvaluationReport:
-    """What the logger's sinks show and write of one evaluation (the text, the files, the dashboards)."""
+    """What the logger's sinks show and write of one evaluation (the text, the files, the dashboards); ``step``
+    is the iteration of the evaluated weights (None: a checkpoint that does not record it)."""
     header = "" if opts.test_only else f"Validation at iteration {step}:\n"
     denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
     pictures = [np.concatenate(((denorm(img) * 255).clip(0, 255).astype(np.uint8),
@@ -453,7 +454,8 @@ def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: l
                                 dataset.decode_target(pred).transpose(2, 0, 1).astype(np.uint8)), axis=2)
                 for img, target, pred in samples]
     info = {"checkpoint": checkpoint, "iteration": step, "model": opts.model, "dataset": opts.dataset,
-            "output_stride": opts.output_stride, "crop_val": opts.crop_val, "evaluation": recipe.settings()}
+            "output_stride": opts.output_stride, "crop_val": opts.crop_val,
+            **({"crop_size": opts.crop_size} if opts.crop_val else {}), "evaluation": recipe.settings()}
     return EvaluationReport(header + metrics.to_str(results), results, metrics.confusion_matrix.cpu().numpy(),
                             list(dataset.class_names), info, pictures)
 
@@ -483,7 +485,7 @@ def build_run_logger(opts, env: DistEnv, train_loader: data.DataLoader, state: T
     """The console, the evaluation files in --results_dir, and the dashboards asked for (process 0 only)."""
     console = ConsoleSink(opts.total_itrs, train_loader.sampler.batches_per_epoch, state.cur_itrs)
     visdom = dict(port=opts.vis_port, env=opts.vis_env, host=opts.vis_host) if opts.enable_vis else None
-    logger = build_logger(env.is_main, console, opts.results_dir, visdom, opts.tensorboard)
+    logger = build_logger(env.is_main, console, opts.results_dir, visdom, opts.tensorboard, state.cur_itrs)
     logger.table("Options", vars(opts))
     return logger
 
@@ -503,8 +505,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
 
     training = build_training(opts, env, device, train_dst, log)
     state = training.state
-    if opts.ckpt is not None:
-        restore(opts, opts.ckpt, training, env, device, log)
+    checkpoint_itrs = restore(opts, opts.ckpt, training, env, device, log) if opts.ckpt is not None else None
     # Not DDP: its first forward after training broadcasts buffers, a collective that a process with an empty
     # validation shard never joins. evaluate() gives every process process 0's buffers itself.
     eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
@@ -514,15 +515,15 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     shows_samples = env.is_main and (opts.enable_vis or opts.tensorboard) and len(val_loader) > 0
     sample_ids = np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32) if shows_samples else ()
 
-    def evaluate_and_report(checkpoint: Optional[str]) -> dict:
+    def evaluate_and_report(checkpoint: Optional[str], step: Optional[int]) -> dict:
         results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
-        logger.evaluation(state.cur_itrs, evaluation_report(opts, results, metrics, samples, val_dst,
-                                                            state.cur_itrs, checkpoint, predictor.recipe))
+        logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step, checkpoint,
+                                                       predictor.recipe))
         return results
 
     try:
         if opts.test_only:
-            evaluate_and_report(opts.ckpt)
+            evaluate_and_report(opts.ckpt, checkpoint_itrs)
             return 0
         batches = training_batches(train_loader, state)
         with StopFlag() as stop:
@@ -531,7 +532,7 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
                 stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device)
                 latest = save_training(opts, env, training, train_dst.class_names, "latest")  # before validating
                 if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
-                    results = evaluate_and_report(latest)
+                    results = evaluate_and_report(latest, state.cur_itrs)
                     if results["Mean IoU"] > state.best_score:
                         state.best_score = results["Mean IoU"]
                         log(f"New best Mean IoU {state.best_score:.4f}: saved "
@@ -548,9 +549,9 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
         logger.close()
 
 
-def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, log=print) -> None:
+def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, log=print) -> Optional[int]:
     """Load weights from ``path``; with --continue_training also the optimizer, scheduler, fp16 loss scale,
-    counters and RNG.
+    counters and RNG. Returns the checkpoint's iteration (None for a file that holds only weights).
 
     Under torchrun process 0 reads the file and sends it to the others: only the first machine of a
     multi-node run needs it (that is where checkpoints are written).
@@ -582,6 +583,7 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
             scaler.load_state_dict(checkpoint["scaler_state"])
         log(f"Training state restored from {path} at iteration {state.cur_itrs}")
     log(f"Model restored from {path}")
+    return int(checkpoint["cur_itrs"]) if "cur_itrs" in checkpoint else None
 
 
 def best_saved_score(opts, device: torch.device, log=print) -> float:

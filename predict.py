@@ -25,8 +25,8 @@ from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device,
                           resolve_speed_options)
 from utils.atomic import atomic_write, require_writable
-from utils.inference import (InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options,
-                             fuse_conv_activations, normalize)
+from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
+                             check_recipe_options, fuse_conv_activations, normalize)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.results import OVERLAY_ALPHA, overlay
@@ -227,8 +227,16 @@ def run(opts, stop: StopFlag) -> int:
         nonlocal done
         if not pending:
             return
-        with torch.inference_mode():
-            labels = predictor.labels(torch.stack([image for _, image in pending])).to(torch.uint8).cpu().numpy()
+        nonlocal skipped
+        try:
+            with torch.inference_mode():
+                labels = predictor.labels(torch.stack([image for _, image in pending])).to(torch.uint8).cpu().numpy()
+        except InputTooSmallError as exc:  # images of one size are batched together: skip them all
+            for index, _ in pending:
+                print(f"skipped: {files[index][0]}: {exc}", file=sys.stderr)
+            skipped += len(pending)
+            pending.clear()
+            return
         for (index, image), label in zip(pending, labels):
             try:
                 save_outputs(opts, names[index], image, label, palette)

@@ -90,6 +90,8 @@ def class_names(opts: argparse.Namespace, spec: ModelSpec) -> Tuple[str, ...]:
     elif opts.dataset:
         names, source = DATASET_CLASSES[opts.dataset], f"--dataset {opts.dataset}"
     else:
+        print(f"note: {opts.ckpt} does not name its classes; the file calls them 0..{spec.num_classes - 1} (give "
+              "--dataset voc/cityscapes or --classes classes.yaml for their names)")
         return tuple(str(index) for index in range(spec.num_classes))
     if len(names) != spec.num_classes:
         raise ExportError(f"{source} names {len(names)} classes but the checkpoint predicts {spec.num_classes}; "

@@ -42,8 +42,23 @@ def check_writable(folder: str) -> None:
 
 def require_writable(folder: str, flag: str) -> None:
     """:func:`check_writable` for the folder of option ``flag``: a ValueError that names both and what to do."""
+    blocker = _existing_file_on(folder)
+    if blocker:
+        raise ValueError(f"{flag} {folder}: {blocker} is a file, not a folder; choose another folder")
     try:
         check_writable(folder)
     except OSError as exc:
         raise ValueError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); fix its permissions or "
                          "choose another folder") from exc
+
+
+def _existing_file_on(folder: str) -> str:
+    """The first existing non-folder on the way to ``folder`` (a folder cannot be made there), or ''."""
+    path = os.path.abspath(folder)
+    while True:
+        if os.path.exists(path):
+            return "" if os.path.isdir(path) else path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return ""
+        path = parent

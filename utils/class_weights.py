@@ -40,7 +40,8 @@ def median_frequency_weights(stats: ClassStats, class_names: Sequence[str],
 def read_class_weights(path: str, class_names: Sequence[str]) -> torch.Tensor:
     """Weights from a YAML list of numbers, one per class (``[0.5, 4.0, 2.0]``); ValueError naming the file."""
     if not os.path.isfile(path):
-        raise ValueError(f"--class_weights {path} does not exist; give none, auto, or a YAML file listing one "
+        problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+        raise ValueError(f"--class_weights {path} {problem}; give none, auto, or a YAML file listing one "
                          "weight per class")
     with open(path) as f:
         try:

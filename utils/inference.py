@@ -5,6 +5,7 @@
 """
 import argparse
 import dataclasses
+import math
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
@@ -15,7 +16,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .device import autocast
 
 __all__ = ["normalize", "predict_logits", "sliding_window_labels", "InferenceRecipe", "SegmentationPredictor",
-           "add_window_options", "check_recipe_options",
+           "add_window_options", "check_recipe_options", "InputTooSmallError",
            "fold_batchnorm", "fuse_conv_activations", "FusedConvActivation"]
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
@@ -108,10 +109,20 @@ def add_window_options(parser: argparse.ArgumentParser, slide_flag: str) -> None
 
 def check_recipe_options(scales: Sequence[float], scales_flag: str, slide: bool, window: int, stride: int) -> None:
     """ValueError naming the flag when a recipe cannot work: a scale not above 0, windows that skip pixels."""
-    if any(not scale > 0 for scale in scales):
-        raise ValueError(f"{scales_flag} must all be positive, not {' '.join(map(str, scales))}")
+    if any(not (scale > 0 and math.isfinite(scale)) for scale in scales):
+        raise ValueError(f"{scales_flag} must all be positive and finite, not {' '.join(map(str, scales))}")
     if slide and stride > window:
         raise ValueError(f"--stride {stride} is larger than --window {window}: pixels would be skipped")
+
+
+class InputTooSmallError(ValueError):
+    """An image, at one of the recipe's scales, is smaller than the model can take."""
+
+
+# How PyTorch says that a tensor became too small for a layer (pooling, convolution, resize) or for BatchNorm.
+_TOO_SMALL_MARKS = ("Calculated padded input size", "Kernel size can't be greater than actual input size",
+                    "Input and output sizes should be greater than 0", "Expected more than 1 value per channel",
+                    "Output size is too small")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,11 +179,22 @@ class SegmentationPredictor:
         return True
 
     def labels(self, images: torch.Tensor) -> torch.Tensor:
-        """Class indices (N, H, W), int64: on the model's device for whole images, on the CPU from windows."""
-        if self._slides(images):
-            return torch.stack([sliding_window_labels(self.logits, image, self.num_classes, self.recipe.window,
-                                                      self.recipe.stride) for image in images])
-        return self.logits(images).max(1).indices  # max: several times faster than argmax on NCHW CPU tensors
+        """Class indices (N, H, W), int64: on the model's device for whole images, on the CPU from windows.
+
+        InputTooSmallError when the images, at the smallest scale, are too small for the model.
+        """
+        try:
+            if self._slides(images):
+                return torch.stack([sliding_window_labels(self.logits, image, self.num_classes, self.recipe.window,
+                                                          self.recipe.stride) for image in images])
+            return self.logits(images).max(1).indices  # max: several times faster than argmax on NCHW CPU tensors
+        except RuntimeError as exc:
+            if not any(mark in str(exc) for mark in _TOO_SMALL_MARKS):
+                raise
+            height, width = images.shape[-2:]
+            raise InputTooSmallError(f"an image of {width}x{height} is too small for this model at scale "
+                                     f"{min(self.recipe.scales):g} ({str(exc).splitlines()[0][:120]}); use "
+                                     "larger images or scales") from exc
 
 
 def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:

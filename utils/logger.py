@@ -157,8 +157,9 @@ def require_tensorboard() -> type:
 class TensorBoardSink(Sink):
     """Event files in ``log_dir``: what the Visdom dashboard shows, as TensorBoard scalars, text and images."""
 
-    def __init__(self, log_dir: str):
-        self.writer = require_tensorboard()(log_dir=log_dir)
+    def __init__(self, log_dir: str, resumed_at: int = 0):
+        # A resumed run drops what an interrupted one logged after its checkpoint, so no step appears twice.
+        self.writer = require_tensorboard()(log_dir=log_dir, purge_step=resumed_at + 1 if resumed_at else None)
 
     def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
         for name, value in values.items():
@@ -235,7 +236,8 @@ class RunLogger:
 
 
 def build_logger(is_main: bool, console: Optional[ConsoleSink], results_dir: Optional[str] = None,
-                 visdom: Optional[Dict[str, Any]] = None, tensorboard_dir: Optional[str] = None) -> RunLogger:
+                 visdom: Optional[Dict[str, Any]] = None, tensorboard_dir: Optional[str] = None,
+                 resumed_at: int = 0) -> RunLogger:
     """Process 0's logger: the console, the evaluation files in ``results_dir`` and the dashboards asked for;
     an empty one elsewhere.
 
@@ -248,7 +250,7 @@ def build_logger(is_main: bool, console: Optional[ConsoleSink], results_dir: Opt
     if results_dir:
         sinks.append(EvaluationFilesSink(results_dir))
     if tensorboard_dir:
-        sinks.append(TensorBoardSink(tensorboard_dir))
+        sinks.append(TensorBoardSink(tensorboard_dir, resumed_at))
     if visdom is not None:
         sinks.append(VisdomSink(Visualizer(**visdom)))
     return RunLogger(sinks)

@@ -95,6 +95,7 @@ class OnnxSegmenter:
             kind = "is a folder, not a file" if os.path.isdir(source) else "does not exist"
             raise OnnxModelError(f"ONNX model {source} {kind} (check --onnx)")
         options = ort.SessionOptions()
+        ort.set_default_logger_severity(3)  # run-time failures are reported in one line, not as ORT's log
         options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise here
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -71,7 +71,7 @@ def test_test_only_writes_metrics_and_the_confusion_matrix_of_a_plain_loop(train
     assert np.array_equal(counts, _direct_confusion(root, ckpt))  # single scale: bit for bit the plain loop
     assert os.path.isfile(tmp_path / "res" / "confusion_matrix.png")
     printed = float(re.search(r"^Mean IoU: ([0-9.]+)$", capsys.readouterr().out, re.M).group(1))
-    assert written["info"]["checkpoint"] == ckpt
+    assert written["info"]["checkpoint"] == ckpt and written["info"]["iteration"] == 2  # the checkpoint's
     assert written["info"]["evaluation"] == {"scales": [1.0], "flip": False, "slide": False}
     assert json.dumps(written).count("NaN") == 0
     assert printed == pytest.approx(written["results"]["Mean IoU"], abs=1e-6)
@@ -104,7 +104,9 @@ def test_bad_recipe_options_are_one_line_errors(trained, capsys):
     root, ckpt = trained
     for flags, message in ((("--eval_scales", "0", "1"), "--eval_scales must all be positive"),
                            (("--eval_slide", "--window", "16", "--stride", "32"), "--stride 32 is larger than"),
-                           (("--window", "0"), "--window must be positive")):
+                           (("--window", "0"), "--window must be positive"),
+                           (("--eval_scales", "inf"), "--eval_scales must all be positive and finite"),
+                           (("--eval_scales", "0.01"), "an image of 48x40 is too small for this model at scale 0.01")):
         assert train_script.main(_args(root, "--test_only", "--ckpt", ckpt, *flags)) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1

@@ -1,5 +1,6 @@
 """predict.py: every input kind, output names and sizes, label values, TTA/sliding equivalences, errors."""
 import os
+import re
 import signal
 import sys
 
@@ -219,7 +220,7 @@ def test_unwritable_output_folder_and_full_disk_are_one_line(ckpt, tmp_path, cap
     base = ["--input", str(tmp_path / "*.png"), "--ckpt", ckpt[0], "--num_workers", "0", "--val_batch_size", "1"]
     assert predict.main(base + ["--save_val_results_to", str(blocker / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith(f"error: --save_val_results_to {blocker / 'out'} cannot be written")
+    assert err == f"error: --save_val_results_to {blocker / 'out'}: {blocker} is a file, not a folder; choose another folder"
 
     real_save = predict.save_outputs
 
@@ -271,3 +272,13 @@ def test_an_image_over_the_decoder_s_pixel_limit_is_skipped_with_its_path(tmp_pa
     code, _ = _run(tmp_path, ckpt[0])
     err = capsys.readouterr().err
     assert code == 1 and "skipped: cannot decode" in err and "decompression bomb" in err.lower()
+
+
+def test_an_image_too_small_for_the_model_is_skipped_not_fatal(tmp_path, inputs, ckpt, capsys):
+    """A 2x2 icon among photos: one "skipped" line naming it, the other images are predicted, exit status 1."""
+    _rgb(2, 2).save(tmp_path / "in" / "icon.png")
+    code, out = _run(tmp_path, ckpt[0])
+    err = capsys.readouterr().err
+    assert code == 1 and os.path.isfile(out / "b.png") and not os.path.exists(out / "icon.png")
+    assert re.search(r"skipped: .*icon\.png: an image of 2x2 is too small for this model at scale 1 ", err)
+    assert "Traceback" not in err

@@ -114,3 +114,19 @@ def test_heatmap_image_is_white_to_blue_blocks():
     assert picture.shape == (32, 32, 3) and picture.dtype == np.uint8
     assert picture[0, 20].tolist() == [255, 255, 255] and picture[0, 0].tolist() == [8, 48, 107]
     assert picture[31, 31].tolist() == [255, 255, 255]  # no score drawn as 0
+
+
+def test_a_resumed_run_replaces_what_the_interrupted_one_logged_after_its_checkpoint(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = RunLogger([TensorBoardSink(str(tmp_path))])
+    for step in (1, 2, 3):  # killed after step 3; its checkpoint is from step 2
+        first.scalars(step, {"Loss": float(step)}, "step")
+    first.close()
+    resumed = RunLogger([TensorBoardSink(str(tmp_path), resumed_at=2)])
+    for step in (3, 4):
+        resumed.scalars(step, {"Loss": 10.0 * step}, "step")
+    resumed.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/Loss")] == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
