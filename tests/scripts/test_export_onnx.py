@@ -98,15 +98,16 @@ def test_metadata_says_what_the_model_is_and_takes(exported):
     assert onnx.load(exported[1], load_external_data=False).opset_import[0].version >= 17
 
 
-def test_class_names_come_from_the_checkpoint_else_the_flags_else_indices(tmp_path):
+def test_class_names_come_from_the_checkpoint_else_the_flags_else_indices(tmp_path, capsys):
     spec = ModelSpec(MODEL, 16, False, 3)
     classes = tmp_path / "classes.yaml"
     classes.write_text("names: [sky, road, car]\n")
 
     def names(spec, classes=None, dataset=None):
-        return export_onnx.class_names(argparse.Namespace(classes=classes, dataset=dataset), spec)
+        return export_onnx.class_names(argparse.Namespace(classes=classes, dataset=dataset, ckpt="m.pth"), spec)
 
     assert names(spec) == ("0", "1", "2")
+    assert "note: m.pth does not name its classes; the file calls them 0..2" in capsys.readouterr().out
     assert names(spec, classes=str(classes)) == ("sky", "road", "car")
     assert names(ModelSpec(MODEL, 16, False, 3, ("a", "b", "c")), classes=str(classes)) == ("a", "b", "c")
     assert names(ModelSpec(MODEL, 16, False, 21), dataset="voc")[:2] == ("background", "aeroplane")
