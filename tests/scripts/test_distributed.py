@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -289,3 +290,16 @@ def test_a_validation_set_smaller_than_the_process_count(tmp_path):
                                 "--val_interval", "2", "--dist_timeout", "60"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation at iteration 2" in result.stdout and "Finished 2 iterations" in result.stdout
+
+
+def test_new_losses_weights_and_tensorboard_under_torchrun(demo_root, tmp_path):
+    """OHEM with auto class weights trains on two processes: the masks are counted once (the first process
+    caches, the other reads), process 0 alone logs the weights and writes TensorBoard and metrics.json."""
+    result = _torchrun(2, _args(demo_root, tmp_path / "ck", "--total_itrs", "2", "--val_interval", "2",
+                                "--loss_type", "ohem", "--ohem_min_kept", "2000", "--class_weights", "auto",
+                                "--tensorboard", str(tmp_path / "tb"), "--results_dir", str(tmp_path / "res")))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count("class weights (auto, median frequency): background") == 1
+    assert all(np.isfinite(_losses(result.stdout)))
+    assert len([f for f in os.listdir(tmp_path / "tb") if f.startswith("events.out.tfevents")]) == 1
+    assert os.path.isfile(tmp_path / "res" / "metrics.json")
