@@ -368,7 +368,9 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
     with node_main_first(env):  # the first process of each machine counts the masks and caches the counts
         class_weights = None if opts.test_only else resolve_class_weights(opts.class_weights, train_dst, log)
         if train_dst.num_classes == 2 and not opts.test_only and env.is_main:
-            warning = background_only_warning(load_class_stats(train_dst, log), train_dst.class_names)
+            remedies = [flag for flag, used in (("--class_weights auto", opts.class_weights != "none"),
+                                                ("--loss_type ce+dice", "dice" in opts.loss_type)) if not used]
+            warning = background_only_warning(load_class_stats(train_dst, log), train_dst.class_names, remedies)
             if warning:
                 print(warning, file=sys.stderr)
     # --ohem_min_kept counts pixels of the global batch; each process keeps its share of them.

@@ -102,11 +102,18 @@ def load_class_stats(dataset: PairedSegmentation, log: Callable[[str], None] = p
     return stats
 
 
-def background_only_warning(stats: ClassStats, class_names: Sequence[str]) -> Optional[str]:
-    """A one-line warning when a binary (2-class) dataset has no object pixel in most training images, else None."""
+def background_only_warning(stats: ClassStats, class_names: Sequence[str],
+                            remedies: Sequence[str] = ("--class_weights auto", "--loss_type ce+dice")) -> Optional[str]:
+    """A one-line warning when a binary (2-class) dataset has no object pixel in most training images, else None.
+
+    ``remedies`` are the options to suggest (the caller leaves out those already in use).
+    """
     if len(class_names) != 2 or stats.background_only_images <= BACKGROUND_ONLY_FRACTION * stats.num_images:
         return None
+    if stats.image_counts[1] == 0:
+        return (f"warning: no training mask has a {class_names[1]} pixel (value 1), so the model cannot learn it; "
+                "check the masks")
+    advice = [f"use {' or '.join(remedies)}"] if remedies else []
     return (f"warning: {stats.background_only_images} of {stats.num_images} training images have no "
             f"{class_names[1]} pixel, so the model mostly learns that everything is {class_names[0]} (and may "
-            "predict it everywhere); use --class_weights auto or --loss_type ce+dice, or drop most empty images "
-            "from the training split")
+            f"predict it everywhere); {', or '.join(advice + ['drop most empty images from the training split'])}")

@@ -131,6 +131,13 @@ def test_background_only_warning_for_mostly_empty_binary_masks():
     assert "--class_weights auto" in message and "--loss_type ce+dice" in message
     assert background_only_warning(ClassStats([9, 1], [10, 2], [10, 2], 10, 9), ("bg", "crack")) is None  # 90%
     assert background_only_warning(EXPECTED, ("background", "crack", "rust")) is None
+    already = background_only_warning(stats, ("background", "crack"), ["--loss_type ce+dice"])
+    assert "--class_weights auto" not in already and "--loss_type ce+dice" in already
+    assert background_only_warning(stats, ("background", "crack"), []).endswith(
+        "; drop most empty images from the training split")
+    none = ClassStats([1000, 0], [20, 0], [1000, 0], num_images=20, background_only_images=20)
+    assert background_only_warning(none, ("background", "crack")) == (
+        "warning: no training mask has a crack pixel (value 1), so the model cannot learn it; check the masks")
 
 
 def test_a_bad_mask_stops_the_count_and_caches_nothing(tmp_path):
