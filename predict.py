@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import network
-from datasets import Cityscapes, DatasetError, voc_cmap
+from datasets import Cityscapes, DatasetError, VOCSegmentation, voc_cmap
 from datasets.folder import palette_table, read_classes
 from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
@@ -92,6 +92,10 @@ def palette_for(opts, num_classes: int) -> np.ndarray:
         return palette_table(palette)
     if opts.dataset == "folder":
         raise PredictError("--dataset folder needs --classes PATH/classes.yaml for the class colours")
+    dataset = Cityscapes if opts.dataset == "cityscapes" else VOCSegmentation
+    if len(dataset.class_names) != num_classes:
+        print(f"note: --dataset {opts.dataset} has {len(dataset.class_names)} classes but the model predicts "
+              f"{num_classes}; the colours are that palette's (give --classes classes.yaml for your own)")
     return Cityscapes.cmap if opts.dataset == "cityscapes" else voc_cmap()
 
 

@@ -282,3 +282,10 @@ def test_an_image_too_small_for_the_model_is_skipped_not_fatal(tmp_path, inputs,
     assert code == 1 and os.path.isfile(out / "b.png") and not os.path.exists(out / "icon.png")
     assert re.search(r"skipped: .*icon\.png: an image of 2x2 is too small for this model at scale 1 ", err)
     assert "Traceback" not in err
+
+
+def test_a_palette_for_another_class_count_is_noted(tmp_path, inputs, ckpt, capsys):
+    code, _ = _run(tmp_path, ckpt[0], "--dataset", "cityscapes")
+    assert code == 0
+    assert (f"note: --dataset cityscapes has 19 classes but the model predicts {NUM_CLASSES}; the colours are that "
+            "palette's (give --classes classes.yaml for your own)") in capsys.readouterr().out
