@@ -207,12 +207,18 @@ def test_a_failed_check_writes_nothing_and_keeps_an_older_file(exported, tmp_pat
     with open(exported[1], "rb") as f:
         data = f.read()
     monkeypatch.setattr(export_onnx, "export_bytes", lambda *args: data)  # the file, without exporting again
-    monkeypatch.setattr(export_onnx, "MAX_LOGIT_DIFF", 0.0)  # no difference is below 0: every size fails
     output = tmp_path / "model.onnx"
     output.write_bytes(b"an older export")
-    assert export_onnx.main(["--ckpt", exported[0], "--output", str(output), "--check_sizes", "64x64"]) == 1
+    assert export_onnx.main(["--ckpt", exported[0], "--output", str(output), "--check_sizes", "64x64",
+                             "--max_logit_diff", "1e-300"]) == 1  # fp32 rounding alone exceeds it: every size fails
     printed = capsys.readouterr()
     assert "64x64, batch 2: max |logit difference|" in printed.out and printed.out.rstrip().endswith("FAILED")
     assert printed.err.strip() == ("error: the ONNX model differs from PyTorch at 64x64, batch 2; nothing was "
                                    f"written to {output}")
     assert output.read_bytes() == b"an older export" and os.listdir(tmp_path) == ["model.onnx"]
+
+
+def test_a_logit_limit_that_is_not_positive_is_one_line(exported, tmp_path, capsys):
+    assert export_onnx.main(["--ckpt", exported[0], "--output", str(tmp_path / "m.onnx"), "--max_logit_diff",
+                             "0"]) == 1
+    assert capsys.readouterr().err.strip() == "error: --max_logit_diff must be positive, not 0.0"
