@@ -42,7 +42,7 @@ from utils.class_weights import resolve_class_weights
 from utils.inference import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                           require_tensorboard)
-from utils.loss import LOSS_TYPES, build_criterion
+from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
 from utils.results import save_val_result
 from utils.scheduler import build_scheduler, retarget
 from utils.training import forward_loss, optimize
@@ -52,8 +52,8 @@ DATASETS = ("voc", "cityscapes", "folder", "demo")
 VOC_YEARS = ("2012_aug", "2012", "2011", "2009", "2008", "2007")
 BACKBONE_LR_FACTOR = 0.1
 POSITIVE_OPTIONS = ("batch_size", "val_batch_size", "crop_size", "total_itrs", "val_interval", "print_interval",
-                    "step_size", "lr", "vis_num_samples", "window", "stride", "ohem_thresh", "ohem_min_kept")
-NON_NEGATIVE_OPTIONS = ("num_workers", "weight_decay", "focal_gamma", "dice_weight")
+                    "step_size", "lr", "vis_num_samples", "window", "stride")
+NON_NEGATIVE_OPTIONS = ("num_workers", "weight_decay", "focal_gamma")
 # With --amp fp16 the GradScaler skips steps whose gradients overflow; the schedule still follows iterations.
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
 
@@ -365,17 +365,24 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
         {"params": plain_model.classifier.parameters(), "lr": opts.lr},
     ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
     scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
-    with node_main_first(env):  # the first process of each machine counts the masks and caches the counts
-        class_weights = None if opts.test_only else resolve_class_weights(opts.class_weights, train_dst, log)
-        if train_dst.num_classes == 2 and not opts.test_only and env.is_main:
+
+    def class_weights() -> Optional[torch.Tensor]:
+        """On process 0: the masks counted once (and cached) for the auto weights and the binary-data warning."""
+        binary = train_dst.num_classes == 2
+        stats = load_class_stats(train_dst, log) if binary or opts.class_weights == "auto" else None
+        weights = resolve_class_weights(opts.class_weights, train_dst, log, stats)
+        if binary:
             remedies = [flag for flag, used in (("--class_weights auto", opts.class_weights != "none"),
                                                 ("--loss_type ce+dice", "dice" in opts.loss_type)) if not used]
-            warning = background_only_warning(load_class_stats(train_dst, log), train_dst.class_names, remedies)
+            warning = background_only_warning(stats, train_dst.class_names, remedies)
             if warning:
                 print(warning, file=sys.stderr)
+        return weights
+
     # --ohem_min_kept counts pixels of the global batch; each process keeps its share of them.
     min_kept = max(1, opts.ohem_min_kept // env.world_size)
-    criterion = build_criterion(opts.loss_type, focal_gamma=opts.focal_gamma, class_weights=class_weights,
+    weights = None if opts.test_only else from_process_zero(class_weights, device)
+    criterion = build_criterion(opts.loss_type, focal_gamma=opts.focal_gamma, class_weights=weights,
                                 ohem_thresh=opts.ohem_thresh, ohem_min_kept=min_kept, dice_weight=opts.dice_weight)
     scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
     return Training(model, plain_model, optimizer, scheduler, scaler, criterion, TrainState())
@@ -469,8 +476,7 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
     if problem:
         raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
     check_recipe_options(opts.eval_scales, "--eval_scales", opts.eval_slide, opts.window, opts.stride)
-    build_criterion(opts.loss_type, ohem_thresh=opts.ohem_thresh, ohem_min_kept=opts.ohem_min_kept,
-                    dice_weight=opts.dice_weight)  # checks the loss options before any data is read
+    check_loss_options(opts.ohem_thresh, opts.ohem_min_kept, opts.dice_weight)
     if opts.tensorboard:
         require_tensorboard()  # on every process, so that all of them stop
     resolve_speed_options(opts, device, log)

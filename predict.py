@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import network
-from datasets import Cityscapes, DatasetError, VOCSegmentation, voc_cmap
+from datasets import Cityscapes, DatasetError, VOCSegmentation
 from datasets.folder import palette_table, read_classes
 from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
@@ -96,7 +96,7 @@ def palette_for(opts, num_classes: int) -> np.ndarray:
     if len(dataset.class_names) != num_classes:
         print(f"note: --dataset {opts.dataset} has {len(dataset.class_names)} classes but the model predicts "
               f"{num_classes}; the colours are that palette's (give --classes classes.yaml for your own)")
-    return Cityscapes.cmap if opts.dataset == "cityscapes" else voc_cmap()
+    return dataset.cmap
 
 
 def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:

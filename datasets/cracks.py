@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .demo import JPEG_QUALITY, NOISE_STD, DemoTexture, _pattern
-from .folder import CLASSES_FILE, palette_table
+from .class_stats import compute_class_stats
+from .folder import CLASSES_FILE, FolderSegmentation, palette_table
 from .utils import DatasetError
 
 __all__ = ["make_crack_dataset", "crack_statistics", "CLASS_NAMES", "PALETTE"]
@@ -194,14 +195,6 @@ def make_crack_dataset(root: str, num_train: int = 160, num_val: int = 40, size:
 
 
 def crack_statistics(root: str) -> Tuple[float, int, int]:
-    """(share of crack pixels, images without a crack, images) over every mask in ``root/masks``."""
-    masks_dir = os.path.join(root, "masks")
-    crack_pixels = total_pixels = empty = 0
-    names = sorted(os.listdir(masks_dir))
-    for name in names:
-        mask = np.asarray(Image.open(os.path.join(masks_dir, name)))
-        count = int((mask == CLASS_NAMES.index("crack")).sum())
-        crack_pixels += count
-        total_pixels += mask.size
-        empty += count == 0
-    return crack_pixels / max(total_pixels, 1), empty, len(names)
+    """(share of crack pixels, images without a crack, images) over every mask in ``root``."""
+    stats = compute_class_stats(FolderSegmentation(root, split=None))
+    return stats.pixel_counts[1] / max(sum(stats.pixel_counts), 1), stats.background_only_images, stats.num_images

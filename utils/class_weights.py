@@ -67,16 +67,18 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)  # YAML's yes/true are bools
 
 
-def resolve_class_weights(spec: str, dataset, log: Callable[[str], None] = print) -> Optional[torch.Tensor]:
+def resolve_class_weights(spec: str, dataset, log: Callable[[str], None] = print,
+                          stats: Optional[ClassStats] = None) -> Optional[torch.Tensor]:
     """``--class_weights`` as a float32 tensor (one weight per class of ``dataset``, the training set), or None.
 
-    ``spec`` is 'none', 'auto' (median frequency from the training masks' cached class statistics) or the
-    path of a YAML file. Logs the weights with the class names.
+    ``spec`` is 'none', 'auto' (median frequency from the training masks' class statistics: ``stats`` when the
+    caller has them, else loaded from the cache or counted) or the path of a YAML file. Logs the weights with
+    the class names.
     """
     if spec == "none":
         return None
     if spec == "auto":
-        weights = median_frequency_weights(load_class_stats(dataset, log), dataset.class_names, log)
+        weights = median_frequency_weights(stats or load_class_stats(dataset, log), dataset.class_names, log)
         source = "auto, median frequency"
     else:
         weights = read_class_weights(spec, dataset.class_names)

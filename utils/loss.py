@@ -11,7 +11,7 @@ from torch import nn
 
 from .constants import IGNORE_INDEX
 
-__all__ = ["CrossEntropyLoss", "FocalLoss", "OhemCrossEntropyLoss", "DiceLoss", "CrossEntropyDiceLoss",
+__all__ = ["check_loss_options", "CrossEntropyLoss", "FocalLoss", "OhemCrossEntropyLoss", "DiceLoss", "CrossEntropyDiceLoss",
            "LOSS_TYPES", "build_criterion"]
 
 LOSS_TYPES = ("cross_entropy", "focal_loss", "ohem", "dice", "ce+dice")
@@ -34,6 +34,13 @@ def _weights_for(weight: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{weight.numel()} class weights for a model with {inputs.shape[1]} classes; give one "
                          "weight per class")
     return weight.to(inputs.device, inputs.dtype)
+
+
+def check_loss_options(ohem_thresh: float = 0.7, ohem_min_kept: int = 100000, dice_weight: float = 1.0) -> None:
+    """ValueError naming the flag of the first bad value (whatever the loss type, so that a config file's bad
+    value is reported even when this run does not use it)."""
+    _check_ohem(ohem_thresh, ohem_min_kept)
+    _check_dice_weight(dice_weight)
 
 
 def _check_ohem(thresh: float, min_kept: int) -> None:
@@ -206,9 +213,7 @@ def build_criterion(loss_type: str, focal_gamma: float = 2.0, class_weights: Opt
     ``ohem_min_kept`` is for this process's batch. The original's focal loss used gamma 0, which made it
     plain cross-entropy; 2 is the paper's value. Bad values raise ValueError naming their flag.
     """
-    # checked whatever the loss type, so a bad flag is reported even when this run does not use it
-    _check_ohem(ohem_thresh, ohem_min_kept)
-    _check_dice_weight(dice_weight)
+    check_loss_options(ohem_thresh, ohem_min_kept, dice_weight)
     if loss_type == "cross_entropy":
         return CrossEntropyLoss(weight=class_weights)
     if loss_type == "focal_loss":

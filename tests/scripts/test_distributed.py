@@ -293,8 +293,8 @@ def test_a_validation_set_smaller_than_the_process_count(tmp_path):
 
 
 def test_new_losses_weights_and_tensorboard_under_torchrun(demo_root, tmp_path):
-    """OHEM with auto class weights trains on two processes: the masks are counted once (the first process
-    caches, the other reads), process 0 alone logs the weights and writes TensorBoard and metrics.json."""
+    """OHEM with auto class weights trains on two processes: process 0 counts the masks and sends the weights,
+    and alone logs them and writes TensorBoard and metrics.json."""
     result = _torchrun(2, _args(demo_root, tmp_path / "ck", "--total_itrs", "2", "--val_interval", "2",
                                 "--loss_type", "ohem", "--ohem_min_kept", "2000", "--class_weights", "auto",
                                 "--tensorboard", str(tmp_path / "tb"), "--results_dir", str(tmp_path / "res")))
