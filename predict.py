@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-import network
 from datasets import Cityscapes, DatasetError, VOCSegmentation
 from datasets.folder import palette_table, read_classes
 from datasets.image_files import ImageFiles, find_images
@@ -30,7 +29,7 @@ from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPr
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.results import OVERLAY_ALPHA, overlay
-from utils.trained_model import DEFAULT_MODEL, load_trained_model
+from utils.trained_model import add_model_options, load_model_of
 
 OUTPUT_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png"}  # after the output stem
 OUTPUT_KINDS = tuple(OUTPUT_SUFFIXES)
@@ -50,13 +49,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", type=str, default="voc", choices=["voc", "cityscapes", "demo", "folder"],
                         help="which palette to draw with (folder: give --classes)")
     parser.add_argument("--classes", type=str, default=None, help="classes.yaml of your own data (names, palette)")
-    parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
-    parser.add_argument("--model", type=str, default=None, choices=list(network.MODELS),
-                        help=f"default: the checkpoint's model_name, else {DEFAULT_MODEL}")
-    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
-                        help="apply separable conv to decoder and aspp (default: as the checkpoint says)")
-    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
-                        help="default: the checkpoint's, else 16")
+    add_model_options(parser)
     parser.add_argument("--save_val_results_to", default="predictions", help="folder for the results")
     parser.add_argument("--output", nargs="+", default=["color"], choices=OUTPUT_KINDS,
                         help="color (palette image, as the original), label (palette PNG of class indices), overlay")
@@ -102,7 +95,7 @@ def palette_for(opts, num_classes: int) -> np.ndarray:
 def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     """The model of --ckpt (options left unset come from the checkpoint, see :func:`load_trained_model`),
     set up for ``device`` and the speed options; returns it with its class count."""
-    model, spec = load_trained_model(opts.ckpt, opts.model, opts.output_stride, opts.separable_conv, opts.num_classes)
+    model, spec = load_model_of(opts)
     model.to(device)
     if opts.channels_last:
         model.to(memory_format=torch.channels_last)

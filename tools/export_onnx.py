@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-import network  # noqa: E402
 from datasets import Cityscapes, DatasetError, VOCSegmentation  # noqa: E402
 from datasets.folder import read_classes  # noqa: E402
 from utils.atomic import atomic_write, require_writable  # noqa: E402
@@ -33,7 +32,7 @@ from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.inference import normalize  # noqa: E402
 from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
                               import_optional)
-from utils.trained_model import ModelSpec, load_trained_model  # noqa: E402
+from utils.trained_model import ModelSpec, add_model_options, load_model_of  # noqa: E402
 
 OPSET = 18
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
@@ -64,13 +63,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="checkpoint (this project's, the original's or a state_dict)")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--model", default=None, choices=list(network.MODELS),
-                        help="default: the checkpoint's model_name, else deeplabv3plus_mobilenet")
-    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
-                        help="default: the checkpoint's, else 16")
-    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
-                        help="default: as the checkpoint says")
-    parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
+    add_model_options(parser)
     parser.add_argument("--dataset", default=None, choices=sorted(DATASET_CLASSES),
                         help="class names, when the checkpoint does not record them")
     parser.add_argument("--classes", default=None, help="classes.yaml whose names to record, when the checkpoint "
@@ -173,8 +166,7 @@ def run(opts: argparse.Namespace) -> None:
     if os.path.isdir(opts.output):
         raise ExportError(f"--output {opts.output} is a folder; give a file name, e.g. {opts.output}/model.onnx")
     require_writable(os.path.dirname(os.path.abspath(opts.output)), "--output")
-    model, spec = load_trained_model(opts.ckpt, opts.model, opts.output_stride, opts.separable_conv,
-                                     opts.num_classes)
+    model, spec = load_model_of(opts)
     metadata = OnnxMetadata(spec.model_name, spec.num_classes, class_names(opts, spec), spec.output_stride)
     checks = pytorch_checks(model, spec.model_name, opts.check_sizes)
     start = time.perf_counter()

@@ -1,4 +1,5 @@
 """A trained model rebuilt from its checkpoint for inference; predict.py and tools/export_onnx.py share it."""
+import argparse
 import dataclasses
 from typing import Optional, Tuple
 
@@ -8,7 +9,8 @@ import network
 from .checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from .inference import fold_batchnorm
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_OUTPUT_STRIDE", "ModelSpec", "load_trained_model"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_OUTPUT_STRIDE", "ModelSpec", "add_model_options", "load_trained_model",
+           "load_model_of"]
 
 DEFAULT_MODEL = "deeplabv3plus_mobilenet"  # the original's defaults, for checkpoints that do not record theirs
 DEFAULT_OUTPUT_STRIDE = 16
@@ -51,3 +53,19 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
         raise CheckpointError(f"checkpoint {path} has a classifier for another class count than "
                               f"{spec.num_classes}; drop --num_classes to use the checkpoint's")
     return fold_batchnorm(model.eval()), spec
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --output_stride, --separable_conv and --num_classes, each defaulting to what the checkpoint says."""
+    parser.add_argument("--model", type=str, default=None, choices=list(network.MODELS),
+                        help=f"default: the checkpoint's model_name, else {DEFAULT_MODEL}")
+    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
+                        help=f"default: the checkpoint's, else {DEFAULT_OUTPUT_STRIDE}")
+    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
+                        help="apply separable conv to decoder and aspp (default: as the checkpoint says)")
+    parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
+
+
+def load_model_of(opts: argparse.Namespace) -> Tuple[nn.Module, ModelSpec]:
+    """:func:`load_trained_model` for ``opts.ckpt`` with the options of :func:`add_model_options`."""
+    return load_trained_model(opts.ckpt, opts.model, opts.output_stride, opts.separable_conv, opts.num_classes)
