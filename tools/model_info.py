@@ -38,7 +38,7 @@ from utils.atomic import atomic_write, require_writable  # noqa: E402
 from utils.config import ConfigError, check_ranges  # noqa: E402
 from utils.device import (add_speed_options, compile_model, hardware_name, resolve_device,  # noqa: E402
                           resolve_speed_options)
-from utils.inference import predict_logits  # noqa: E402
+from utils.inference import InputTooSmallError, is_too_small, predict_logits  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
 from utils.training import forward_loss, train_step  # noqa: E402
 
@@ -46,10 +46,6 @@ WARMUP_CALLS = 2  # the first call also creates oneDNN / cuDNN kernels
 MIB = 2 ** 20
 COLUMNS = {"params_m": ("params (M)", 10), "gmacs": ("GMACs", 8), "activation_mib_per_image": ("act. MiB/img", 12),
            "images_per_s": ("images/s", 8)}  # row key -> (title, width)
-
-
-class InputTooSmall(ValueError):
-    """The entry's downsampling leaves a feature map smaller than a kernel at this input size."""
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -134,8 +130,10 @@ def measure(name: str, opts: argparse.Namespace, device: Optional[torch.device])
         shape_model = build()
     try:
         macs = count_macs(shape_model, (1, 3, opts.size, opts.size))
-    except RuntimeError as exc:  # on the meta device nothing but shapes can fail
-        raise InputTooSmall(f"{name} cannot take {opts.size}x{opts.size} inputs: {exc}") from exc
+    except RuntimeError as exc:
+        if not is_too_small(exc):
+            raise
+        raise InputTooSmallError(f"{name} cannot take {opts.size}x{opts.size} inputs: {exc}") from exc
     row = {"params_m": count_parameters(shape_model) / 1e6, "gmacs": macs / 1e9}
     if device is None:
         return row
@@ -205,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name in names:
         try:
             rows[name] = measure(name, opts, device)
-        except InputTooSmall as exc:
+        except InputTooSmallError as exc:
             if not opts.all:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1

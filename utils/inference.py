@@ -16,7 +16,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .device import autocast
 
 __all__ = ["normalize", "predict_logits", "sliding_window_labels", "InferenceRecipe", "SegmentationPredictor",
-           "add_window_options", "check_recipe_options", "InputTooSmallError",
+           "add_window_options", "check_recipe_options", "InputTooSmallError", "is_too_small",
            "fold_batchnorm", "fuse_conv_activations", "FusedConvActivation"]
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
@@ -125,6 +125,11 @@ _TOO_SMALL_MARKS = ("Calculated padded input size", "Kernel size can't be greate
                     "Output size is too small")
 
 
+def is_too_small(exc: BaseException) -> bool:
+    """Whether ``exc`` is PyTorch saying that an input became too small for a layer of the model."""
+    return isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _TOO_SMALL_MARKS)
+
+
 @dataclasses.dataclass(frozen=True)
 class InferenceRecipe:
     """How images become label maps: test-time scales and flip, sliding windows, precision and layout."""
@@ -189,7 +194,7 @@ class SegmentationPredictor:
                                                           self.recipe.stride) for image in images])
             return self.logits(images).max(1).indices  # max: several times faster than argmax on NCHW CPU tensors
         except RuntimeError as exc:
-            if not any(mark in str(exc) for mark in _TOO_SMALL_MARKS):
+            if not is_too_small(exc):
                 raise
             height, width = images.shape[-2:]
             raise InputTooSmallError(f"an image of {width}x{height} is too small for this model at scale "
