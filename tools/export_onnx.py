@@ -27,7 +27,7 @@ from torch import nn  # noqa: E402
 
 from datasets import Cityscapes, DatasetError, VOCSegmentation  # noqa: E402
 from datasets.folder import read_classes  # noqa: E402
-from utils.atomic import atomic_write, require_writable  # noqa: E402
+from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.inference import is_too_small, normalize  # noqa: E402
 from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
@@ -165,9 +165,7 @@ def run(opts: argparse.Namespace) -> None:
         import_optional(package)
     if not opts.max_logit_diff > 0:
         raise ExportError(f"--max_logit_diff must be positive, not {opts.max_logit_diff}")
-    if os.path.isdir(opts.output):
-        raise ExportError(f"--output {opts.output} is a folder; give a file name, e.g. {opts.output}/model.onnx")
-    require_writable(os.path.dirname(os.path.abspath(opts.output)), "--output")
+    require_writable_file(opts.output, "--output", "model.onnx")
     model, spec = load_model_of(opts)
     metadata = OnnxMetadata(spec.model_name, spec.num_classes, class_names(opts, spec), spec.output_stride)
     checks = pytorch_checks(model, spec.model_name, opts.check_sizes)

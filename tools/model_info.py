@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import network  # noqa: E402
 from bench._timing import time_calls  # noqa: E402
-from utils.atomic import atomic_write, require_writable  # noqa: E402
+from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.config import ConfigError, check_ranges  # noqa: E402
 from utils.device import (add_speed_options, compile_model, hardware_name, resolve_device,  # noqa: E402
                           resolve_speed_options)
@@ -189,9 +189,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if opts.speed and opts.batch < 2:
             raise ConfigError("--batch must be at least 2: BatchNorm in training needs more than one value per channel")
         if opts.json:  # before minutes of measuring, not after
-            if os.path.isdir(opts.json) or opts.json.endswith(os.sep):
-                raise ValueError(f"--json {opts.json} is a folder; give a file name, e.g. {os.path.join(opts.json, 'cost.json')}")
-            require_writable(os.path.dirname(os.path.abspath(opts.json)), "--json")
+            require_writable_file(opts.json, "--json", "cost.json")
         device = resolve_device(opts.device) if opts.speed else None
         if device is not None:
             resolve_speed_options(opts, device)

@@ -5,7 +5,7 @@ import tempfile
 import uuid
 from typing import BinaryIO, Iterator
 
-__all__ = ["atomic_write", "check_writable", "require_writable"]
+__all__ = ["atomic_write", "check_writable", "require_writable", "require_writable_file"]
 
 
 @contextlib.contextmanager
@@ -50,6 +50,14 @@ def require_writable(folder: str, flag: str) -> None:
     except OSError as exc:
         raise ValueError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); fix its permissions or "
                          "choose another folder") from exc
+
+
+def require_writable_file(path: str, flag: str, example_name: str) -> None:
+    """The file of option ``flag`` can be written: a file name (not a folder) in a folder that can be written
+    (made if needed); a ValueError naming the option and what to do otherwise."""
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, example_name)}")
+    require_writable(os.path.dirname(os.path.abspath(path)), flag)
 
 
 def _existing_file_on(folder: str) -> str:

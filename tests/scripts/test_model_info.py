@@ -88,3 +88,13 @@ def test_a_size_that_is_not_positive_is_a_one_line_error(capsys, size):
     assert model_info.main(["--model", "deeplabv3plus_mobilenet", "--size", size]) != 0
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip() == f"error: --size must be positive, not {size}"
+
+
+def test_a_json_path_that_cannot_be_written_is_refused_before_measuring(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("")
+    for path, message in ((str(tmp_path), f"--json {tmp_path} is a folder; give a file name"),
+                          (str(blocker / "x.json"), f"{blocker} is a file, not a folder")):
+        assert model_info.main(["--all", "--no-speed", "--size", "64", "--json", path]) != 0
+        captured = capsys.readouterr()
+        assert captured.out == "" and message in captured.err and len(captured.err.strip().splitlines()) == 1
