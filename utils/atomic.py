@@ -3,9 +3,9 @@ import contextlib
 import os
 import tempfile
 import uuid
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional
 
-__all__ = ["atomic_write", "check_writable", "require_writable", "require_writable_file"]
+__all__ = ["atomic_write", "check_writable", "require_writable", "require_writable_file", "missing_file"]
 
 
 @contextlib.contextmanager
@@ -70,3 +70,10 @@ def _existing_file_on(folder: str) -> str:
         if parent == path:
             return ""
         path = parent
+
+
+def missing_file(path: str) -> Optional[str]:
+    """Why no file can be read at ``path`` ("is a folder, not a file" or "does not exist"), or None."""
+    if os.path.isfile(path):
+        return None
+    return "is a folder, not a file" if os.path.isdir(path) else "does not exist"

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_write
+from .atomic import atomic_write, missing_file
 
 try:
     import fcntl
@@ -118,11 +118,10 @@ def file_problem(path: str) -> Optional[str]:
     The phrase completes "checkpoint PATH ...". It catches what torch reports cryptically: a folder, an empty
     or truncated file, a zip or pickle that torch did not write, a text file.
     """
-    if os.path.isdir(path):
-        inside = sorted(f for f in os.listdir(path) if f.endswith((".pth", ".pt")))
-        return "is a folder, not a file" + (f"; it holds {', '.join(inside[:3])}" if inside else "")
-    if not os.path.isfile(path):
-        return "does not exist"
+    missing = missing_file(path)
+    if missing:
+        inside = sorted(f for f in os.listdir(path) if f.endswith((".pth", ".pt"))) if os.path.isdir(path) else []
+        return missing + (f"; it holds {', '.join(inside[:3])}" if inside else "")
     if os.path.getsize(path) == 0:
         return "is empty (0 bytes): an interrupted save or copy? copy it again"
     with open(path, "rb") as f:

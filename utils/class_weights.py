@@ -1,6 +1,5 @@
 """Per-class loss weights (``--class_weights``): none, ``auto`` (median frequency balancing) or a YAML file."""
 import math
-import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -8,6 +7,8 @@ import torch
 import yaml
 
 from datasets.class_stats import ClassStats, load_class_stats
+
+from .atomic import missing_file
 
 __all__ = ["median_frequency_weights", "read_class_weights", "resolve_class_weights"]
 
@@ -39,9 +40,9 @@ def median_frequency_weights(stats: ClassStats, class_names: Sequence[str],
 
 def read_class_weights(path: str, class_names: Sequence[str]) -> torch.Tensor:
     """Weights from a YAML list of numbers, one per class (``[0.5, 4.0, 2.0]``); ValueError naming the file."""
-    if not os.path.isfile(path):
-        problem = "is a folder, not a file" if os.path.isdir(path) else "does not exist"
-        raise ValueError(f"--class_weights {path} {problem}; give none, auto, or a YAML file listing one "
+    missing = missing_file(path)
+    if missing:
+        raise ValueError(f"--class_weights {path} {missing}; give none, auto, or a YAML file listing one "
                          "weight per class")
     with open(path) as f:
         try:

@@ -6,13 +6,13 @@ The graph's input is what PyTorch's model takes (:data:`INPUT_LAYOUT`), so ``pre
 import dataclasses
 import importlib
 import json
-import os
 from types import ModuleType
 from typing import Dict, Mapping, Tuple, Union
 
 import numpy as np
 import torch
 
+from .atomic import missing_file
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ONNX_PIP", "INPUT_NAME", "OUTPUT_NAME", "INPUT_LAYOUT", "OUTPUT_LAYOUT", "OnnxModelError",
@@ -91,9 +91,9 @@ class OnnxSegmenter:
     def __init__(self, source: Union[str, bytes]):
         self.source = source if isinstance(source, str) else "the exported model"
         ort = import_optional("onnxruntime")
-        if isinstance(source, str) and not os.path.isfile(source):
-            kind = "is a folder, not a file" if os.path.isdir(source) else "does not exist"
-            raise OnnxModelError(f"ONNX model {source} {kind} (check --onnx)")
+        missing = missing_file(source) if isinstance(source, str) else None
+        if missing:
+            raise OnnxModelError(f"ONNX model {source} {missing} (check --onnx)")
         options = ort.SessionOptions()
         ort.set_default_logger_severity(3)  # run-time failures are reported in one line, not as ORT's log
         options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise here
