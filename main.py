@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_
                               writer_lock)
 from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import (add_speed_options, compile_model, cudnn_benchmark,
-                          resolve_speed_options)
+from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_benchmark, parse_auto_bool,
+                          resolve_cudnn_benchmark, resolve_num_workers, resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
 from utils.interrupts import StopFlag, WorkerLoader
@@ -44,9 +44,12 @@ from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger,
                           require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
 from utils.results import save_val_result
+from utils.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
 from utils.training import forward_loss, optimize
 from utils.utils import Denormalize, set_bn_momentum
+
+IMPORTS_SECONDS = process_age()  # the interpreter's start and the imports above: the time report's first phase
 
 DATASETS = ("voc", "cityscapes", "folder", "demo")
 VOC_YEARS = ("2012_aug", "2012", "2011", "2009", "2008", "2007")
@@ -73,7 +76,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--data_root", type=str, default="./datasets/data", help="path to the dataset")
     parser.add_argument("--dataset", type=str, default="voc", choices=DATASETS, help="name of the dataset")
     parser.add_argument("--num_classes", type=int, default=None, help="number of classes (default: the dataset's)")
-    parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="DataLoader workers (default: on a GPU the cores per GPU process less one, at most 16; "
+                             "on the CPU min(4, cores))")
     # Model
     parser.add_argument("--model", type=str, default="deeplabv3plus_mobilenet", choices=list(network.MODELS))
     parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=False,
@@ -123,6 +128,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--dist_timeout", type=float, default=1800,
                         help="seconds a process waits for the others before the run stops with an error")
     add_speed_options(parser)
+    parser.add_argument("--cudnn_benchmark", nargs="?", const=True, default="auto", type=parse_auto_bool,
+                        help="cuDNN autotuning for the training crops: auto/true/false (auto: on for runs of 1000 "
+                             "iterations or more, whose speed-up pays back its ~20 s of tuning)")
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
     parser.add_argument("--bn_momentum", type=float, default=0.01,
                         help="backbone BatchNorm momentum: the original's 0.01 suits fine-tuning a pretrained "
@@ -213,7 +221,8 @@ def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
 def build_predictor(opts, model: nn.Module, device: torch.device, log=print) -> SegmentationPredictor:
     """``model`` with the evaluation recipe of the options (--eval_scales, --eval_flip, --eval_slide)."""
     recipe = InferenceRecipe(scales=tuple(opts.eval_scales), flip=opts.eval_flip, slide=opts.eval_slide,
-                             window=opts.window, stride=opts.stride, amp=opts.amp, channels_last=opts.channels_last)
+                             window=opts.window, stride=opts.stride, amp=opts.eval_amp,
+                             channels_last=opts.channels_last)
     return SegmentationPredictor(model, opts.num_classes, recipe,
                                  prepare=lambda images: images.to(device, non_blocking=True), log=log)
 
@@ -236,7 +245,8 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
     shard = iter(shard)
     predictor.model.eval()
-    with torch.inference_mode(), cudnn_benchmark(bool(opts.crop_val)):  # fixed sizes only with --crop_val
+    # fixed sizes only with --crop_val
+    with torch.inference_mode(), cudnn_benchmark(bool(opts.crop_val) and opts.cudnn_benchmark):
         for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
             labels = labels.to(device, non_blocking=True)
             preds = predictor.labels(images).to(device)
@@ -416,7 +426,7 @@ def training_batches(loader: data.DataLoader, state: TrainState) -> Iterator[Tup
 
 
 def train_interval(opts, training: Training, batches: Iterator, until: int, stop: StopFlag, logger: RunLogger,
-                   env: DistEnv, device: torch.device) -> bool:
+                   env: DistEnv, device: torch.device, timer: RunTimer) -> bool:
     """Train until iteration ``until``; return True if a signal asked to stop (after the step it came in).
 
     Every process agrees on a NaN loss and on a signal before the backward pass: a process that skipped the
@@ -426,7 +436,9 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
     meter = SpeedMeter()
     training.model.train()
     while state.cur_itrs < until:
+        began = time.perf_counter()
         images, labels = next(batches)
+        fetched = time.perf_counter()
         state.cur_itrs += 1
         batch_loss = forward_loss(training.model, training.criterion, images, labels, device, opts.amp,
                                   opts.channels_last)
@@ -442,6 +454,7 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
         optimize(batch_loss, training.optimizer, training.scaler)
         training.scheduler.step()
         meter.add(loss, images.shape[0] * env.world_size)
+        timer.step(time.perf_counter() - began, images.shape[0] * env.world_size, fetched - began)
         logger.scalars(state.cur_itrs, {"Loss": loss}, "step")
         if state.cur_itrs % opts.print_interval == 0:
             logger.scalars(state.cur_itrs, {"Loss": meter.mean_loss(), "LR": training.scheduler.get_last_lr()[-1],
@@ -479,14 +492,15 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
     check_loss_options(opts.ohem_thresh, opts.ohem_min_kept, opts.dice_weight)
     if opts.tensorboard:
         require_tensorboard()  # on every process, so that all of them stop
-    resolve_speed_options(opts, device, log)
+    resolve_speed_options(opts, device, log, INFER if opts.test_only else TRAIN)
+    opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
+    opts.cudnn_benchmark, benchmark_note = resolve_cudnn_benchmark(opts.cudnn_benchmark, device, opts.total_itrs)
+    for note in (workers_note, None if opts.test_only else benchmark_note):
+        if note:
+            log(note)
     seed_everything(opts.random_seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # training crops have one size; evaluate() decides for itself
-        if opts.amp != "off" and opts.channels_last:
-            log("warning: --amp with --channels_last on CUDA evaluated to wrong (mostly background) predictions in "
-                "this project's H100 check, while fp32 was right; check your validation scores, or drop "
-                "--channels_last on CUDA (README: Known issues)", file=sys.stderr)
+    # training crops have one size; evaluate() decides for itself
+    torch.backends.cudnn.benchmark = opts.cudnn_benchmark and not opts.test_only
 
 
 def build_run_logger(opts, env: DistEnv, train_loader: data.DataLoader, state: TrainState) -> RunLogger:
@@ -498,9 +512,10 @@ def build_run_logger(opts, env: DistEnv, train_loader: data.DataLoader, state: T
     return logger
 
 
-def run(opts, env: DistEnv, device: torch.device) -> int:
+def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     log = print if env.is_main else (lambda *args, **kwargs: None)
     configure(opts, env, device, log)
+    timer.lap("set-up")
     if env.is_node_main:
         prepare_data(opts)
     barrier()
@@ -510,10 +525,14 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     log(f"Device: {device} x {env.world_size} process(es)  Dataset: {opts.dataset}, Train set: {len(train_dst)}, "
         f"Val set: {len(val_dst)}, global batch {opts.batch_size} = {env.world_size} x "
         f"{opts.batch_size // env.world_size}")
+    timer.lap("data")
 
     training = build_training(opts, env, device, train_dst, log)
     state = training.state
+    timer.lap("model")
     checkpoint_itrs = restore(opts, opts.ckpt, training, env, device, log) if opts.ckpt is not None else None
+    if opts.ckpt is not None:
+        timer.lap("restore")
     # Not DDP: its first forward after training broadcasts buffers, a collective that a process with an empty
     # validation shard never joins. evaluate() gives every process process 0's buffers itself.
     eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
@@ -522,39 +541,56 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     logger = build_run_logger(opts, env, train_loader, state)
     shows_samples = env.is_main and (opts.enable_vis or opts.tensorboard) and len(val_loader) > 0
     sample_ids = np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32) if shows_samples else ()
+    timer.lap("set-up")
 
     def evaluate_and_report(checkpoint: Optional[str], step: Optional[int]) -> dict:
-        results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
-        logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step, checkpoint,
-                                                       predictor.recipe))
+        with timer.phase("evaluation"):
+            results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
+            logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step,
+                                                           checkpoint, predictor.recipe))
         return results
+
+    def save(kind: str) -> str:
+        with timer.phase("checkpoint writes"):
+            return save_training(opts, env, training, train_dst.class_names, kind)
 
     try:
         if opts.test_only:
             evaluate_and_report(opts.ckpt, checkpoint_itrs)
-            return 0
-        batches = training_batches(train_loader, state)
-        with StopFlag() as stop:
-            while state.cur_itrs < opts.total_itrs:
-                next_val = min((state.cur_itrs // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
-                stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device)
-                latest = save_training(opts, env, training, train_dst.class_names, "latest")  # before validating
-                if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
-                    results = evaluate_and_report(latest, state.cur_itrs)
-                    if results["Mean IoU"] > state.best_score:
-                        state.best_score = results["Mean IoU"]
-                        log(f"New best Mean IoU {state.best_score:.4f}: saved "
-                            f"{save_training(opts, env, training, train_dst.class_names, 'best')}")
-                        # with the new best score: resumed from, it must not rate a worse model best
-                        save_training(opts, env, training, train_dst.class_names, "latest")
-                if stopped:
-                    log(f"{stop.signal_name or 'A signal to another process'} received: saved {latest} at "
-                        f"iteration {state.cur_itrs}; resume with --ckpt {latest} --continue_training")
-                    return 0
-        log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
+        else:
+            train_and_validate(opts, training, train_loader, env, device, logger, timer, evaluate_and_report, save,
+                               log)
+        logger.text("Time report", state.cur_itrs, timer.report())
+        logger.scalars(state.cur_itrs, timer.scalars(), "time")
         return 0
     finally:
         logger.close()
+
+
+def train_and_validate(opts, training: "Training", train_loader: data.DataLoader, env: DistEnv,
+                       device: torch.device, logger: RunLogger, timer: RunTimer,
+                       evaluate_and_report: Callable[[Optional[str], Optional[int]], dict],
+                       save: Callable[[str], str], log) -> None:
+    """Train to --total_itrs, saving ``latest_*`` and validating every --val_interval (``best_*`` on a new best),
+    or until a signal: then save and say how to resume."""
+    state = training.state
+    batches = training_batches(train_loader, state)
+    with StopFlag() as stop:
+        while state.cur_itrs < opts.total_itrs:
+            next_val = min((state.cur_itrs // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
+            stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device, timer)
+            latest = save("latest")  # before validating
+            if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
+                results = evaluate_and_report(latest, state.cur_itrs)
+                if results["Mean IoU"] > state.best_score:
+                    state.best_score = results["Mean IoU"]
+                    log(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
+                    save("latest")  # with the new best score: resumed from, it must not rate a worse model best
+            if stopped:
+                log(f"{stop.signal_name or 'A signal to another process'} received: saved {latest} at "
+                    f"iteration {state.cur_itrs}; resume with --ckpt {latest} --continue_training")
+                return
+    log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
 
 
 def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, log=print) -> Optional[int]:
@@ -619,13 +655,15 @@ def _lost_peer(exc: BaseException) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
     # Progress lines show up promptly in logs and pipes; a path that is not UTF-8 prints escaped, not as a crash.
     sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
+    timer = RunTimer(IMPORTS_SECONDS if __name__ == "__main__" else 0.0)  # imported by a test: not our start-up
     opts = parse_with_config(get_argparser(), argv)
     try:
         check_ranges(opts, POSITIVE_OPTIONS, NON_NEGATIVE_OPTIONS)
         env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
+        timer.device = device
         try:
             with output_guard(opts, env):
-                return run(opts, env, device)
+                return run(opts, env, device, timer)
         finally:
             cleanup()
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,

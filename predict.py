@@ -21,7 +21,7 @@ from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, check_ranges, parse_with_config
-from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device,
+from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
                           resolve_speed_options)
 from utils.atomic import atomic_write, require_writable
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
@@ -64,7 +64,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
     parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
     add_speed_options(parser)
-    parser.add_argument("--num_workers", type=int, default=2, help="decoding workers")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="decoding workers (default: on a GPU the cores less one, at most 16; on the CPU "
+                             "min(4, cores))")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                         help="test-time augmentation: flip and scales")
     parser.add_argument("--tta_scales", type=float, nargs="+", default=[0.75, 1.0, 1.25])
@@ -205,6 +207,9 @@ def run(opts, stop: StopFlag) -> int:
     else:
         device = resolve_device(opts.device, opts.gpu_id)
         resolve_speed_options(opts, device)
+    opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
+    if workers_note:
+        print(workers_note)
     files = find_images(opts.input)
     if opts.onnx:
         model = OnnxSegmenter(opts.onnx)

@@ -1,5 +1,4 @@
 """Shared measurement helpers for the benchmarks: synchronised wall-clock timing of repeated work."""
-import time
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
@@ -7,6 +6,7 @@ import torch
 import network
 from utils.loss import build_criterion
 from utils.device import cpu_kind, native_bf16
+from utils.run_timer import time_calls
 from utils.training import train_step
 
 
@@ -28,23 +28,6 @@ def native_settings(settings: Iterable[Tuple[str, str, bool]], device: torch.dev
             print(f"skipped {label}: {reason}")
         else:
             yield label, amp, channels_last
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
-    """Seconds per call of ``fn`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
 
 
 def measure_training(model_name: str, crop: int, batch: int, device: torch.device, amp: str, channels_last: bool,

@@ -33,7 +33,7 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import network  # noqa: E402
-from bench._timing import time_calls  # noqa: E402
+from utils.run_timer import time_calls  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.config import ConfigError, check_ranges  # noqa: E402
 from utils.device import (add_speed_options, compile_model, hardware_name, resolve_device,  # noqa: E402

@@ -79,10 +79,9 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]]
 
 def check_ranges(opts: argparse.Namespace, positive: Sequence[str], non_negative: Sequence[str] = ()) -> None:
     """ConfigError naming the first option in ``positive`` that is not above 0 (NaN included), or in
-    ``non_negative`` that is below 0; scripts call it before any work."""
-    for name in positive:
-        if not getattr(opts, name) > 0:
-            raise ConfigError(f"--{name} must be positive, not {getattr(opts, name)}")
-    for name in non_negative:
-        if not getattr(opts, name) >= 0:
-            raise ConfigError(f"--{name} must be 0 or more, not {getattr(opts, name)}")
+    ``non_negative`` that is below 0; None (chosen automatically later) passes. Scripts call it before any work."""
+    for names, fits, wanted in ((positive, lambda v: v > 0, "positive"), (non_negative, lambda v: v >= 0, "0 or more")):
+        for name in names:
+            value = getattr(opts, name)
+            if value is not None and not fits(value):
+                raise ConfigError(f"--{name} must be {wanted}, not {value}")

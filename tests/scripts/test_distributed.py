@@ -155,6 +155,7 @@ def _validate_in_process(rank: int, port: str, root: str, out: str, recipe: tupl
     loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, 2))
     metrics = StreamSegMetrics(21)
     opts.num_classes = 21
+    train_script.configure(opts, train_script.DistEnv(), torch.device("cpu"), lambda *args, **kwargs: None)
     train_script.evaluate(opts, train_script.build_predictor(opts, model, torch.device("cpu")), loader,
                           torch.device("cpu"), metrics)
     if rank == 0:
@@ -173,6 +174,7 @@ def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_roo
     _, val = train_script.get_dataset(opts)
     single = StreamSegMetrics(21)
     opts.num_classes = 21
+    train_script.configure(opts, train_script.DistEnv(), torch.device("cpu"), lambda *args, **kwargs: None)
     train_script.evaluate(opts, train_script.build_predictor(opts, _tiny_segmenter(), torch.device("cpu")),
                           torch.utils.data.DataLoader(val), torch.device("cpu"), single)
     assert torch.equal(torch.load(out), single.confusion_matrix)

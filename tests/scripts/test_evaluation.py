@@ -125,6 +125,9 @@ def test_tensorboard_logs_what_the_dashboard_shows(trained, tmp_path):
     assert len(events.Scalars("train/Loss")) == 2
     assert {"train/LR", "train/Images/s", "val/Mean IoU", "val/Overall Acc"} <= set(tags["scalars"])
     assert {"[Val] Confusion Matrix", "Sample 0"} <= set(tags["images"])
+    # the time report at the end of the run
+    assert {"time/seconds/total", "time/seconds/warm-up steps", "time/seconds/evaluation"} <= set(tags["scalars"])
+    assert any(tag.startswith("Time report") for tag in tags["tensors"])
 
 
 def test_binary_own_data_trains_with_ce_dice_and_auto_weights(tmp_path, capsys):

@@ -57,6 +57,9 @@ def test_train_writes_original_format_checkpoints_and_resumes(voc, capsys):
     assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2")) == 0
     out = capsys.readouterr().out
     assert "images/s" in out and "lr=" in out and "background" in out  # log line and class IoU table
+    report = out[out.index("\nTime: "):]  # the time report ends the run
+    for phase in ("start-up", "warm-up steps", "evaluation", "checkpoint writes", "peak resident memory"):
+        assert phase in report
     latest = torch.load(_ckpt(voc), weights_only=True)
     assert {"cur_itrs", "model_state", "optimizer_state", "scheduler_state", "best_score"} <= set(latest)
     assert latest["cur_itrs"] == 4 and os.path.isfile(_ckpt(voc, "best"))
@@ -97,7 +100,7 @@ def test_test_only_equals_direct_metrics(voc, capsys):
 
 def test_validation_autotunes_cudnn_only_for_one_input_size(voc):
     """cuDNN autotuning searches again for every new input size: on for training crops, and in validation
-    only with --crop_val (VOC's validation images come in many sizes)."""
+    only with --crop_val (VOC's validation images come in many sizes), and never when the run does not autotune."""
     seen = []
 
     class Recorder(torch.nn.Module):
@@ -109,16 +112,16 @@ def test_validation_autotunes_cudnn_only_for_one_input_size(voc):
     loader = torch.utils.data.DataLoader(VOCSegmentation(str(voc / "data"), image_set="val", transform=transform))
     previous = torch.backends.cudnn.benchmark
     try:
-        for flag in ("--no-crop_val", "--crop_val"):
-            torch.backends.cudnn.benchmark = True
+        for flag, autotuned in (("--no-crop_val", True), ("--crop_val", True), ("--crop_val", False)):
+            torch.backends.cudnn.benchmark = autotuned
             opts = train_script.get_argparser().parse_args(_args(voc, flag, "--amp", "off"))
-            opts.num_classes = 21
+            opts.num_classes, opts.eval_amp, opts.cudnn_benchmark = 21, "off", autotuned  # as configure() sets them
             predictor = train_script.build_predictor(opts, Recorder(), torch.device("cpu"))
             train_script.evaluate(opts, predictor, loader, torch.device("cpu"), StreamSegMetrics(21))
-            assert torch.backends.cudnn.benchmark  # the training setting is back
+            assert torch.backends.cudnn.benchmark is autotuned  # the training setting is back
     finally:
         torch.backends.cudnn.benchmark = previous
-    assert seen == [False] * 3 + [True] * 3
+    assert seen == [False] * 3 + [True] * 3 + [False] * 3
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
