@@ -85,8 +85,8 @@ def _names(stems: Sequence[str]) -> str:
     return ", ".join(stems[:SHOWN_NAMES]) + (", ..." if len(stems) > SHOWN_NAMES else "")
 
 
-def print_summary(args: argparse.Namespace, export: Export, result: ImportResult) -> None:
-    print(f"imported {len(result.stems)} of {len(export.images)} images from {args.source[1]} into {args.out}: "
+def print_summary(args: argparse.Namespace, result: ImportResult) -> None:
+    print(f"imported {len(result.stems)} image(s) from {args.source[1]} into {args.out}: "
           f"{len(result.train)} train, {len(result.val)} val (seed {args.seed})")
     if result.without_shapes:
         print(f"{len(result.without_shapes)} image(s) without any shape (all "
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     if not result.stems:
         print(f"error: nothing could be imported from {args.source[1]} (see the lines above)", file=sys.stderr)
         return 1
-    print_summary(args, export, result)
+    print_summary(args, result)
     try:
         names, counts = check_folder(args.out)
     except DatasetError as exc:

@@ -2,9 +2,10 @@
 
 A file holds ``shapes`` (``label``, ``points``, ``shape_type``), ``imagePath`` (relative to the file),
 ``imageData`` (the image, base64; may be null) and ``imageHeight``/``imageWidth``. Shapes are drawn in
-file order with PIL, as LabelMe's ``shape_to_mask`` does: polygons filled with their outline, rectangles
-and circles (radius: the distance between the two points) filled, lines and line strips ``line_width``
-wide, points as discs of radius ``point_size``; ``mask`` shapes paste their bitmap at the first point.
+file order with PIL, as LabelMe's ``shape_to_mask`` does: polygons (and oriented rectangles) filled with
+their outline, rectangles and circles (radius: the distance between the two points) filled, lines and
+line strips ``line_width`` wide, points as discs of radius ``point_size``; ``mask`` shapes paste their
+bitmap at the first point.
 """
 import base64
 import binascii
@@ -28,7 +29,7 @@ DEFAULT_LINE_WIDTH = 10  # LabelMe's shape_to_mask defaults, which its own conve
 DEFAULT_POINT_SIZE = 5
 # shape_type -> (fewest, most) points; None: no upper bound
 POINTS_NEEDED = {"polygon": (3, None), "rectangle": (2, 2), "circle": (2, 2), "line": (2, 2),
-                 "linestrip": (2, None), "point": (1, 1), "mask": (2, 2)}
+                 "linestrip": (2, None), "point": (1, 1), "oriented_rectangle": (4, 4), "mask": (2, 2)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +99,7 @@ def draw_shape(shape: LabelMeShape, width: int, height: int, line_width: int = D
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     points = shape.points
-    if shape.kind == "polygon":
+    if shape.kind in ("polygon", "oriented_rectangle"):
         draw.polygon(points, outline=1, fill=1)
     elif shape.kind == "rectangle":  # the two corners in either order; Pillow wants top-left first
         (x0, y0), (x1, y1) = points

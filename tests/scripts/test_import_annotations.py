@@ -70,6 +70,7 @@ def test_labelme_shapes_are_drawn_in_file_order_pixel_for_pixel(tmp_path, capsys
         ("cat", "polygon", [[60, 50], [70, 50], [70, 60]]),     # outside the image: skipped
         ("__ignore__", "rectangle", [[40, 0], [47, 3]]),        # labelme2voc's void label
         ("dog", "mask", [[5, 20], [8, 22]], _png_base64(bitmap)),
+        ("cat", "oriented_rectangle", [[34, 12], [44, 12], [44, 16], [34, 16]]),
     ])
     code, out, err = _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "out", "--line_width", 4)
     assert code == 0, err
@@ -80,6 +81,7 @@ def test_labelme_shapes_are_drawn_in_file_order_pixel_for_pixel(tmp_path, capsys
     expected[29:33, :] = DOG
     expected[0:4, 40:48] = VOID
     expected[[20, 22], 5:9] = DOG
+    expected[12:17, 34:45] = CAT
     assert np.array_equal(_mask(tmp_path / "out", "a"), expected)
     assert "a.json shape 5: has 2 points; a polygon needs at least 3" in err
     assert "a.json shape 6 (polygon 'cat'): lies outside the 48x40 image" in err
@@ -187,7 +189,7 @@ def test_bad_files_are_skipped_with_a_line_each_and_the_rest_imported(tmp_path, 
     assert any("coco_by_mistake.json: is not a LabelMe file" in line and "--from coco" in line for line in lines)
     assert any("no_image.jpg does not exist" in line for line in lines)
     assert any("resized.json: the annotations are for a 96x80 image" in line and "is 48x40" in line for line in lines)
-    assert "imported 2 of 4 images" in out and "1 train, 1 val" in out and "without any shape" in out
+    assert "imported 2 image(s)" in out and "1 train, 1 val" in out and "without any shape" in out
 
 
 def test_nothing_imported_exits_non_zero_and_out_must_be_new(tmp_path, capsys):
