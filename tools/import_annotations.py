@@ -66,6 +66,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def read_export(args: argparse.Namespace) -> Export:
+    """The images of the export named by --from, with what had to be left out."""
     kind, path = args.source
     if kind == "labelme":
         return read_labelme_folder(path, args.line_width, args.point_size)
@@ -86,6 +87,7 @@ def _names(stems: Sequence[str]) -> str:
 
 
 def print_summary(args: argparse.Namespace, result: ImportResult) -> None:
+    """What was imported, which images had no shape, and how much was left out."""
     print(f"imported {len(result.stems)} image(s) from {args.source[1]} into {args.out}: "
           f"{len(result.train)} train, {len(result.val)} val (seed {args.seed})")
     if result.without_shapes:
@@ -97,6 +99,7 @@ def print_summary(args: argparse.Namespace, result: ImportResult) -> None:
 
 
 def print_pixels(names: Sequence[str], counts: np.ndarray) -> None:
+    """A table of each class's pixels (and the ignored ones): count and share of all pixels."""
     total = max(int(counts.sum()), 1)
     print("pixels per class:")
     rows = [(str(index), name, int(counts[index])) for index, name in enumerate(names)]

@@ -7,7 +7,14 @@ import numpy as np
 
 from .images import SourceImage
 
-__all__ = ["Region", "Problem", "AnnotatedImage", "Export"]
+__all__ = ["Region", "Problem", "AnnotatedImage", "Export", "size_of"]
+
+
+def size_of(width: object, height: object) -> Optional[Tuple[int, int]]:
+    """(width, height) as an export states it, or None when it states no usable size."""
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
+        return width, height
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,6 +73,7 @@ class LabelMap:
         return voc_cmap(len(self.names))
 
     def index(self, label: str) -> int:
+        """The mask value ``label`` paints."""
         if label in self._index:
             return self._index[label]
         if self.unknown_index is None:

@@ -8,17 +8,17 @@ its ``annToMask`` does. A category's name is the label; annotations are painted 
 import json
 import os
 from types import ModuleType
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from utils.atomic import missing_file
 
 from ..utils import DatasetError
-from .base import AnnotatedImage, Export, Problem, Region
+from .base import AnnotatedImage, Export, Problem, Region, size_of
 from .images import SourceImage, open_file
 
-__all__ = ["read_coco", "COCO_PIP"]
+__all__ = ["read_coco", "run_lengths", "COCO_PIP"]
 
 COCO_PIP = "pip install pycocotools==2.0.11"  # as pinned in requirements-dev.txt
 MIN_POLYGON_POINTS = 3
@@ -35,6 +35,31 @@ def mask_api() -> ModuleType:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def run_lengths(counts: str) -> List[int]:
+    """The runs of a compressed COCO RLE string. The format (COCO's maskApi): each number is written in 5-bit
+    groups, lowest first, one character per group (value + 48); bit 0x20 says another group follows, and bit
+    0x10 of the last group is the sign. From the fourth run on, a number is the difference to the run two
+    before it."""
+    if not isinstance(counts, str):
+        raise TypeError(f"counts must be a list or a string, not {type(counts).__name__}")
+    runs: List[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position == len(counts):
+                raise ValueError("the string ends inside a number")
+            group = ord(counts[position]) - 48
+            if not 0 <= group < 64:
+                raise ValueError(f"{counts[position]!r} is not an RLE character")
+            value |= (group & 0x1F) << shift
+            more, position, shift = bool(group & 0x20), position + 1, shift + 5
+            if not more and group & 0x10:
+                value -= 1 << shift  # negative: the sign bit extends to the left
+        runs.append(value + runs[-2] if len(runs) > 2 else value)
+    return runs
 
 
 def _key(value: object) -> object:
@@ -68,9 +93,16 @@ def _rle(api: ModuleType, segmentation: object, height: int, width: int) -> Tupl
     if isinstance(segmentation, dict) and "counts" in segmentation:
         size = segmentation.get("size")
         if list(size or ()) != [height, width]:
-            return None, [f"its RLE has size {size} (height, width) but the image is {height}x{width} "
-                          f"(height {height}, width {width})"]
-        if isinstance(segmentation["counts"], list):  # uncompressed: pycocotools compresses it first
+            return None, [f"its RLE has size {size}, but the image's [height, width] is {[height, width]}"]
+        counts = segmentation["counts"]
+        try:
+            runs = counts if isinstance(counts, list) else run_lengths(counts)
+        except (TypeError, ValueError) as exc:
+            return None, [f"its RLE counts cannot be read ({exc})"]
+        # pycocotools trusts the counts: a short or damaged string would decode to arbitrary pixels
+        if not all(isinstance(run, int) and run >= 0 for run in runs) or sum(runs) != height * width:
+            return None, [f"its RLE counts do not add up to the {width}x{height} pixels of the image (damaged?)"]
+        if isinstance(counts, list):  # uncompressed: pycocotools compresses it first
             return api.frPyObjects(segmentation, height, width), []
         return segmentation, []
     return None, ["has no segmentation (a box-only annotation?)"]
@@ -83,7 +115,7 @@ class CocoImage(AnnotatedImage):
         self.source = f"{source} image {entry['id']} ({entry['file_name']})"
         self.file_name = entry["file_name"]
         self.stem = os.path.splitext(os.path.basename(self.file_name))[0]
-        self.annotated_size = (entry["width"], entry["height"]) if entry["sized"] else None
+        self.annotated_size = size_of(entry.get("width"), entry.get("height"))
         self.annotations = annotations
         self.labels = [label for _, label, _ in annotations]
         self.image_dir = image_dir
@@ -136,33 +168,30 @@ def _load(path: str) -> dict:
     return spec
 
 
+def _entries(spec: dict, key: str, text_field: str, path: str, problems: List[Problem]) -> Iterator[dict]:
+    """The entries of ``spec[key]`` that have an id and a non-empty ``text_field``; the others are problems."""
+    for number, entry in enumerate(spec[key], start=1):
+        if (isinstance(entry, dict) and isinstance(entry.get(text_field), str) and entry[text_field]
+                and _key(entry.get("id")) is not None):
+            yield entry
+        else:
+            problems.append(Problem(f"{path} {key} entry {number}", f"has no id and {text_field}"))
+
+
 def _categories(spec: dict, path: str, problems: List[Problem]) -> Dict[object, str]:
     """Category id -> name, in id order (ids need not be contiguous)."""
-    names = {}
-    for number, entry in enumerate(spec["categories"], start=1):
-        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]
-                and _key(entry.get("id")) is not None):
-            problems.append(Problem(f"{path} category {number}", "has no id and name"))
-            continue
-        names[entry["id"]] = entry["name"]
+    names = {entry["id"]: entry["name"] for entry in _entries(spec, "categories", "name", path, problems)}
     return dict(sorted(names.items(), key=lambda item: (isinstance(item[0], str), item[0])))
 
 
 def _images(spec: dict, path: str, problems: List[Problem]) -> Dict[object, dict]:
-    """Image id -> {id, file_name, width, height, sized}; entries without an id or file name are problems."""
+    """Image id -> its entry, in file order; an id that appears again is a problem."""
     images = {}
-    for number, entry in enumerate(spec["images"], start=1):
-        if not (isinstance(entry, dict) and isinstance(entry.get("file_name"), str) and entry["file_name"]
-                and _key(entry.get("id")) is not None):
-            problems.append(Problem(f"{path} image {number}", "has no id and file_name"))
-            continue
+    for entry in _entries(spec, "images", "file_name", path, problems):
         if entry["id"] in images:
             problems.append(Problem(f"{path} image {entry['id']}", "appears twice in `images`; the second is left out"))
-            continue
-        width, height = entry.get("width"), entry.get("height")
-        sized = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height))
-        images[entry["id"]] = {"id": entry["id"], "file_name": entry["file_name"], "width": width,
-                               "height": height, "sized": sized}
+        else:
+            images[entry["id"]] = entry
     return images
 
 

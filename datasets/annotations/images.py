@@ -49,6 +49,7 @@ class SourceImage:
         return self.turn or self.extension.lower() not in IMAGE_EXTENSIONS
 
     def pixels(self) -> Image.Image:
+        """The pixels that will be written: upright when ``turn``, else as stored."""
         return ImageOps.exif_transpose(self.image) if self.turn else self.image
 
     def match(self, annotated_size: Optional[Tuple[int, int]]) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from ..utils import DatasetError
-from .base import AnnotatedImage, Export, Problem, Region
+from .base import AnnotatedImage, Export, Problem, Region, size_of
 from .images import SourceImage, open_bytes, open_file
 
 __all__ = ["read_labelme_folder", "DEFAULT_LINE_WIDTH", "DEFAULT_POINT_SIZE"]
@@ -123,9 +123,7 @@ class LabelMeImage(AnnotatedImage):
         self.stem = os.path.splitext(os.path.basename(json_path))[0]
         self.shapes = list(shapes)
         self.labels = [shape.label for shape in self.shapes]
-        width, height = spec.get("imageWidth"), spec.get("imageHeight")
-        sized = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height))
-        self.annotated_size = (width, height) if sized else None
+        self.annotated_size = size_of(spec.get("imageWidth"), spec.get("imageHeight"))
         image_path = spec.get("imagePath")
         # imagePath is relative to the .json; LabelMe on Windows writes it with backslashes
         self.image_path = (os.path.join(os.path.dirname(json_path), image_path.replace("\\", "/"))

@@ -6,9 +6,11 @@ from PIL import ExifTags, Image
 from datasets import DatasetError
 from datasets.annotations import LabelMap, Region
 from datasets.annotations.classes import parse_class_list
+from datasets.annotations.coco import mask_api, run_lengths
 from datasets.annotations.folder_writer import split_stems
 from datasets.annotations.images import open_file
 from datasets.annotations.labelme import LabelMeShape, _parse_shape, draw_shape
+from tests.helpers import coco_run_lengths
 
 
 def test_classes_are_the_declared_labels_first_then_the_rest_by_name():
@@ -77,3 +79,14 @@ def test_labelme_shapes_that_cannot_be_drawn_say_why():
     assert _parse_shape(1, {"label": "a", "points": [[0, 0], [1, 0], [0, 1]], "shape_type": None}).kind == "polygon"
     with pytest.raises(ValueError, match="not a base64 image"):
         draw_shape(LabelMeShape(1, "a", "mask", [(0, 0), (1, 1)], "bm90IGFuIGltYWdl"), 4, 4)
+
+
+def test_compressed_rle_strings_are_read_to_their_runs():
+    """run_lengths guards pycocotools, which decodes a damaged string to arbitrary pixels without a word."""
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        mask = (rng.random((int(rng.integers(1, 30)), int(rng.integers(1, 30)))) < trial / 50).astype(np.uint8)
+        compressed = mask_api().encode(np.asfortranarray(mask))["counts"].decode()
+        assert run_lengths(compressed) == coco_run_lengths(mask)
+    with pytest.raises(ValueError, match="ends inside a number"):
+        run_lengths("1o")  # 'o' (0x3f) says another group follows

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 import main as train_script
+from tests.helpers import coco_run_lengths
 from tools import import_annotations as tool
 
 WIDTH, HEIGHT = 48, 40
@@ -122,14 +123,6 @@ def _coco(tmp_path, annotations, images=None):
     return path, images_dir
 
 
-def _uncompressed_rle(mask):
-    """COCO's uncompressed RLE, computed here: run lengths of the column-major pixels, starting with zeros."""
-    flat = mask.flatten(order="F")
-    edges = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
-    return {"size": list(mask.shape), "counts": ([0] if flat[0] else []) + runs}
-
-
 def test_coco_polygons_rle_and_crowd_pixel_for_pixel(tmp_path, capsys):
     from pycocotools import mask as mask_api
     from pycocotools.coco import COCO
@@ -140,9 +133,11 @@ def test_coco_polygons_rle_and_crowd_pixel_for_pixel(tmp_path, capsys):
     path, images_dir = _coco(tmp_path, [
         {"category_id": 4, "segmentation": [[4, 4, 20, 4, 20, 16, 4, 16]]},
         {"category_id": 9, "segmentation": {"size": [HEIGHT, WIDTH], "counts": compressed["counts"].decode()}},
-        {"category_id": 4, "segmentation": _uncompressed_rle(crowd_area), "iscrowd": 1},
+        {"category_id": 4, "segmentation": {"size": [HEIGHT, WIDTH], "counts": coco_run_lengths(crowd_area)},
+         "iscrowd": 1},
         {"category_id": 4, "segmentation": [[35, 30, 45, 30, 40, 38], [1, 1, 2, 2]]},  # the second part: 2 points
         {"category_id": 9, "bbox": [1, 1, 3, 3], "segmentation": []},
+        {"category_id": 9, "segmentation": {"size": [HEIGHT, WIDTH], "counts": "0"}},  # damaged: one run of 0
     ])
     code, out, err = _run(capsys, "--from", "coco", path, "--images", images_dir, "--out", tmp_path / "out")
     assert code == 0, err
@@ -158,6 +153,7 @@ def test_coco_polygons_rle_and_crowd_pixel_for_pixel(tmp_path, capsys):
     assert (mask[rust_area.astype(bool)] == rust).all() and (mask[crowd_area.astype(bool)] == crack).all()
     assert "annotation 4 ('crack'): polygon 2 has 2 points" in err and "its other polygons are kept" in err
     assert "annotation 5 ('rust'): has no segmentation" in err
+    assert "annotation 6 ('rust'): its RLE counts do not add up to the 48x40 pixels" in err
 
 
 def test_classes_unknown_labels_and_background_options(tmp_path, capsys):
