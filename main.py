@@ -325,12 +325,18 @@ def resolve_num_classes(opts, train_dst) -> int:
 
 
 def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.Module, nn.Module]:
-    """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun."""
-    pretrained = {} if opts.pretrained_backbone is None else {"pretrained_backbone": opts.pretrained_backbone}
+    """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun.
+
+    The backbone starts from ImageNet weights as the entry does by default (as in the original), or as
+    --pretrained_backbone says; with --ckpt it is left initialised, since the checkpoint's weights replace it.
+    """
+    pretrained = False if opts.ckpt is not None else opts.pretrained_backbone
     with node_main_first(env):  # downloads of pretrained weights: once per machine, into its cache
-        model = network.build_model(opts.model, opts.num_classes, opts.output_stride,
-                                    separable_conv=opts.separable_conv, **pretrained)
+        model = network.build_model(opts.model, opts.num_classes, opts.output_stride, pretrained_backbone=pretrained,
+                                    separable_conv=opts.separable_conv)
         filled, initialised = init_model_from(model, opts.model, opts.init_from) if opts.init_from else ((), ())
+    if env.is_main:
+        print(f"Backbone weights: {backbone_origin(opts, model.backbone_weights)}")
     if opts.init_from and env.is_main:
         print(f"--init_from {opts.init_from}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
               + (f"; initialised: {', '.join(module_names(initialised))}" if initialised else ""))
@@ -352,6 +358,20 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
         return compile_model(model, opts.compile), model
     ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return compile_model(ddp, opts.compile), model
+
+
+def backbone_origin(opts, loaded_from: str) -> str:
+    """Where the backbone's weights come from, for the log: the file or hub id, the checkpoint, or from scratch."""
+    if opts.ckpt is not None:
+        return f"from --ckpt {opts.ckpt}"
+    if loaded_from.startswith("none"):
+        why = ("--no-pretrained_backbone" if opts.pretrained_backbone is False
+               else f"{opts.model} has no ImageNet weights by default, as in the original; --pretrained_backbone "
+                    "fetches them")
+        return f"from scratch ({why})"
+    default = " (the default, as in the original; --no-pretrained_backbone trains from scratch)" \
+        if opts.pretrained_backbone is None else ""
+    return f"ImageNet, from {loaded_from}{default}"
 
 
 @dataclass

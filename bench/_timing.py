@@ -34,7 +34,7 @@ def measure_training(model_name: str, crop: int, batch: int, device: torch.devic
                      warmup: int, steps: int, num_classes: int = 21) -> Dict[str, float]:
     """Images/s and peak memory of the full training step (data already on the device)."""
     torch.manual_seed(0)
-    model = network.build_model(model_name, num_classes, 16).to(device).train()
+    model = network.build_model(model_name, num_classes, 16, pretrained_backbone=False).to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)

@@ -106,7 +106,7 @@ def matmul_peak_tflops(device: torch.device, n: int) -> float:
 def training_flops_per_image(model_name: str, crop: int) -> float:
     """FLOPs of one training image (forward, loss and backward), counted on the meta device (shapes only)."""
     with torch.device("meta"):
-        model = network.build_model(model_name, 21, 16).train()
+        model = network.build_model(model_name, 21, 16, pretrained_backbone=False).train()
         images = torch.zeros(2, 3, crop, crop)
         labels = torch.zeros(2, crop, crop, dtype=torch.long)
     counter = FlopCounterMode(display=False)
@@ -133,7 +133,7 @@ def measure_step(sizes: Sizes, device: torch.device, setting: StepSetting,
     """Warm-up seconds, steady images/s and peak memory of main.py's training step in ``setting``."""
     torch.backends.cudnn.benchmark = setting.autotune
     torch.manual_seed(0)
-    model = network.build_model(sizes.model, 21, 16).to(device).train()
+    model = network.build_model(sizes.model, 21, 16, pretrained_backbone=False).to(device).train()
     if setting.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4,
@@ -235,7 +235,7 @@ def infer_part(sizes: Sizes, device: torch.device) -> None:
         if reason:
             print(f"{label:22s} skipped: {reason}")
             continue
-        model = fold_batchnorm(network.build_model(sizes.model, 21, 16).to(device).eval())
+        model = fold_batchnorm(network.build_model(sizes.model, 21, 16, pretrained_backbone=False).to(device).eval())
         if channels_last:
             model.to(memory_format=torch.channels_last)
         images = torch.randn(sizes.batch, 3, sizes.crop, sizes.crop, device=device)

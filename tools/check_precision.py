@@ -132,7 +132,7 @@ def first_batches(train_dst: data.Dataset, steps: int, batch: int,
 
 def train(args, setting: Setting, batches, device: torch.device) -> Tuple[nn.Module, List[float], dict]:
     torch.manual_seed(args.seed)
-    model = network.build_model(args.model, 21, 16)
+    model = network.build_model(args.model, 21, 16, pretrained_backbone=False)
     set_bn_momentum(model.backbone, 0.1)
     model.to(device).train()
     if setting.channels_last:

@@ -124,7 +124,8 @@ def images_per_second(model: nn.Module, images: torch.Tensor, amp: str = "off", 
 def measure(name: str, opts: argparse.Namespace, device: Optional[torch.device]) -> Dict[str, float]:
     """One table row for entry ``name``; memory and speed only when ``device`` is given."""
     def build() -> nn.Module:
-        return network.build_model(name, opts.num_classes, opts.output_stride, separable_conv=opts.separable_conv)
+        return network.build_model(name, opts.num_classes, opts.output_stride, pretrained_backbone=False,
+                                   separable_conv=opts.separable_conv)
 
     with torch.device("meta"):
         shape_model = build()

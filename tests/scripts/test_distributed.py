@@ -185,8 +185,9 @@ def test_sync_bn_keeps_the_checkpoint_format_and_asks_for_cuda(tmp_path):
     opts.num_classes = 21
     with pytest.raises(train_script.TrainingError, match="--sync_bn needs CUDA devices.*--no-sync_bn"):
         train_script.build_training_model(opts, DistEnv(), torch.device("cpu"))
-    plain = network.build_model(MODEL, 21, 16)
-    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network.build_model(MODEL, 21, 16))
+    plain = network.build_model(MODEL, 21, 16, pretrained_backbone=False)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(
+        network.build_model(MODEL, 21, 16, pretrained_backbone=False))
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
     assert [(k, v.shape) for k, v in synced.state_dict().items()] == \
         [(k, v.shape) for k, v in plain.state_dict().items()]  # a SyncBN run saves the original's keys

@@ -52,7 +52,7 @@ def _test_only(root, ckpt, results, *recipe):
 
 def _direct_confusion(root, ckpt) -> np.ndarray:
     """The confusion matrix of a plain loop: model(image).argmax, as the original evaluated."""
-    model = network.build_model(MODEL, 21, 16)
+    model = network.build_model(MODEL, 21, 16, pretrained_backbone=False)
     model.load_state_dict(torch.load(ckpt, weights_only=True)["model_state"])
     model.eval()
     transform = et.ExtCompose([et.ExtToTensor(), et.ExtNormalize(IMAGENET_MEAN, IMAGENET_STD)])

@@ -27,7 +27,7 @@ CHECK_SIZES = ["96x64", "97x75", "64x96"]  # the first is also the traced exampl
 
 def _model(name: str) -> torch.nn.Module:
     torch.manual_seed(0)  # the same random weights each time: _checkpoint's are the reference's
-    return network.build_model(name, 3, 16).eval()
+    return network.build_model(name, 3, 16, pretrained_backbone=False).eval()
 
 
 def _checkpoint(folder, name: str, class_names=None) -> str:

@@ -80,7 +80,7 @@ def test_test_only_equals_direct_metrics(voc, capsys):
                                    "--amp", "off", "--no-channels_last")) == 0
     printed = float(next(line for line in capsys.readouterr().out.splitlines()
                          if line.startswith("Mean IoU")).split(":")[1])
-    model = network.build_model(MODEL, 21, 16)
+    model = network.build_model(MODEL, 21, 16, pretrained_backbone=False)
     model.load_state_dict(torch.load(_ckpt(voc), weights_only=True)["model_state"])
     model.eval()
     transform = et.ExtCompose([et.ExtToTensor(), et.ExtNormalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -210,7 +210,8 @@ def test_resumed_run_equals_uninterrupted_run(voc, tmp_path, monkeypatch):
 
 
 def test_init_from_reports_filled_and_initialised(voc, tmp_path, capsys):
-    source = network.build_model("deeplabv3_mobilenet", 21, 16)  # v3 head: the v3+ decoder stays initialised
+    # v3 head: the v3+ decoder stays initialised
+    source = network.build_model("deeplabv3_mobilenet", 21, 16, pretrained_backbone=False)
     path = tmp_path / "v3.pth"
     torch.save({"model_state": source.state_dict()}, path)
     assert train_script.main(_args(voc, "--total_itrs", "1", "--init_from", str(path))) == 0

@@ -22,7 +22,7 @@ NUM_CLASSES = 3
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    model = network.build_model(MODEL, NUM_CLASSES, 16).eval()
+    model = network.build_model(MODEL, NUM_CLASSES, 16, pretrained_backbone=False).eval()
     folder = tmp_path_factory.mktemp("ckpt")
     path = folder / "best.pth"
     torch.save({"model_state": model.state_dict(), "cur_itrs": 1}, path)
@@ -150,7 +150,7 @@ def test_incompatible_checkpoint_is_a_clear_error(tmp_path, inputs, ckpt, capsys
 
 
 def test_model_options_come_from_our_checkpoint(tmp_path, inputs):
-    model = network.build_model("deeplabv3_mobilenet", 2, 8).eval()
+    model = network.build_model("deeplabv3_mobilenet", 2, 8, pretrained_backbone=False).eval()
     path = tmp_path / "ours.pth"
     torch.save({"model_state": model.state_dict(), "model_name": "deeplabv3_mobilenet", "output_stride": 8,
                 "separable_conv": False}, path)

@@ -13,7 +13,7 @@ from utils.inference import FusedConvActivation, fold_batchnorm, fuse_conv_activ
 @pytest.mark.parametrize("name", ["deeplabv3plus_mobilenet", "deeplabv3_resnet50", "deeplabv3plus_hrnetv2_32",
                                   "deeplabv3plus_xception"])
 def test_folded_model_gives_the_same_outputs(name):
-    model = network.build_model(name, 5, 16).eval()
+    model = network.build_model(name, 5, 16, pretrained_backbone=False).eval()
     model.load_state_dict(deterministic_state_dict(model))
     folded = fold_batchnorm(copy.deepcopy(model))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()
@@ -30,7 +30,8 @@ def test_folded_model_gives_the_same_outputs(name):
                                                  ("deeplabv3plus_hrnetv2_32", 28)])
 def test_fused_conv_activations_give_the_same_numbers(name, expected_fused, amp):
     """oneDNN applies ReLU/ReLU6 as the convolution writes its output: the same values, one pass fewer."""
-    model = fold_batchnorm(network.build_model(name, 5, 16).eval()).to(memory_format=torch.channels_last)
+    model = fold_batchnorm(network.build_model(name, 5, 16, pretrained_backbone=False).eval())
+    model = model.to(memory_format=torch.channels_last)
     model.load_state_dict(deterministic_state_dict(model))
     fused = copy.deepcopy(model).requires_grad_(False)
     assert fuse_conv_activations(fused) == expected_fused
@@ -45,17 +46,17 @@ def test_fused_conv_activations_give_the_same_numbers(name, expected_fused, amp)
 
 
 def test_trainable_convolutions_are_not_fused():
-    model = fold_batchnorm(network.build_model("deeplabv3plus_mobilenet", 3, 16).eval())
+    model = fold_batchnorm(network.build_model("deeplabv3plus_mobilenet", 3, 16, pretrained_backbone=False).eval())
     assert fuse_conv_activations(model) == 0
 
 
 def test_folding_refuses_a_training_model():
     with pytest.raises(ValueError, match="model.eval"):
-        fold_batchnorm(network.build_model("deeplabv3_mobilenet", 3, 16))
+        fold_batchnorm(network.build_model("deeplabv3_mobilenet", 3, 16, pretrained_backbone=False))
 
 
 def test_single_scale_without_flip_is_the_plain_forward():
-    model = network.build_model("deeplabv3plus_mobilenet", 4, 16).eval()
+    model = network.build_model("deeplabv3plus_mobilenet", 4, 16, pretrained_backbone=False).eval()
     x = torch.randn(2, 3, 65, 81)
     with torch.no_grad():
         assert torch.equal(predict_logits(model, x, scales=[1.0], flip=False), model(x))

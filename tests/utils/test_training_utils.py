@@ -125,8 +125,8 @@ def test_unreadable_and_missing_checkpoints(tmp_path):
 
 
 def test_other_class_count_reinitialises_only_the_head():
-    source = network.build_model("deeplabv3plus_mobilenet", 21, 16)
-    target = network.build_model("deeplabv3plus_mobilenet", 3, 16)
+    source = network.build_model("deeplabv3plus_mobilenet", 21, 16, pretrained_backbone=False)
+    target = network.build_model("deeplabv3plus_mobilenet", 3, 16, pretrained_backbone=False)
     reinit = load_model_state(target, source.state_dict())
     assert reinit == ["classifier.classifier.3.weight", "classifier.classifier.3.bias"]
     assert torch.equal(target.state_dict()["classifier.aspp.project.0.weight"],
@@ -134,8 +134,8 @@ def test_other_class_count_reinitialises_only_the_head():
 
 
 def test_another_model_is_a_clear_error():
-    source = network.build_model("deeplabv3_mobilenet", 21, 16)
-    target = network.build_model("deeplabv3plus_mobilenet", 21, 16)
+    source = network.build_model("deeplabv3_mobilenet", 21, 16, pretrained_backbone=False)
+    target = network.build_model("deeplabv3plus_mobilenet", 21, 16, pretrained_backbone=False)
     with pytest.raises(CheckpointError, match="does not fit this model .*missing"):
         load_model_state(target, source.state_dict(), "x.pth")
 
