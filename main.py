@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,24 +21,24 @@ from tqdm import tqdm
 import network
 from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
 from datasets.class_stats import background_only_warning, load_class_stats
+from datasets.class_weights import resolve_class_weights
 from datasets.utils import exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
-from utils.atomic import require_writable
+from utils.atomic import remove_orphaned_temporaries, require_writable
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, file_problem,
                               load_checkpoint, load_model_state, restore_process_rng_state, save_checkpoint,
                               writer_lock)
 from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_benchmark, parse_auto_bool,
-                          resolve_cudnn_benchmark, resolve_num_workers, resolve_speed_options)
+from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_benchmark, hardware_name,
+                          parse_auto_bool, resolve_cudnn_benchmark, resolve_num_workers, resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
 from utils.interrupts import StopFlag, WorkerLoader
-from utils.class_weights import resolve_class_weights
 from utils.inference import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                           require_tensorboard)
@@ -116,7 +116,8 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--ohem_thresh", type=float, default=0.7,
                         help="ohem: keep pixels whose probability of the true class is below this")
     parser.add_argument("--ohem_min_kept", type=int, default=100000,
-                        help="ohem: keep at least this many pixels per global batch")
+                        help="ohem: keep at least this many pixels per image, as mmsegmentation counts (default: "
+                             "100000, its value)")
     parser.add_argument("--dice_weight", type=float, default=1.0, help="ce+dice: weight of the Dice term")
     parser.add_argument("--focal_gamma", type=float, default=2.0,
                         help="focal loss focusing parameter (default: 2.0, the paper's); 0 is plain cross-entropy, "
@@ -215,6 +216,11 @@ def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
     if opts.test_only:
         return contextlib.nullcontext()
     require_writable(opts.checkpoint_dir, "--checkpoint_dir")
+    removed = remove_orphaned_temporaries(opts.checkpoint_dir, ".pth")
+    if removed:
+        print(f"Removed {len(removed)} temporary checkpoint file(s) that a killed save left in {opts.checkpoint_dir} "
+              f"({sum(size for _, size in removed) / 2 ** 20:.1f} MiB): "
+              f"{', '.join(os.path.basename(path) for path, _ in removed)}")
     return writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0])  # hidden, and not a *.pth
 
 
@@ -387,12 +393,18 @@ class Training:
     state: TrainState
 
 
+def group_learning_rates(lr: float) -> Tuple[float, float]:
+    """The learning rates of the two parameter groups: the backbone at BACKBONE_LR_FACTOR of --lr, the head at it."""
+    return BACKBONE_LR_FACTOR * lr, lr
+
+
 def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> Training:
     """Model, SGD with the backbone at BACKBONE_LR_FACTOR of --lr, schedule, loss (and class weights), loss scale."""
     model, plain_model = build_training_model(opts, env, device)
+    backbone_lr, head_lr = group_learning_rates(opts.lr)
     optimizer = torch.optim.SGD(params=[
-        {"params": plain_model.backbone.parameters(), "lr": BACKBONE_LR_FACTOR * opts.lr},
-        {"params": plain_model.classifier.parameters(), "lr": opts.lr},
+        {"params": plain_model.backbone.parameters(), "lr": backbone_lr},
+        {"params": plain_model.classifier.parameters(), "lr": head_lr},
     ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
     scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
 
@@ -409,11 +421,10 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
                 print(warning, file=sys.stderr)
         return weights
 
-    # --ohem_min_kept counts pixels of the global batch; each process keeps its share of them.
-    min_kept = max(1, opts.ohem_min_kept // env.world_size)
     weights = None if opts.test_only else from_process_zero(class_weights, device)
     criterion = build_criterion(opts.loss_type, focal_gamma=opts.focal_gamma, class_weights=weights,
-                                ohem_thresh=opts.ohem_thresh, ohem_min_kept=min_kept, dice_weight=opts.dice_weight)
+                                ohem_thresh=opts.ohem_thresh, ohem_min_kept=opts.ohem_min_kept,
+                                dice_weight=opts.dice_weight)
     scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
     return Training(model, plain_model, optimizer, scheduler, scaler, criterion, TrainState())
 
@@ -486,18 +497,24 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
 
 
 def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: list, dataset, step: Optional[int],
-                      checkpoint: Optional[str], recipe: InferenceRecipe) -> EvaluationReport:
+                      checkpoints: Dict[str, Optional[str]], recipe: InferenceRecipe,
+                      device: torch.device) -> EvaluationReport:
     """What the logger's sinks show and write of one evaluation (the text, the files, the dashboards); ``step``
-    is the iteration of the evaluated weights (None: a checkpoint that does not record it)."""
+    is the iteration of the evaluated weights (None: a checkpoint that does not record it), ``checkpoints`` the
+    files that hold them (metrics.json keys: "checkpoint", and in training "best_checkpoint", None unless this
+    evaluation made them the best)."""
     header = "" if opts.test_only else f"Validation at iteration {step}:\n"
     denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
     pictures = [np.concatenate(((denorm(img) * 255).clip(0, 255).astype(np.uint8),
                                 dataset.decode_target(target).transpose(2, 0, 1).astype(np.uint8),
                                 dataset.decode_target(pred).transpose(2, 0, 1).astype(np.uint8)), axis=2)
                 for img, target, pred in samples]
-    info = {"checkpoint": checkpoint, "iteration": step, "model": opts.model, "dataset": opts.dataset,
+    info = {**checkpoints, "iteration": step, "model": opts.model, "dataset": opts.dataset,
             "output_stride": opts.output_stride, "crop_val": opts.crop_val,
-            **({"crop_size": opts.crop_size} if opts.crop_val else {}), "evaluation": recipe.settings()}
+            **({"crop_size": opts.crop_size} if opts.crop_val else {}), "evaluation": recipe.settings(),
+            # bf16 evaluation (CPUs with native bfloat16) can move scores slightly: say what computed them
+            "computed_with": {"amp": recipe.amp, "channels_last": recipe.channels_last,
+                              "device": hardware_name(device)}}
     return EvaluationReport(header + metrics.to_str(results), results, metrics.confusion_matrix.cpu().numpy(),
                             list(dataset.class_names), info, pictures)
 
@@ -563,11 +580,17 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     sample_ids = np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32) if shows_samples else ()
     timer.lap("set-up")
 
-    def evaluate_and_report(checkpoint: Optional[str], step: Optional[int]) -> dict:
+    def evaluate_and_report(checkpoint: Optional[str], step: Optional[int], best_score: Optional[float] = None) -> dict:
+        """Evaluate, then report; in training (``best_score`` given) the report names the best_* file too when
+        these weights beat ``best_score`` (they are saved there next)."""
         with timer.phase("evaluation"):
             results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
+            checkpoints = {"checkpoint": checkpoint}
+            if best_score is not None:
+                checkpoints["best_checkpoint"] = checkpoint_path(opts, "best") if results["Mean IoU"] > best_score \
+                    else None
             logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step,
-                                                           checkpoint, predictor.recipe))
+                                                           checkpoints, predictor.recipe, device))
         return results
 
     def save(kind: str) -> str:
@@ -589,7 +612,7 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
 
 def train_and_validate(opts, training: "Training", train_loader: data.DataLoader, env: DistEnv,
                        device: torch.device, logger: RunLogger, timer: RunTimer,
-                       evaluate_and_report: Callable[[Optional[str], Optional[int]], dict],
+                       evaluate_and_report: Callable[[Optional[str], Optional[int], Optional[float]], dict],
                        save: Callable[[str], str], log) -> None:
     """Train to --total_itrs, saving ``latest_*`` and validating every --val_interval (``best_*`` on a new best),
     or until a signal: then save and say how to resume."""
@@ -601,7 +624,7 @@ def train_and_validate(opts, training: "Training", train_loader: data.DataLoader
             stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device, timer)
             latest = save("latest")  # before validating
             if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
-                results = evaluate_and_report(latest, state.cur_itrs)
+                results = evaluate_and_report(latest, state.cur_itrs, state.best_score)
                 if results["Mean IoU"] > state.best_score:
                     state.best_score = results["Mean IoU"]
                     log(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
@@ -637,7 +660,10 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
                                 f"pass a --total_itrs above {state.cur_itrs} to train on, or --test_only to evaluate")
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         scheduler.load_state_dict(checkpoint["scheduler_state"])
-        retarget(scheduler, opts.total_itrs, opts.step_size)
+        changes = retarget(scheduler, opts.total_itrs, opts.step_size, group_learning_rates(opts.lr),
+                           opts.weight_decay)
+        if changes:
+            log(f"Resuming with this run's settings from iteration {state.cur_itrs + 1}: {', '.join(changes)}")
         state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
         if "rng_state" in checkpoint:
             note = restore_process_rng_state(checkpoint, env.rank, env.world_size)

@@ -19,6 +19,7 @@ from datasets import Cityscapes, DatasetError, VOCSegmentation
 from datasets.folder import palette_table, read_classes
 from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
+from network.trained_model import add_model_options, load_model_of
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
@@ -29,7 +30,6 @@ from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPr
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.results import OVERLAY_ALPHA, overlay
-from utils.trained_model import add_model_options, load_model_of
 
 OUTPUT_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png"}  # after the output stem
 OUTPUT_KINDS = tuple(OUTPUT_SUFFIXES)
@@ -192,9 +192,10 @@ def check_onnx_options(opts) -> None:
 
 
 def check_sizes(opts) -> None:
-    """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one)."""
+    """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one), and
+    windows must not skip pixels: with or without --slide, since huge images are predicted in windows anyway."""
     check_ranges(opts, POSITIVE_OPTIONS)
-    check_recipe_options(opts.tta_scales, "--tta_scales", opts.slide, opts.window, opts.stride)
+    check_recipe_options(opts.tta_scales, "--tta_scales", True, opts.window, opts.stride)
 
 
 def run(opts, stop: StopFlag) -> int:

@@ -113,11 +113,13 @@ def first_step_statistics(model: nn.Module, setting: Setting, images: torch.Tens
     return batchnorm_stats(probe)
 
 
-def options(args, root: str, setting: Setting) -> argparse.Namespace:
+def options(args, root: str, setting: Setting, device: torch.device) -> argparse.Namespace:
+    """main.py's options for ``setting``, resolved as main.py resolves them before a run."""
     opts = trainer.get_argparser().parse_args([
         "--dataset", "demo", "--data_root", root, "--model", args.model, "--crop_size", str(args.crop),
-        "--amp", setting.amp, "--no-pretrained_backbone",
+        "--amp", setting.amp, "--no-pretrained_backbone", "--device", device.type,
         "--channels_last" if setting.channels_last else "--no-channels_last"])
+    trainer.configure(opts, trainer.DistEnv(), device, log=lambda *lines, **kwargs: None)
     opts.num_classes = 21
     return opts
 
@@ -181,7 +183,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         make_demo_dataset(root, num_train=args.steps * args.batch, num_val=args.num_val, seed=args.seed)
-        train_dst, val_dst = trainer.get_dataset(options(args, root, settings[0]))
+        train_dst, val_dst = trainer.get_dataset(options(args, root, settings[0], device))
         batches = first_batches(train_dst, args.steps, args.batch, args.seed)
         val_loader = data.DataLoader(val_dst, batch_size=1)
         rows, reference = {}, None
@@ -189,7 +191,7 @@ def main() -> None:
             model, losses, stats = train(args, setting, batches, device)
             reference = reference or stats
             deviation, layer = worst_deviation(stats, reference)
-            ious = {e.name: evaluate(copy.deepcopy(model), options(args, root, e), val_loader, device)
+            ious = {e.name: evaluate(copy.deepcopy(model), options(args, root, e, device), val_loader, device)
                     for e in eval_settings}
             rows[setting.name] = {"loss_first": losses[0], "loss_last": losses[-1], "bn_dev_step1": deviation,
                                   "bn_dev_layer": layer, "mean_iou": ious}

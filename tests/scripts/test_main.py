@@ -1,4 +1,5 @@
 """main.py on tiny data: train, checkpoint, resume, interrupt, evaluate, configs and bad input."""
+import json
 import os
 import re
 import signal
@@ -64,13 +65,19 @@ def test_train_writes_original_format_checkpoints_and_resumes(voc, capsys):
     assert {"cur_itrs", "model_state", "optimizer_state", "scheduler_state", "best_score"} <= set(latest)
     assert latest["cur_itrs"] == 4 and os.path.isfile(_ckpt(voc, "best"))
 
-    assert train_script.main(_args(voc, "--total_itrs", "6", "--val_interval", "2",
-                                   "--ckpt", _ckpt(voc), "--continue_training")) == 0
-    assert "restored from" in capsys.readouterr().out
+    assert train_script.main(_args(voc, "--total_itrs", "6", "--val_interval", "2", "--lr", "0.02",
+                                   "--weight_decay", "5e-4", "--ckpt", _ckpt(voc), "--continue_training")) == 0
+    out = capsys.readouterr().out
+    assert "restored from" in out
+    assert ("Resuming with this run's settings from iteration 5: --total_itrs 4 -> 6, --lr 0.01 -> 0.02, "
+            "--weight_decay 0.0001 -> 0.0005") in out
     resumed = torch.load(_ckpt(voc), weights_only=True)
     assert resumed["cur_itrs"] == 6
     assert resumed["scheduler_state"]["last_epoch"] == 6
     assert resumed["optimizer_state"]["state"]  # momentum buffers carried over
+    groups = resumed["optimizer_state"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.002, 0.02])
+    assert [g["weight_decay"] for g in groups] == [5e-4, 5e-4]
 
 
 def test_test_only_equals_direct_metrics(voc, capsys):
@@ -243,6 +250,9 @@ def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatc
     _validation_scoring(monkeypatch, 0.5)
     assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
     assert torch.load(_ckpt(voc), weights_only=True)["best_score"] == 0.5  # latest knows the new best
+    with open(voc / "res" / "metrics.json") as f:  # the scores' files: latest_* and the best_* saved from it
+        info = json.load(f)["info"]
+    assert (info["checkpoint"], info["best_checkpoint"]) == (_ckpt(voc), _ckpt(voc, "best"))
     best = torch.load(_ckpt(voc, "best"), weights_only=True)
     stale = torch.load(_ckpt(voc), weights_only=True)
     stale["best_score"] = 0.0  # as a latest_* saved before that validation holds it
@@ -252,6 +262,8 @@ def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatc
     assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2", "--ckpt", _ckpt(voc),
                                    "--continue_training")) == 0
     assert "New best" not in capsys.readouterr().out
+    with open(voc / "res" / "metrics.json") as f:
+        assert json.load(f)["info"]["best_checkpoint"] is None  # not the best: best_* holds other weights
     kept = torch.load(_ckpt(voc, "best"), weights_only=True)
     assert kept["cur_itrs"] == best["cur_itrs"] == 2 and kept["best_score"] == 0.5
     assert torch.load(_ckpt(voc), weights_only=True)["best_score"] == 0.5

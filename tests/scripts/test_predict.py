@@ -203,6 +203,15 @@ def test_sizes_that_are_not_positive_are_a_one_line_error(tmp_path, inputs, ckpt
     assert not out.exists()
 
 
+def test_windows_that_skip_pixels_are_refused_without_slide_too(tmp_path, inputs, ckpt, capsys, monkeypatch):
+    """Huge images are predicted in windows whether or not --slide is given: the pair is checked before any work."""
+    monkeypatch.setattr(predict, "WHOLE_IMAGE_MAX_PIXELS", 40 * 30 - 1)  # every input here is huge
+    code, out = _run(tmp_path, ckpt[0], "--window", "8", "--stride", "12")
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err == "error: --stride 12 is larger than --window 8: pixels would be skipped"
+    assert not out.exists()
+
+
 def test_every_output_file_of_every_input_is_distinct():
     rels = ["a.jpg", "a.png", "a_png.bmp", "x.jpg", "x_label.jpg", "B.png", "b.jpg", "c.png"]
     names = predict.output_names([("in/" + rel, rel) for rel in rels])

@@ -5,9 +5,10 @@ from typing import Optional, Tuple
 
 from torch import nn
 
-import network
-from .checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
-from .inference import fold_batchnorm
+from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
+from utils.inference import fold_batchnorm
+
+from .modeling import MODELS, build_model
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_OUTPUT_STRIDE", "ModelSpec", "add_model_options", "load_trained_model",
            "load_model_of"]
@@ -47,7 +48,7 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
     names = checkpoint.get("class_names")
     if isinstance(names, (list, tuple)) and len(names) == spec.num_classes:
         spec = dataclasses.replace(spec, class_names=tuple(str(name) for name in names))
-    model = network.build_model(spec.model_name, spec.num_classes, spec.output_stride, pretrained_backbone=False,
+    model = build_model(spec.model_name, spec.num_classes, spec.output_stride, pretrained_backbone=False,
                                 separable_conv=spec.separable_conv)
     if load_model_state(model, state, path):
         raise CheckpointError(f"checkpoint {path} has a classifier for another class count than "
@@ -57,7 +58,7 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --output_stride, --separable_conv and --num_classes, each defaulting to what the checkpoint says."""
-    parser.add_argument("--model", type=str, default=None, choices=list(network.MODELS),
+    parser.add_argument("--model", type=str, default=None, choices=list(MODELS),
                         help=f"default: the checkpoint's model_name, else {DEFAULT_MODEL}")
     parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
                         help=f"default: the checkpoint's, else {DEFAULT_OUTPUT_STRIDE}")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import yaml
 
-from datasets.class_stats import ClassStats, load_class_stats
+from .class_stats import ClassStats, load_class_stats
 
 from .atomic import missing_file
 
