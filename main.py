@@ -22,17 +22,19 @@ import network
 from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
 from datasets.class_stats import background_only_warning, load_class_stats
 from datasets.class_weights import resolve_class_weights
+from datasets.demo import STAMP_FILE, demo_data_root, holds_demo_data
 from datasets.utils import exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
+from network.trained_model import DEFAULT_MODEL, DEFAULT_OUTPUT_STRIDE, architecture_record, recorded_architecture
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.atomic import remove_orphaned_temporaries, require_writable
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, file_problem,
                               load_checkpoint, load_model_state, restore_process_rng_state, save_checkpoint,
                               writer_lock)
-from utils.config import ConfigError, check_ranges, parse_with_config
+from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_benchmark, hardware_name,
                           parse_auto_bool, resolve_cudnn_benchmark, resolve_num_workers, resolve_speed_options)
@@ -70,42 +72,54 @@ def _pretrained_arg(value: str):
 
 
 def get_argparser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--config", help="YAML file whose keys are these options (flags given here win)")
     # Dataset
-    parser.add_argument("--data_root", type=str, default="./datasets/data", help="path to the dataset")
+    parser.add_argument("--data_root", type=str, default="./datasets/data",
+                        help="folder that holds the dataset (VOCdevkit, Cityscapes, or your own data's folder); "
+                             "--dataset demo writes its data into DATA_ROOT/demo")
     parser.add_argument("--dataset", type=str, default="voc", choices=DATASETS, help="name of the dataset")
     parser.add_argument("--num_classes", type=int, default=None, help="number of classes (default: the dataset's)")
     parser.add_argument("--num_workers", type=int, default=None,
                         help="DataLoader workers (default: on a GPU the cores per GPU process less one, at most 16; "
                              "on the CPU min(4, cores))")
     # Model
-    parser.add_argument("--model", type=str, default="deeplabv3plus_mobilenet", choices=list(network.MODELS))
-    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=False,
-                        help="apply separable conv to decoder and aspp")
-    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
+    parser.add_argument("--model", type=str, default=None, choices=list(network.MODELS), metavar="MODEL",
+                        help=f"one of {', '.join(network.MODELS)} (default: the model --ckpt records, else "
+                             f"{DEFAULT_MODEL})")
+    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
+                        help="separable 3x3 convolutions in ASPP and the decoder (default: as --ckpt records, else "
+                             "off)")
+    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
+                        help=f"backbone output stride (default: as --ckpt records, else {DEFAULT_OUTPUT_STRIDE}; "
+                             "HRNet always works at 4)")
     parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
                         help="ImageNet backbone weights: flag alone = the known source, or a file path "
-                             "(default: the entry's default)")
+                             "(default: the entry's default, as in the original: ImageNet for ResNet, MobileNetV2 "
+                             "and Xception, none for HRNet)")
     parser.add_argument("--no-pretrained_backbone", dest="pretrained_backbone", action="store_false",
-                        help="train the backbone from scratch")
+                        help="train the backbone from scratch (default: see --pretrained_backbone)")
     parser.add_argument("--init_from", default=None,
                         help="start the whole model from 'torchvision_coco' (ResNet-50/101) or a checkpoint file in "
-                             "any supported format; reports which tensors were filled")
+                             "any supported format; reports which tensors were filled (default: none)")
     # Train
-    parser.add_argument("--test_only", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--test_only", action=argparse.BooleanOptionalAction, default=False,
+                        help="evaluate --ckpt on the validation set and stop, without training")
     parser.add_argument("--save_val_results", action=argparse.BooleanOptionalAction, default=False,
                         help="save segmentation results to --results_dir")
-    parser.add_argument("--total_itrs", type=int, default=30000, help="iterations (default: 30k)")
-    parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
-    parser.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"])
-    parser.add_argument("--step_size", type=int, default=10000)
-    parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False, help="crop validation (default: False)")
-    parser.add_argument("--batch_size", type=int, default=16,
-                        help="global batch size, split over torchrun processes (default: 16)")
-    parser.add_argument("--val_batch_size", type=int, default=4, help="batch size for validation (default: 4)")
-    parser.add_argument("--crop_size", type=int, default=513)
-    parser.add_argument("--ckpt", default=None, type=str, help="restore from checkpoint")
+    parser.add_argument("--total_itrs", type=int, default=30000, help="training iterations")
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate of the head (the backbone's is 0.1x)")
+    parser.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"],
+                        help="poly: lr * (1 - iteration / total_itrs) ** 0.9; step: x0.1 every --step_size")
+    parser.add_argument("--step_size", type=int, default=10000, help="--lr_policy step: iterations per x0.1")
+    parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False,
+                        help="validate on images resized and centre-cropped to --crop_size (batched), not whole")
+    parser.add_argument("--batch_size", type=int, default=16, help="global batch size, split over torchrun processes")
+    parser.add_argument("--val_batch_size", type=int, default=4, help="validation batch size (with --crop_val)")
+    parser.add_argument("--crop_size", type=int, default=513, help="training crop (and --crop_val) size in pixels")
+    parser.add_argument("--ckpt", default=None, type=str,
+                        help="checkpoint to start from (weights; with --continue_training the whole training state) "
+                             "or, with --test_only, to evaluate (default: none)")
     parser.add_argument("--continue_training", action=argparse.BooleanOptionalAction, default=False,
                         help="with --ckpt: resume iteration, optimizer, scheduler, best score and RNG state")
     parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=LOSS_TYPES,
@@ -116,14 +130,14 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--ohem_thresh", type=float, default=0.7,
                         help="ohem: keep pixels whose probability of the true class is below this")
     parser.add_argument("--ohem_min_kept", type=int, default=100000,
-                        help="ohem: keep at least this many pixels per image, as mmsegmentation counts (default: "
-                             "100000, its value)")
+                        help="ohem: keep at least this many pixels per image, as mmsegmentation counts (its value)")
     parser.add_argument("--dice_weight", type=float, default=1.0, help="ce+dice: weight of the Dice term")
     parser.add_argument("--focal_gamma", type=float, default=2.0,
-                        help="focal loss focusing parameter (default: 2.0, the paper's); 0 is plain cross-entropy, "
-                             "which is what the original's focal_loss computed: use 0 to reproduce its runs")
-    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
-    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
+                        help="focal loss focusing parameter (the paper's 2.0); 0 is plain cross-entropy, which is "
+                             "what the original's focal_loss computed: use 0 to reproduce its runs")
+    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when available")
     parser.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=None,
                         help="SyncBatchNorm across processes (default: on for multi-GPU torchrun runs)")
     parser.add_argument("--dist_timeout", type=float, default=1800,
@@ -132,15 +146,17 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--cudnn_benchmark", nargs="?", const=True, default="auto", type=parse_auto_bool,
                         help="cuDNN autotuning for the training crops: auto/true/false (auto: on for runs of 1000 "
                              "iterations or more, whose speed-up pays back its ~20 s of tuning)")
-    parser.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
+    parser.add_argument("--weight_decay", type=float, default=1e-4, help="SGD weight decay")
     parser.add_argument("--bn_momentum", type=float, default=0.01,
                         help="backbone BatchNorm momentum: the original's 0.01 suits fine-tuning a pretrained "
                              "backbone; use 0.1 for short runs from scratch")
-    parser.add_argument("--random_seed", type=int, default=1, help="random seed (default: 1)")
-    parser.add_argument("--print_interval", type=int, default=10, help="print interval of loss (default: 10)")
-    parser.add_argument("--val_interval", type=int, default=100, help="iteration interval for eval (default: 100)")
-    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="download datasets")
-    parser.add_argument("--checkpoint_dir", type=str, default="checkpoints")
+    parser.add_argument("--random_seed", type=int, default=1, help="random seed")
+    parser.add_argument("--print_interval", type=int, default=10, help="iterations between log lines")
+    parser.add_argument("--val_interval", type=int, default=100, help="iterations between validations")
+    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
+                        help="download Pascal VOC into --data_root")
+    parser.add_argument("--checkpoint_dir", type=str, default="checkpoints",
+                        help="where latest_* and best_* checkpoints are written")
     parser.add_argument("--results_dir", type=str, default="results",
                         help="metrics.json and the confusion matrix of every evaluation (and --save_val_results)")
     # Evaluation recipe (--test_only, and the validations of a training run)
@@ -154,13 +170,14 @@ def get_argparser() -> argparse.ArgumentParser:
     # PASCAL VOC
     parser.add_argument("--year", type=str, default="2012", choices=VOC_YEARS, help="year of VOC")
     # Visdom
-    parser.add_argument("--enable_vis", action=argparse.BooleanOptionalAction, default=False, help="use visdom for visualization")
+    parser.add_argument("--enable_vis", action=argparse.BooleanOptionalAction, default=False,
+                        help="use visdom for visualization")
     parser.add_argument("--vis_port", type=str, default="13570", help="port for visdom")
     parser.add_argument("--vis_host", type=str, default="http://localhost", help="address of the visdom server")
     parser.add_argument("--vis_env", type=str, default="main", help="env for visdom")
     parser.add_argument("--vis_num_samples", type=int, default=8, help="number of samples for visualization")
     parser.add_argument("--tensorboard", default=None, metavar="DIR",
-                        help="also write TensorBoard event files to DIR (pip install tensorboard)")
+                        help="also write TensorBoard event files to DIR (pip install tensorboard; default: none)")
     return parser
 
 
@@ -184,9 +201,12 @@ def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
     if opts.dataset == "folder":
         return (FolderSegmentation(opts.data_root, "train", train_transform),
                 FolderSegmentation(opts.data_root, "val", val_transform))
-    year = "2012" if opts.dataset == "demo" else opts.year
-    return (VOCSegmentation(opts.data_root, year, "train", False, train_transform),
-            VOCSegmentation(opts.data_root, year, "val", False, val_transform))
+    if opts.dataset == "demo":
+        root, year = demo_data_root(opts.data_root), "2012"
+    else:
+        root, year = opts.data_root, opts.year
+    return (VOCSegmentation(root, year, "train", False, train_transform),
+            VOCSegmentation(root, year, "val", False, val_transform))
 
 
 def prepare_data(opts) -> None:
@@ -196,13 +216,22 @@ def prepare_data(opts) -> None:
         return
     with exclusive_lock(os.path.join(opts.data_root, ".prepare.lock")):
         if opts.dataset == "demo":
-            make_demo_dataset(opts.data_root)
+            make_demo_dataset(demo_data_root(opts.data_root))
         else:
             VOCSegmentation(opts.data_root, opts.year, "train", download=True)
 
 
 def checkpoint_path(opts, kind: str) -> str:
     return os.path.join(opts.checkpoint_dir, f"{kind}_{opts.model}_{opts.dataset}_os{opts.output_stride}.pth")
+
+
+def resolve_architecture(opts, device: torch.device) -> None:
+    """--model, --output_stride and --separable_conv as given, else as --ckpt records them (this project's
+    checkpoints do), else the original's defaults; a --model or --separable_conv that contradicts the checkpoint
+    is an error naming both. Process 0 reads the checkpoint's record and sends it to the others."""
+    record = from_process_zero(lambda: architecture_record(opts.ckpt), device) if opts.ckpt is not None else {}
+    opts.model, opts.output_stride, opts.separable_conv = recorded_architecture(
+        record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv)
 
 
 def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
@@ -557,6 +586,10 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
         prepare_data(opts)
     barrier()
     train_dst, val_dst = get_dataset(opts)
+    if opts.dataset == "voc" and env.is_main and holds_demo_data(train_dst.voc_root):
+        print(f"warning: {train_dst.voc_root} holds the synthetic demo data ({STAMP_FILE} is there), not Pascal VOC: "
+              "scores on it say nothing about VOC; point --data_root at the folder that holds your VOC download, "
+              "or use --dataset demo", file=sys.stderr)
     opts.num_classes = resolve_num_classes(opts, train_dst)
     train_loader, val_loader = build_loaders(opts, train_dst, val_dst, env, device)
     log(f"Device: {device} x {env.world_size} process(es)  Dataset: {opts.dataset}, Train set: {len(train_dst)}, "
@@ -708,6 +741,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
         timer.device = device
         try:
+            resolve_architecture(opts, device)
             with output_guard(opts, env):
                 return run(opts, env, device, timer)
         finally:

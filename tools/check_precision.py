@@ -36,6 +36,7 @@ from torch.utils import data  # noqa: E402
 import main as trainer  # noqa: E402
 import network  # noqa: E402
 from datasets import make_demo_dataset  # noqa: E402
+from datasets.demo import demo_data_root  # noqa: E402
 from datasets.sampling import SeededSamples, ShardedRandomSampler  # noqa: E402
 from metrics import StreamSegMetrics  # noqa: E402
 from utils.device import autocast  # noqa: E402
@@ -182,7 +183,8 @@ def main() -> None:
           f"{args.steps} steps, lr {args.lr}")
 
     with tempfile.TemporaryDirectory() as root:
-        make_demo_dataset(root, num_train=args.steps * args.batch, num_val=args.num_val, seed=args.seed)
+        make_demo_dataset(demo_data_root(root), num_train=args.steps * args.batch, num_val=args.num_val,
+                          seed=args.seed)
         train_dst, val_dst = trainer.get_dataset(options(args, root, settings[0], device))
         batches = first_batches(train_dst, args.steps, args.batch, args.seed)
         val_loader = data.DataLoader(val_dst, batch_size=1)

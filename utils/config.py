@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence
 
 import yaml
 
-__all__ = ["ConfigError", "parse_with_config", "check_ranges"]
+__all__ = ["HelpFormatter", "ConfigError", "parse_with_config", "check_ranges"]
 
 
 class ConfigError(ValueError):
@@ -85,3 +85,16 @@ def check_ranges(opts: argparse.Namespace, positive: Sequence[str], non_negative
             value = getattr(opts, name)
             if value is not None and not fits(value):
                 raise ConfigError(f"--{name} must be {wanted}, not {value}")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every option's default: argparse's "(default: X)", unless the help text already says what
+    the default is (an option whose default is worked out at run time, such as the checkpoint's model)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required:
+            return text
+        if action.default is None:
+            return f"{text} (default: none)"
+        return super()._get_help_string(action)

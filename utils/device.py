@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 __all__ = ["resolve_device", "check_amp", "autocast", "cudnn_benchmark", "AMP_DTYPES", "AMP_CHOICES", "cpu_kind",
-           "native_bf16", "hardware_name", "TRAIN", "INFER", "resolve_amp", "resolve_channels_last", "parse_auto_bool", "add_speed_options",
+           "native_bf16", "hardware_name", "TRAIN", "INFER", "resolve_amp", "resolve_channels_last", "parse_auto_bool",
+           "add_speed_options",
            "resolve_speed_options", "compile_model", "CUDNN_BENCHMARK_MIN_ITERS",
            "resolve_cudnn_benchmark", "usable_cores", "resolve_num_workers"]
 
@@ -165,7 +166,8 @@ CPU_WORKERS_MAX = 4  # on the CPU the workers take cores from the model's thread
 GPU_WORKERS_MAX = 16
 
 
-def resolve_cudnn_benchmark(choice: Union[bool, str], device: torch.device, iterations: int) -> Tuple[bool, Optional[str]]:
+def resolve_cudnn_benchmark(choice: Union[bool, str], device: torch.device,
+                            iterations: int) -> Tuple[bool, Optional[str]]:
     """Whether to autotune cuDNN for a run of ``iterations`` training steps, and a line to print once.
 
     'auto' autotunes runs of at least ``CUDNN_BENCHMARK_MIN_ITERS`` steps; it means nothing off CUDA.

@@ -180,7 +180,8 @@ class RunTimer:
     def _detail(name: str, phase: PhaseTotal) -> str:
         if name.endswith("steps"):
             waiting = f", {phase.data_seconds:.1f} s of it waiting for data" if phase.data_seconds >= 0.05 else ""
-            why = " (one-off costs: kernel selection and autotuning, lazy initialisation, workers starting)" if name.startswith("warm") else ""
+            why = (" (one-off costs: kernel selection and autotuning, lazy initialisation, workers starting)"
+                   if name.startswith("warm") else "")
             return f"{phase.count} steps, {phase.images_per_second():.2f} images/s{waiting}{why}"
         return f"{phase.count} x"
 

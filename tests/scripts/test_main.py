@@ -1,4 +1,5 @@
 """main.py on tiny data: train, checkpoint, resume, interrupt, evaluate, configs and bad input."""
+import functools
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import torch
 
 import main as train_script
 import network
-from datasets import VOCSegmentation
+from datasets import VOCSegmentation, make_demo_dataset
 from metrics import StreamSegMetrics
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when, write_voc
@@ -288,3 +289,40 @@ def test_a_signal_in_a_validation_step_still_validates(voc, capsys, monkeypatch)
     out = capsys.readouterr().out
     assert "Validation at iteration 2" in out and "SIGTERM received: saved" in out
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 2 and os.path.isfile(_ckpt(voc, "best"))
+
+
+def test_test_only_takes_the_model_that_the_checkpoint_records(voc, capsys):
+    """No --model: the checkpoint's model and separable_conv, not main.py's default; a contradiction names both."""
+    args = _args(voc, "--total_itrs", "1", "--val_interval", "1", "--separable_conv")
+    args[args.index(MODEL)] = "deeplabv3_mobilenet"
+    assert train_script.main(args) == 0
+    ckpt = str(voc / "ck" / "latest_deeplabv3_mobilenet_voc_os16.pth")
+    capsys.readouterr()
+    plain = [a for a in _args(voc, "--test_only", "--ckpt", ckpt) if a not in ("--model", MODEL)]
+    assert train_script.main(plain) == 0
+    assert '"model": "deeplabv3_mobilenet"' in (voc / "res" / "metrics.json").read_text()
+    capsys.readouterr()
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt)) == 1  # _args gives --model MODEL
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: checkpoint {ckpt} holds a deeplabv3_mobilenet but --model {MODEL} was given; drop --model "
+                   "to use the checkpoint's (or --init_from to start another model from it)")
+    assert train_script.main(plain + ["--no-separable_conv"]) == 1
+    assert "was trained with separable_conv True but --no-separable_conv was given" in capsys.readouterr().err
+
+
+def test_the_demo_keeps_to_its_own_folder_and_voc_says_when_it_reads_it(tmp_path, capsys, monkeypatch):
+    """--dataset demo with the default layout never writes where real VOC lives; --dataset voc pointed at the
+    demo's folder warns that its scores say nothing about VOC."""
+    monkeypatch.setattr(train_script, "make_demo_dataset", functools.partial(make_demo_dataset, num_train=4,
+                                                                             num_val=2))
+    common = ["--model", MODEL, "--no-pretrained_backbone", "--crop_size", "32", "--batch_size", "2",
+              "--num_workers", "0", "--total_itrs", "1", "--checkpoint_dir", str(tmp_path / "ck"),
+              "--results_dir", str(tmp_path / "res")]
+    assert train_script.main(["--dataset", "demo", "--data_root", str(tmp_path / "data"), *common]) == 0
+    assert not (tmp_path / "data" / "VOCdevkit").exists()  # where --dataset voc reads
+    assert (tmp_path / "data" / "demo" / "VOCdevkit" / "VOC2012" / "demo_version.txt").is_file()
+    assert "warning" not in capsys.readouterr().err
+    assert train_script.main(["--dataset", "voc", "--data_root", str(tmp_path / "data" / "demo"), *common]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "holds the synthetic demo data (demo_version.txt is there), not " \
+                                          "Pascal VOC" in err
