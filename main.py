@@ -41,7 +41,8 @@ from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
 from utils.interrupts import StopFlag, WorkerLoader
-from utils.inference import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
+from utils.inference import (DEFAULT_STRIDE, DEFAULT_WINDOW, InferenceRecipe, SegmentationPredictor,
+                             add_window_options, check_recipe_options)
 from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                           require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
@@ -458,7 +459,7 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
     return Training(model, plain_model, optimizer, scheduler, scaler, criterion, TrainState())
 
 
-def save_training(opts, env: DistEnv, training: Training, class_names: Sequence[str], kind: str) -> str:
+def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) -> str:
     """Write the ``kind`` ('latest' or 'best') checkpoint in the original's format plus what a resume needs."""
     path = checkpoint_path(opts, kind)
     rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
@@ -470,7 +471,9 @@ def save_training(opts, env: DistEnv, training: Training, class_names: Sequence[
             "best_score": state.best_score, "rng_state": rng_states[0], "rng_states": rng_states,
             "model_name": opts.model,
             "num_classes": opts.num_classes, "output_stride": opts.output_stride,
-            "separable_conv": opts.separable_conv, "class_names": list(class_names),
+            "separable_conv": opts.separable_conv, "class_names": list(dataset.class_names),
+            # the colours predict.py and export_onnx.py draw the classes with
+            "palette": dataset.cmap[:len(dataset.class_names)].tolist(),
             **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
         }, path)
     return path
@@ -555,6 +558,8 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
     if problem:
         raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
     check_recipe_options(opts.eval_scales, "--eval_scales", opts.eval_slide, opts.window, opts.stride)
+    if not opts.eval_slide and (opts.window, opts.stride) != (DEFAULT_WINDOW, DEFAULT_STRIDE):
+        log("note: --window and --stride shape the windows of --eval_slide; without it they are not used")
     check_loss_options(opts.ohem_thresh, opts.ohem_min_kept, opts.dice_weight)
     if opts.tensorboard:
         require_tensorboard()  # on every process, so that all of them stop
@@ -592,9 +597,10 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
               "or use --dataset demo", file=sys.stderr)
     opts.num_classes = resolve_num_classes(opts, train_dst)
     train_loader, val_loader = build_loaders(opts, train_dst, val_dst, env, device)
-    log(f"Device: {device} x {env.world_size} process(es)  Dataset: {opts.dataset}, Train set: {len(train_dst)}, "
-        f"Val set: {len(val_dst)}, global batch {opts.batch_size} = {env.world_size} x "
-        f"{opts.batch_size // env.world_size}")
+    training_line = "" if opts.test_only else (f"Train set: {len(train_dst)}, global batch {opts.batch_size} = "
+                                                 f"{env.world_size} x {opts.batch_size // env.world_size}, ")
+    log(f"Device: {device} x {env.world_size} process(es)  Dataset: {opts.dataset}, {training_line}"
+        f"Val set: {len(val_dst)}")
     timer.lap("data")
 
     training = build_training(opts, env, device, train_dst, log)
@@ -607,6 +613,7 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     # validation shard never joins. evaluate() gives every process process 0's buffers itself.
     eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
     predictor = build_predictor(opts, eval_model, device, log)
+    log(f"Evaluation: {predictor.recipe.describe()}")
     metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
     logger = build_run_logger(opts, env, train_loader, state)
     shows_samples = env.is_main and (opts.enable_vis or opts.tensorboard) and len(val_loader) > 0
@@ -628,7 +635,7 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
 
     def save(kind: str) -> str:
         with timer.phase("checkpoint writes"):
-            return save_training(opts, env, training, train_dst.class_names, kind)
+            return save_training(opts, env, training, train_dst, kind)
 
     try:
         if opts.test_only:

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets import Cityscapes, DatasetError, VOCSegmentation
-from datasets.folder import palette_table, read_classes
+from datasets import DatasetError, VOCSegmentation
+from datasets.class_info import NAMED_DATASETS, resolve_classes
 from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
-from network.trained_model import add_model_options, load_model_of
+from network.trained_model import ModelSpec, add_model_options, load_model_of
 from utils.checkpoint import CheckpointError
-from utils.config import ConfigError, check_ranges, parse_with_config
+from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
                           resolve_speed_options)
 from utils.atomic import atomic_write, require_writable
@@ -43,33 +43,39 @@ class PredictError(RuntimeError):
 
 
 def get_argparser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--config", help="YAML file whose keys are these options (flags given here win)")
     parser.add_argument("--input", type=str, required=True, help="an image, a folder (searched recursively) or a glob")
-    parser.add_argument("--dataset", type=str, default="voc", choices=["voc", "cityscapes", "demo", "folder"],
-                        help="which palette to draw with (folder: give --classes)")
-    parser.add_argument("--classes", type=str, default=None, help="classes.yaml of your own data (names, palette)")
+    parser.add_argument("--dataset", type=str, default=None, choices=[*NAMED_DATASETS, "folder"],
+                        help="draw with this dataset's palette (default: the colours the checkpoint or ONNX file "
+                             "records, else VOC's; folder: the record, or give --classes)")
+    parser.add_argument("--classes", type=str, default=None,
+                        help="classes.yaml of your own data: draw with its palette (default: none)")
     add_model_options(parser)
-    parser.add_argument("--save_val_results_to", default="predictions", help="folder for the results")
+    parser.add_argument("--save_val_results_to", default="predictions",
+                        help="folder for the results, made if needed; inputs' subfolders are mirrored in it")
     parser.add_argument("--output", nargs="+", default=["color"], choices=OUTPUT_KINDS,
                         help="color (palette image, as the original), label (palette PNG of class indices), overlay")
-    parser.add_argument("--overlay_alpha", type=float, default=OVERLAY_ALPHA)
+    parser.add_argument("--overlay_alpha", type=float, default=OVERLAY_ALPHA,
+                        help="overlay: weight of the class colours over the photo (0 to 1)")
     parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False,
                         help="infer with the shorter side resized to --crop_size (results keep the input size)")
     parser.add_argument("--val_batch_size", type=int, default=4, help="images of equal size predicted together")
-    parser.add_argument("--crop_size", type=int, default=513)
-    parser.add_argument("--ckpt", type=str, help="checkpoint (original format or a state_dict)")
+    parser.add_argument("--crop_size", type=int, default=513, help="--crop_val: the shorter side to infer at")
+    parser.add_argument("--ckpt", type=str, help="checkpoint (this project's, the original's, or a state_dict)")
     parser.add_argument("--onnx", type=str, help="instead of --ckpt: an ONNX file from tools/export_onnx.py, run by "
                                                  "ONNX Runtime on the CPU")
-    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
-    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when available")
     add_speed_options(parser)
     parser.add_argument("--num_workers", type=int, default=None,
                         help="decoding workers (default: on a GPU the cores less one, at most 16; on the CPU "
                              "min(4, cores))")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                         help="test-time augmentation: flip and scales")
-    parser.add_argument("--tta_scales", type=float, nargs="+", default=[0.75, 1.0, 1.25])
+    parser.add_argument("--tta_scales", type=float, nargs="+", default=[0.75, 1.0, 1.25],
+                        help="with --tta: the scales whose probabilities are summed")
     parser.add_argument("--tta_flip", action=argparse.BooleanOptionalAction, default=True,
                         help="with --tta: add horizontally flipped copies")
     parser.add_argument("--slide", action=argparse.BooleanOptionalAction, default=False,
@@ -78,25 +84,9 @@ def get_argparser() -> argparse.ArgumentParser:
     return parser
 
 
-def palette_for(opts, num_classes: int) -> np.ndarray:
-    """A 256x3 colour table for drawing class indices."""
-    if opts.classes:
-        _, palette, _ = read_classes(opts.classes)
-        if len(palette) != num_classes:
-            raise PredictError(f"{opts.classes} names {len(palette)} classes but the model predicts {num_classes}")
-        return palette_table(palette)
-    if opts.dataset == "folder":
-        raise PredictError("--dataset folder needs --classes PATH/classes.yaml for the class colours")
-    dataset = Cityscapes if opts.dataset == "cityscapes" else VOCSegmentation
-    if len(dataset.class_names) != num_classes:
-        print(f"note: --dataset {opts.dataset} has {len(dataset.class_names)} classes but the model predicts "
-              f"{num_classes}; the colours are that palette's (give --classes classes.yaml for your own)")
-    return dataset.cmap
-
-
-def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
+def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, ModelSpec]:
     """The model of --ckpt (options left unset come from the checkpoint, see :func:`load_trained_model`),
-    set up for ``device`` and the speed options; returns it with its class count."""
+    set up for ``device`` and the speed options; returns it with what the checkpoint says of it."""
     model, spec = load_model_of(opts)
     model.to(device)
     if opts.channels_last:
@@ -104,7 +94,7 @@ def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     # oneDNN's fused bf16 convolutions need AVX-512 (emulated bf16 is the unfused path); inductor fuses by itself
     if device.type == "cpu" and not opts.compile and (opts.amp == "off" or native_bf16(device)):
         fuse_conv_activations(model.requires_grad_(False))
-    return compile_model(model, opts.compile), spec.num_classes
+    return compile_model(model, opts.compile), spec
 
 
 def _output_files(stem: str) -> List[str]:
@@ -214,10 +204,15 @@ def run(opts, stop: StopFlag) -> int:
     files = find_images(opts.input)
     if opts.onnx:
         model = OnnxSegmenter(opts.onnx)
-        num_classes = model.metadata.num_classes
+        num_classes, names, colours = model.metadata.num_classes, model.metadata.class_names, model.metadata.palette
     else:
-        model, num_classes = load_model(opts, device)
-    palette = palette_for(opts, num_classes)
+        model, spec = load_model(opts, device)
+        num_classes, names, colours = spec.num_classes, spec.class_names, spec.palette
+    classes = resolve_classes(num_classes, opts.classes, opts.dataset, names, colours, model=opts.onnx or opts.ckpt)
+    if classes.source.startswith("the class indices") and num_classes != len(VOCSegmentation.class_names):
+        print(f"note: {opts.onnx or opts.ckpt} does not record its classes; the {num_classes} classes are drawn with "
+              "the VOC colours (give --classes classes.yaml for your own)")
+    palette = classes.colour_table()
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     names = output_names(files)

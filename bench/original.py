@@ -68,7 +68,7 @@ def original_env(folder: str) -> Dict[str, str]:
 def demo_voc(folder: str, val_images: int) -> str:
     """The demo data in the VOC layout under ``folder`` (read by both scripts as --dataset voc --year 2012),
     with the validation list cut to ``val_images`` names; returns the --data_root to pass."""
-    make_demo_dataset(folder)
+    make_demo_dataset(folder, as_voc=True)  # read as --dataset voc by both scripts
     val_list = os.path.join(demo_voc_root(folder), "ImageSets", "Segmentation", "val.txt")
     with open(val_list) as f:
         names = f.read().split()[:val_images]

@@ -125,12 +125,17 @@ def _sample(rng: np.random.Generator) -> Tuple[Image.Image, Image.Image]:
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), mask
 
 
-def make_demo_dataset(data_root: str, num_train: int = 300, num_val: int = 60, seed: int = 0) -> str:
-    """Write the demo dataset under ``data_root`` (VOC layout) unless it is already there; return its VOC root."""
+def make_demo_dataset(data_root: str, num_train: int = 300, num_val: int = 60, seed: int = 0,
+                      as_voc: bool = False) -> str:
+    """Write the demo dataset under ``data_root`` (VOC layout) unless it is already there; return its VOC root.
+
+    ``as_voc`` leaves out the stamp that marks it as the demo: the folder is then plain VOC-layout data, for
+    benchmarks and tests that read it with ``--dataset voc`` on purpose (and it is written anew each time).
+    """
     voc_root = demo_voc_root(data_root)
     stamp = os.path.join(voc_root, STAMP_FILE)
     expected = f"{VERSION} {num_train} {num_val} {seed}"
-    if os.path.isfile(stamp) and open(stamp).read().strip() == expected:
+    if not as_voc and os.path.isfile(stamp) and open(stamp).read().strip() == expected:
         return voc_root
     for folder in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
         os.makedirs(os.path.join(voc_root, folder), exist_ok=True)
@@ -147,6 +152,7 @@ def make_demo_dataset(data_root: str, num_train: int = 300, num_val: int = 60, s
     for split, split_names in splits.items():
         with open(os.path.join(voc_root, "ImageSets", "Segmentation", split + ".txt"), "w") as f:
             f.write("\n".join(split_names) + "\n")
-    with open(stamp, "w") as f:
-        f.write(expected + "\n")
+    if not as_voc:
+        with open(stamp, "w") as f:
+            f.write(expected + "\n")
     return voc_root

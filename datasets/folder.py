@@ -23,7 +23,7 @@ from utils.constants import IGNORE_INDEX
 from .base import PairedSegmentation
 from .utils import DatasetError, check_mask_values, open_checked, read_split
 
-__all__ = ["FolderSegmentation", "read_classes", "palette_table", "IMAGE_EXTENSIONS"]
+__all__ = ["FolderSegmentation", "read_classes", "palette_table", "default_palette", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASSES_FILE = "classes.yaml"
@@ -31,7 +31,8 @@ CLASSES_FILE = "classes.yaml"
 BINARY_255_FRACTION = 0.05
 
 
-def _default_palette(n: int) -> np.ndarray:
+def default_palette(n: int) -> np.ndarray:
+    """Colours for ``n`` classes that name none: the VOC palette's first ``n``."""
     from .voc import voc_cmap
 
     return voc_cmap(max(n, 256))[:n]
@@ -50,7 +51,7 @@ def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
     unknown = set(spec) - {"names", "palette", "ignore_index"}
     if unknown:
         raise DatasetError(f"{path}: unknown keys {sorted(unknown)}; allowed: names, palette, ignore_index")
-    palette = np.asarray(spec.get("palette", _default_palette(len(names))), dtype=np.int64)
+    palette = np.asarray(spec.get("palette", default_palette(len(names))), dtype=np.int64)
     if palette.shape != (len(names), 3) or palette.min() < 0 or palette.max() > 255:
         raise DatasetError(f"{path}: `palette` must hold one [r, g, b] (0-255) per name ({len(names)})")
     ignore_index = int(spec.get("ignore_index", IGNORE_INDEX))

@@ -24,10 +24,10 @@ GLOB_CHARS = "*?["
 def find_images(spec: str) -> List[Tuple[str, str]]:
     """(path, path relative to the input root) for every image named by ``spec``, sorted.
 
-    Extensions match case-insensitively (``.JPG`` counts). A folder is searched recursively.
+    Extensions match case-insensitively (``.JPG`` counts), in globs too. A folder is searched recursively.
     """
     if any(c in spec for c in GLOB_CHARS):
-        paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+        paths = [p for p in glob.glob(_any_case_extension(spec), recursive=True) if os.path.isfile(p)]
         root = os.path.dirname(spec.split("*")[0].split("?")[0].split("[")[0]) or "."
     elif os.path.isfile(spec):
         return [(spec, os.path.basename(spec))]
@@ -40,6 +40,15 @@ def find_images(spec: str) -> List[Tuple[str, str]]:
     if not images:
         raise DatasetError(f"input {spec} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return [(p, os.path.relpath(p, root)) for p in images]
+
+
+def _any_case_extension(pattern: str) -> str:
+    """``pattern`` with a plain extension at its end matching in any case: ``*.jpg`` finds ``A.JPG`` too, as a
+    folder's walk does, on case-sensitive file systems as well."""
+    stem, extension = os.path.splitext(pattern)
+    if not extension or any(c in extension for c in GLOB_CHARS):
+        return pattern
+    return stem + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in extension)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -27,6 +27,7 @@ class ModelSpec:
     separable_conv: bool
     num_classes: int
     class_names: Optional[Tuple[str, ...]] = None  # None: the checkpoint does not name its classes
+    palette: Optional[Tuple[Tuple[int, int, int], ...]] = None  # their colours, when the checkpoint records them
 
 
 def recorded_architecture(checkpoint: Mapping[str, Any], path: str, model_name: Optional[str] = None,
@@ -67,8 +68,8 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
                        num_classes: Optional[int] = None) -> Tuple[nn.Module, ModelSpec]:
     """The model of checkpoint ``path`` in eval mode with BatchNorm folded, on the CPU, and what it is.
 
-    The architecture comes from :func:`recorded_architecture`, the class names from the checkpoint when it records
-    them, the class count from the classifier's weights. CheckpointError when the file cannot be read or does not
+    The architecture comes from :func:`recorded_architecture`, the class names and palette from the checkpoint when
+    it records them, the class count from the classifier's weights. CheckpointError when the file cannot be read or does not
     fit the model.
     """
     checkpoint = load_checkpoint(path)
@@ -76,9 +77,11 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
     last_conv = [v for v in state.values() if v.dim() == 4][-1]  # the classifier, in our and the original's order
     architecture = recorded_architecture(checkpoint, path, model_name, output_stride, separable_conv)
     spec = ModelSpec(*architecture, num_classes=num_classes or int(last_conv.shape[0]))
-    names = checkpoint.get("class_names")
+    names, palette = checkpoint.get("class_names"), checkpoint.get("palette")
     if isinstance(names, (list, tuple)) and len(names) == spec.num_classes:
         spec = dataclasses.replace(spec, class_names=tuple(str(name) for name in names))
+    if isinstance(palette, (list, tuple)) and len(palette) == spec.num_classes:
+        spec = dataclasses.replace(spec, palette=tuple(tuple(int(c) for c in colour) for colour in palette))
     model = build_model(spec.model_name, spec.num_classes, spec.output_stride, pretrained_backbone=False,
                         separable_conv=spec.separable_conv)
     if load_model_state(model, state, path):
@@ -89,8 +92,8 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --output_stride, --separable_conv and --num_classes, each defaulting to what the checkpoint says."""
-    parser.add_argument("--model", type=str, default=None, choices=list(MODELS),
-                        help=f"default: the checkpoint's model_name, else {DEFAULT_MODEL}")
+    parser.add_argument("--model", type=str, default=None, choices=list(MODELS), metavar="MODEL",
+                        help=f"one of {', '.join(MODELS)} (default: the checkpoint's model_name, else {DEFAULT_MODEL})")
     parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
                         help=f"default: the checkpoint's, else {DEFAULT_OUTPUT_STRIDE}")
     parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,

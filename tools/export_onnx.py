@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from datasets import Cityscapes, DatasetError, VOCSegmentation  # noqa: E402
-from datasets.folder import read_classes  # noqa: E402
+from datasets import DatasetError  # noqa: E402
+from datasets.class_info import NAMED_DATASETS, ClassInfo, resolve_classes  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.inference import is_too_small, normalize  # noqa: E402
@@ -39,8 +39,6 @@ DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 EXAMPLE_BATCH = 2  # torch.export treats a size of 1 as a constant: a batch of 1 would fix the batch size
 MAX_LOGIT_DIFF = 1e-3
 MIN_ARGMAX_AGREEMENT = 0.999
-DATASET_CLASSES = {"voc": VOCSegmentation.class_names, "demo": VOCSegmentation.class_names,
-                   "cityscapes": Cityscapes.class_names}
 MIB = 2 ** 20
 
 
@@ -64,10 +62,11 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", required=True, help="checkpoint (this project's, the original's or a state_dict)")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
     add_model_options(parser)
-    parser.add_argument("--dataset", default=None, choices=sorted(DATASET_CLASSES),
-                        help="class names, when the checkpoint does not record them")
-    parser.add_argument("--classes", default=None, help="classes.yaml whose names to record, when the checkpoint "
-                                                        "does not record them")
+    parser.add_argument("--dataset", default=None, choices=sorted(NAMED_DATASETS),
+                        help="record this dataset's class names and colours (default: the checkpoint's, else the "
+                             "class indices and the VOC colours)")
+    parser.add_argument("--classes", default=None, help="record this classes.yaml's names and colours instead "
+                                                        "(default: the checkpoint's)")
     parser.add_argument("--max_logit_diff", type=float, default=MAX_LOGIT_DIFF,
                         help="largest |ONNX Runtime - PyTorch| logit difference accepted (fp32 rounding grows with the "
                              "logits' size: raise it knowingly for checkpoints with very large logits)")
@@ -77,22 +76,14 @@ def get_argparser() -> argparse.ArgumentParser:
     return parser
 
 
-def class_names(opts: argparse.Namespace, spec: ModelSpec) -> Tuple[str, ...]:
-    """The checkpoint's class names, else --classes' or --dataset's, else the class indices."""
-    if spec.class_names:
-        return spec.class_names
-    if opts.classes:
-        names, source = read_classes(opts.classes)[0], opts.classes
-    elif opts.dataset:
-        names, source = DATASET_CLASSES[opts.dataset], f"--dataset {opts.dataset}"
-    else:
+def classes_of(opts: argparse.Namespace, spec: ModelSpec) -> ClassInfo:
+    """The class names and colours to record: --classes' or --dataset's, else the checkpoint's, else indices."""
+    info = resolve_classes(spec.num_classes, opts.classes, opts.dataset, spec.class_names, spec.palette,
+                           model=f"the checkpoint {opts.ckpt}")
+    if not (opts.classes or opts.dataset or spec.class_names):
         print(f"note: {opts.ckpt} does not name its classes; the file calls them 0..{spec.num_classes - 1} (give "
               "--dataset voc/cityscapes or --classes classes.yaml for their names)")
-        return tuple(str(index) for index in range(spec.num_classes))
-    if len(names) != spec.num_classes:
-        raise ExportError(f"{source} names {len(names)} classes but the checkpoint predicts {spec.num_classes}; "
-                          "give the classes it was trained on")
-    return tuple(names)
+    return info
 
 
 def export_bytes(model: nn.Module, metadata: OnnxMetadata, example: torch.Tensor) -> bytes:
@@ -167,7 +158,9 @@ def run(opts: argparse.Namespace) -> None:
         raise ExportError(f"--max_logit_diff must be positive, not {opts.max_logit_diff}")
     require_writable_file(opts.output, "--output", "model.onnx")
     model, spec = load_model_of(opts)
-    metadata = OnnxMetadata(spec.model_name, spec.num_classes, class_names(opts, spec), spec.output_stride)
+    classes = classes_of(opts, spec)
+    metadata = OnnxMetadata(spec.model_name, spec.num_classes, classes.names, spec.output_stride,
+                            palette=tuple(tuple(int(c) for c in colour) for colour in classes.palette))
     checks = pytorch_checks(model, spec.model_name, opts.check_sizes)
     start = time.perf_counter()
     data = export_bytes(model, metadata, checks[0].images)

@@ -18,7 +18,8 @@ What each column is:
   temporaries are not counted.
 - images/s: eval-mode inference under ``torch.inference_mode`` on batches of --batch random images, timed for
   about --seconds after a warm-up; the model as main.py evaluates it (predict.py also folds BatchNorm and fuses
-  ReLUs on CPUs, and runs faster). fp32 by default; --amp, --channels_last and --compile as in predict.py.
+  ReLUs on CPUs, and runs faster). --amp, --channels_last and --compile as in predict.py (both auto by default:
+  bf16 on CPUs with native bfloat16; the choice is printed).
 """
 import argparse
 import json
@@ -35,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import network  # noqa: E402
 from utils.run_timer import time_calls  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
-from utils.config import ConfigError, check_ranges  # noqa: E402
+from utils.config import ConfigError, HelpFormatter, check_ranges  # noqa: E402
 from utils.device import (add_speed_options, compile_model, hardware_name, resolve_device,  # noqa: E402
                           resolve_speed_options)
 from utils.inference import InputTooSmallError, is_too_small, predict_logits  # noqa: E402
@@ -164,22 +165,21 @@ def format_table(rows: Dict[str, Dict[str, object]]) -> List[str]:
 
 
 def get_argparser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", choices=list(network.MODELS), help="one entry")
     which.add_argument("--all", action="store_true", help="every entry, one line each")
     parser.add_argument("--size", type=int, default=512, help="square input side in pixels")
-    parser.add_argument("--num_classes", type=int, default=21)
-    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
+    parser.add_argument("--num_classes", type=int, default=21, help="classes of the head")
+    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16], help="backbone output stride")
     parser.add_argument("--separable_conv", action="store_true", help="separable 3x3 convolutions in the head")
     parser.add_argument("--no-speed", dest="speed", action="store_false",
                         help="parameters and multiply-adds only (no memory, no timing): quick")
     parser.add_argument("--batch", type=int, default=2, help="images per batch for memory and speed (at least 2)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per entry")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to this file")
-    add_speed_options(parser)
-    parser.set_defaults(amp="off")  # fp32 unless asked: the figures should not depend on the CPU's bf16 support
+    add_speed_options(parser)  # as in predict.py: auto picks bf16 where it is native, and says so
     return parser
 
 

@@ -170,6 +170,16 @@ class InferenceRecipe:
     amp: str = "off"
     channels_last: bool = False
 
+    def describe(self) -> str:
+        """The recipe in words, for the log: scales, flip, windows and precision."""
+        scales = "single scale" if list(self.scales) == [1.0] else "scales " + " ".join(f"{s:g}" for s in self.scales)
+        parts = [scales, "flipped copies" if self.flip else "no flip",
+                 f"windows of {self.window} every {self.stride} pixels" if self.slide else "whole images"]
+        if self.short_side:
+            parts.append(f"shorter side {self.short_side}")
+        precision = "fp32" if self.amp == "off" else self.amp
+        return ", ".join(parts) + f"; {precision}{', channels_last' if self.channels_last else ''}"
+
     def settings(self) -> Dict[str, object]:
         """What decides the scores (for metrics.json): scales, flip and windows, not speed options."""
         return {"scales": list(self.scales), "flip": self.flip, "slide": self.slide,

@@ -10,13 +10,15 @@ Event groups of :meth:`RunLogger.scalars`: ``"step"`` (every iteration: the loss
 report at the end of a run: seconds per phase, speed, peak memory).
 """
 import dataclasses
+import io
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
-from .eval_report import row_normalised, write_evaluation
+from .eval_report import confusion_matrix_png, row_normalised, write_evaluation
 from .visualizer import Visualizer
 
 __all__ = ["EvaluationReport", "Sink", "ConsoleSink", "VisdomSink", "TensorBoardSink", "EvaluationFilesSink",
@@ -58,9 +60,10 @@ class Sink:
         self.text("Validation", step, report.text)
         self.scalars(step, report.scores(), "val")
         class_iou = report.class_iou()
-        self.table("[Val] Class IoU", {k: "absent" if np.isnan(v) else f"{v:.4f}" for k, v in class_iou.items()})
+        self.table("[Val] Class IoU", {k: "absent" if np.isnan(v) else f"{v:.4f}" for k, v in class_iou.items()},
+                   step)
         self.bars("[Val] Class IoU", step, class_iou)
-        self.heatmap("[Val] Confusion Matrix", step, row_normalised(report.confusion_matrix), report.class_names)
+        self.heatmap("[Val] Confusion Matrix", step, report.confusion_matrix, report.class_names)
         for k, sample in enumerate(report.samples):
             self.image(f"Sample {k}", step, sample)
 
@@ -70,14 +73,14 @@ class Sink:
     def text(self, name: str, step: int, message: str) -> None:
         pass
 
-    def table(self, name: str, rows: Mapping[str, Any]) -> None:
+    def table(self, name: str, rows: Mapping[str, Any], step: Optional[int] = None) -> None:
         pass
 
     def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
         pass
 
-    def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
-        pass
+    def heatmap(self, name: str, step: int, counts: np.ndarray, labels: Sequence[str]) -> None:
+        """A confusion matrix of pixel ``counts`` (rows: truth)."""
 
     def image(self, name: str, step: int, image: np.ndarray) -> None:
         pass
@@ -134,15 +137,15 @@ class VisdomSink(Sink):
             elif group == "step" or name != "Loss":  # the loss is drawn every step, not again as a mean
                 self.vis.vis_scalar(name, step, value)
 
-    def table(self, name: str, rows: Mapping[str, Any]) -> None:
+    def table(self, name: str, rows: Mapping[str, Any], step: Optional[int] = None) -> None:
         self.vis.vis_table(name, rows)
 
     def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
         present = {label: value for label, value in values.items() if not np.isnan(value)}  # absent is not 0
         self.vis.vis_bar(f"{name} (bars)", list(present), list(present.values()))
 
-    def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
-        self.vis.vis_heatmap(name, matrix, list(labels))
+    def heatmap(self, name: str, step: int, counts: np.ndarray, labels: Sequence[str]) -> None:
+        self.vis.vis_heatmap(name, row_normalised(counts), list(labels))
 
     def image(self, name: str, step: int, image: np.ndarray) -> None:
         self.vis.vis_image(name, image)
@@ -158,13 +161,24 @@ def require_tensorboard() -> type:
 
 
 class TensorBoardSink(Sink):
-    """Event files in ``log_dir``: what the Visdom dashboard shows, as TensorBoard scalars, text and images."""
+    """Event files in ``log_dir``: what the Visdom dashboard shows, as TensorBoard scalars, text and images, under
+    one tag scheme: ``train/...``, ``val/...``, ``time/...`` and ``run/Options``."""
+
+    SECTIONS = {"step": "train", "interval": "train", "val": "val", "time": "time"}
+    TAGS = {"Validation": "val/Report", "Options": "run/Options", "Time report": "time/Report"}
 
     def __init__(self, log_dir: str, resumed_at: int = 0):
         # A resumed run drops what an interrupted one logged after its checkpoint, so no step appears twice.
         self.writer = require_tensorboard()(log_dir=log_dir, purge_step=resumed_at + 1 if resumed_at else None)
 
-    SECTIONS = {"step": "train", "interval": "train", "val": "val", "time": "time"}
+    @classmethod
+    def tag(cls, name: str) -> str:
+        """The dashboard's window name as a TensorBoard tag ("[Val] Class IoU" -> "val/Class IoU")."""
+        if name in cls.TAGS:
+            return cls.TAGS[name]
+        if name.startswith("[Val] "):
+            return "val/" + name[len("[Val] "):]
+        return "val/" + name if name.startswith("Sample ") else name
 
     def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
         for name, value in values.items():
@@ -172,22 +186,30 @@ class TensorBoardSink(Sink):
                 self.writer.add_scalar(f"{self.SECTIONS[group]}/{name}", value, step)
 
     def text(self, name: str, step: int, message: str) -> None:
-        self.writer.add_text(name, "\n".join("    " + line for line in message.splitlines()), step)  # preformatted
+        preformatted = "\n".join("    " + line for line in message.splitlines())
+        self.writer.add_text(self.tag(name), preformatted, step)
 
-    def table(self, name: str, rows: Mapping[str, Any]) -> None:
+    def table(self, name: str, rows: Mapping[str, Any], step: Optional[int] = None) -> None:
         lines = ["| Term | Value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows.items()]
-        self.writer.add_text(name, "\n".join(lines))
+        self.writer.add_text(self.tag(name), "\n".join(lines), step)
 
     def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
         for label, value in values.items():
             if not np.isnan(value):  # an absent class has no score to plot
-                self.writer.add_scalar(f"{name}/{label}", value, step)
+                self.writer.add_scalar(f"{self.tag(name)}/{label}", value, step)
 
-    def heatmap(self, name: str, step: int, matrix: np.ndarray, labels: Sequence[str]) -> None:
-        self.writer.add_image(name, heatmap_image(matrix), step, dataformats="HWC")
+    def heatmap(self, name: str, step: int, counts: np.ndarray, labels: Sequence[str]) -> None:
+        """The figure of confusion_matrix.png (names, numbers, colour bar); a bare heatmap without matplotlib."""
+        png = confusion_matrix_png(counts, labels)
+        if png is None:
+            picture = heatmap_image(row_normalised(counts))
+        else:
+            with Image.open(io.BytesIO(png)) as decoded:
+                picture = np.asarray(decoded.convert("RGB"))
+        self.writer.add_image(self.tag(name), picture, step, dataformats="HWC")
 
     def image(self, name: str, step: int, image: np.ndarray) -> None:
-        self.writer.add_image(name, image, step, dataformats="CHW")
+        self.writer.add_image(self.tag(name), image, step, dataformats="CHW")
 
     def close(self) -> None:
         self.writer.close()
@@ -229,9 +251,9 @@ class RunLogger:
         for sink in self.sinks:
             sink.scalars(step, values, group)
 
-    def table(self, name: str, rows: Mapping[str, Any]) -> None:
+    def table(self, name: str, rows: Mapping[str, Any], step: Optional[int] = None) -> None:
         for sink in self.sinks:
-            sink.table(name, rows)
+            sink.table(name, rows, step)
 
     def text(self, name: str, step: int, message: str) -> None:
         for sink in self.sinks:

@@ -7,7 +7,7 @@ import dataclasses
 import importlib
 import json
 from types import ModuleType
-from typing import Dict, Mapping, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -54,18 +54,23 @@ class OnnxMetadata:
     output_stride: int
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
+    palette: Optional[Tuple[Tuple[int, int, int], ...]] = None  # the classes' colours (files of older exports lack it)
+
+    OPTIONAL = ("palette",)
 
     def to_props(self) -> Dict[str, str]:
         """The metadata as strings; lists are JSON, so class names may hold commas."""
         return {"model_name": self.model_name, "num_classes": str(self.num_classes),
                 "class_names": json.dumps(list(self.class_names)), "output_stride": str(self.output_stride),
                 "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std)),
+                **({"palette": json.dumps([list(c) for c in self.palette])} if self.palette else {}),
                 "input": INPUT_LAYOUT, "output": OUTPUT_LAYOUT, "exported_by": EXPORTER}
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str) -> "OnnxMetadata":
         """Read :meth:`to_props`' strings back; OnnxModelError naming ``source`` when they are not there."""
-        missing = [field.name for field in dataclasses.fields(cls) if field.name not in props]
+        missing = [field.name for field in dataclasses.fields(cls)
+                   if field.name not in props and field.name not in cls.OPTIONAL]
         if missing:
             raise OnnxModelError(f"{source} has no {', '.join(missing)} in its metadata: it was not exported by "
                                  f"{EXPORTER}; export the checkpoint with it")
@@ -73,12 +78,14 @@ class OnnxMetadata:
             meta = cls(model_name=props["model_name"], num_classes=int(props["num_classes"]),
                        class_names=tuple(json.loads(props["class_names"])),
                        output_stride=int(props["output_stride"]),
-                       mean=tuple(json.loads(props["mean"])), std=tuple(json.loads(props["std"])))
+                       mean=tuple(json.loads(props["mean"])), std=tuple(json.loads(props["std"])),
+                       palette=tuple(tuple(colour) for colour in json.loads(props["palette"]))
+                       if "palette" in props else None)
         except (ValueError, TypeError) as exc:
             raise OnnxModelError(f"{source} has malformed metadata ({exc}); export it again with {EXPORTER}") from None
-        if len(meta.class_names) != meta.num_classes:
-            raise OnnxModelError(f"{source} names {len(meta.class_names)} classes but predicts {meta.num_classes}; "
-                                 f"export it again with {EXPORTER}")
+        if len(meta.class_names) != meta.num_classes or (meta.palette and len(meta.palette) != meta.num_classes):
+            raise OnnxModelError(f"{source} names or colours another number of classes than the {meta.num_classes} it "
+                                 f"predicts; export it again with {EXPORTER}")
         return meta
 
 

@@ -6,7 +6,7 @@ import torch
 from datasets import VOCSegmentation
 from datasets.class_stats import ClassStats
 from tests.helpers import write_voc
-from utils import class_weights
+from datasets import class_weights
 from datasets.class_weights import median_frequency_weights, read_class_weights, resolve_class_weights
 
 NAMES = ("background", "crack", "rust")

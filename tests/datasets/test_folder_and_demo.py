@@ -115,3 +115,15 @@ def test_repeated_class_names_are_an_error(tmp_path):
     root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)], classes="names: [background, crack, crack]\n")
     with pytest.raises(DatasetError, match=r"class names must be unique.*\['crack'\]"):
         FolderSegmentation(root, split="train")
+
+
+def test_a_glob_matches_image_extensions_in_any_case(tmp_path):
+    """`--input "dir/*.jpg"` finds UPPER.JPG, as the folder walk does; the rest of the pattern keeps its case."""
+    from datasets.image_files import find_images
+
+    for name in ("a.jpg", "B.JPG", "c.Jpg", "d.png", "e.jpeg"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name, format="JPEG" if "j" in name.lower() else "PNG")
+    found = [rel for _, rel in find_images(str(tmp_path / "*.jpg"))]
+    assert found == ["B.JPG", "a.jpg", "c.Jpg"]
+    assert [rel for _, rel in find_images(str(tmp_path / "[aB].JPG"))] == ["B.JPG", "a.jpg"]
+    assert [rel for _, rel in find_images(str(tmp_path / "*.jp*g"))] == ["a.jpg", "e.jpeg"]  # globbed: as given

@@ -48,6 +48,7 @@ def test_no_flag_and_an_empty_cache_offline_is_one_line_naming_the_file_and_the_
 def test_no_flag_starts_from_the_cached_file_and_says_so(voc, torch_home, capsys):
     source = _cache_mobilenet()
     opts = train_script.get_argparser().parse_args(_args(voc))
+    train_script.resolve_architecture(opts, torch.device("cpu"))
     opts.num_classes = 21
     _, model = train_script.build_training_model(opts, train_script.DistEnv(), torch.device("cpu"))
     first_conv = model.backbone.low_level_features[0][0].weight

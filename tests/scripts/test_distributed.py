@@ -28,7 +28,7 @@ MODEL = "deeplabv3plus_mobilenet"
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(str(root), num_train=16, num_val=5, seed=1)  # 5: shards of 3 and 2, no padding
+    make_demo_dataset(str(root), num_train=16, num_val=5, seed=1, as_voc=True)  # 5: shards of 3 and 2, no padding
     return root
 
 
@@ -182,6 +182,7 @@ def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_roo
 
 def test_sync_bn_keeps_the_checkpoint_format_and_asks_for_cuda(tmp_path):
     opts = train_script.get_argparser().parse_args(["--model", MODEL, "--no-pretrained_backbone", "--sync_bn"])
+    train_script.resolve_architecture(opts, torch.device("cpu"))
     opts.num_classes = 21
     with pytest.raises(train_script.TrainingError, match="--sync_bn needs CUDA devices.*--no-sync_bn"):
         train_script.build_training_model(opts, DistEnv(), torch.device("cpu"))
@@ -222,7 +223,7 @@ def test_two_machines_without_a_shared_filesystem(tmp_path):
     main_output = next(o for o in outputs if "Device: cpu x 2 process(es)" in o)
     assert "global batch 4 = 2 x 2" in main_output and "Finished 3 iterations" in main_output
     for folder in folders:  # each machine generated the demo data it trains on
-        assert (folder / "data" / "VOCdevkit" / "VOC2012" / "demo_version.txt").is_file()
+        assert (folder / "data" / "demo" / "VOCdevkit" / "VOC2012" / "demo_version.txt").is_file()
     writers = [folder for folder in folders if (folder / "ck").exists()]
     assert len(writers) == 1  # the machine that got rank 0
     first, other = writers[0], next(f for f in folders if f != writers[0])

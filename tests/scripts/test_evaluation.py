@@ -113,7 +113,7 @@ def test_bad_recipe_options_are_one_line_errors(trained, capsys):
                            (("--eval_slide", "--window", "16", "--stride", "32"), "--stride 32 is larger than"),
                            (("--window", "0"), "--window must be positive"),
                            (("--eval_scales", "inf"), "--eval_scales must all be positive and finite"),
-                           (("--eval_scales", "0.01"), "an image of 48x40 is too small for this model at scale 0.01")):
+                           (("--eval_scales", "0.01"), "an image of 48x40 is smaller than this model takes at the smallest scale 0.01: at least 300x300 pixels")):
         assert train_script.main(_args(root, "--test_only", "--ckpt", ckpt, *flags)) == 1
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
@@ -131,10 +131,10 @@ def test_tensorboard_logs_what_the_dashboard_shows(trained, tmp_path):
     tags = events.Tags()
     assert len(events.Scalars("train/Loss")) == 2
     assert {"train/LR", "train/Images/s", "val/Mean IoU", "val/Overall Acc"} <= set(tags["scalars"])
-    assert {"[Val] Confusion Matrix", "Sample 0"} <= set(tags["images"])
+    assert {"val/Confusion Matrix", "val/Sample 0"} <= set(tags["images"])
     # the time report at the end of the run
     assert {"time/seconds/total", "time/seconds/warm-up steps", "time/seconds/evaluation"} <= set(tags["scalars"])
-    assert any(tag.startswith("Time report") for tag in tags["tensors"])
+    assert any(tag.startswith("time/Report") for tag in tags["tensors"])
 
 
 def test_binary_own_data_trains_with_ce_dice_and_auto_weights(tmp_path, capsys):

@@ -11,10 +11,11 @@ from PIL import Image
 
 import network
 import predict
+from datasets import DatasetError
+from network.trained_model import ModelSpec
 from tools import export_onnx
 from utils.inference import fold_batchnorm, normalize
 from utils.onnx_model import ONNX_PIP, OnnxMetadata, OnnxSegmenter
-from network.trained_model import ModelSpec
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -96,23 +97,43 @@ def test_metadata_says_what_the_model_is_and_takes(exported):
     meta = OnnxMetadata.from_props(props, "model.onnx")
     assert meta.class_names == tuple(CLASS_NAMES)
     assert onnx.load(exported[1], load_external_data=False).opset_import[0].version >= 17
+    # no palette recorded in that checkpoint: the VOC colours of its three indices, as predict.py would draw them
+    assert meta.palette == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
 
 
-def test_class_names_come_from_the_checkpoint_else_the_flags_else_indices(tmp_path, capsys):
+def test_classes_yaml_colours_go_into_the_file_and_predict_draws_with_them(exported, tmp_path, capsys):
+    classes = tmp_path / "classes.yaml"
+    classes.write_text("names: [sky, road, car]\npalette: [[10, 20, 30], [200, 0, 0], [0, 0, 250]]\n")
+    output = str(tmp_path / "m.onnx")
+    assert export_onnx.main(["--ckpt", exported[0], "--output", output, "--classes", str(classes),
+                             "--check_sizes", *CHECK_SIZES]) == 0
+    meta = OnnxSegmenter(output).metadata
+    assert meta.class_names == ("sky", "road", "car") and meta.palette == ((10, 20, 30), (200, 0, 0), (0, 0, 250))
+    images = _images(tmp_path / "in", ((96, 64),))
+    capsys.readouterr()
+    assert _predict(images, tmp_path / "out", "--onnx", output) == 0
+    assert "note" not in capsys.readouterr().out  # the file's own colours: no VOC fall-back
+    with Image.open(tmp_path / "out" / "0.png") as img:
+        assert {tuple(c) for c in np.asarray(img.convert("RGB")).reshape(-1, 3)} <= {(10, 20, 30), (200, 0, 0),
+                                                                                     (0, 0, 250)}
+
+
+def test_class_names_come_from_the_flags_else_the_checkpoint_else_indices(tmp_path, capsys):
     spec = ModelSpec(MODEL, 16, False, 3)
     classes = tmp_path / "classes.yaml"
     classes.write_text("names: [sky, road, car]\n")
 
     def names(spec, classes=None, dataset=None):
-        return export_onnx.class_names(argparse.Namespace(classes=classes, dataset=dataset, ckpt="m.pth"), spec)
+        return export_onnx.classes_of(argparse.Namespace(classes=classes, dataset=dataset, ckpt="m.pth"), spec).names
 
     assert names(spec) == ("0", "1", "2")
     assert "note: m.pth does not name its classes; the file calls them 0..2" in capsys.readouterr().out
     assert names(spec, classes=str(classes)) == ("sky", "road", "car")
-    assert names(ModelSpec(MODEL, 16, False, 3, ("a", "b", "c")), classes=str(classes)) == ("a", "b", "c")
+    assert names(ModelSpec(MODEL, 16, False, 3, ("a", "b", "c"))) == ("a", "b", "c")
+    assert names(ModelSpec(MODEL, 16, False, 3, ("a", "b", "c")), classes=str(classes)) == ("sky", "road", "car")
     assert names(ModelSpec(MODEL, 16, False, 21), dataset="voc")[:2] == ("background", "aeroplane")
-    with pytest.raises(export_onnx.ExportError, match="--dataset cityscapes names 19 classes but the checkpoint "
-                                                      "predicts 3"):
+    with pytest.raises(DatasetError, match="--dataset cityscapes names 19 classes but the checkpoint m.pth "
+                                           "predicts 3"):
         names(spec, dataset="cityscapes")
 
 

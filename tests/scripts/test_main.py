@@ -64,6 +64,8 @@ def test_train_writes_original_format_checkpoints_and_resumes(voc, capsys):
         assert phase in report
     latest = torch.load(_ckpt(voc), weights_only=True)
     assert {"cur_itrs", "model_state", "optimizer_state", "scheduler_state", "best_score"} <= set(latest)
+    assert latest["class_names"][:2] == ["background", "aeroplane"]  # what predict.py and the export draw with
+    assert latest["palette"][:2] == [[0, 0, 0], [128, 0, 0]] and len(latest["palette"]) == 21
     assert latest["cur_itrs"] == 4 and os.path.isfile(_ckpt(voc, "best"))
 
     assert train_script.main(_args(voc, "--total_itrs", "6", "--val_interval", "2", "--lr", "0.02",
@@ -326,3 +328,21 @@ def test_the_demo_keeps_to_its_own_folder_and_voc_says_when_it_reads_it(tmp_path
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "holds the synthetic demo data (demo_version.txt is there), not " \
                                           "Pascal VOC" in err
+
+
+def test_the_evaluation_recipe_is_said_once_and_unused_window_flags_are_noted(voc, capsys):
+    assert train_script.main(_args(voc, "--total_itrs", "1", "--val_interval", "1", "--amp", "off",
+                                   "--no-channels_last")) == 0
+    out = capsys.readouterr().out
+    assert out.count("Evaluation: ") == 1 and "Evaluation: single scale, no flip, whole images; fp32" in out
+    ckpt = _ckpt(voc)
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt, "--window", "64", "--stride", "32",
+                                   "--eval_scales", "0.5", "1.0", "--eval_flip")) == 0
+    out = capsys.readouterr().out
+    assert "note: --window and --stride shape the windows of --eval_slide; without it they are not used" in out
+    assert "Evaluation: scales 0.5 1, flipped copies, whole images" in out
+    assert "global batch" not in out and "Train set" not in out  # --test_only trains nothing
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt, "--eval_slide", "--window", "24",
+                                   "--stride", "16")) == 0
+    out = capsys.readouterr().out
+    assert "Evaluation: single scale, no flip, windows of 24 every 16 pixels" in out and "note: --window" not in out

@@ -72,6 +72,17 @@ def test_one_entry_prints_every_figure(tmp_path):
     row = json.loads(out.read_text())["rows"]["deeplabv3plus_mobilenet"]
     assert row["params_m"] == pytest.approx(5.23, abs=0.01)
     assert row["gmacs"] > 0 and row["activation_mib_per_image"] > 0 and row["images_per_s"] > 0
+    # --amp and --channels_last as in predict.py: auto by default, and the choice is printed
+    assert "--amp auto: " in result.stdout and "--channels_last auto: " in result.stdout
+    report = json.loads(out.read_text())
+    assert report["amp"] in ("off", "bf16") and f"amp {report['amp']}" in title
+
+
+def test_speed_options_default_as_in_predict():
+    import predict
+
+    ours, theirs = model_info.get_argparser().parse_args(["--all"]), predict.get_argparser().parse_args(["--input", "x"])
+    assert (ours.amp, ours.channels_last, ours.compile) == (theirs.amp, theirs.channels_last, theirs.compile)
 
 
 def test_all_entries_without_speed_print_one_line_each(capsys):

@@ -289,12 +289,36 @@ def test_an_image_too_small_for_the_model_is_skipped_not_fatal(tmp_path, inputs,
     code, out = _run(tmp_path, ckpt[0])
     err = capsys.readouterr().err
     assert code == 1 and os.path.isfile(out / "b.png") and not os.path.exists(out / "icon.png")
-    assert re.search(r"skipped: .*icon\.png: an image of 2x2 is too small for this model at scale 1 ", err)
+    assert re.search(r"skipped: .*icon\.png: an image of 2x2 is smaller than this model takes: at least 3x3 pixels$",
+                     err.strip())
     assert "Traceback" not in err
 
 
-def test_a_palette_for_another_class_count_is_noted(tmp_path, inputs, ckpt, capsys):
-    code, _ = _run(tmp_path, ckpt[0], "--dataset", "cityscapes")
-    assert code == 0
-    assert (f"note: --dataset cityscapes has 19 classes but the model predicts {NUM_CLASSES}; the colours are that "
-            "palette's (give --classes classes.yaml for your own)") in capsys.readouterr().out
+def _colours(path) -> set:
+    with Image.open(path) as img:
+        return {tuple(c) for c in np.asarray(img.convert("RGB")).reshape(-1, 3)}
+
+
+def test_colours_come_from_the_checkpoint_record_unless_flags_say_otherwise(tmp_path, inputs, ckpt, capsys):
+    """--dataset folder without --classes draws with the names and palette the checkpoint records; a flag for
+    another class count, or folder with nothing recorded, is one line."""
+    palette = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+    recorded = tmp_path / "recorded.pth"
+    torch.save({"model_state": ckpt[2].state_dict(), "model_name": MODEL, "class_names": ["bg", "crack", "rust"],
+                "palette": palette}, recorded)
+    for flags in (["--dataset", "folder"], []):
+        code, out = _run(tmp_path, str(recorded), *flags)
+        assert code == 0 and _colours(out / "b.png") <= {tuple(c) for c in palette}
+        assert "note" not in capsys.readouterr().out
+        os.rename(out, tmp_path / f"out{len(flags)}")
+    code, _ = _run(tmp_path, ckpt[0], "--dataset", "folder")  # records nothing
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err == (f"error: {ckpt[0]} does not record its class names; --dataset folder needs --classes "
+                                 "PATH/classes.yaml for them and their colours")
+    code, _ = _run(tmp_path, str(recorded), "--dataset", "cityscapes")
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err == (f"error: --dataset cityscapes names 19 classes but {recorded} predicts "
+                                 f"{NUM_CLASSES}; give the classes it was trained on (--classes classes.yaml for your "
+                                 "own)")
+    code, out = _run(tmp_path, ckpt[0])  # nothing recorded, nothing given: indices in VOC colours, said once
+    assert code == 0 and "note: " in capsys.readouterr().out

@@ -90,6 +90,7 @@ def test_without_matplotlib_the_png_is_skipped_with_one_note(voc_metrics, tmp_pa
     for name in [name for name in sys.modules if name.split(".")[0] == "matplotlib"] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)  # every `import matplotlib...` raises ImportError
     eval_report._note_no_matplotlib.cache_clear()
+    eval_report._png.cache_clear()  # the figure of these counts, drawn by an earlier test
     for folder in ("a", "b"):
         paths = write_evaluation(str(tmp_path / folder), voc_metrics.get_results(), voc_metrics.confusion_matrix,
                                  VOC_NAMES, INFO)
@@ -114,3 +115,14 @@ def test_names_must_match_the_matrix(voc_metrics, tmp_path):
         write_evaluation(str(tmp_path), results, voc_metrics.confusion_matrix, VOC_NAMES[:20], INFO)
     with pytest.raises(ValueError, match="unique"):
         write_evaluation(str(tmp_path), results, voc_metrics.confusion_matrix, ["x"] * 21, INFO)
+
+
+def test_the_figure_marks_absent_rows_and_sizes_its_numbers_by_the_class_count():
+    pytest.importorskip("matplotlib")
+    counts = np.array([[5, 1, 0], [0, 0, 0], [2, 0, 7]])  # class 1 has no pixel
+    texts = eval_report.confusion_figure(counts, ["a", "b", "c"]).axes[0].texts
+    absent = [t for t in texts if t.get_text().startswith("absent")]
+    assert len(absent) == 1 and absent[0].get_position()[1] == 1  # on row 1, not a row of zeros
+    two = eval_report.confusion_figure(np.array([[9, 1], [2, 8]]), ["background", "crack"]).axes[0].texts
+    many = eval_report.confusion_figure(np.eye(21, dtype=np.int64) * 5, [f"c{i}" for i in range(21)]).axes[0].texts
+    assert two[0].get_fontsize() >= 2.5 * many[0].get_fontsize() and many[0].get_fontsize() >= 7

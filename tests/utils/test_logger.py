@@ -92,11 +92,17 @@ def test_tensorboard_event_file_reads_back(tmp_path):
     events.Reload()
     tags = events.Tags()
     assert [e.value for e in events.Scalars("train/Loss")] == [1.0, 0.5]  # per step, not again as a mean
-    assert {"train/LR", "train/Images/s", "val/Mean IoU", "val/Overall Acc", "[Val] Class IoU/0 c0"} \
+    # one scheme, as TensorBoard users expect: train/..., val/..., run/Options
+    assert {"train/LR", "train/Images/s", "val/Mean IoU", "val/Overall Acc", "val/Class IoU/0 c0"} \
         <= set(tags["scalars"])
-    assert "[Val] Class IoU/2 c2" not in tags["scalars"]  # absent: no point, not a 0
-    assert {"[Val] Confusion Matrix", "Sample 0"} <= set(tags["images"])
-    assert events.Images("Sample 0")[0].width == 12
+    assert "val/Class IoU/2 c2" not in tags["scalars"]  # absent: no point, not a 0
+    assert {"val/Confusion Matrix", "val/Sample 0"} == set(tags["images"])
+    assert {"run/Options", "val/Report", "val/Class IoU"} == {tag.split("/text_summary")[0] for tag in tags["tensors"]}
+    assert not [tag for kind in ("scalars", "images", "tensors") for tag in tags[kind] if "[" in tag]
+    assert events.Images("val/Sample 0")[0].width == 12
+    assert [event.step for event in events.Tensors("val/Class IoU/text_summary")] == [2]  # at its iteration
+    confusion = events.Images("val/Confusion Matrix")[0]
+    assert confusion.width >= 500  # the figure of confusion_matrix.png, not a bare 3x3-cell heatmap
 
 
 def test_missing_tensorboard_is_one_clear_error(monkeypatch, tmp_path):

@@ -178,7 +178,8 @@ def test_config_errors(tmp_path, capsys, text, message):
 def test_amp_settings_that_cannot_run_say_what_to_use(monkeypatch):
     with pytest.raises(ValueError, match="--amp fp16 needs a CUDA device; on the CPU use --amp auto"):
         check_amp(torch.device("cpu"), "fp16")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # a T4 or V100
+    # a T4 or V100: PyTorch says yes to bf16 only counting emulation
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     with pytest.raises(ValueError, match="bfloat16 support.*use --amp fp16"):
         check_amp(torch.device("cuda"), "bf16")
     check_amp(torch.device("cuda"), "fp16")

@@ -61,7 +61,7 @@ def server(tmp_path_factory):
 def trained(server, tmp_path_factory):
     """A short training run drawing on the server; returns (stdout, windows by title)."""
     root = tmp_path_factory.mktemp("vis_data")
-    make_demo_dataset(str(root), num_train=8, num_val=3, seed=2)
+    make_demo_dataset(str(root), num_train=8, num_val=3, seed=2, as_voc=True)
     argv = ["--data_root", str(root), "--dataset", "voc", "--model", "deeplabv3plus_mobilenet", "--output_stride",
             "16", "--no-pretrained_backbone", "--crop_size", "64", "--batch_size", "2", "--num_workers", "0",
             "--checkpoint_dir", str(root / "ck"), "--total_itrs", str(TOTAL_ITRS), "--val_interval",
@@ -147,7 +147,7 @@ def test_a_server_that_goes_away_disables_the_dashboard_once(tmp_path, capsys):
 
 
 def test_training_without_a_server_finishes(tmp_path, capsys):
-    make_demo_dataset(str(tmp_path), num_train=4, num_val=2, seed=3)
+    make_demo_dataset(str(tmp_path), num_train=4, num_val=2, seed=3, as_voc=True)
     code = train_script.main(["--data_root", str(tmp_path), "--dataset", "voc", "--model", "deeplabv3plus_mobilenet",
                               "--no-pretrained_backbone", "--crop_size", "64", "--batch_size", "2", "--num_workers",
                               "0", "--checkpoint_dir", str(tmp_path / "ck"), "--total_itrs", "2",
