@@ -4,37 +4,31 @@
 ``python predict.py --input DIR --onnx model.onnx [...]``: the same with ONNX Runtime (from tools/export_onnx.py)
 """
 import argparse
-import itertools
-import os
 import signal
 import sys
-from collections import Counter
 from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 
 from datasets import Cityscapes, DatasetError, VOCSegmentation
-from datasets.folder import palette_table, read_classes
+from datasets.folder import palette_table, read_class_ids, read_classes
 from datasets.image_files import ImageFiles, find_images
 from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device,
                           resolve_speed_options)
-from utils.atomic import atomic_write, require_writable
+from utils.atomic import require_writable
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                              check_recipe_options, fuse_conv_activations, normalize)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
-from utils.results import OVERLAY_ALPHA, overlay
+from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, output_names
+from utils.results import OVERLAY_ALPHA
 from utils.trained_model import add_model_options, load_model_of
 
-OUTPUT_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png"}  # after the output stem
-OUTPUT_KINDS = tuple(OUTPUT_SUFFIXES)
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size")
-PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
 
@@ -52,7 +46,8 @@ def get_argparser() -> argparse.ArgumentParser:
     add_model_options(parser)
     parser.add_argument("--save_val_results_to", default="predictions", help="folder for the results")
     parser.add_argument("--output", nargs="+", default=["color"], choices=OUTPUT_KINDS,
-                        help="color (palette image, as the original), label (palette PNG of class indices), overlay")
+                        help="color (palette image, as the original), label (palette PNG of class indices), overlay, "
+                             "labelids (8-bit ids for a benchmark: Cityscapes' label ids, or classes.yaml's ids)")
     parser.add_argument("--overlay_alpha", type=float, default=OVERLAY_ALPHA)
     parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False,
                         help="infer with the shorter side resized to --crop_size (results keep the input size)")
@@ -92,6 +87,28 @@ def palette_for(opts, num_classes: int) -> np.ndarray:
     return dataset.cmap
 
 
+def label_ids_for(opts, num_classes: int) -> Optional[np.ndarray]:
+    """For --output labelids: a 256-entry table from class index to the id written (Cityscapes' train id -> label
+    id, or the ``ids`` of --classes); None when labelids is not asked for."""
+    if "labelids" not in opts.output:
+        return None
+    if opts.classes:
+        ids = read_class_ids(opts.classes)
+        if ids is None:
+            raise PredictError(f"--output labelids needs the id of each class: add `ids: [...]` (one per name) to "
+                               f"{opts.classes}")
+        table = np.zeros(256, np.uint8)
+        table[: len(ids)] = ids
+        return table
+    if opts.dataset != "cityscapes":
+        raise PredictError("--output labelids writes Cityscapes label ids (--dataset cityscapes) or the ids of your "
+                           "own classes (--classes classes.yaml with `ids`)")
+    if num_classes != len(Cityscapes.class_names):
+        raise PredictError(f"--output labelids with --dataset cityscapes needs a model of its "
+                           f"{len(Cityscapes.class_names)} train ids, but this one predicts {num_classes} classes")
+    return Cityscapes.train_id_to_id
+
+
 def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     """The model of --ckpt (options left unset come from the checkpoint, see :func:`load_trained_model`),
     set up for ``device`` and the speed options; returns it with its class count."""
@@ -103,54 +120,6 @@ def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, int]:
     if device.type == "cpu" and not opts.compile and (opts.amp == "off" or native_bf16(device)):
         fuse_conv_activations(model.requires_grad_(False))
     return compile_model(model, opts.compile), spec.num_classes
-
-
-def _output_files(stem: str) -> List[str]:
-    """The files an input named ``stem`` may write, case-folded (case-insensitive disks merge a.png and A.png)."""
-    return [(stem + suffix).casefold() for suffix in OUTPUT_SUFFIXES.values()]
-
-
-def output_names(files: List[Tuple[str, str]]) -> List[str]:
-    """Output stem (relative path without extension) per input; its files are the stem plus each kind's suffix.
-
-    An input keeps its stem unless one of its files could also be another input's (``a.png`` and ``a.jpg``;
-    ``x.jpg``'s label and ``x_label.jpg``'s colour image). Such inputs add their extension (``a_png``), then a
-    number (``a_png_2``) until none of their files is taken, in input order: every file of every input is
-    distinct, and the same inputs always get the same names.
-    """
-    stems = [os.path.splitext(rel)[0] for _, rel in files]
-    owners = Counter(f for stem in stems for f in _output_files(stem))
-    clashing = [any(owners[f] > 1 for f in _output_files(stem)) for stem in stems]
-    taken = {f for stem, clash in zip(stems, clashing) if not clash for f in _output_files(stem)}
-    names = []
-    for stem, clash, (_, rel) in zip(stems, clashing, files):
-        if clash:
-            base = f"{stem}_{os.path.splitext(rel)[1][1:]}"
-            candidates = itertools.chain([base], (f"{base}_{n}" for n in itertools.count(2)))
-            stem = next(c for c in candidates if taken.isdisjoint(_output_files(c)))
-            taken.update(_output_files(stem))
-        names.append(stem)
-    return names
-
-
-def _save_png(image: Image.Image, path: str) -> None:
-    """Write ``image`` as a PNG that appears whole or not at all (a run stopped mid-write leaves no stub)."""
-    with atomic_write(path) as f:
-        image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-
-
-def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palette: np.ndarray) -> None:
-    base = os.path.join(opts.save_val_results_to, stem)
-    colour = palette[labels]
-    if "color" in opts.output:
-        _save_png(Image.fromarray(colour), base + OUTPUT_SUFFIXES["color"])
-    if "label" in opts.output:
-        mask = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
-        mask.putpalette(palette.flatten().tolist())
-        _save_png(mask, base + OUTPUT_SUFFIXES["label"])
-    if "overlay" in opts.output:
-        rgb = image.permute(1, 2, 0).numpy()
-        _save_png(Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)), base + OUTPUT_SUFFIXES["overlay"])
 
 
 # A whole-image forward pass needs memory in proportion to the pixels (the decoder's stride-4 features and the
@@ -211,7 +180,8 @@ def run(opts, stop: StopFlag) -> int:
         num_classes = model.metadata.num_classes
     else:
         model, num_classes = load_model(opts, device)
-    palette = palette_for(opts, num_classes)
+    drawing = Drawing(palette_for(opts, num_classes), opts.overlay_alpha, label_ids_for(opts, num_classes))
+    writer = ImageWriter(opts.save_val_results_to, opts.output, drawing)
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     names = output_names(files)
@@ -236,7 +206,7 @@ def run(opts, stop: StopFlag) -> int:
             return
         for (index, image), label in zip(pending, labels):
             try:
-                save_outputs(opts, names[index], image, label, palette)
+                writer.write(names[index], image.permute(1, 2, 0).numpy(), label)
             except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
                 raise PredictError(f"cannot write the results of {files[index][0]} ({exc.strerror or exc}); the "
                                    f"{done} images before it are complete in {opts.save_val_results_to}; free space "
