@@ -1,19 +1,21 @@
-"""Predict segmentation masks for an image, a folder (recursive) or a glob with a trained checkpoint.
+"""Predict segmentation masks for an image, a video, a folder (recursive) or a glob with a trained checkpoint.
 
 ``python predict.py --input DIR --ckpt best.pth --model deeplabv3plus_mobilenet [--output color label overlay]``
 ``python predict.py --input DIR --onnx model.onnx [...]``: the same with ONNX Runtime (from tools/export_onnx.py)
 """
 import argparse
+import os
 import signal
 import sys
 from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from datasets import Cityscapes, DatasetError, VOCSegmentation
 from datasets.folder import palette_table, read_class_ids, read_classes
-from datasets.image_files import ImageFiles, find_images
+from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video
 from network import PretrainedWeightsError
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, check_ranges, parse_with_config
@@ -24,9 +26,10 @@ from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPr
                              check_recipe_options, fuse_conv_activations, normalize)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
-from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, output_names
+from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names
 from utils.results import OVERLAY_ALPHA
 from utils.trained_model import add_model_options, load_model_of
+from utils.video import VideoError, import_av
 
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size")
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
@@ -39,7 +42,8 @@ class PredictError(RuntimeError):
 def get_argparser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file whose keys are these options (flags given here win)")
-    parser.add_argument("--input", type=str, required=True, help="an image, a folder (searched recursively) or a glob")
+    parser.add_argument("--input", type=str, required=True,
+                        help="an image or video, a folder (searched recursively) or a glob")
     parser.add_argument("--dataset", type=str, default="voc", choices=["voc", "cityscapes", "demo", "folder"],
                         help="which palette to draw with (folder: give --classes)")
     parser.add_argument("--classes", type=str, default=None, help="classes.yaml of your own data (names, palette)")
@@ -164,6 +168,28 @@ def check_sizes(opts) -> None:
     check_recipe_options(opts.tta_scales, "--tta_scales", opts.slide, opts.window, opts.stride)
 
 
+def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, drawing: Drawing,
+                  stop: StopFlag) -> int:
+    """Predict the video at ``path`` in batches of frames, writing its outputs as it goes; returns the frames done.
+
+    Stops after the batch in progress on a signal, leaving playable videos. VideoError when the file cannot be read
+    (its videos are then not written)."""
+    with VideoFrames(path, opts.val_batch_size) as frames:
+        info = frames.info
+        with VideoWriter(opts.save_val_results_to, stem, opts.output, drawing, info.fps, info.width,
+                         info.height) as writer, tqdm(total=info.frames or None, unit="frame", disable=None,
+                                                      desc=os.path.basename(path)) as progress:
+            for batch in frames:
+                with torch.inference_mode():
+                    labels = predictor.labels(batch).to(torch.uint8).cpu().numpy()
+                for image, label in zip(batch.permute(0, 2, 3, 1).numpy(), labels):
+                    writer.write(image, label)
+                progress.update(len(labels))
+                if stop.signal_name:
+                    break
+    return writer.frames
+
+
 def run(opts, stop: StopFlag) -> int:
     check_model_source(opts)
     check_sizes(opts)
@@ -175,6 +201,8 @@ def run(opts, stop: StopFlag) -> int:
         device = resolve_device(opts.device, opts.gpu_id)
         resolve_speed_options(opts, device)
     files = find_images(opts.input)
+    if any(is_video(path) for path, _ in files):
+        import_av()  # a missing package is one line before any work
     if opts.onnx:
         model = OnnxSegmenter(opts.onnx)
         num_classes = model.metadata.num_classes
@@ -185,6 +213,9 @@ def run(opts, stop: StopFlag) -> int:
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     names = output_names(files)
+    videos = [(path, name) for (path, _), name in zip(files, names) if is_video(path)]
+    names = [name for (path, _), name in zip(files, names) if not is_video(path)]
+    files = [file for file in files if not is_video(file[0])]
     loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
                           pin_memory=device.type == "cuda")
     done, skipped = 0, 0
@@ -227,6 +258,24 @@ def run(opts, stop: StopFlag) -> int:
             flush()
         pending.append((index, item))
     flush()
+    for path, stem in videos:
+        frames = 0
+        try:
+            if not stop.signal_name:
+                frames = predict_video(opts, path, stem, predictor, drawing, stop)
+        except (VideoError, InputTooSmallError) as exc:
+            print(f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}",
+                  file=sys.stderr)
+            skipped += 1
+            continue
+        except OSError as exc:  # a full disk
+            raise PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); free space and run "
+                               "again") from exc
+        if stop.signal_name:
+            print(f"{stop.signal_name} received: stopped after {frames} frames of {path}; its videos in "
+                  f"{opts.save_val_results_to} hold them and play", file=sys.stderr)
+            return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+        done += 1
     print(f"{done} done, {skipped} skipped; results in {opts.save_val_results_to}")
     return 1 if skipped else 0
 

@@ -3,10 +3,12 @@ videos (``color``, ``overlay``) or folders of per-frame PNGs (``label``, ``label
 
 Every PNG is written atomically (:func:`utils.atomic.atomic_write`), so a stopped run leaves no truncated file.
 """
+import contextlib
 import dataclasses
 import itertools
 import os
 from collections import Counter
+from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -14,9 +16,10 @@ from PIL import Image
 
 from .atomic import atomic_write
 from .results import OVERLAY_ALPHA, overlay
+from .video import open_encoder
 
 __all__ = ["Drawing", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render", "ImageWriter",
-           "output_files", "output_names"]
+           "video_kinds", "VideoWriter", "output_files", "output_names"]
 
 PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
 
@@ -24,6 +27,7 @@ PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, file
 IMAGE_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png", "labelids": "_labelIds.png"}
 # For a video: encoded videos, or folders holding one PNG per frame.
 VIDEO_SUFFIXES = {"color": "_color.mp4", "overlay": "_overlay.mp4", "label": "_label", "labelids": "_labelIds"}
+ENCODED_KINDS = ("color", "overlay")
 OUTPUT_KINDS = tuple(IMAGE_SUFFIXES)
 
 
@@ -82,6 +86,52 @@ class ImageWriter:
         base = os.path.join(self.folder, stem)
         for kind in self.kinds:
             save_png(render(kind, self.drawing, image, labels), base + IMAGE_SUFFIXES[kind])
+
+
+def video_kinds(kinds: Sequence[str]) -> Tuple[str, ...]:
+    """What a video gets: always its overlay video (the one to watch), then the other kinds asked."""
+    return ("overlay",) + tuple(kind for kind in kinds if kind != "overlay")
+
+
+class VideoWriter:
+    """The outputs of one video, frame by frame: encoded videos for ``color`` and ``overlay`` (same frame rate and
+    size), a folder of ``000000.png``... for ``label`` and ``labelids``. A context manager: the videos are
+    finished, playable, when it ends, also early (a stop signal); nothing is held in memory but the encoders'."""
+
+    def __init__(self, folder: str, stem: str, kinds: Sequence[str], drawing: Drawing, fps: Fraction, width: int,
+                 height: int):
+        self.base, self.kinds, self.drawing = os.path.join(folder, stem), video_kinds(kinds), drawing
+        self.fps, self.width, self.height = fps, width, height
+        self.frames = 0
+        self._encoders = {}
+        self._stack = contextlib.ExitStack()
+
+    def paths(self) -> List[str]:
+        """Every video and frame folder it writes."""
+        return [self.base + VIDEO_SUFFIXES[kind] for kind in self.kinds]
+
+    def __enter__(self) -> "VideoWriter":
+        with self._stack:  # an encoder that fails to open closes those opened before it
+            for kind in self.kinds:
+                if kind in ENCODED_KINDS:
+                    path = self.base + VIDEO_SUFFIXES[kind]
+                    self._encoders[kind] = self._stack.enter_context(open_encoder(path, self.fps, self.width,
+                                                                                  self.height))
+            self._stack = self._stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> Optional[bool]:
+        return self._stack.__exit__(*exc)
+
+    def write(self, image: np.ndarray, labels: np.ndarray) -> None:
+        """Add the next frame: (H, W, 3) uint8 RGB and its (H, W) uint8 class indices."""
+        for kind in self.kinds:
+            picture = render(kind, self.drawing, image, labels)
+            if kind in self._encoders:
+                self._encoders[kind].write(np.asarray(picture))
+            else:
+                save_png(picture, os.path.join(self.base + VIDEO_SUFFIXES[kind], f"{self.frames:06d}.png"))
+        self.frames += 1
 
 
 def output_files(stem: str) -> List[str]:
