@@ -54,18 +54,20 @@ class OnnxMetadata:
     output_stride: int
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
+    precision: str = "fp32"  # of the weights and arithmetic: "int8" for a quantised file (export_onnx.py --int8)
 
     def to_props(self) -> Dict[str, str]:
         """The metadata as strings; lists are JSON, so class names may hold commas."""
         return {"model_name": self.model_name, "num_classes": str(self.num_classes),
                 "class_names": json.dumps(list(self.class_names)), "output_stride": str(self.output_stride),
-                "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std)),
+                "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std)), "precision": self.precision,
                 "input": INPUT_LAYOUT, "output": OUTPUT_LAYOUT, "exported_by": EXPORTER}
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str) -> "OnnxMetadata":
         """Read :meth:`to_props`' strings back; OnnxModelError naming ``source`` when they are not there."""
-        missing = [field.name for field in dataclasses.fields(cls) if field.name not in props]
+        optional = {"precision"}  # files exported before it was recorded are fp32
+        missing = [field.name for field in dataclasses.fields(cls) if field.name not in {*props, *optional}]
         if missing:
             raise OnnxModelError(f"{source} has no {', '.join(missing)} in its metadata: it was not exported by "
                                  f"{EXPORTER}; export the checkpoint with it")
@@ -73,7 +75,8 @@ class OnnxMetadata:
             meta = cls(model_name=props["model_name"], num_classes=int(props["num_classes"]),
                        class_names=tuple(json.loads(props["class_names"])),
                        output_stride=int(props["output_stride"]),
-                       mean=tuple(json.loads(props["mean"])), std=tuple(json.loads(props["std"])))
+                       mean=tuple(json.loads(props["mean"])), std=tuple(json.loads(props["std"])),
+                       precision=props.get("precision", "fp32"))
         except (ValueError, TypeError) as exc:
             raise OnnxModelError(f"{source} has malformed metadata ({exc}); export it again with {EXPORTER}") from None
         if len(meta.class_names) != meta.num_classes:
