@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,32 +21,37 @@ from tqdm import tqdm
 import network
 from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
 from datasets.class_stats import background_only_warning, load_class_stats
+from datasets.class_weights import resolve_class_weights
+from datasets.demo import STAMP_FILE, demo_data_root, holds_demo_data
 from datasets.utils import exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
+from network.trained_model import DEFAULT_MODEL, DEFAULT_OUTPUT_STRIDE, architecture_record, recorded_architecture
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
-from utils.atomic import require_writable
+from utils.atomic import remove_orphaned_temporaries, require_writable
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, file_problem,
                               load_checkpoint, load_model_state, restore_process_rng_state, save_checkpoint,
                               writer_lock)
-from utils.config import ConfigError, check_ranges, parse_with_config
+from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import (add_speed_options, compile_model, cudnn_benchmark,
-                          resolve_speed_options)
+from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_benchmark, hardware_name,
+                          parse_auto_bool, resolve_cudnn_benchmark, resolve_num_workers, resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
 from utils.interrupts import StopFlag, WorkerLoader
-from utils.class_weights import resolve_class_weights
 from utils.inference import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                           require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
 from utils.results import save_val_result
+from utils.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
 from utils.training import forward_loss, optimize
 from utils.utils import Denormalize, set_bn_momentum
+
+IMPORTS_SECONDS = process_age()  # the interpreter's start and the imports above: the time report's first phase
 
 DATASETS = ("voc", "cityscapes", "folder", "demo")
 VOC_YEARS = ("2012_aug", "2012", "2011", "2009", "2008", "2007")
@@ -67,40 +72,54 @@ def _pretrained_arg(value: str):
 
 
 def get_argparser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--config", help="YAML file whose keys are these options (flags given here win)")
     # Dataset
-    parser.add_argument("--data_root", type=str, default="./datasets/data", help="path to the dataset")
+    parser.add_argument("--data_root", type=str, default="./datasets/data",
+                        help="folder that holds the dataset (VOCdevkit, Cityscapes, or your own data's folder); "
+                             "--dataset demo writes its data into DATA_ROOT/demo")
     parser.add_argument("--dataset", type=str, default="voc", choices=DATASETS, help="name of the dataset")
     parser.add_argument("--num_classes", type=int, default=None, help="number of classes (default: the dataset's)")
-    parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="DataLoader workers (default: on a GPU the cores per GPU process less one, at most 16; "
+                             "on the CPU min(4, cores))")
     # Model
-    parser.add_argument("--model", type=str, default="deeplabv3plus_mobilenet", choices=list(network.MODELS))
-    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=False,
-                        help="apply separable conv to decoder and aspp")
-    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
+    parser.add_argument("--model", type=str, default=None, choices=list(network.MODELS), metavar="MODEL",
+                        help=f"one of {', '.join(network.MODELS)} (default: the model --ckpt records, else "
+                             f"{DEFAULT_MODEL})")
+    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
+                        help="separable 3x3 convolutions in ASPP and the decoder (default: as --ckpt records, else "
+                             "off)")
+    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
+                        help=f"backbone output stride (default: as --ckpt records, else {DEFAULT_OUTPUT_STRIDE}; "
+                             "HRNet always works at 4)")
     parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
                         help="ImageNet backbone weights: flag alone = the known source, or a file path "
-                             "(default: the entry's default)")
+                             "(default: the entry's default, as in the original: ImageNet for ResNet, MobileNetV2 "
+                             "and Xception, none for HRNet)")
     parser.add_argument("--no-pretrained_backbone", dest="pretrained_backbone", action="store_false",
-                        help="train the backbone from scratch")
+                        help="train the backbone from scratch (default: see --pretrained_backbone)")
     parser.add_argument("--init_from", default=None,
                         help="start the whole model from 'torchvision_coco' (ResNet-50/101) or a checkpoint file in "
-                             "any supported format; reports which tensors were filled")
+                             "any supported format; reports which tensors were filled (default: none)")
     # Train
-    parser.add_argument("--test_only", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--test_only", action=argparse.BooleanOptionalAction, default=False,
+                        help="evaluate --ckpt on the validation set and stop, without training")
     parser.add_argument("--save_val_results", action=argparse.BooleanOptionalAction, default=False,
                         help="save segmentation results to --results_dir")
-    parser.add_argument("--total_itrs", type=int, default=30000, help="iterations (default: 30k)")
-    parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default: 0.01)")
-    parser.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"])
-    parser.add_argument("--step_size", type=int, default=10000)
-    parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False, help="crop validation (default: False)")
-    parser.add_argument("--batch_size", type=int, default=16,
-                        help="global batch size, split over torchrun processes (default: 16)")
-    parser.add_argument("--val_batch_size", type=int, default=4, help="batch size for validation (default: 4)")
-    parser.add_argument("--crop_size", type=int, default=513)
-    parser.add_argument("--ckpt", default=None, type=str, help="restore from checkpoint")
+    parser.add_argument("--total_itrs", type=int, default=30000, help="training iterations")
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate of the head (the backbone's is 0.1x)")
+    parser.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"],
+                        help="poly: lr * (1 - iteration / total_itrs) ** 0.9; step: x0.1 every --step_size")
+    parser.add_argument("--step_size", type=int, default=10000, help="--lr_policy step: iterations per x0.1")
+    parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False,
+                        help="validate on images resized and centre-cropped to --crop_size (batched), not whole")
+    parser.add_argument("--batch_size", type=int, default=16, help="global batch size, split over torchrun processes")
+    parser.add_argument("--val_batch_size", type=int, default=4, help="validation batch size (with --crop_val)")
+    parser.add_argument("--crop_size", type=int, default=513, help="training crop (and --crop_val) size in pixels")
+    parser.add_argument("--ckpt", default=None, type=str,
+                        help="checkpoint to start from (weights; with --continue_training the whole training state) "
+                             "or, with --test_only, to evaluate (default: none)")
     parser.add_argument("--continue_training", action=argparse.BooleanOptionalAction, default=False,
                         help="with --ckpt: resume iteration, optimizer, scheduler, best score and RNG state")
     parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=LOSS_TYPES,
@@ -111,27 +130,33 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--ohem_thresh", type=float, default=0.7,
                         help="ohem: keep pixels whose probability of the true class is below this")
     parser.add_argument("--ohem_min_kept", type=int, default=100000,
-                        help="ohem: keep at least this many pixels per global batch")
+                        help="ohem: keep at least this many pixels per image, as mmsegmentation counts (its value)")
     parser.add_argument("--dice_weight", type=float, default=1.0, help="ce+dice: weight of the Dice term")
     parser.add_argument("--focal_gamma", type=float, default=2.0,
-                        help="focal loss focusing parameter (default: 2.0, the paper's); 0 is plain cross-entropy, "
-                             "which is what the original's focal_loss computed: use 0 to reproduce its runs")
-    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
-    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
+                        help="focal loss focusing parameter (the paper's 2.0); 0 is plain cross-entropy, which is "
+                             "what the original's focal_loss computed: use 0 to reproduce its runs")
+    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA when available")
     parser.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=None,
                         help="SyncBatchNorm across processes (default: on for multi-GPU torchrun runs)")
     parser.add_argument("--dist_timeout", type=float, default=1800,
                         help="seconds a process waits for the others before the run stops with an error")
     add_speed_options(parser)
-    parser.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
+    parser.add_argument("--cudnn_benchmark", nargs="?", const=True, default="auto", type=parse_auto_bool,
+                        help="cuDNN autotuning for the training crops: auto/true/false (auto: on for runs of 1000 "
+                             "iterations or more, whose speed-up pays back its ~20 s of tuning)")
+    parser.add_argument("--weight_decay", type=float, default=1e-4, help="SGD weight decay")
     parser.add_argument("--bn_momentum", type=float, default=0.01,
                         help="backbone BatchNorm momentum: the original's 0.01 suits fine-tuning a pretrained "
                              "backbone; use 0.1 for short runs from scratch")
-    parser.add_argument("--random_seed", type=int, default=1, help="random seed (default: 1)")
-    parser.add_argument("--print_interval", type=int, default=10, help="print interval of loss (default: 10)")
-    parser.add_argument("--val_interval", type=int, default=100, help="iteration interval for eval (default: 100)")
-    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=False, help="download datasets")
-    parser.add_argument("--checkpoint_dir", type=str, default="checkpoints")
+    parser.add_argument("--random_seed", type=int, default=1, help="random seed")
+    parser.add_argument("--print_interval", type=int, default=10, help="iterations between log lines")
+    parser.add_argument("--val_interval", type=int, default=100, help="iterations between validations")
+    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
+                        help="download Pascal VOC into --data_root")
+    parser.add_argument("--checkpoint_dir", type=str, default="checkpoints",
+                        help="where latest_* and best_* checkpoints are written")
     parser.add_argument("--results_dir", type=str, default="results",
                         help="metrics.json and the confusion matrix of every evaluation (and --save_val_results)")
     # Evaluation recipe (--test_only, and the validations of a training run)
@@ -145,13 +170,14 @@ def get_argparser() -> argparse.ArgumentParser:
     # PASCAL VOC
     parser.add_argument("--year", type=str, default="2012", choices=VOC_YEARS, help="year of VOC")
     # Visdom
-    parser.add_argument("--enable_vis", action=argparse.BooleanOptionalAction, default=False, help="use visdom for visualization")
+    parser.add_argument("--enable_vis", action=argparse.BooleanOptionalAction, default=False,
+                        help="use visdom for visualization")
     parser.add_argument("--vis_port", type=str, default="13570", help="port for visdom")
     parser.add_argument("--vis_host", type=str, default="http://localhost", help="address of the visdom server")
     parser.add_argument("--vis_env", type=str, default="main", help="env for visdom")
     parser.add_argument("--vis_num_samples", type=int, default=8, help="number of samples for visualization")
     parser.add_argument("--tensorboard", default=None, metavar="DIR",
-                        help="also write TensorBoard event files to DIR (pip install tensorboard)")
+                        help="also write TensorBoard event files to DIR (pip install tensorboard; default: none)")
     return parser
 
 
@@ -175,9 +201,12 @@ def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
     if opts.dataset == "folder":
         return (FolderSegmentation(opts.data_root, "train", train_transform),
                 FolderSegmentation(opts.data_root, "val", val_transform))
-    year = "2012" if opts.dataset == "demo" else opts.year
-    return (VOCSegmentation(opts.data_root, year, "train", False, train_transform),
-            VOCSegmentation(opts.data_root, year, "val", False, val_transform))
+    if opts.dataset == "demo":
+        root, year = demo_data_root(opts.data_root), "2012"
+    else:
+        root, year = opts.data_root, opts.year
+    return (VOCSegmentation(root, year, "train", False, train_transform),
+            VOCSegmentation(root, year, "val", False, val_transform))
 
 
 def prepare_data(opts) -> None:
@@ -187,13 +216,22 @@ def prepare_data(opts) -> None:
         return
     with exclusive_lock(os.path.join(opts.data_root, ".prepare.lock")):
         if opts.dataset == "demo":
-            make_demo_dataset(opts.data_root)
+            make_demo_dataset(demo_data_root(opts.data_root))
         else:
             VOCSegmentation(opts.data_root, opts.year, "train", download=True)
 
 
 def checkpoint_path(opts, kind: str) -> str:
     return os.path.join(opts.checkpoint_dir, f"{kind}_{opts.model}_{opts.dataset}_os{opts.output_stride}.pth")
+
+
+def resolve_architecture(opts, device: torch.device) -> None:
+    """--model, --output_stride and --separable_conv as given, else as --ckpt records them (this project's
+    checkpoints do), else the original's defaults; a --model or --separable_conv that contradicts the checkpoint
+    is an error naming both. Process 0 reads the checkpoint's record and sends it to the others."""
+    record = from_process_zero(lambda: architecture_record(opts.ckpt), device) if opts.ckpt is not None else {}
+    opts.model, opts.output_stride, opts.separable_conv = recorded_architecture(
+        record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv)
 
 
 def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
@@ -207,13 +245,19 @@ def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
     if opts.test_only:
         return contextlib.nullcontext()
     require_writable(opts.checkpoint_dir, "--checkpoint_dir")
+    removed = remove_orphaned_temporaries(opts.checkpoint_dir, ".pth")
+    if removed:
+        print(f"Removed {len(removed)} temporary checkpoint file(s) that a killed save left in {opts.checkpoint_dir} "
+              f"({sum(size for _, size in removed) / 2 ** 20:.1f} MiB): "
+              f"{', '.join(os.path.basename(path) for path, _ in removed)}")
     return writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0])  # hidden, and not a *.pth
 
 
 def build_predictor(opts, model: nn.Module, device: torch.device, log=print) -> SegmentationPredictor:
     """``model`` with the evaluation recipe of the options (--eval_scales, --eval_flip, --eval_slide)."""
     recipe = InferenceRecipe(scales=tuple(opts.eval_scales), flip=opts.eval_flip, slide=opts.eval_slide,
-                             window=opts.window, stride=opts.stride, amp=opts.amp, channels_last=opts.channels_last)
+                             window=opts.window, stride=opts.stride, amp=opts.eval_amp,
+                             channels_last=opts.channels_last)
     return SegmentationPredictor(model, opts.num_classes, recipe,
                                  prepare=lambda images: images.to(device, non_blocking=True), log=log)
 
@@ -236,7 +280,8 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
     shard = iter(shard)
     predictor.model.eval()
-    with torch.inference_mode(), cudnn_benchmark(bool(opts.crop_val)):  # fixed sizes only with --crop_val
+    # fixed sizes only with --crop_val
+    with torch.inference_mode(), cudnn_benchmark(bool(opts.crop_val) and opts.cudnn_benchmark):
         for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
             labels = labels.to(device, non_blocking=True)
             preds = predictor.labels(images).to(device)
@@ -315,12 +360,18 @@ def resolve_num_classes(opts, train_dst) -> int:
 
 
 def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.Module, nn.Module]:
-    """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun."""
-    pretrained = {} if opts.pretrained_backbone is None else {"pretrained_backbone": opts.pretrained_backbone}
+    """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun.
+
+    The backbone starts from ImageNet weights as the entry does by default (as in the original), or as
+    --pretrained_backbone says; with --ckpt it is left initialised, since the checkpoint's weights replace it.
+    """
+    pretrained = False if opts.ckpt is not None else opts.pretrained_backbone
     with node_main_first(env):  # downloads of pretrained weights: once per machine, into its cache
-        model = network.build_model(opts.model, opts.num_classes, opts.output_stride,
-                                    separable_conv=opts.separable_conv, **pretrained)
+        model = network.build_model(opts.model, opts.num_classes, opts.output_stride, pretrained_backbone=pretrained,
+                                    separable_conv=opts.separable_conv)
         filled, initialised = init_model_from(model, opts.model, opts.init_from) if opts.init_from else ((), ())
+    if env.is_main:
+        print(f"Backbone weights: {backbone_origin(opts, model.backbone_weights)}")
     if opts.init_from and env.is_main:
         print(f"--init_from {opts.init_from}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
               + (f"; initialised: {', '.join(module_names(initialised))}" if initialised else ""))
@@ -344,6 +395,20 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
     return compile_model(ddp, opts.compile), model
 
 
+def backbone_origin(opts, loaded_from: str) -> str:
+    """Where the backbone's weights come from, for the log: the file or hub id, the checkpoint, or from scratch."""
+    if opts.ckpt is not None:
+        return f"from --ckpt {opts.ckpt}"
+    if loaded_from.startswith("none"):
+        why = ("--no-pretrained_backbone" if opts.pretrained_backbone is False
+               else f"{opts.model} has no ImageNet weights by default, as in the original; --pretrained_backbone "
+                    "fetches them")
+        return f"from scratch ({why})"
+    default = " (the default, as in the original; --no-pretrained_backbone trains from scratch)" \
+        if opts.pretrained_backbone is None else ""
+    return f"ImageNet, from {loaded_from}{default}"
+
+
 @dataclass
 class Training:
     """What the training loop updates: the model (as called, and as saved), its optimisation and its counters."""
@@ -357,12 +422,18 @@ class Training:
     state: TrainState
 
 
+def group_learning_rates(lr: float) -> Tuple[float, float]:
+    """The learning rates of the two parameter groups: the backbone at BACKBONE_LR_FACTOR of --lr, the head at it."""
+    return BACKBONE_LR_FACTOR * lr, lr
+
+
 def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> Training:
     """Model, SGD with the backbone at BACKBONE_LR_FACTOR of --lr, schedule, loss (and class weights), loss scale."""
     model, plain_model = build_training_model(opts, env, device)
+    backbone_lr, head_lr = group_learning_rates(opts.lr)
     optimizer = torch.optim.SGD(params=[
-        {"params": plain_model.backbone.parameters(), "lr": BACKBONE_LR_FACTOR * opts.lr},
-        {"params": plain_model.classifier.parameters(), "lr": opts.lr},
+        {"params": plain_model.backbone.parameters(), "lr": backbone_lr},
+        {"params": plain_model.classifier.parameters(), "lr": head_lr},
     ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
     scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
 
@@ -379,11 +450,10 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
                 print(warning, file=sys.stderr)
         return weights
 
-    # --ohem_min_kept counts pixels of the global batch; each process keeps its share of them.
-    min_kept = max(1, opts.ohem_min_kept // env.world_size)
     weights = None if opts.test_only else from_process_zero(class_weights, device)
     criterion = build_criterion(opts.loss_type, focal_gamma=opts.focal_gamma, class_weights=weights,
-                                ohem_thresh=opts.ohem_thresh, ohem_min_kept=min_kept, dice_weight=opts.dice_weight)
+                                ohem_thresh=opts.ohem_thresh, ohem_min_kept=opts.ohem_min_kept,
+                                dice_weight=opts.dice_weight)
     scaler = torch.amp.GradScaler(device.type, enabled=opts.amp == "fp16")
     return Training(model, plain_model, optimizer, scheduler, scaler, criterion, TrainState())
 
@@ -416,7 +486,7 @@ def training_batches(loader: data.DataLoader, state: TrainState) -> Iterator[Tup
 
 
 def train_interval(opts, training: Training, batches: Iterator, until: int, stop: StopFlag, logger: RunLogger,
-                   env: DistEnv, device: torch.device) -> bool:
+                   env: DistEnv, device: torch.device, timer: RunTimer) -> bool:
     """Train until iteration ``until``; return True if a signal asked to stop (after the step it came in).
 
     Every process agrees on a NaN loss and on a signal before the backward pass: a process that skipped the
@@ -426,7 +496,9 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
     meter = SpeedMeter()
     training.model.train()
     while state.cur_itrs < until:
+        began = time.perf_counter()
         images, labels = next(batches)
+        fetched = time.perf_counter()
         state.cur_itrs += 1
         batch_loss = forward_loss(training.model, training.criterion, images, labels, device, opts.amp,
                                   opts.channels_last)
@@ -442,6 +514,7 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
         optimize(batch_loss, training.optimizer, training.scaler)
         training.scheduler.step()
         meter.add(loss, images.shape[0] * env.world_size)
+        timer.step(time.perf_counter() - began, images.shape[0] * env.world_size, fetched - began)
         logger.scalars(state.cur_itrs, {"Loss": loss}, "step")
         if state.cur_itrs % opts.print_interval == 0:
             logger.scalars(state.cur_itrs, {"Loss": meter.mean_loss(), "LR": training.scheduler.get_last_lr()[-1],
@@ -453,18 +526,24 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
 
 
 def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: list, dataset, step: Optional[int],
-                      checkpoint: Optional[str], recipe: InferenceRecipe) -> EvaluationReport:
+                      checkpoints: Dict[str, Optional[str]], recipe: InferenceRecipe,
+                      device: torch.device) -> EvaluationReport:
     """What the logger's sinks show and write of one evaluation (the text, the files, the dashboards); ``step``
-    is the iteration of the evaluated weights (None: a checkpoint that does not record it)."""
+    is the iteration of the evaluated weights (None: a checkpoint that does not record it), ``checkpoints`` the
+    files that hold them (metrics.json keys: "checkpoint", and in training "best_checkpoint", None unless this
+    evaluation made them the best)."""
     header = "" if opts.test_only else f"Validation at iteration {step}:\n"
     denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
     pictures = [np.concatenate(((denorm(img) * 255).clip(0, 255).astype(np.uint8),
                                 dataset.decode_target(target).transpose(2, 0, 1).astype(np.uint8),
                                 dataset.decode_target(pred).transpose(2, 0, 1).astype(np.uint8)), axis=2)
                 for img, target, pred in samples]
-    info = {"checkpoint": checkpoint, "iteration": step, "model": opts.model, "dataset": opts.dataset,
+    info = {**checkpoints, "iteration": step, "model": opts.model, "dataset": opts.dataset,
             "output_stride": opts.output_stride, "crop_val": opts.crop_val,
-            **({"crop_size": opts.crop_size} if opts.crop_val else {}), "evaluation": recipe.settings()}
+            **({"crop_size": opts.crop_size} if opts.crop_val else {}), "evaluation": recipe.settings(),
+            # bf16 evaluation (CPUs with native bfloat16) can move scores slightly: say what computed them
+            "computed_with": {"amp": recipe.amp, "channels_last": recipe.channels_last,
+                              "device": hardware_name(device)}}
     return EvaluationReport(header + metrics.to_str(results), results, metrics.confusion_matrix.cpu().numpy(),
                             list(dataset.class_names), info, pictures)
 
@@ -479,14 +558,15 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
     check_loss_options(opts.ohem_thresh, opts.ohem_min_kept, opts.dice_weight)
     if opts.tensorboard:
         require_tensorboard()  # on every process, so that all of them stop
-    resolve_speed_options(opts, device, log)
+    resolve_speed_options(opts, device, log, INFER if opts.test_only else TRAIN)
+    opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
+    opts.cudnn_benchmark, benchmark_note = resolve_cudnn_benchmark(opts.cudnn_benchmark, device, opts.total_itrs)
+    for note in (workers_note, None if opts.test_only else benchmark_note):
+        if note:
+            log(note)
     seed_everything(opts.random_seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # training crops have one size; evaluate() decides for itself
-        if opts.amp != "off" and opts.channels_last:
-            log("warning: --amp with --channels_last on CUDA evaluated to wrong (mostly background) predictions in "
-                "this project's H100 check, while fp32 was right; check your validation scores, or drop "
-                "--channels_last on CUDA (README: Known issues)", file=sys.stderr)
+    # training crops have one size; evaluate() decides for itself
+    torch.backends.cudnn.benchmark = opts.cudnn_benchmark and not opts.test_only
 
 
 def build_run_logger(opts, env: DistEnv, train_loader: data.DataLoader, state: TrainState) -> RunLogger:
@@ -498,22 +578,31 @@ def build_run_logger(opts, env: DistEnv, train_loader: data.DataLoader, state: T
     return logger
 
 
-def run(opts, env: DistEnv, device: torch.device) -> int:
+def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     log = print if env.is_main else (lambda *args, **kwargs: None)
     configure(opts, env, device, log)
+    timer.lap("set-up")
     if env.is_node_main:
         prepare_data(opts)
     barrier()
     train_dst, val_dst = get_dataset(opts)
+    if opts.dataset == "voc" and env.is_main and holds_demo_data(train_dst.voc_root):
+        print(f"warning: {train_dst.voc_root} holds the synthetic demo data ({STAMP_FILE} is there), not Pascal VOC: "
+              "scores on it say nothing about VOC; point --data_root at the folder that holds your VOC download, "
+              "or use --dataset demo", file=sys.stderr)
     opts.num_classes = resolve_num_classes(opts, train_dst)
     train_loader, val_loader = build_loaders(opts, train_dst, val_dst, env, device)
     log(f"Device: {device} x {env.world_size} process(es)  Dataset: {opts.dataset}, Train set: {len(train_dst)}, "
         f"Val set: {len(val_dst)}, global batch {opts.batch_size} = {env.world_size} x "
         f"{opts.batch_size // env.world_size}")
+    timer.lap("data")
 
     training = build_training(opts, env, device, train_dst, log)
     state = training.state
+    timer.lap("model")
     checkpoint_itrs = restore(opts, opts.ckpt, training, env, device, log) if opts.ckpt is not None else None
+    if opts.ckpt is not None:
+        timer.lap("restore")
     # Not DDP: its first forward after training broadcasts buffers, a collective that a process with an empty
     # validation shard never joins. evaluate() gives every process process 0's buffers itself.
     eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
@@ -522,39 +611,62 @@ def run(opts, env: DistEnv, device: torch.device) -> int:
     logger = build_run_logger(opts, env, train_loader, state)
     shows_samples = env.is_main and (opts.enable_vis or opts.tensorboard) and len(val_loader) > 0
     sample_ids = np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32) if shows_samples else ()
+    timer.lap("set-up")
 
-    def evaluate_and_report(checkpoint: Optional[str], step: Optional[int]) -> dict:
-        results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
-        logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step, checkpoint,
-                                                       predictor.recipe))
+    def evaluate_and_report(checkpoint: Optional[str], step: Optional[int], best_score: Optional[float] = None) -> dict:
+        """Evaluate, then report; in training (``best_score`` given) the report names the best_* file too when
+        these weights beat ``best_score`` (they are saved there next)."""
+        with timer.phase("evaluation"):
+            results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
+            checkpoints = {"checkpoint": checkpoint}
+            if best_score is not None:
+                checkpoints["best_checkpoint"] = checkpoint_path(opts, "best") if results["Mean IoU"] > best_score \
+                    else None
+            logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step,
+                                                           checkpoints, predictor.recipe, device))
         return results
+
+    def save(kind: str) -> str:
+        with timer.phase("checkpoint writes"):
+            return save_training(opts, env, training, train_dst.class_names, kind)
 
     try:
         if opts.test_only:
             evaluate_and_report(opts.ckpt, checkpoint_itrs)
-            return 0
-        batches = training_batches(train_loader, state)
-        with StopFlag() as stop:
-            while state.cur_itrs < opts.total_itrs:
-                next_val = min((state.cur_itrs // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
-                stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device)
-                latest = save_training(opts, env, training, train_dst.class_names, "latest")  # before validating
-                if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
-                    results = evaluate_and_report(latest, state.cur_itrs)
-                    if results["Mean IoU"] > state.best_score:
-                        state.best_score = results["Mean IoU"]
-                        log(f"New best Mean IoU {state.best_score:.4f}: saved "
-                            f"{save_training(opts, env, training, train_dst.class_names, 'best')}")
-                        # with the new best score: resumed from, it must not rate a worse model best
-                        save_training(opts, env, training, train_dst.class_names, "latest")
-                if stopped:
-                    log(f"{stop.signal_name or 'A signal to another process'} received: saved {latest} at "
-                        f"iteration {state.cur_itrs}; resume with --ckpt {latest} --continue_training")
-                    return 0
-        log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
+        else:
+            train_and_validate(opts, training, train_loader, env, device, logger, timer, evaluate_and_report, save,
+                               log)
+        logger.text("Time report", state.cur_itrs, timer.report())
+        logger.scalars(state.cur_itrs, timer.scalars(), "time")
         return 0
     finally:
         logger.close()
+
+
+def train_and_validate(opts, training: "Training", train_loader: data.DataLoader, env: DistEnv,
+                       device: torch.device, logger: RunLogger, timer: RunTimer,
+                       evaluate_and_report: Callable[[Optional[str], Optional[int], Optional[float]], dict],
+                       save: Callable[[str], str], log) -> None:
+    """Train to --total_itrs, saving ``latest_*`` and validating every --val_interval (``best_*`` on a new best),
+    or until a signal: then save and say how to resume."""
+    state = training.state
+    batches = training_batches(train_loader, state)
+    with StopFlag() as stop:
+        while state.cur_itrs < opts.total_itrs:
+            next_val = min((state.cur_itrs // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
+            stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device, timer)
+            latest = save("latest")  # before validating
+            if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
+                results = evaluate_and_report(latest, state.cur_itrs, state.best_score)
+                if results["Mean IoU"] > state.best_score:
+                    state.best_score = results["Mean IoU"]
+                    log(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
+                    save("latest")  # with the new best score: resumed from, it must not rate a worse model best
+            if stopped:
+                log(f"{stop.signal_name or 'A signal to another process'} received: saved {latest} at "
+                    f"iteration {state.cur_itrs}; resume with --ckpt {latest} --continue_training")
+                return
+    log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
 
 
 def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, log=print) -> Optional[int]:
@@ -581,7 +693,10 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
                                 f"pass a --total_itrs above {state.cur_itrs} to train on, or --test_only to evaluate")
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         scheduler.load_state_dict(checkpoint["scheduler_state"])
-        retarget(scheduler, opts.total_itrs, opts.step_size)
+        changes = retarget(scheduler, opts.total_itrs, opts.step_size, group_learning_rates(opts.lr),
+                           opts.weight_decay)
+        if changes:
+            log(f"Resuming with this run's settings from iteration {state.cur_itrs + 1}: {', '.join(changes)}")
         state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
         if "rng_state" in checkpoint:
             note = restore_process_rng_state(checkpoint, env.rank, env.world_size)
@@ -619,13 +734,16 @@ def _lost_peer(exc: BaseException) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
     # Progress lines show up promptly in logs and pipes; a path that is not UTF-8 prints escaped, not as a crash.
     sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
+    timer = RunTimer(IMPORTS_SECONDS if __name__ == "__main__" else 0.0)  # imported by a test: not our start-up
     opts = parse_with_config(get_argparser(), argv)
     try:
         check_ranges(opts, POSITIVE_OPTIONS, NON_NEGATIVE_OPTIONS)
         env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
+        timer.device = device
         try:
+            resolve_architecture(opts, device)
             with output_guard(opts, env):
-                return run(opts, env, device)
+                return run(opts, env, device, timer)
         finally:
             cleanup()
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,

@@ -17,9 +17,10 @@ from datasets import Cityscapes, DatasetError, VOCSegmentation
 from datasets.folder import palette_table, read_class_ids, read_classes
 from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video
 from network import PretrainedWeightsError
+from network.trained_model import add_model_options, load_model_of
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, check_ranges, parse_with_config
-from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device,
+from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
                           resolve_speed_options)
 from utils.atomic import require_writable
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
@@ -28,7 +29,6 @@ from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names
 from utils.results import OVERLAY_ALPHA
-from utils.trained_model import add_model_options, load_model_of
 from utils.video import VideoError, import_av
 
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size")
@@ -63,7 +63,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID")
     parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"])
     add_speed_options(parser)
-    parser.add_argument("--num_workers", type=int, default=2, help="decoding workers")
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help="decoding workers (default: on a GPU the cores less one, at most 16; on the CPU "
+                             "min(4, cores))")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                         help="test-time augmentation: flip and scales")
     parser.add_argument("--tta_scales", type=float, nargs="+", default=[0.75, 1.0, 1.25])
@@ -163,9 +165,10 @@ def check_onnx_options(opts) -> None:
 
 
 def check_sizes(opts) -> None:
-    """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one)."""
+    """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one), and
+    windows must not skip pixels: with or without --slide, since huge images are predicted in windows anyway."""
     check_ranges(opts, POSITIVE_OPTIONS)
-    check_recipe_options(opts.tta_scales, "--tta_scales", opts.slide, opts.window, opts.stride)
+    check_recipe_options(opts.tta_scales, "--tta_scales", True, opts.window, opts.stride)
 
 
 def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, drawing: Drawing,
@@ -200,6 +203,9 @@ def run(opts, stop: StopFlag) -> int:
     else:
         device = resolve_device(opts.device, opts.gpu_id)
         resolve_speed_options(opts, device)
+    opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
+    if workers_note:
+        print(workers_note)
     files = find_images(opts.input)
     if any(is_video(path) for path, _ in files):
         import_av()  # a missing package is one line before any work

@@ -1,5 +1,4 @@
 """Shared measurement helpers for the benchmarks: synchronised wall-clock timing of repeated work."""
-import time
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
@@ -7,6 +6,7 @@ import torch
 import network
 from utils.loss import build_criterion
 from utils.device import cpu_kind, native_bf16
+from utils.run_timer import time_calls
 from utils.training import train_step
 
 
@@ -30,28 +30,11 @@ def native_settings(settings: Iterable[Tuple[str, str, bool]], device: torch.dev
             yield label, amp, channels_last
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_calls(fn: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
-    """Seconds per call of ``fn`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
-
-
 def measure_training(model_name: str, crop: int, batch: int, device: torch.device, amp: str, channels_last: bool,
                      warmup: int, steps: int, num_classes: int = 21) -> Dict[str, float]:
     """Images/s and peak memory of the full training step (data already on the device)."""
     torch.manual_seed(0)
-    model = network.build_model(model_name, num_classes, 16).to(device).train()
+    model = network.build_model(model_name, num_classes, 16, pretrained_backbone=False).to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)

@@ -12,26 +12,22 @@ import os
 import sys
 import tempfile
 import time
+from typing import Dict, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torchvision  # noqa: E402
 import torchvision.transforms.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import network  # noqa: E402
 import predict  # noqa: E402
 from bench.data import write_images  # noqa: E402
-from bench.original import REPO, best_of_interleaved, skip_reason  # noqa: E402
+from bench.original import REPO, best_of_interleaved, original_env, skip_reason  # noqa: E402
 from datasets import voc_cmap  # noqa: E402
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from utils.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
-
-# The original builds deeplabv3plus_mobilenet with ImageNet weights from torchvision's URL; a file of that name in
-# the hub cache stands in (its weights are replaced by --ckpt's anyway), so nothing is downloaded.
-MOBILENET_CACHE_NAME = "mobilenet_v2-b0353104.pth"
 
 
 def original_loop(model, paths, out_dir) -> None:
@@ -74,33 +70,46 @@ def in_process(args, model, paths, ckpt, tmp) -> None:
     print(f"pixels with the same colour in both: {agreement(out_a, out_b):.2%}")
 
 
-def whole_runs(args, folder: str, ckpt: str, tmp: str) -> None:
+def whole_runs(args, folder: str, ckpt: str, tmp: str) -> Optional[Dict[str, float]]:
+    """Wall time of the original's predict.py (fp32) and ours (defaults) on ``folder``; seconds by label (None
+    when the original cannot run)."""
     reason = skip_reason(args.original, "predict.py")
     if reason:
         print(f"skipped the whole-process comparison: {reason}")
-        return
-    torch_home = os.path.join(tmp, "torch")
-    os.makedirs(os.path.join(torch_home, "hub", "checkpoints"))
-    torch.save(torchvision.models.mobilenet_v2().state_dict(),
-               os.path.join(torch_home, "hub", "checkpoints", MOBILENET_CACHE_NAME))
+        return None
     out_a, out_b = os.path.join(tmp, "original"), os.path.join(tmp, "whole")
     common = ["--input", folder, "--ckpt", ckpt, "--model", args.model]
     runs = {"original predict.py (fp32)": ([os.path.join(args.original, "predict.py"), *common,
-                                            "--save_val_results_to", out_a], tmp),
+                                            "--save_val_results_to", out_a], tmp, original_env(tmp)),
             "predict.py (defaults)": ([os.path.join(REPO, "predict.py"), *common, "--save_val_results_to", out_b,
                                        "--val_batch_size", str(args.batch), "--num_workers", str(args.workers)],
                                       tmp)}
-    times = best_of_interleaved(runs, args.rounds, env={"TORCH_HOME": torch_home})
+    times = best_of_interleaved(runs, args.rounds)
     base = times["original predict.py (fp32)"]
     print(f"whole process, {args.images} images, start-up included (best of {args.rounds}):")
     for label, s in times.items():
         print(f"{label:28s} {s:7.1f} s   {args.images / s:6.2f} images/s   {base / s:5.2f}x")
     print(f"pixels with the same colour in both: {agreement(out_a, out_b):.2%}")
+    return times
+
+
+def prepare(args, tmp: str) -> Tuple[str, str]:
+    """A folder of ``args.images`` JPEGs of 500x375 in ``tmp``, and a checkpoint of ``args.model`` (seeded random
+    weights); returns both paths."""
+    torch.manual_seed(0)
+    model = network.build_model(args.model, 21, 16, pretrained_backbone=False)
+    folder = os.path.join(tmp, "images")
+    os.makedirs(folder)
+    for _, mask in write_images(folder, args.images):
+        os.remove(mask)  # keep the JPEGs only
+    ckpt = os.path.join(tmp, "model.pth")
+    torch.save({"model_state": model.state_dict()}, ckpt)
+    return folder, ckpt
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--original", help="folder of a VainF/DeepLabV3Plus-Pytorch checkout")
+    parser.add_argument("--original", type=os.path.abspath, help="folder of a VainF/DeepLabV3Plus-Pytorch checkout")
     parser.add_argument("--model", default="deeplabv3plus_mobilenet")
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8)
@@ -112,16 +121,11 @@ def main() -> None:
     channels_last, _ = resolve_channels_last("auto", cpu)
     print(f"{hardware_name(cpu)}, torch {torch.__version__}; {args.model}, {args.images} JPEGs of 500x375; "
           f"predict.py's defaults here: --amp {amp}, channels_last {'on' if channels_last else 'off'}")
-    torch.manual_seed(0)
-    model = network.build_model(args.model, 21, 16, pretrained_backbone=False).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = os.path.join(tmp, "images")
-        os.makedirs(folder)
-        paths = [p for p, _ in write_images(folder, args.images)]
-        for p in paths:
-            os.remove(os.path.splitext(p)[0] + ".png")  # keep the JPEGs only
-        ckpt = os.path.join(tmp, "model.pth")
-        torch.save({"model_state": model.state_dict()}, ckpt)
+        folder, ckpt = prepare(args, tmp)
+        model = network.build_model(args.model, 21, 16, pretrained_backbone=False).eval()
+        model.load_state_dict(torch.load(ckpt)["model_state"])
+        paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))
         in_process(args, model, paths, ckpt, tmp)
         whole_runs(args, folder, ckpt, tmp)
 

@@ -11,13 +11,14 @@ import argparse
 import os
 import sys
 import tempfile
+from typing import Dict, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
 from bench._timing import measure_training, native_settings  # noqa: E402
-from bench.original import REPO, best_of_interleaved, demo_voc, skip_reason  # noqa: E402
+from bench.original import REPO, best_of_interleaved, demo_voc, original_env, skip_reason  # noqa: E402
 from utils.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
 
 SETTINGS = (("fp32", "off", False), ("fp32 + channels_last", "off", True),
@@ -39,19 +40,20 @@ def step_table(args, device: torch.device) -> None:
         print(f"{label:22s} {speed:8.2f} images/s   {speed / results['fp32']:5.2f}x fp32{mark}")
 
 
-def whole_runs(args) -> None:
-    """Wall time of the original's main.py (fp32) and ours (defaults), same data, iterations and validation."""
+def whole_runs(args) -> Optional[Dict[str, float]]:
+    """Wall time of the original's main.py (fp32) and ours (defaults), same data, iterations and validation;
+    returns the seconds by label (None when the original cannot run)."""
     reason = skip_reason(args.original, "main.py")
     if reason:
         print(f"skipped the whole-process comparison: {reason}")
-        return
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         data_root = demo_voc(os.path.join(tmp, "data"), VAL_IMAGES)
         common = ["--data_root", data_root, "--dataset", "voc", "--year", "2012", "--model", args.model,
                   "--crop_size", str(args.crop), "--batch_size", str(args.batch), "--total_itrs", str(args.iters),
                   "--val_interval", str(args.iters), "--print_interval", str(args.iters),
                   "--crop_val"]  # the original's HRNet needs sides that are multiples of 32
-        runs = {"original main.py (fp32)": ([os.path.join(args.original, "main.py"), *common], tmp),
+        runs = {"original main.py (fp32)": ([os.path.join(args.original, "main.py"), *common], tmp, original_env(tmp)),
                 "main.py (defaults)": ([os.path.join(REPO, "main.py"), *common, "--no-pretrained_backbone",
                                         "--checkpoint_dir", os.path.join(tmp, "ours")], tmp)}
         seconds = best_of_interleaved(runs, args.rounds)
@@ -60,11 +62,12 @@ def whole_runs(args) -> None:
     base = seconds["original main.py (fp32)"]
     for label, s in seconds.items():
         print(f"{label:24s} {s:7.1f} s   {base / s:5.2f}x")
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--original", help="folder of a VainF/DeepLabV3Plus-Pytorch checkout")
+    parser.add_argument("--original", type=os.path.abspath, help="folder of a VainF/DeepLabV3Plus-Pytorch checkout")
     parser.add_argument("--model", default="deeplabv3plus_hrnetv2_48")
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--batch", type=int, default=4)

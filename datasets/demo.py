@@ -15,7 +15,8 @@ from utils.constants import IGNORE_INDEX
 
 from .voc import VOC_CLASSES, voc_cmap
 
-__all__ = ["DemoTexture", "DEMO_CLASSES", "make_demo_dataset", "demo_voc_root"]
+__all__ = ["DemoTexture", "DEMO_CLASSES", "DEMO_FOLDER", "make_demo_dataset", "demo_data_root", "demo_voc_root",
+           "holds_demo_data"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,23 @@ JPEG_QUALITY = 88
 VERSION = "2"  # bump when the generator changes, so stale demo data is regenerated
 
 
+DEMO_FOLDER = "demo"  # --dataset demo's own folder under --data_root, so that it never mixes with real VOC
+STAMP_FILE = "demo_version.txt"  # in the VOC2012 folder: what generated it (and that it is the demo)
+
+
+def demo_data_root(data_root: str) -> str:
+    """Where ``--dataset demo`` keeps its data for ``--data_root data_root``: a folder of its own in it."""
+    return os.path.join(data_root, DEMO_FOLDER)
+
+
 def demo_voc_root(data_root: str) -> str:
-    """The VOC2012 folder of the demo dataset under ``data_root``."""
+    """The VOC2012 folder of the demo dataset written by :func:`make_demo_dataset` under ``data_root``."""
     return os.path.join(data_root, "VOCdevkit", "VOC2012")
+
+
+def holds_demo_data(voc_root: str) -> bool:
+    """Whether the VOC2012 folder ``voc_root`` holds the synthetic demo data rather than Pascal VOC."""
+    return os.path.isfile(os.path.join(voc_root, STAMP_FILE))
 
 
 def _pattern(texture: DemoTexture, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -113,7 +128,7 @@ def _sample(rng: np.random.Generator) -> Tuple[Image.Image, Image.Image]:
 def make_demo_dataset(data_root: str, num_train: int = 300, num_val: int = 60, seed: int = 0) -> str:
     """Write the demo dataset under ``data_root`` (VOC layout) unless it is already there; return its VOC root."""
     voc_root = demo_voc_root(data_root)
-    stamp = os.path.join(voc_root, "demo_version.txt")
+    stamp = os.path.join(voc_root, STAMP_FILE)
     expected = f"{VERSION} {num_train} {num_val} {seed}"
     if os.path.isfile(stamp) and open(stamp).read().strip() == expected:
         return voc_root

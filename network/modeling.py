@@ -4,15 +4,16 @@ Each is ``entry(num_classes=21, output_stride=..., pretrained_backbone=...)`` an
 ``MODELS`` (or ``network.modeling.__dict__[name]``, as in the original). :func:`build_model` is the one
 function the scripts call.
 """
-from typing import Callable, Dict, Union
+from typing import Callable, Dict, Optional, Union
 
 from torch import nn
 
 from ._deeplab import DeepLabHead, DeepLabHeadV3Plus, DeepLabV3, convert_to_separable_conv
 from .backbone import hrnetv2, mobilenetv2, resnet, xception
 from .utils import IntermediateLayerGetter
+from .weights import recording_origins
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "build_model", "pretrained_by_default"]
 
 Pretrained = Union[bool, str]
 SUPPORTED_OUTPUT_STRIDES = (8, 16)
@@ -100,21 +101,35 @@ _BACKBONES = (  # (backbone, builder, default output stride, pretrained by defau
 )
 
 MODELS: Dict[str, Callable[..., DeepLabV3]] = {}
+_PRETRAINED_BY_DEFAULT: Dict[str, bool] = {}
 for _arch in ("deeplabv3", "deeplabv3plus"):
     for _backbone, _segm, _stride, _pretrained in _BACKBONES:
         _fn = _entry(_arch, _backbone, _segm, _stride, _pretrained)
         MODELS[_fn.__name__] = _fn
+        _PRETRAINED_BY_DEFAULT[_fn.__name__] = _pretrained
 globals().update(MODELS)
 __all__ += list(MODELS)
 
 
-def build_model(name: str, num_classes: int, output_stride: int = 16, pretrained_backbone: Pretrained = False,
+def build_model(name: str, num_classes: int, output_stride: int = 16, pretrained_backbone: Optional[Pretrained] = None,
                 separable_conv: bool = False) -> DeepLabV3:
-    """Build entry ``name``; ``separable_conv`` turns the head's 3x3 convolutions into separable ones."""
+    """Build entry ``name``; ``separable_conv`` turns the head's 3x3 convolutions into separable ones.
+
+    ``pretrained_backbone`` None is the entry's own default, as the original's ``main.py`` builds it: ImageNet
+    weights for ResNet, MobileNetV2 and Xception, none for HRNet. The model's ``backbone_weights`` says where
+    the backbone's weights came from: a file path or hub id, or "none (random initialisation)".
+    """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    model = MODELS[name](num_classes=num_classes, output_stride=output_stride,
-                         pretrained_backbone=pretrained_backbone)
+    chosen = {} if pretrained_backbone is None else {"pretrained_backbone": pretrained_backbone}
+    with recording_origins() as origins:
+        model = MODELS[name](num_classes=num_classes, output_stride=output_stride, **chosen)
+    model.backbone_weights = origins[0] if origins else "none (random initialisation)"
     if separable_conv:
         convert_to_separable_conv(model.classifier)
     return model
+
+
+def pretrained_by_default(name: str) -> bool:
+    """Whether entry ``name`` starts from ImageNet weights when not told otherwise (as in the original)."""
+    return _PRETRAINED_BY_DEFAULT[name]

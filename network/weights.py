@@ -8,9 +8,11 @@
   (``--init_from``) use them. Every file is read with ``weights_only=True``
   (:func:`utils.checkpoint.torch_load`).
 """
+import contextlib
+import contextvars
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -19,7 +21,7 @@ from utils.checkpoint import describe_load_error, file_problem, torch_load
 
 __all__ = ["PretrainedWeightsError", "WeightSource", "KeyRules", "FORMATS", "BACKBONE_SOURCES", "COCO_SOURCES",
            "hub_checkpoint_path", "read_state_dict", "detect_format", "model_format", "convert_state_dict",
-           "load_backbone_weights", "fill_model", "module_names", "init_model_from"]
+           "load_backbone_weights", "recording_origins", "fill_model", "module_names", "init_model_from"]
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -66,6 +68,7 @@ class WeightSource:
     fmt: str
     url: Optional[str] = None
     timm_model: Optional[str] = None  # "arch.tag" for timm.create_model(arch, pretrained=True, pretrained_cfg_overlay)
+    aliases: Tuple[str, ...] = ()  # other names of the same weights in the hub cache (torchvision's later releases)
 
 
 def _torchvision_url(weights_enum: str) -> str:
@@ -77,20 +80,36 @@ def _torchvision_url(weights_enum: str) -> str:
     return getattr(getattr(namespace, enum_name), member).url
 
 
+def _file_name(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
 def _tv(weights_enum: str, fmt: str = "torchvision") -> WeightSource:
     url = _torchvision_url(weights_enum)
-    return WeightSource(filename=url.rsplit("/", 1)[-1], fmt=fmt, url=url)
+    return WeightSource(filename=_file_name(url), fmt=fmt, url=url)
 
 
+def _original(url: str, weights_enum: str) -> WeightSource:
+    """The file the original downloads (``url``); torchvision's later release of the same ImageNet weights under
+    another name (``weights_enum``) counts too when it is in the cache."""
+    later = _file_name(_torchvision_url(weights_enum))
+    return WeightSource(_file_name(url), "torchvision", url, aliases=(later,) if later != _file_name(url) else ())
+
+
+_TORCHVISION_MODELS = "https://download.pytorch.org/models/"
 BACKBONE_SOURCES: Dict[str, WeightSource] = {
-    **{name: _tv(enum) for name, enum in {
-        "resnet18": "ResNet18_Weights.IMAGENET1K_V1", "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
-        "resnet50": "ResNet50_Weights.IMAGENET1K_V1", "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
-        "resnet152": "ResNet152_Weights.IMAGENET1K_V1", "resnext50_32x4d": "ResNeXt50_32X4D_Weights.IMAGENET1K_V1",
-        "resnext101_32x8d": "ResNeXt101_32X8D_Weights.IMAGENET1K_V1",
-        "wide_resnet50_2": "Wide_ResNet50_2_Weights.IMAGENET1K_V1",
-        "wide_resnet101_2": "Wide_ResNet101_2_Weights.IMAGENET1K_V1",
-        "mobilenet_v2": "MobileNet_V2_Weights.IMAGENET1K_V1"}.items()},
+    # The original's own URLs (its network/backbone/resnet.py and mobilenetv2.py), as it downloads them.
+    **{name: _original(_TORCHVISION_MODELS + file, enum) for name, (file, enum) in {
+        "resnet18": ("resnet18-5c106cde.pth", "ResNet18_Weights.IMAGENET1K_V1"),
+        "resnet34": ("resnet34-333f7ec4.pth", "ResNet34_Weights.IMAGENET1K_V1"),
+        "resnet50": ("resnet50-19c8e357.pth", "ResNet50_Weights.IMAGENET1K_V1"),
+        "resnet101": ("resnet101-5d3b4d8f.pth", "ResNet101_Weights.IMAGENET1K_V1"),
+        "resnet152": ("resnet152-b121ed2d.pth", "ResNet152_Weights.IMAGENET1K_V1"),
+        "resnext50_32x4d": ("resnext50_32x4d-7cdf4587.pth", "ResNeXt50_32X4D_Weights.IMAGENET1K_V1"),
+        "resnext101_32x8d": ("resnext101_32x8d-8ba56ff5.pth", "ResNeXt101_32X8D_Weights.IMAGENET1K_V1"),
+        "wide_resnet50_2": ("wide_resnet50_2-95faca4d.pth", "Wide_ResNet50_2_Weights.IMAGENET1K_V1"),
+        "wide_resnet101_2": ("wide_resnet101_2-32ee1156.pth", "Wide_ResNet101_2_Weights.IMAGENET1K_V1"),
+        "mobilenet_v2": ("mobilenet_v2-b0353104.pth", "MobileNet_V2_Weights.IMAGENET1K_V1")}.items()},
     # The original's Cadene URL (its certificate has expired); timm's legacy_xception is the same file.
     "xception": WeightSource("xception-43020ad28.pth", "cadene_xception",
                              "http://data.lip6.fr/cadene/pretrainedmodels/xception-43020ad28.pth",
@@ -201,35 +220,57 @@ def _from_timm(source: WeightSource) -> Optional[StateDict]:
         return None
 
 
-def _advice(name: str, source: WeightSource) -> str:
-    path = hub_checkpoint_path(source.filename)
-    ways = [f"put the file at {path}"]
-    if source.url:
-        ways.insert(0, f"download {source.url}")
+_BACKBONE_WAYS_OUT = ("pass --no-pretrained_backbone to train the backbone from scratch (pretrained_backbone=False), or "
+                      "--pretrained_backbone PATH for a file elsewhere (tools/convert_weights.py converts other formats)")
+_COCO_WAYS_OUT = "drop --init_from, or give --init_from PATH for a file elsewhere"
+
+
+def _advice(name: str, source: WeightSource, why: str, what: str, ways_out: str) -> str:
+    """One line: which file is missing, where it was looked for, why it could not be fetched, the ways out."""
+    folder = os.path.dirname(hub_checkpoint_path(source.filename))
+    names = " or ".join((source.filename, *source.aliases))
+    get = f" (download {source.url})" if source.url else ""
     if source.timm_model:
-        ways.append(f"or `pip install timm` with internet access (hub id timm/{source.timm_model})")
-    return (f"{name}: no pretrained weights available offline: {', '.join(ways)}; or convert a file with "
-            "tools/convert_weights.py and pass --pretrained_backbone PATH; or train from scratch with "
-            "--no-pretrained_backbone (pretrained_backbone=False)")
+        get += f"{' or' if source.url else ''} (`pip install timm` online fetches it: hub id timm/{source.timm_model})"
+    return f"{name}: no {what}: {names} is not in {folder} and {why}; put the file there{get}, or {ways_out}"
 
 
-def _fetch(name: str, source: WeightSource, progress: bool) -> Tuple[StateDict, str]:
-    """(state_dict, where it came from): hub cache file, then timm, then the URL."""
-    path = hub_checkpoint_path(source.filename)
-    if os.path.isfile(path):
-        return read_state_dict(path), path
+def _fetch(name: str, source: WeightSource, progress: bool, what: str = "ImageNet weights",
+           ways_out: str = _BACKBONE_WAYS_OUT) -> Tuple[StateDict, str]:
+    """(state_dict, where it came from): a file in the hub cache, then timm, then the URL. ``what`` and
+    ``ways_out`` word the error when none of them has it."""
+    for filename in (source.filename, *source.aliases):
+        path = hub_checkpoint_path(filename)
+        if os.path.isfile(path):
+            return read_state_dict(path), path
     if source.timm_model:
         state = _from_timm(source)
         if state is not None:
             return state, f"timm/{source.timm_model}"
-    if source.url:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(source.url, path, progress=progress)
-        except Exception as exc:  # URLError, SSL errors, HTTP errors, timeouts
-            raise PretrainedWeightsError(f"{_advice(name, source)} (download failed: {exc})") from exc
-        return read_state_dict(path), path
-    raise PretrainedWeightsError(_advice(name, source))
+    if not source.url:
+        reason = "timm cannot fetch it (not installed, or no internet)" if source.timm_model else "no URL is known"
+        raise PretrainedWeightsError(_advice(name, source, reason, what, ways_out))
+    path = hub_checkpoint_path(source.filename)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(source.url, path, progress=progress)
+    except Exception as exc:  # URLError, SSL errors, HTTP errors, timeouts
+        raise PretrainedWeightsError(_advice(name, source, f"the download failed ({exc})", what, ways_out)) from exc
+    return read_state_dict(path), path
+
+
+_LOADED_FROM: contextvars.ContextVar[Optional[List[str]]] = contextvars.ContextVar("loaded_from", default=None)
+
+
+@contextlib.contextmanager
+def recording_origins() -> Iterator[List[str]]:
+    """Collect where each backbone loaded by :func:`load_backbone_weights` inside the block came from."""
+    origins: List[str] = []
+    token = _LOADED_FROM.set(origins)
+    try:
+        yield origins
+    finally:
+        _LOADED_FROM.reset(token)
 
 
 def load_backbone_weights(model: nn.Module, name: str, pretrained: Union[bool, str], progress: bool = True) -> None:
@@ -252,6 +293,9 @@ def load_backbone_weights(model: nn.Module, name: str, pretrained: Union[bool, s
         raise PretrainedWeightsError(f"weights {origin} do not fit backbone {name}: {detail} "
                                      f"({len(missing)} missing, {len(wrong)} mismatched keys)")
     model.load_state_dict({k: state[k] for k in own}, strict=False)
+    recording = _LOADED_FROM.get()
+    if recording is not None:
+        recording.append(origin)
 
 
 def fill_model(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Tuple[List[str], List[str]]:
@@ -277,7 +321,8 @@ def init_model_from(model: nn.Module, model_name: str, source: str, progress: bo
         if backbone not in COCO_SOURCES:
             raise PretrainedWeightsError(f"--init_from torchvision_coco exists for resnet50 and resnet101 models, "
                                          f"not {model_name}")
-        state, origin = _fetch(f"{model_name} (COCO)", COCO_SOURCES[backbone], progress)
+        state, origin = _fetch(f"--init_from torchvision_coco ({model_name})", COCO_SOURCES[backbone], progress,
+                               "COCO weights", _COCO_WAYS_OUT)
     else:
         state, origin = read_state_dict(source), source
     fmt = model_format(state, model_name)

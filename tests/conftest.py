@@ -1,7 +1,26 @@
-"""Make the repository root importable (``network``, ``datasets``, ``utils``, ...) from every test."""
+"""Make the repository root importable (``network``, ``datasets``, ``utils``, ...) from every test; shared fixtures."""
 import os
 import sys
+import urllib.error
+
+import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch hub cache and no network: downloads and the timm hub fail as they do offline."""
+    from network import weights
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr(weights, "_hub_reachable", lambda: False)
+    return tmp_path / "torch_home"

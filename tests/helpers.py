@@ -43,6 +43,15 @@ def write_voc(root: str, names_train: Sequence[str] = ("a", "b", "c", "d"), name
     return voc
 
 
+def coco_run_lengths(mask: np.ndarray) -> List[int]:
+    """COCO's uncompressed RLE counts of ``mask``, computed here: run lengths of the column-major pixels,
+    starting with a run of zeros (of length 0 when the first pixel is set)."""
+    flat = mask.flatten(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return ([0] if flat[0] else []) + runs
+
+
 def write_original_checkpoint(path: str, model: nn.Module, cur_itrs: int = 3, numpy1_pickle: bool = False) -> str:
     """A checkpoint as the original's main.py writes it, for ``model``: its five keys, SGD state with momentum
     buffers (backbone at 0.1x the learning rate), PolyLR state, and ``best_score`` from ``np.nanmean`` (a NumPy

@@ -36,6 +36,7 @@ from torch.utils import data  # noqa: E402
 import main as trainer  # noqa: E402
 import network  # noqa: E402
 from datasets import make_demo_dataset  # noqa: E402
+from datasets.demo import demo_data_root  # noqa: E402
 from datasets.sampling import SeededSamples, ShardedRandomSampler  # noqa: E402
 from metrics import StreamSegMetrics  # noqa: E402
 from utils.device import autocast  # noqa: E402
@@ -113,11 +114,13 @@ def first_step_statistics(model: nn.Module, setting: Setting, images: torch.Tens
     return batchnorm_stats(probe)
 
 
-def options(args, root: str, setting: Setting) -> argparse.Namespace:
+def options(args, root: str, setting: Setting, device: torch.device) -> argparse.Namespace:
+    """main.py's options for ``setting``, resolved as main.py resolves them before a run."""
     opts = trainer.get_argparser().parse_args([
         "--dataset", "demo", "--data_root", root, "--model", args.model, "--crop_size", str(args.crop),
-        "--amp", setting.amp, "--no-pretrained_backbone",
+        "--amp", setting.amp, "--no-pretrained_backbone", "--device", device.type,
         "--channels_last" if setting.channels_last else "--no-channels_last"])
+    trainer.configure(opts, trainer.DistEnv(), device, log=lambda *lines, **kwargs: None)
     opts.num_classes = 21
     return opts
 
@@ -132,7 +135,7 @@ def first_batches(train_dst: data.Dataset, steps: int, batch: int,
 
 def train(args, setting: Setting, batches, device: torch.device) -> Tuple[nn.Module, List[float], dict]:
     torch.manual_seed(args.seed)
-    model = network.build_model(args.model, 21, 16)
+    model = network.build_model(args.model, 21, 16, pretrained_backbone=False)
     set_bn_momentum(model.backbone, 0.1)
     model.to(device).train()
     if setting.channels_last:
@@ -180,8 +183,9 @@ def main() -> None:
           f"{args.steps} steps, lr {args.lr}")
 
     with tempfile.TemporaryDirectory() as root:
-        make_demo_dataset(root, num_train=args.steps * args.batch, num_val=args.num_val, seed=args.seed)
-        train_dst, val_dst = trainer.get_dataset(options(args, root, settings[0]))
+        make_demo_dataset(demo_data_root(root), num_train=args.steps * args.batch, num_val=args.num_val,
+                          seed=args.seed)
+        train_dst, val_dst = trainer.get_dataset(options(args, root, settings[0], device))
         batches = first_batches(train_dst, args.steps, args.batch, args.seed)
         val_loader = data.DataLoader(val_dst, batch_size=1)
         rows, reference = {}, None
@@ -189,7 +193,7 @@ def main() -> None:
             model, losses, stats = train(args, setting, batches, device)
             reference = reference or stats
             deviation, layer = worst_deviation(stats, reference)
-            ious = {e.name: evaluate(copy.deepcopy(model), options(args, root, e), val_loader, device)
+            ious = {e.name: evaluate(copy.deepcopy(model), options(args, root, e, device), val_loader, device)
                     for e in eval_settings}
             rows[setting.name] = {"loss_first": losses[0], "loss_last": losses[-1], "bn_dev_step1": deviation,
                                   "bn_dev_layer": layer, "mean_iou": ious}

@@ -34,7 +34,7 @@ def main(argv=None) -> int:
             detect_format(state) if args.format == "auto" else args.format)
         converted = convert_state_dict(state, fmt)
         if args.model:
-            model = network.build_model(args.model, args.num_classes, args.output_stride)
+            model = network.build_model(args.model, args.num_classes, args.output_stride, pretrained_backbone=False)
             filled, initialised = fill_model(model, converted)
             if not filled:
                 raise PretrainedWeightsError(f"{args.input} ({fmt}): no tensor fits {args.model}")

@@ -39,8 +39,8 @@ from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.inference import is_too_small, normalize  # noqa: E402
 from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
                               import_optional)
+from network.trained_model import ModelSpec, add_model_options, load_model_of  # noqa: E402
 from utils.onnx_int8 import quantize_int8  # noqa: E402
-from utils.trained_model import ModelSpec, add_model_options, load_model_of  # noqa: E402
 
 OPSET = 18
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}

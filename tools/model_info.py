@@ -33,7 +33,7 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import network  # noqa: E402
-from bench._timing import time_calls  # noqa: E402
+from utils.run_timer import time_calls  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.config import ConfigError, check_ranges  # noqa: E402
 from utils.device import (add_speed_options, compile_model, hardware_name, resolve_device,  # noqa: E402
@@ -124,7 +124,8 @@ def images_per_second(model: nn.Module, images: torch.Tensor, amp: str = "off", 
 def measure(name: str, opts: argparse.Namespace, device: Optional[torch.device]) -> Dict[str, float]:
     """One table row for entry ``name``; memory and speed only when ``device`` is given."""
     def build() -> nn.Module:
-        return network.build_model(name, opts.num_classes, opts.output_stride, separable_conv=opts.separable_conv)
+        return network.build_model(name, opts.num_classes, opts.output_stride, pretrained_backbone=False,
+                                   separable_conv=opts.separable_conv)
 
     with torch.device("meta"):
         shape_model = build()

@@ -1,11 +1,23 @@
 """Files that appear whole or not at all: written beside their target, then renamed over it."""
 import contextlib
 import os
+import re
+import socket
 import tempfile
 import uuid
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Iterator, List, Optional, Tuple
 
-__all__ = ["atomic_write", "check_writable", "require_writable", "require_writable_file", "missing_file"]
+__all__ = ["atomic_write", "check_writable", "require_writable", "require_writable_file", "missing_file",
+           "remove_orphaned_temporaries"]
+
+# ".tmp-{name}-{host}-{pid}-{8 hex}" (files written before the host was part of the name lack it); the name is
+# the shortest that ends in the target's suffix, so a name or host with dashes in it still parses
+_TEMPORARY = r"^\.tmp-(?P<name>.+?{suffix})-(?:(?P<host>[^/]+)-)?(?P<pid>\d+)-[0-9a-f]{{8}}$"
+
+
+def _host() -> str:
+    """This machine's name as it goes into temporary file names (no path separators)."""
+    return socket.gethostname().replace(os.sep, "_") or "localhost"
 
 
 @contextlib.contextmanager
@@ -17,7 +29,8 @@ def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
     """
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    # the writer's machine and process: remove_orphaned_temporaries() tells a crashed writer's file from a live one
+    tmp = os.path.join(folder, f".tmp-{name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "xb") as f:  # not mkstemp: the file gets the usual permissions (umask), not 0600
             yield f
@@ -77,3 +90,39 @@ def missing_file(path: str) -> Optional[str]:
     if os.path.isfile(path):
         return None
     return "is a folder, not a file" if os.path.isdir(path) else "does not exist"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphaned_temporaries(folder: str, suffix: str = "") -> List[Tuple[str, int]]:
+    """Remove the temporary files of :func:`atomic_write` for ``*suffix`` targets in ``folder`` whose writer was
+    killed (SIGKILL, the OOM killer, a power cut) before it could clean up; return their paths and sizes.
+
+    Only files written on this machine by a process that no longer exists are removed: a live writer's file, or
+    one from another machine sharing the folder, is left alone.
+    """
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    pattern = re.compile(_TEMPORARY.format(suffix=re.escape(suffix)))
+    for entry in sorted(os.listdir(folder)):
+        match = pattern.match(entry)
+        if not match:
+            continue
+        host, pid = match.group("host"), int(match.group("pid"))
+        if (host is not None and host != _host()) or pid == os.getpid() or _process_exists(pid):
+            continue
+        path = os.path.join(folder, entry)
+        with contextlib.suppress(FileNotFoundError):  # another process cleaned it up meanwhile
+            size = os.path.getsize(path)
+            os.remove(path)
+            removed.append((path, size))
+    return removed

@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence
 
 import yaml
 
-__all__ = ["ConfigError", "parse_with_config", "check_ranges"]
+__all__ = ["HelpFormatter", "ConfigError", "parse_with_config", "check_ranges"]
 
 
 class ConfigError(ValueError):
@@ -79,10 +79,22 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]]
 
 def check_ranges(opts: argparse.Namespace, positive: Sequence[str], non_negative: Sequence[str] = ()) -> None:
     """ConfigError naming the first option in ``positive`` that is not above 0 (NaN included), or in
-    ``non_negative`` that is below 0; scripts call it before any work."""
-    for name in positive:
-        if not getattr(opts, name) > 0:
-            raise ConfigError(f"--{name} must be positive, not {getattr(opts, name)}")
-    for name in non_negative:
-        if not getattr(opts, name) >= 0:
-            raise ConfigError(f"--{name} must be 0 or more, not {getattr(opts, name)}")
+    ``non_negative`` that is below 0; None (chosen automatically later) passes. Scripts call it before any work."""
+    for names, fits, wanted in ((positive, lambda v: v > 0, "positive"), (non_negative, lambda v: v >= 0, "0 or more")):
+        for name in names:
+            value = getattr(opts, name)
+            if value is not None and not fits(value):
+                raise ConfigError(f"--{name} must be {wanted}, not {value}")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every option's default: argparse's "(default: X)", unless the help text already says what
+    the default is (an option whose default is worked out at run time, such as the checkpoint's model)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required:
+            return text
+        if action.default is None:
+            return f"{text} (default: none)"
+        return super()._get_help_string(action)

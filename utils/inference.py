@@ -11,6 +11,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import fuse_conv_bn_eval
 
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .device import autocast
@@ -119,15 +120,40 @@ class InputTooSmallError(ValueError):
     """An image, at one of the recipe's scales, is smaller than the model can take."""
 
 
-# How PyTorch says that a tensor became too small for a layer (pooling, convolution, resize) or for BatchNorm.
+# How PyTorch says that a tensor became too small for a layer (pooling, convolution, resize) or for BatchNorm,
+# and how ONNX Runtime says it (its convolution and pooling kernels check their input's spatial shape).
 _TOO_SMALL_MARKS = ("Calculated padded input size", "Kernel size can't be greater than actual input size",
                     "Input and output sizes should be greater than 0", "Expected more than 1 value per channel",
-                    "Output size is too small")
+                    "Output size is too small", "Invalid input shape")
+SMALLEST_SIDE_PROBED = 4096  # the smallest side a model takes is searched up to this
 
 
 def is_too_small(exc: BaseException) -> bool:
-    """Whether ``exc`` is PyTorch saying that an input became too small for a layer of the model."""
+    """Whether ``exc`` is PyTorch or ONNX Runtime saying that an input became too small for a layer."""
     return isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _TOO_SMALL_MARKS)
+
+
+def smallest_side(logits: Logits, make: Callable[[int], torch.Tensor]) -> Optional[int]:
+    """The smallest side ``s`` for which ``logits(make(s))`` runs, found by doubling then bisecting (a dozen
+    small forward passes); None when even ``SMALLEST_SIDE_PROBED`` is too small. Other errors propagate."""
+    def runs(side: int) -> bool:
+        try:
+            logits(make(side))
+            return True
+        except RuntimeError as exc:
+            if not is_too_small(exc):
+                raise
+            return False
+
+    fails, works = 0, 1
+    while not runs(works):
+        fails, works = works, works * 2
+        if works > SMALLEST_SIDE_PROBED:
+            return None
+    while works - fails > 1:
+        middle = (fails + works) // 2
+        fails, works = (fails, middle) if runs(middle) else (middle, works)
+    return works
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,13 +188,11 @@ class SegmentationPredictor:
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], num_classes: int, recipe: InferenceRecipe,
                  prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x, log: Callable[..., None] = print):
         self.model, self.num_classes, self.recipe, self.prepare, self.log = model, num_classes, recipe, prepare, log
+        self._smallest_side: Optional[int] = None  # found on the first image that is too small
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
+    def logits(self, images: torch.Tensor, scales: Optional[Sequence[float]] = None) -> torch.Tensor:
         """Scores (N, C, H, W) of whole images (summed probabilities with test-time augmentation)."""
-        scales = self.recipe.scales
-        if self.recipe.short_side:
-            factor = self.recipe.short_side / min(images.shape[-2:])
-            scales = tuple(s * factor for s in scales)
+        scales = self.recipe.scales if scales is None else scales
         return predict_logits(self.model, self.prepare(images), self.recipe.amp, self.recipe.channels_last,
                               scales, self.recipe.flip)
 
@@ -177,40 +201,58 @@ class SegmentationPredictor:
         if recipe.slide:
             return True
         height, width = images.shape[-2:]
-        if recipe.short_side or recipe.slide_above_pixels is None or height * width <= recipe.slide_above_pixels:
+        if recipe.slide_above_pixels is None or height * width <= recipe.slide_above_pixels:
             return False
         self.log(f"an image of {width}x{height} is predicted in sliding windows (--window {recipe.window} "
                  f"--stride {recipe.stride}) so that memory stays bounded")
         return True
 
+    def _labels_as_they_are(self, images: torch.Tensor) -> torch.Tensor:
+        if self._slides(images):
+            return torch.stack([sliding_window_labels(self.logits, image, self.num_classes, self.recipe.window,
+                                                      self.recipe.stride) for image in images])
+        return self.logits(images).max(1).indices  # max: several times faster than argmax on NCHW CPU tensors
+
+    def _labels_at_short_side(self, images: torch.Tensor) -> torch.Tensor:
+        """With ``short_side``: whole images are scaled with the recipe's scales (the scores come back at the
+        input size); for windows the image is resized first, the windows slide over the resized image, and its
+        labels are scaled back (nearest), so every window is a real crop of what the model sees."""
+        height, width = images.shape[-2:]
+        factor = self.recipe.short_side / min(height, width)
+        if not self.recipe.slide:
+            return self.logits(images, tuple(s * factor for s in self.recipe.scales)).max(1).indices
+        size = (max(1, round(height * factor)), max(1, round(width * factor)))
+        resized = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
+        labels = self._labels_as_they_are(resized)
+        return F.interpolate(labels[:, None].float(), size=(height, width), mode="nearest")[:, 0].long()
+
     def labels(self, images: torch.Tensor) -> torch.Tensor:
         """Class indices (N, H, W), int64: on the model's device for whole images, on the CPU from windows.
 
-        InputTooSmallError when the images, at the smallest scale, are too small for the model.
+        InputTooSmallError when the images, at the smallest scale, are too small for the model; it says the
+        smallest size the model takes (found by trying, once).
         """
         try:
-            if self._slides(images):
-                return torch.stack([sliding_window_labels(self.logits, image, self.num_classes, self.recipe.window,
-                                                          self.recipe.stride) for image in images])
-            return self.logits(images).max(1).indices  # max: several times faster than argmax on NCHW CPU tensors
+            if self.recipe.short_side:
+                return self._labels_at_short_side(images)
+            return self._labels_as_they_are(images)
         except RuntimeError as exc:
             if not is_too_small(exc):
                 raise
-            height, width = images.shape[-2:]
-            raise InputTooSmallError(f"an image of {width}x{height} is too small for this model at scale "
-                                     f"{min(self.recipe.scales):g} ({str(exc).splitlines()[0][:120]}); use "
-                                     "larger images or scales") from exc
+            raise InputTooSmallError(self._too_small_message(images)) from exc
 
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
-    fused.weight.data = conv.weight.detach() * scale.detach().view(-1, 1, 1, 1)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.data = (bias - bn.running_mean) * scale.detach() + bn.bias.detach()
-    return fused.to(conv.weight.device)
+    def _too_small_message(self, images: torch.Tensor) -> str:
+        height, width = images.shape[-2:]
+        if self._smallest_side is None:
+            device = self.prepare(images[:1, :, :1, :1]).device
+            self._smallest_side = smallest_side(
+                lambda x: predict_logits(self.model, x, self.recipe.amp, self.recipe.channels_last),
+                lambda side: torch.zeros(1, 3, side, side, device=device)) or SMALLEST_SIDE_PROBED
+        scale = min(self.recipe.scales)
+        needed = math.ceil(self._smallest_side / scale)
+        at = f" at the smallest scale {scale:g}" if scale != 1 else ""
+        return (f"an image of {width}x{height} is smaller than this model takes{at}: at least {needed}x{needed} "
+                "pixels")
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -234,7 +276,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             if isinstance(child, nn.Conv2d) and isinstance(names.get(partner), nn.BatchNorm2d):
                 pairs.append((name, partner))
         for conv_name, bn_name in pairs:
-            setattr(module, conv_name, _fold(getattr(module, conv_name), getattr(module, bn_name)))
+            setattr(module, conv_name, fuse_conv_bn_eval(getattr(module, conv_name), getattr(module, bn_name)))
             setattr(module, bn_name, nn.Identity())
     return model
 

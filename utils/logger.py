@@ -6,7 +6,8 @@ metrics.json and the confusion matrix). Only process 0 of a
 distributed run gets sinks, so the call sites need no rank checks and no ``if vis`` branches.
 
 Event groups of :meth:`RunLogger.scalars`: ``"step"`` (every iteration: the loss), ``"interval"`` (every
---print_interval: mean loss, learning rate, images/s) and ``"val"`` (validation scores).
+--print_interval: mean loss, learning rate, images/s), ``"val"`` (validation scores) and ``"time"`` (the time
+report at the end of a run: seconds per phase, speed, peak memory).
 """
 import dataclasses
 import time
@@ -125,6 +126,8 @@ class VisdomSink(Sink):
         self.vis = visualizer
 
     def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
+        if group == "time":  # one value per run: the report's text says it
+            return
         for name, value in values.items():
             if group == "val":
                 self.vis.vis_scalar(f"[Val] {name}", step, value)
@@ -161,12 +164,12 @@ class TensorBoardSink(Sink):
         # A resumed run drops what an interrupted one logged after its checkpoint, so no step appears twice.
         self.writer = require_tensorboard()(log_dir=log_dir, purge_step=resumed_at + 1 if resumed_at else None)
 
+    SECTIONS = {"step": "train", "interval": "train", "val": "val", "time": "time"}
+
     def scalars(self, step: int, values: Mapping[str, float], group: str) -> None:
         for name, value in values.items():
-            if group == "val":
-                self.writer.add_scalar(f"val/{name}", value, step)
-            elif group == "step" or name != "Loss":
-                self.writer.add_scalar(f"train/{name}", value, step)
+            if group != "interval" or name != "Loss":  # the loss every step, not again as a mean
+                self.writer.add_scalar(f"{self.SECTIONS[group]}/{name}", value, step)
 
     def text(self, name: str, step: int, message: str) -> None:
         self.writer.add_text(name, "\n".join("    " + line for line in message.splitlines()), step)  # preformatted
@@ -229,6 +232,10 @@ class RunLogger:
     def table(self, name: str, rows: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             sink.table(name, rows)
+
+    def text(self, name: str, step: int, message: str) -> None:
+        for sink in self.sinks:
+            sink.text(name, step, message)
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -47,7 +47,7 @@ def _check_ohem(thresh: float, min_kept: int) -> None:
     if not 0 < thresh <= 1:
         raise ValueError(f"--ohem_thresh must be in (0, 1] (a probability of the true class), not {thresh}")
     if min_kept < 1:
-        raise ValueError(f"--ohem_min_kept must be 1 or more (pixels kept per batch), not {min_kept}")
+        raise ValueError(f"--ohem_min_kept must be 1 or more (pixels kept per image), not {min_kept}")
 
 
 def _check_dice_weight(dice_weight: float) -> None:
@@ -125,9 +125,9 @@ class OhemCrossEntropyLoss(CrossEntropyLoss):
     """Cross-entropy over the hard pixels only (online hard example mining, HRNet's Cityscapes recipe).
 
     Of the pixels that are not ignored it keeps those whose probability of the true class is below
-    ``thresh``, and at least the ``min_kept`` hardest (all of them when fewer are labelled); the loss is
-    the (class-weighted) mean over the kept pixels. ``min_kept`` is for this batch: under DDP each process
-    gets its share of the number meant for the global batch.
+    ``thresh``, and at least the ``min_kept`` hardest per image of the batch (``min_kept`` x batch size; all of
+    them when fewer are labelled), as mmsegmentation's OHEMPixelSampler counts; the loss is the
+    (class-weighted) mean over the kept pixels. Under DDP each process counts its own images.
     """
 
     def __init__(self, thresh: float = 0.7, min_kept: int = 100000, ignore_index: int = IGNORE_INDEX,
@@ -144,7 +144,7 @@ class OhemCrossEntropyLoss(CrossEntropyLoss):
             # Ignored pixels get a probability above any real one, so the selection never picks them and
             # no boolean indexing (a device sync) is needed to drop them first.
             prob = torch.exp(-losses).masked_fill(~valid, 2.0).flatten()
-            kth_smallest = prob.kthvalue(min(self.min_kept, prob.numel())).values
+            kth_smallest = prob.kthvalue(min(self.min_kept * targets.shape[0], prob.numel())).values
             # <= keeps pixels tied with the k-th: at least min_kept, never a random pick among equals
             return valid & ((prob < self.thresh) | (prob <= kth_smallest)).view_as(valid)
 
@@ -210,7 +210,7 @@ def build_criterion(loss_type: str, focal_gamma: float = 2.0, class_weights: Opt
                     ohem_thresh: float = 0.7, ohem_min_kept: int = 100000, dice_weight: float = 1.0) -> nn.Module:
     """The loss named ``loss_type`` (one of ``LOSS_TYPES``), ignoring label 255, with per-class weights if given.
 
-    ``ohem_min_kept`` is for this process's batch. The original's focal loss used gamma 0, which made it
+    ``ohem_min_kept`` counts pixels per image. The original's focal loss used gamma 0, which made it
     plain cross-entropy; 2 is the paper's value. Bad values raise ValueError naming their flag.
     """
     check_loss_options(ohem_thresh, ohem_min_kept, dice_weight)

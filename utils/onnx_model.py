@@ -106,11 +106,15 @@ class OnnxSegmenter:
             raise OnnxModelError(f"{self.source} is not a readable ONNX model ({_first_line(exc)}); "
                                  f"export it again with {EXPORTER}") from None
         self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.source)
+        # A failed run is raised below and reported by the caller in one line (an image too small for the model
+        # is skipped): ONNX Runtime's own error line would only repeat it, so it logs fatal errors alone.
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = 4
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(images.detach().cpu().float().numpy())
         try:
-            logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})[0]
+            logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: array}, self.run_options)[0]
         except Exception as exc:  # e.g. an image smaller than the backbone's receptive field
             raise OnnxModelError(f"ONNX Runtime cannot run {self.source} on a batch of shape {tuple(array.shape)} "
                                  f"({_first_line(exc)})") from None

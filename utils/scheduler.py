@@ -1,5 +1,5 @@
 """Learning-rate schedules."""
-from typing import List, Union
+from typing import List, Sequence, Union
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler, StepLR
@@ -35,20 +35,34 @@ def build_scheduler(optimizer: Optimizer, policy: str, total_itrs: int, step_siz
     raise ValueError(f"unknown lr_policy {policy!r}; use poly or step")
 
 
-def retarget(scheduler: Union[PolyLR, StepLR], total_itrs: int, step_size: int) -> None:
-    """After loading a checkpoint's scheduler state, follow this run's --total_itrs / --step_size.
+def retarget(scheduler: Union[PolyLR, StepLR], total_itrs: int, step_size: int, base_lrs: Sequence[float],
+             weight_decay: float) -> List[str]:
+    """After loading a checkpoint's optimizer and scheduler state, follow this run's --total_itrs / --step_size,
+    learning rates (``base_lrs``, one per parameter group) and ``weight_decay``; return what changed, as
+    "name old -> new" lines to announce.
 
-    A scheduler's state_dict carries the length it was built with, which would otherwise silently
-    override a longer (or shorter) schedule asked for when continuing training. The optimizer's rates
-    are set at once, so the first resumed step already uses the new schedule. For 'step' they are the
-    rates the new step size gives from the start: ``base_lr * 0.1 ** (iteration // step_size)``.
+    A scheduler's and an optimizer's state_dicts carry the settings they were built with, which would otherwise
+    silently override the ones asked for when continuing training. The optimizer's rates are set at once, so the
+    first resumed step already uses the new schedule: the rate the new settings give at this iteration (for
+    'step', ``base_lr * 0.1 ** (iteration // step_size)``, as if they had applied from the start).
     """
+    changes = []
+    attribute, value, flag = (("max_iters", total_itrs, "--total_itrs") if isinstance(scheduler, PolyLR)
+                              else ("step_size", step_size, "--step_size"))
+    if getattr(scheduler, attribute) != value:
+        changes.append(f"{flag} {getattr(scheduler, attribute)} -> {value}")
+        setattr(scheduler, attribute, value)
+    if [float(lr) for lr in scheduler.base_lrs] != [float(lr) for lr in base_lrs]:
+        changes.append(f"--lr {scheduler.base_lrs[-1]:g} -> {base_lrs[-1]:g}")
+        scheduler.base_lrs = list(base_lrs)
+    old_decay = scheduler.optimizer.param_groups[-1]["weight_decay"]
+    if any(group["weight_decay"] != weight_decay for group in scheduler.optimizer.param_groups):
+        changes.append(f"--weight_decay {old_decay:g} -> {weight_decay:g}")
     if isinstance(scheduler, PolyLR):
-        scheduler.max_iters = total_itrs
         rates = scheduler.get_lr()
     else:  # StepLR, the other schedule build_scheduler makes
-        scheduler.step_size = step_size
         rates = [base_lr * scheduler.gamma ** (scheduler.last_epoch // step_size) for base_lr in scheduler.base_lrs]
-    for group, rate in zip(scheduler.optimizer.param_groups, rates):
-        group["lr"] = rate
+    for group, rate, base_lr in zip(scheduler.optimizer.param_groups, rates, scheduler.base_lrs):
+        group.update(lr=rate, initial_lr=base_lr, weight_decay=weight_decay)
     scheduler._last_lr = rates  # what get_last_lr() and the log report
+    return changes

@@ -50,7 +50,8 @@ def _cases():
                          ids=lambda v: v if isinstance(v, str) else None)
 def test_outputs_equal_original(name, output_stride, size, expected):
     """Fixture recorded from the original's code by tools/make_reference_outputs.py."""
-    model = network.build_model(name, 21, output_stride=16 if output_stride == 4 else output_stride).eval()
+    model = network.build_model(name, 21, output_stride=16 if output_stride == 4 else output_stride,
+                                pretrained_backbone=False).eval()
     model.load_state_dict(deterministic_state_dict(model))
     with torch.no_grad():
         got = sample(model(case_input(*size)))
@@ -60,7 +61,7 @@ def test_outputs_equal_original(name, output_stride, size, expected):
 
 @pytest.mark.parametrize("name", ENTRIES)
 def test_forward_backward_any_size(name):
-    model = network.build_model(name, num_classes=5, output_stride=16)
+    model = network.build_model(name, num_classes=5, output_stride=16, pretrained_backbone=False)
     x = torch.randn(2, 3, 129, 97)  # Xception's dilated conv3/conv4 trim 4 pixels: it needs > 64 px a side
     out = model(x)
     assert out.shape == (2, 5, 129, 97)
@@ -77,7 +78,7 @@ def test_hrnet_takes_sizes_that_are_not_multiples_of_32(size):
 
 def test_hrnet_entries_honour_num_classes():
     for name in ("deeplabv3_hrnetv2_32", "deeplabv3plus_hrnetv2_48"):
-        model = network.MODELS[name](num_classes=7)
+        model = network.MODELS[name](num_classes=7, pretrained_backbone=False)
         assert model.classifier.classifier[-1].out_channels == 7
 
 
@@ -91,23 +92,24 @@ def test_hrnet_basic_block_maps_planes_to_planes():
 @pytest.mark.parametrize("name", ["deeplabv3plus_resnet50", "deeplabv3_mobilenet", "deeplabv3plus_xception"])
 def test_output_stride_other_than_8_or_16_is_rejected(name):
     with pytest.raises(ValueError, match="output_stride 8 or 16"):
-        network.build_model(name, 21, output_stride=32)
+        network.build_model(name, 21, output_stride=32, pretrained_backbone=False)
 
 
 def test_hrnet_accepts_the_cli_default_output_stride():
-    model = network.build_model("deeplabv3_hrnetv2_32", 4, output_stride=16).eval()
+    model = network.build_model("deeplabv3_hrnetv2_32", 4, output_stride=16, pretrained_backbone=False).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 33, 47)).shape == (1, 4, 33, 47)
 
 
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model 'deeplabv3_vgg'.*deeplabv3plus_mobilenet"):
-        network.build_model("deeplabv3_vgg", 21)
+        network.build_model("deeplabv3_vgg", 21, pretrained_backbone=False)
 
 
 def test_separable_conv_keeps_shapes_and_predictable_names():
-    plain = network.build_model("deeplabv3plus_mobilenet", 21, output_stride=16).eval()
-    model = network.build_model("deeplabv3plus_mobilenet", 21, output_stride=16, separable_conv=True).eval()
+    plain = network.build_model("deeplabv3plus_mobilenet", 21, output_stride=16, pretrained_backbone=False).eval()
+    model = network.build_model("deeplabv3plus_mobilenet", 21, output_stride=16, separable_conv=True,
+                                pretrained_backbone=False).eval()
     keys = model.state_dict().keys()
     assert "classifier.classifier.0.body.0.weight" in keys      # depthwise
     assert "classifier.classifier.0.body.1.weight" in keys      # pointwise

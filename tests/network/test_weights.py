@@ -4,7 +4,6 @@ Source models are built with random weights (torchvision ``weights=None``, timm 
 saved as their own libraries save them, then loaded into ours.
 """
 import os
-import urllib.error
 
 import pytest
 import torch
@@ -17,20 +16,6 @@ from network.weights import BACKBONE_SOURCES, COCO_SOURCES, hub_checkpoint_path,
 
 timm = pytest.importorskip("timm", reason="timm is a test dependency (requirements-dev.txt)")
 TOL = 1e-5
-
-
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """An empty torch hub cache and no network: downloads and the timm hub fail like offline."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", _no_network)
-    monkeypatch.setattr(weights, "_hub_reachable", lambda: False)
-    return tmp_path
-
-
-def _no_network(*args, **kwargs):
-    raise urllib.error.URLError("no network")
 
 
 def _save(state, path):
@@ -132,7 +117,9 @@ def test_init_from_torchvision_coco_offline_says_what_to_fetch(torch_home):
     ours = network.deeplabv3plus_resnet50(pretrained_backbone=False)
     with pytest.raises(PretrainedWeightsError) as err:
         init_model_from(ours, "deeplabv3plus_resnet50", "torchvision_coco")
-    assert COCO_SOURCES["resnet50"].url in str(err.value) and hub_checkpoint_path("") in str(err.value)
+    message = str(err.value)
+    assert COCO_SOURCES["resnet50"].url in message and os.path.dirname(hub_checkpoint_path("")) in message
+    assert "no COCO weights" in message and "drop --init_from" in message
     with pytest.raises(PretrainedWeightsError, match="resnet50 and resnet101"):
         init_model_from(network.deeplabv3_mobilenet(pretrained_backbone=False), "deeplabv3_mobilenet",
                         "torchvision_coco")
@@ -142,7 +129,7 @@ def test_hrnet_without_any_source_says_where_to_put_the_file(torch_home):
     with pytest.raises(PretrainedWeightsError) as err:
         network.deeplabv3plus_hrnetv2_48(pretrained_backbone=True)
     message = str(err.value)
-    assert hub_checkpoint_path("hrnetv2_48_imagenet.pth") in message
+    assert f"hrnetv2_48_imagenet.pth is not in {os.path.dirname(hub_checkpoint_path(''))}" in message
     assert "timm/hrnet_w48.ms_in1k" in message and "--no-pretrained_backbone" in message
 
 
@@ -172,9 +159,23 @@ def test_hrnet_through_timm_when_it_can_fetch(torch_home, monkeypatch):
 
 
 def test_download_failure_is_one_clear_error(torch_home):
-    with pytest.raises(PretrainedWeightsError, match=r"resnet50: no pretrained weights .*download https://.*"
-                                                     r"--no-pretrained_backbone .*download failed"):
+    with pytest.raises(PretrainedWeightsError, match=r"resnet50: no ImageNet weights: resnet50-19c8e357.pth or "
+                                                     r"resnet50-0676ba61.pth is not in .* the download failed .*put "
+                                                     r"the file there \(download https://.*--no-pretrained_backbone"):
         network.deeplabv3plus_resnet50(pretrained_backbone=True)
+
+
+def test_the_originals_file_and_torchvisions_later_name_both_count(torch_home):
+    """A user of the original has resnet50-19c8e357.pth in the cache; torchvision today names it -0676ba61."""
+    source = torchvision.models.resnet50(weights=None)
+    for name in (BACKBONE_SOURCES["resnet50"].filename, *BACKBONE_SOURCES["resnet50"].aliases):
+        path = hub_checkpoint_path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.save(source.state_dict(), path)
+        model = network.build_model("deeplabv3plus_resnet50", 21, 16)
+        assert model.backbone_weights == path and torch.equal(model.backbone.conv1.weight, source.conv1.weight)
+        os.remove(path)
+    assert BACKBONE_SOURCES["resnet50"].url == "https://download.pytorch.org/models/resnet50-19c8e357.pth"
 
 
 def test_truncated_file_is_a_clear_error(tmp_path):

@@ -155,6 +155,7 @@ def _validate_in_process(rank: int, port: str, root: str, out: str, recipe: tupl
     loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, 2))
     metrics = StreamSegMetrics(21)
     opts.num_classes = 21
+    train_script.configure(opts, train_script.DistEnv(), torch.device("cpu"), lambda *args, **kwargs: None)
     train_script.evaluate(opts, train_script.build_predictor(opts, model, torch.device("cpu")), loader,
                           torch.device("cpu"), metrics)
     if rank == 0:
@@ -173,6 +174,7 @@ def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_roo
     _, val = train_script.get_dataset(opts)
     single = StreamSegMetrics(21)
     opts.num_classes = 21
+    train_script.configure(opts, train_script.DistEnv(), torch.device("cpu"), lambda *args, **kwargs: None)
     train_script.evaluate(opts, train_script.build_predictor(opts, _tiny_segmenter(), torch.device("cpu")),
                           torch.utils.data.DataLoader(val), torch.device("cpu"), single)
     assert torch.equal(torch.load(out), single.confusion_matrix)
@@ -183,8 +185,9 @@ def test_sync_bn_keeps_the_checkpoint_format_and_asks_for_cuda(tmp_path):
     opts.num_classes = 21
     with pytest.raises(train_script.TrainingError, match="--sync_bn needs CUDA devices.*--no-sync_bn"):
         train_script.build_training_model(opts, DistEnv(), torch.device("cpu"))
-    plain = network.build_model(MODEL, 21, 16)
-    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network.build_model(MODEL, 21, 16))
+    plain = network.build_model(MODEL, 21, 16, pretrained_backbone=False)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(
+        network.build_model(MODEL, 21, 16, pretrained_backbone=False))
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
     assert [(k, v.shape) for k, v in synced.state_dict().items()] == \
         [(k, v.shape) for k, v in plain.state_dict().items()]  # a SyncBN run saves the original's keys

@@ -12,10 +12,10 @@ import torch
 import main as train_script
 import network
 from datasets import FolderSegmentation, VOCSegmentation
+from datasets.class_weights import resolve_class_weights
 from datasets.cracks import make_crack_dataset
 from tests.helpers import write_voc
 from utils import ext_transforms as et
-from utils.class_weights import resolve_class_weights
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.loss import LOSS_TYPES, build_criterion
 from utils.training import train_step
@@ -52,7 +52,7 @@ def _test_only(root, ckpt, results, *recipe):
 
 def _direct_confusion(root, ckpt) -> np.ndarray:
     """The confusion matrix of a plain loop: model(image).argmax, as the original evaluated."""
-    model = network.build_model(MODEL, 21, 16)
+    model = network.build_model(MODEL, 21, 16, pretrained_backbone=False)
     model.load_state_dict(torch.load(ckpt, weights_only=True)["model_state"])
     model.eval()
     transform = et.ExtCompose([et.ExtToTensor(), et.ExtNormalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -73,14 +73,21 @@ def test_test_only_writes_metrics_and_the_confusion_matrix_of_a_plain_loop(train
     printed = float(re.search(r"^Mean IoU: ([0-9.]+)$", capsys.readouterr().out, re.M).group(1))
     assert written["info"]["checkpoint"] == ckpt and written["info"]["iteration"] == 2  # the checkpoint's
     assert written["info"]["evaluation"] == {"scales": [1.0], "flip": False, "slide": False}
+    computed = written["info"]["computed_with"]  # scores from two machines may differ: what computed these
+    assert computed["amp"] == "off" and computed["channels_last"] is False and computed["device"].startswith("CPU ")
+    assert "best_checkpoint" not in written["info"]  # --test_only saves nothing
     assert json.dumps(written).count("NaN") == 0
     assert printed == pytest.approx(written["results"]["Mean IoU"], abs=1e-6)
 
 
 def test_training_validations_write_the_files_too(trained):
-    root, _ = trained
+    root, ckpt = trained
     with open(root / "train_res" / "metrics.json") as f:
-        assert json.load(f)["info"]["iteration"] == 2
+        info = json.load(f)["info"]
+    assert info["iteration"] == 2
+    # the scores belong to latest_*, and to best_* when this validation made it the best (a score above 0)
+    best = root / "ck" / f"best_{MODEL}_voc_os16.pth"
+    assert info["checkpoint"] == ckpt and info["best_checkpoint"] == (str(best) if best.exists() else None)
 
 
 def test_multi_scale_flip_and_slide_recipes_are_deterministic_and_recorded(trained, tmp_path):
@@ -125,6 +132,9 @@ def test_tensorboard_logs_what_the_dashboard_shows(trained, tmp_path):
     assert len(events.Scalars("train/Loss")) == 2
     assert {"train/LR", "train/Images/s", "val/Mean IoU", "val/Overall Acc"} <= set(tags["scalars"])
     assert {"[Val] Confusion Matrix", "Sample 0"} <= set(tags["images"])
+    # the time report at the end of the run
+    assert {"time/seconds/total", "time/seconds/warm-up steps", "time/seconds/evaluation"} <= set(tags["scalars"])
+    assert any(tag.startswith("Time report") for tag in tags["tensors"])
 
 
 def test_binary_own_data_trains_with_ce_dice_and_auto_weights(tmp_path, capsys):

@@ -14,7 +14,7 @@ import predict
 from tools import export_onnx
 from utils.inference import fold_batchnorm, normalize
 from utils.onnx_model import ONNX_PIP, OnnxMetadata, OnnxSegmenter
-from utils.trained_model import ModelSpec
+from network.trained_model import ModelSpec
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -27,7 +27,7 @@ CHECK_SIZES = ["96x64", "97x75", "64x96"]  # the first is also the traced exampl
 
 def _model(name: str) -> torch.nn.Module:
     torch.manual_seed(0)  # the same random weights each time: _checkpoint's are the reference's
-    return network.build_model(name, 3, 16).eval()
+    return network.build_model(name, 3, 16, pretrained_backbone=False).eval()
 
 
 def _checkpoint(folder, name: str, class_names=None) -> str:
@@ -148,6 +148,20 @@ def test_predict_through_onnx_equals_predict_through_pytorch(exported, tmp_path,
     onnx_labels, torch_labels = _labels(tmp_path / "onnx"), _labels(tmp_path / "torch")
     agreement = np.mean(np.concatenate([(onnx_labels[n] == torch_labels[n]).ravel() for n in onnx_labels]))
     assert len(onnx_labels) == len(sizes) and agreement >= 0.999
+
+
+def test_an_image_too_small_is_skipped_alike_by_onnx_and_pytorch(exported, tmp_path, capfd):
+    """Both paths say the same `skipped:` line in our words and go on; ONNX Runtime prints no line of its own."""
+    images = _images(tmp_path / "in", ((96, 64), (1, 1)))
+    skipped = {}
+    for label, model_args in (("onnx", ["--onnx", exported[1]]), ("torch", ["--ckpt", exported[0], "--amp", "off"])):
+        assert _predict(images, tmp_path / label, *model_args) == 1
+        out, err = capfd.readouterr()
+        assert "1 done, 1 skipped" in out
+        skipped[label] = err.strip()
+    assert skipped["onnx"] == skipped["torch"], skipped
+    assert skipped["onnx"].startswith(f"skipped: {images / '1.png'}: an image of 1x1 is smaller than this model takes")
+    assert "onnxruntime" not in skipped["onnx"] and "\n" not in skipped["onnx"]
 
 
 def _one_line_error(capsys) -> str:

@@ -1,4 +1,6 @@
 """main.py on tiny data: train, checkpoint, resume, interrupt, evaluate, configs and bad input."""
+import functools
+import json
 import os
 import re
 import signal
@@ -10,7 +12,7 @@ import torch
 
 import main as train_script
 import network
-from datasets import VOCSegmentation
+from datasets import VOCSegmentation, make_demo_dataset
 from metrics import StreamSegMetrics
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when, write_voc
@@ -57,17 +59,26 @@ def test_train_writes_original_format_checkpoints_and_resumes(voc, capsys):
     assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2")) == 0
     out = capsys.readouterr().out
     assert "images/s" in out and "lr=" in out and "background" in out  # log line and class IoU table
+    report = out[out.index("\nTime: "):]  # the time report ends the run
+    for phase in ("start-up", "warm-up steps", "evaluation", "checkpoint writes", "peak resident memory"):
+        assert phase in report
     latest = torch.load(_ckpt(voc), weights_only=True)
     assert {"cur_itrs", "model_state", "optimizer_state", "scheduler_state", "best_score"} <= set(latest)
     assert latest["cur_itrs"] == 4 and os.path.isfile(_ckpt(voc, "best"))
 
-    assert train_script.main(_args(voc, "--total_itrs", "6", "--val_interval", "2",
-                                   "--ckpt", _ckpt(voc), "--continue_training")) == 0
-    assert "restored from" in capsys.readouterr().out
+    assert train_script.main(_args(voc, "--total_itrs", "6", "--val_interval", "2", "--lr", "0.02",
+                                   "--weight_decay", "5e-4", "--ckpt", _ckpt(voc), "--continue_training")) == 0
+    out = capsys.readouterr().out
+    assert "restored from" in out
+    assert ("Resuming with this run's settings from iteration 5: --total_itrs 4 -> 6, --lr 0.01 -> 0.02, "
+            "--weight_decay 0.0001 -> 0.0005") in out
     resumed = torch.load(_ckpt(voc), weights_only=True)
     assert resumed["cur_itrs"] == 6
     assert resumed["scheduler_state"]["last_epoch"] == 6
     assert resumed["optimizer_state"]["state"]  # momentum buffers carried over
+    groups = resumed["optimizer_state"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.002, 0.02])
+    assert [g["weight_decay"] for g in groups] == [5e-4, 5e-4]
 
 
 def test_test_only_equals_direct_metrics(voc, capsys):
@@ -77,7 +88,7 @@ def test_test_only_equals_direct_metrics(voc, capsys):
                                    "--amp", "off", "--no-channels_last")) == 0
     printed = float(next(line for line in capsys.readouterr().out.splitlines()
                          if line.startswith("Mean IoU")).split(":")[1])
-    model = network.build_model(MODEL, 21, 16)
+    model = network.build_model(MODEL, 21, 16, pretrained_backbone=False)
     model.load_state_dict(torch.load(_ckpt(voc), weights_only=True)["model_state"])
     model.eval()
     transform = et.ExtCompose([et.ExtToTensor(), et.ExtNormalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -97,7 +108,7 @@ def test_test_only_equals_direct_metrics(voc, capsys):
 
 def test_validation_autotunes_cudnn_only_for_one_input_size(voc):
     """cuDNN autotuning searches again for every new input size: on for training crops, and in validation
-    only with --crop_val (VOC's validation images come in many sizes)."""
+    only with --crop_val (VOC's validation images come in many sizes), and never when the run does not autotune."""
     seen = []
 
     class Recorder(torch.nn.Module):
@@ -109,16 +120,16 @@ def test_validation_autotunes_cudnn_only_for_one_input_size(voc):
     loader = torch.utils.data.DataLoader(VOCSegmentation(str(voc / "data"), image_set="val", transform=transform))
     previous = torch.backends.cudnn.benchmark
     try:
-        for flag in ("--no-crop_val", "--crop_val"):
-            torch.backends.cudnn.benchmark = True
+        for flag, autotuned in (("--no-crop_val", True), ("--crop_val", True), ("--crop_val", False)):
+            torch.backends.cudnn.benchmark = autotuned
             opts = train_script.get_argparser().parse_args(_args(voc, flag, "--amp", "off"))
-            opts.num_classes = 21
+            opts.num_classes, opts.eval_amp, opts.cudnn_benchmark = 21, "off", autotuned  # as configure() sets them
             predictor = train_script.build_predictor(opts, Recorder(), torch.device("cpu"))
             train_script.evaluate(opts, predictor, loader, torch.device("cpu"), StreamSegMetrics(21))
-            assert torch.backends.cudnn.benchmark  # the training setting is back
+            assert torch.backends.cudnn.benchmark is autotuned  # the training setting is back
     finally:
         torch.backends.cudnn.benchmark = previous
-    assert seen == [False] * 3 + [True] * 3
+    assert seen == [False] * 3 + [True] * 3 + [False] * 3
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -207,7 +218,8 @@ def test_resumed_run_equals_uninterrupted_run(voc, tmp_path, monkeypatch):
 
 
 def test_init_from_reports_filled_and_initialised(voc, tmp_path, capsys):
-    source = network.build_model("deeplabv3_mobilenet", 21, 16)  # v3 head: the v3+ decoder stays initialised
+    # v3 head: the v3+ decoder stays initialised
+    source = network.build_model("deeplabv3_mobilenet", 21, 16, pretrained_backbone=False)
     path = tmp_path / "v3.pth"
     torch.save({"model_state": source.state_dict()}, path)
     assert train_script.main(_args(voc, "--total_itrs", "1", "--init_from", str(path))) == 0
@@ -239,6 +251,9 @@ def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatc
     _validation_scoring(monkeypatch, 0.5)
     assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
     assert torch.load(_ckpt(voc), weights_only=True)["best_score"] == 0.5  # latest knows the new best
+    with open(voc / "res" / "metrics.json") as f:  # the scores' files: latest_* and the best_* saved from it
+        info = json.load(f)["info"]
+    assert (info["checkpoint"], info["best_checkpoint"]) == (_ckpt(voc), _ckpt(voc, "best"))
     best = torch.load(_ckpt(voc, "best"), weights_only=True)
     stale = torch.load(_ckpt(voc), weights_only=True)
     stale["best_score"] = 0.0  # as a latest_* saved before that validation holds it
@@ -248,6 +263,8 @@ def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatc
     assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2", "--ckpt", _ckpt(voc),
                                    "--continue_training")) == 0
     assert "New best" not in capsys.readouterr().out
+    with open(voc / "res" / "metrics.json") as f:
+        assert json.load(f)["info"]["best_checkpoint"] is None  # not the best: best_* holds other weights
     kept = torch.load(_ckpt(voc, "best"), weights_only=True)
     assert kept["cur_itrs"] == best["cur_itrs"] == 2 and kept["best_score"] == 0.5
     assert torch.load(_ckpt(voc), weights_only=True)["best_score"] == 0.5
@@ -272,3 +289,40 @@ def test_a_signal_in_a_validation_step_still_validates(voc, capsys, monkeypatch)
     out = capsys.readouterr().out
     assert "Validation at iteration 2" in out and "SIGTERM received: saved" in out
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 2 and os.path.isfile(_ckpt(voc, "best"))
+
+
+def test_test_only_takes_the_model_that_the_checkpoint_records(voc, capsys):
+    """No --model: the checkpoint's model and separable_conv, not main.py's default; a contradiction names both."""
+    args = _args(voc, "--total_itrs", "1", "--val_interval", "1", "--separable_conv")
+    args[args.index(MODEL)] = "deeplabv3_mobilenet"
+    assert train_script.main(args) == 0
+    ckpt = str(voc / "ck" / "latest_deeplabv3_mobilenet_voc_os16.pth")
+    capsys.readouterr()
+    plain = [a for a in _args(voc, "--test_only", "--ckpt", ckpt) if a not in ("--model", MODEL)]
+    assert train_script.main(plain) == 0
+    assert '"model": "deeplabv3_mobilenet"' in (voc / "res" / "metrics.json").read_text()
+    capsys.readouterr()
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt)) == 1  # _args gives --model MODEL
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: checkpoint {ckpt} holds a deeplabv3_mobilenet but --model {MODEL} was given; drop --model "
+                   "to use the checkpoint's (or --init_from to start another model from it)")
+    assert train_script.main(plain + ["--no-separable_conv"]) == 1
+    assert "was trained with separable_conv True but --no-separable_conv was given" in capsys.readouterr().err
+
+
+def test_the_demo_keeps_to_its_own_folder_and_voc_says_when_it_reads_it(tmp_path, capsys, monkeypatch):
+    """--dataset demo with the default layout never writes where real VOC lives; --dataset voc pointed at the
+    demo's folder warns that its scores say nothing about VOC."""
+    monkeypatch.setattr(train_script, "make_demo_dataset", functools.partial(make_demo_dataset, num_train=4,
+                                                                             num_val=2))
+    common = ["--model", MODEL, "--no-pretrained_backbone", "--crop_size", "32", "--batch_size", "2",
+              "--num_workers", "0", "--total_itrs", "1", "--checkpoint_dir", str(tmp_path / "ck"),
+              "--results_dir", str(tmp_path / "res")]
+    assert train_script.main(["--dataset", "demo", "--data_root", str(tmp_path / "data"), *common]) == 0
+    assert not (tmp_path / "data" / "VOCdevkit").exists()  # where --dataset voc reads
+    assert (tmp_path / "data" / "demo" / "VOCdevkit" / "VOC2012" / "demo_version.txt").is_file()
+    assert "warning" not in capsys.readouterr().err
+    assert train_script.main(["--dataset", "voc", "--data_root", str(tmp_path / "data" / "demo"), *common]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "holds the synthetic demo data (demo_version.txt is there), not " \
+                                          "Pascal VOC" in err

@@ -1,10 +1,16 @@
 """main.py against a hostile user: bad numbers, unusable folders, a second run, a disk that fills up."""
 import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import main as train_script
+from tests.conftest import ROOT
 from tests.scripts.test_main import _args, _ckpt, voc  # noqa: F401 (voc is a fixture)
 from utils import checkpoint
 from utils.checkpoint import writer_lock
@@ -66,3 +72,34 @@ def test_total_itrs_below_the_resumed_iteration_is_an_error(voc, capsys):
     capsys.readouterr()
     assert train_script.main(_args(voc, "--total_itrs", "1", "--ckpt", _ckpt(voc), "--continue_training")) == 1
     assert "is at iteration 2, beyond --total_itrs 1" in _one_error_line(capsys)
+
+
+def _killed_during_a_save(folder) -> str:
+    """A process that dies by SIGKILL in the middle of writing a checkpoint (as the OOM killer ends one)."""
+    code = ("import sys, time; from utils.atomic import atomic_write\n"
+            "with atomic_write(sys.argv[1], sync=True) as f:\n"
+            "    f.write(b'x' * 4096); f.flush(); print('writing', flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder / "latest_deeplabv3plus_mobilenet_voc_os16.pth")],
+                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (left,) = [name for name in os.listdir(folder) if name.startswith(".tmp-")]
+    return left
+
+
+def test_temporaries_of_a_killed_save_are_removed_at_start_and_nothing_else(voc, capsys):
+    folder = voc / "ck"
+    folder.mkdir()
+    orphan = _killed_during_a_save(folder)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        others = [f".tmp-latest_x.pth-{socket.gethostname()}-{live.pid}-0123abcd",  # a live writer's
+                  f".tmp-best_x.pth-another-host-{os.getpid() + 99999}-0123abcd",  # another machine's
+                  ".tmp-notes.txt-1-0123abcd"]  # not a checkpoint
+        for name in others:
+            (folder / name).write_bytes(b"")
+        assert train_script.main(_args(voc, "--total_itrs", "1")) == 0
+        live.kill()
+    out = capsys.readouterr().out
+    assert f"Removed 1 temporary checkpoint file(s) that a killed save left in {folder} (0.0 MiB): {orphan}" in out
+    assert not (folder / orphan).exists() and all((folder / name).exists() for name in others)

@@ -19,8 +19,8 @@ ORIGINAL_ITRS = 3
 def original(request, tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("original") / f"best_{MODEL}_voc_os16.pth"
-    return write_original_checkpoint(str(path), network.build_model(MODEL, 21, 16), ORIGINAL_ITRS,
-                                     numpy1_pickle=request.param)
+    model = network.build_model(MODEL, 21, 16, pretrained_backbone=False)
+    return write_original_checkpoint(str(path), model, ORIGINAL_ITRS, numpy1_pickle=request.param)
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_continue_training_resumes_with_best_score_as_a_float(voc, original, cap
 
 def test_init_from_fills_every_tensor(voc, original, capsys):
     assert train_script.main(_args(voc, "--init_from", original, "--total_itrs", "1", "--val_interval", "100")) == 0
-    total = len(network.build_model(MODEL, 21, 16).state_dict())
+    total = len(network.build_model(MODEL, 21, 16, pretrained_backbone=False).state_dict())
     assert f"filled {total} of {total} tensors" in capsys.readouterr().out
 
 

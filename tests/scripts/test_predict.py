@@ -23,7 +23,7 @@ NUM_CLASSES = 3
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    model = network.build_model(MODEL, NUM_CLASSES, 16).eval()
+    model = network.build_model(MODEL, NUM_CLASSES, 16, pretrained_backbone=False).eval()
     folder = tmp_path_factory.mktemp("ckpt")
     path = folder / "best.pth"
     torch.save({"model_state": model.state_dict(), "cur_itrs": 1}, path)
@@ -151,7 +151,7 @@ def test_incompatible_checkpoint_is_a_clear_error(tmp_path, inputs, ckpt, capsys
 
 
 def test_model_options_come_from_our_checkpoint(tmp_path, inputs):
-    model = network.build_model("deeplabv3_mobilenet", 2, 8).eval()
+    model = network.build_model("deeplabv3_mobilenet", 2, 8, pretrained_backbone=False).eval()
     path = tmp_path / "ours.pth"
     torch.save({"model_state": model.state_dict(), "model_name": "deeplabv3_mobilenet", "output_stride": 8,
                 "separable_conv": False}, path)
@@ -201,6 +201,15 @@ def test_sizes_that_are_not_positive_are_a_one_line_error(tmp_path, inputs, ckpt
     code, out = _run(tmp_path, ckpt[0], "--slide", "--tta", "--crop_val", flag, value)
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith(f"error: {flag} must") and "\n" not in err
+    assert not out.exists()
+
+
+def test_windows_that_skip_pixels_are_refused_without_slide_too(tmp_path, inputs, ckpt, capsys, monkeypatch):
+    """Huge images are predicted in windows whether or not --slide is given: the pair is checked before any work."""
+    monkeypatch.setattr(predict, "WHOLE_IMAGE_MAX_PIXELS", 40 * 30 - 1)  # every input here is huge
+    code, out = _run(tmp_path, ckpt[0], "--window", "8", "--stride", "12")
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err == "error: --stride 12 is larger than --window 8: pixels would be skipped"
     assert not out.exists()
 
 

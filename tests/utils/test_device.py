@@ -43,10 +43,47 @@ def test_amp_auto_on_each_cpu_kind(cpu_probes, probes, amp, reason):
     assert note == f"--amp auto: {amp} ({reason})"
 
 
-def test_amp_auto_keeps_cuda_in_fp32_until_checked(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    chosen, note = resolve_amp("auto", CUDA)
-    assert chosen == "off" and "not yet checked correct on CUDA" in note
+@pytest.fixture
+def gpu(monkeypatch):
+    """Pretend to run on a GPU of compute capability ``major``: gpu(8) has native bfloat16, gpu(7) does not
+    (is_bf16_supported() would still say yes there, counting emulation)."""
+    def fake_gpu(major: int) -> None:
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True: including_emulation or major >= 8)
+    return fake_gpu
+
+
+def test_amp_auto_on_cuda_trains_in_bf16_where_native_and_infers_in_fp32(gpu):
+    gpu(8)
+    chosen, note = resolve_amp("auto", CUDA, device_utils.TRAIN)
+    assert chosen == "bf16" and note.startswith("--amp auto: bf16 for training (this GPU has native bfloat16")
+    assert "1.65x faster than fp32 on an H200" in note
+    chosen, note = resolve_amp("auto", CUDA, device_utils.INFER)
+    assert chosen == "off" and "173.7 vs 132.6 images/s" in note
+    gpu(7)  # Volta/Turing: bf16 only emulated; fp16 unmeasured, so fp32 with advice
+    chosen, note = resolve_amp("auto", CUDA, device_utils.TRAIN)
+    assert chosen == "off" and "no native bfloat16" in note and "--amp fp16 --channels_last" in note
+
+
+def test_explicit_bf16_on_a_gpu_without_native_bf16_is_refused(gpu):
+    gpu(7)
+    with pytest.raises(ValueError, match="Ampere or newer"):
+        device_utils.check_amp(CUDA, "bf16")
+
+
+def test_training_and_evaluation_each_get_their_pick_on_cuda(gpu):
+    gpu(8)
+    opts, lines = argparse.Namespace(amp="auto", channels_last="auto"), []
+    device_utils.resolve_speed_options(opts, CUDA, lines.append, device_utils.TRAIN)
+    assert (opts.amp, opts.channels_last, opts.eval_amp) == ("bf16", True, "off")
+    assert [line.split(" (")[0] for line in lines] == ["--amp auto: bf16 for training", "--amp auto: off for inference",
+                                                     "--channels_last auto: on"]
+    opts = argparse.Namespace(amp="auto", channels_last="auto")  # --test_only and predict.py
+    device_utils.resolve_speed_options(opts, CUDA, lambda line: None, device_utils.INFER)
+    assert (opts.amp, opts.channels_last, opts.eval_amp) == ("off", False, "off")
+    opts = argparse.Namespace(amp="fp16", channels_last="auto")  # given: training and evaluation alike
+    device_utils.resolve_speed_options(opts, CUDA, lambda line: None, device_utils.TRAIN)
+    assert (opts.amp, opts.channels_last, opts.eval_amp) == ("fp16", True, "fp16")
 
 
 def test_explicit_bf16_on_a_cpu_without_native_bf16_runs_after_a_warning(cpu_probes):
@@ -60,12 +97,40 @@ def test_explicit_bf16_on_a_cpu_without_native_bf16_runs_after_a_warning(cpu_pro
         assert resolve_amp(amp, CPU) == (amp, None)
 
 
-def test_channels_last_auto_is_on_for_cpus_and_off_on_cuda():
+def test_channels_last_auto_is_on_for_cpus_and_goes_with_mixed_precision_on_cuda():
     assert resolve_channels_last("auto", CPU) == (True, "--channels_last auto: on (faster on CPUs)")
-    on_cuda, note = resolve_channels_last("auto", CUDA)
-    assert on_cuda is False and "README: Known issues" in note
+    assert resolve_channels_last("auto", CPU, "bf16")[0] is True
+    assert resolve_channels_last("auto", CUDA, "off") == (False, "--channels_last auto: off (fp32 on CUDA)")
+    for amp in ("bf16", "fp16"):
+        on_cuda, note = resolve_channels_last("auto", CUDA, amp)
+        assert on_cuda is True and f"with --amp {amp} on CUDA" in note
     assert resolve_channels_last(False, CPU) == (False, None)
     assert resolve_channels_last(True, CUDA) == (True, None)
+
+
+@pytest.mark.parametrize("choice,iterations,expected", [
+    ("auto", 300, False), ("auto", 999, False), ("auto", 1000, True), ("auto", 30000, True),
+    (True, 60, True), (False, 30000, False)])
+def test_cudnn_autotuning_is_on_only_where_it_pays_back(choice, iterations, expected):
+    enabled, note = device_utils.resolve_cudnn_benchmark(choice, CUDA, iterations)
+    assert enabled is expected
+    assert (note is not None) == (choice == "auto")
+    assert device_utils.resolve_cudnn_benchmark(choice, CPU, iterations) == (False, None)  # nothing to tune
+
+
+def test_num_workers_follow_the_cores_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(device_utils, "usable_cores", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert device_utils.resolve_num_workers(None, CUDA) == (15, "--num_workers: 15 (16 cores for 1 GPU process(es))")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun --nproc_per_node 4: each process gets its share
+    assert device_utils.resolve_num_workers(None, CUDA)[0] == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert device_utils.resolve_num_workers(None, CUDA)[0] == 1
+    monkeypatch.setattr(device_utils, "usable_cores", lambda: 96)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert device_utils.resolve_num_workers(None, CUDA)[0] == device_utils.GPU_WORKERS_MAX
+    assert device_utils.resolve_num_workers(None, CPU) == (device_utils.CPU_WORKERS_MAX, None)
+    assert device_utils.resolve_num_workers(0, CUDA) == (0, None)  # given: kept
 
 
 @pytest.mark.parametrize("script", [train_script, predict_script])
@@ -97,7 +162,7 @@ def test_every_config_leaves_speed_to_the_hardware(config):
 def test_resolve_speed_options_prints_each_choice_once(cpu_probes):
     cpu_probes("AVX2", False)
     opts, lines = argparse.Namespace(amp="auto", channels_last="auto"), []
-    device_utils.resolve_speed_options(opts, CPU, lines.append)
-    assert (opts.amp, opts.channels_last) == ("off", True)
+    device_utils.resolve_speed_options(opts, CPU, lines.append, device_utils.TRAIN)
+    assert (opts.amp, opts.channels_last, opts.eval_amp) == ("off", True, "off")
     assert lines == ["--amp auto: off (this CPU has AVX2 and no native bfloat16)",
                      "--channels_last auto: on (faster on CPUs)"]

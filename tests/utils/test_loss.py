@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from utils.loss import (LOSS_TYPES, CrossEntropyDiceLoss, CrossEntropyLoss, DiceLoss, FocalLoss, OhemCrossEntropyLoss,
@@ -95,6 +96,39 @@ def test_ohem_with_class_weights_and_threshold_one():
     expected = (w * -np.log(p_true)).sum() / w.sum()  # thresh 1 keeps every labelled pixel
     loss = OhemCrossEntropyLoss(thresh=1.0, min_kept=1, weight=torch.tensor(WEIGHTS[:2]))(logits, targets)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_ohem_min_kept_counts_per_image_as_mmsegmentation_does():
+    """Two images of six labelled pixels: min_kept 2 per image keeps at least 4 pixels of the batch."""
+    (logits, targets), _, _ = _ohem_case()
+    logits, targets = torch.cat([logits, logits]), torch.cat([targets, targets])
+    loss = OhemCrossEntropyLoss(thresh=0.1, min_kept=2)  # nothing is under the threshold: min_kept decides
+    assert loss.kept_pixels(loss.pixel_losses(logits, targets), targets).sum().item() == 4
+
+
+def _hrnet_ohem(logits: torch.Tensor, targets: torch.Tensor, thresh: float, min_kept: int) -> float:
+    """HRNet-Semantic-Segmentation's OHEM cross-entropy as its paper code formulates it, for one GPU's batch:
+    sort the true-class probabilities of the labelled pixels, take the threshold max(p[min(min_kept, n - 1)],
+    thresh) and average the cross-entropy of the pixels strictly below it."""
+    labelled = targets.long() != 255
+    losses = F.cross_entropy(logits, targets.long(), ignore_index=255, reduction="none")[labelled]
+    probs = logits.softmax(1).gather(1, targets.long().clamp_max(logits.shape[1] - 1).unsqueeze(1)).squeeze(1)
+    probs = probs[labelled]
+    ordered = probs.sort().values
+    threshold = max(ordered[min(min_kept, ordered.numel() - 1)].item(), thresh)
+    return losses[probs < threshold].mean().item()
+
+
+@pytest.mark.parametrize("thresh, min_kept", [(0.7, 500), (0.7, 50), (0.9, 600), (0.3, 400)])  # x 3 < 1920 labelled
+def test_ohem_equals_hrnets_formulation(thresh, min_kept):
+    """HRNet counts min_kept per GPU batch: ours with min_kept per image x 3 images is the same loss (distinct
+    probabilities: HRNet's strict cut below the next pixel keeps what ours keeps)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 24, 32) * 3
+    targets = torch.randint(0, 5, (3, 24, 32), dtype=torch.uint8)
+    targets[:, :4] = 255
+    ours = OhemCrossEntropyLoss(thresh=thresh, min_kept=min_kept)(logits, targets).item()
+    assert ours == pytest.approx(_hrnet_ohem(logits, targets, thresh, min_kept * 3), rel=1e-6)
 
 
 def test_ohem_keeps_ties_with_the_kth_pixel():

@@ -26,10 +26,11 @@ def test_poly_lr_never_negative_past_max_iters():
     assert lrs[-1] == pytest.approx(1e-6)
 
 
-def _stepped(policy: str, total_itrs: int, step_size: int, steps: int):
-    """An SGD optimizer (two groups, as main.py's) and its scheduler after ``steps`` steps."""
-    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.01},
-                           {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}], lr=0.1)
+def _stepped(policy: str, total_itrs: int, step_size: int, lr: float, weight_decay: float, steps: int):
+    """An SGD optimizer (two groups, as main.py's: the backbone at 0.1x) and its scheduler after ``steps`` steps."""
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1 * lr},
+                           {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr}],
+                          lr=lr, weight_decay=weight_decay)
     sched = build_scheduler(opt, policy, total_itrs, step_size)
     for _ in range(steps):
         opt.step()
@@ -37,17 +38,26 @@ def _stepped(policy: str, total_itrs: int, step_size: int, steps: int):
     return opt, sched
 
 
-@pytest.mark.parametrize("policy, old, new", [("poly", (10, 0), (40, 0)), ("step", (100, 4), (100, 2))])
-def test_a_retargeted_resume_steps_with_the_new_schedule_at_once(policy, old, new):
-    """Resumed at iteration 6 with another --total_itrs (poly) or --step_size (step): the next step uses the
-    rate the new schedule gives at iteration 6, as if it had been used from the start."""
+@pytest.mark.parametrize("policy, old, new, changes", [
+    ("poly", (10, 0, 0.1, 1e-4), (40, 0, 0.1, 1e-4), ["--total_itrs 10 -> 40"]),
+    ("step", (100, 4, 0.1, 1e-4), (100, 2, 0.1, 1e-4), ["--step_size 4 -> 2"]),
+    ("poly", (10, 0, 0.1, 1e-4), (10, 0, 0.02, 5e-4), ["--lr 0.1 -> 0.02", "--weight_decay 0.0001 -> 0.0005"]),
+    ("step", (100, 4, 0.1, 1e-4), (100, 4, 0.3, 1e-4), ["--lr 0.1 -> 0.3"]),
+    ("poly", (10, 0, 0.1, 1e-4), (10, 0, 0.1, 1e-4), []),
+])
+def test_a_retargeted_resume_steps_with_the_new_settings_at_once(policy, old, new, changes):
+    """Resumed at iteration 6 with another --total_itrs (poly), --step_size (step), --lr or --weight_decay: the
+    next step uses what the new settings give at iteration 6, as if they had been used from the start, and the
+    changes are reported."""
     opt, sched = _stepped(policy, *old, steps=6)
     resumed_opt, resumed = _stepped(policy, *new, steps=0)
     resumed_opt.load_state_dict(opt.state_dict())
     resumed.load_state_dict(sched.state_dict())
-    retarget(resumed, *new)
+    total_itrs, step_size, lr, weight_decay = new
+    assert retarget(resumed, total_itrs, step_size, [0.1 * lr, lr], weight_decay) == changes
     fresh_opt, fresh = _stepped(policy, *new, steps=6)
-    assert [g["lr"] for g in resumed_opt.param_groups] == pytest.approx([g["lr"] for g in fresh_opt.param_groups])
+    for key in ("lr", "initial_lr", "weight_decay"):
+        assert [g[key] for g in resumed_opt.param_groups] == pytest.approx([g[key] for g in fresh_opt.param_groups])
     assert resumed.get_last_lr() == pytest.approx(fresh.get_last_lr())
     for _ in range(3):
         for scheduler in (resumed, fresh):
@@ -125,8 +135,8 @@ def test_unreadable_and_missing_checkpoints(tmp_path):
 
 
 def test_other_class_count_reinitialises_only_the_head():
-    source = network.build_model("deeplabv3plus_mobilenet", 21, 16)
-    target = network.build_model("deeplabv3plus_mobilenet", 3, 16)
+    source = network.build_model("deeplabv3plus_mobilenet", 21, 16, pretrained_backbone=False)
+    target = network.build_model("deeplabv3plus_mobilenet", 3, 16, pretrained_backbone=False)
     reinit = load_model_state(target, source.state_dict())
     assert reinit == ["classifier.classifier.3.weight", "classifier.classifier.3.bias"]
     assert torch.equal(target.state_dict()["classifier.aspp.project.0.weight"],
@@ -134,8 +144,8 @@ def test_other_class_count_reinitialises_only_the_head():
 
 
 def test_another_model_is_a_clear_error():
-    source = network.build_model("deeplabv3_mobilenet", 21, 16)
-    target = network.build_model("deeplabv3plus_mobilenet", 21, 16)
+    source = network.build_model("deeplabv3_mobilenet", 21, 16, pretrained_backbone=False)
+    target = network.build_model("deeplabv3plus_mobilenet", 21, 16, pretrained_backbone=False)
     with pytest.raises(CheckpointError, match="does not fit this model .*missing"):
         load_model_state(target, source.state_dict(), "x.pth")
 

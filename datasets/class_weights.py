@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import yaml
 
-from datasets.class_stats import ClassStats, load_class_stats
+from utils.atomic import missing_file
 
-from .atomic import missing_file
+from .class_stats import ClassStats, load_class_stats
 
 __all__ = ["median_frequency_weights", "read_class_weights", "resolve_class_weights"]
 

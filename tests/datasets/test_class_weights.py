@@ -7,7 +7,7 @@ from datasets import VOCSegmentation
 from datasets.class_stats import ClassStats
 from tests.helpers import write_voc
 from utils import class_weights
-from utils.class_weights import median_frequency_weights, read_class_weights, resolve_class_weights
+from datasets.class_weights import median_frequency_weights, read_class_weights, resolve_class_weights
 
 NAMES = ("background", "crack", "rust")
 # pixels [7, 1, 3] in images of [11, 3, 4] labelled pixels: freq 7/11, 1/3, 3/4, median 7/11

@@ -1,0 +1,103 @@
+"""A trained model rebuilt from its checkpoint for inference; predict.py and tools/export_onnx.py share it."""
+import argparse
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from torch import nn
+
+from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
+from utils.inference import fold_batchnorm
+
+from .modeling import MODELS, build_model
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_OUTPUT_STRIDE", "ModelSpec", "architecture_record", "recorded_architecture",
+           "add_model_options",
+           "load_trained_model", "load_model_of"]
+
+DEFAULT_MODEL = "deeplabv3plus_mobilenet"  # the original's defaults, for checkpoints that do not record theirs
+DEFAULT_OUTPUT_STRIDE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint's model is: its architecture options and the classes it predicts."""
+
+    model_name: str
+    output_stride: int
+    separable_conv: bool
+    num_classes: int
+    class_names: Optional[Tuple[str, ...]] = None  # None: the checkpoint does not name its classes
+
+
+def recorded_architecture(checkpoint: Mapping[str, Any], path: str, model_name: Optional[str] = None,
+                          output_stride: Optional[int] = None,
+                          separable_conv: Optional[bool] = None) -> Tuple[str, int, bool]:
+    """(model name, output stride, separable_conv) to rebuild ``checkpoint``'s model with.
+
+    An option given (not None) is used; one left None takes what the checkpoint records (this project's
+    checkpoints do, the original's do not), else the original's default. A given model name or
+    separable_conv that contradicts the record is a CheckpointError naming both: the weights would not fit.
+    (Another output stride is fine: the same weights run at stride 8 or 16.)
+    """
+    recorded_model, recorded_separable = checkpoint.get("model_name"), checkpoint.get("separable_conv")
+    if model_name and recorded_model and model_name != recorded_model:
+        raise CheckpointError(f"checkpoint {path} holds a {recorded_model} but --model {model_name} was given; drop "
+                              "--model to use the checkpoint's (or --init_from to start another model from it)")
+    if separable_conv is not None and recorded_separable is not None and separable_conv != recorded_separable:
+        flag = "--separable_conv" if separable_conv else "--no-separable_conv"
+        raise CheckpointError(f"checkpoint {path} was trained with separable_conv {bool(recorded_separable)} but "
+                              f"{flag} was given; drop it to use the checkpoint's")
+    return (model_name or recorded_model or DEFAULT_MODEL,
+            output_stride or checkpoint.get("output_stride") or DEFAULT_OUTPUT_STRIDE,
+            bool(separable_conv if separable_conv is not None else recorded_separable))
+
+
+ARCHITECTURE_KEYS = ("model_name", "output_stride", "separable_conv")
+
+
+def architecture_record(path: str) -> Dict[str, Any]:
+    """What checkpoint ``path`` records of its architecture (:data:`ARCHITECTURE_KEYS`; nothing for the original's
+    files), read memory-mapped: the weights are not loaded for it."""
+    checkpoint = load_checkpoint(path, mmap=True)
+    return {key: checkpoint[key] for key in ARCHITECTURE_KEYS if key in checkpoint}
+
+
+def load_trained_model(path: str, model_name: Optional[str] = None, output_stride: Optional[int] = None,
+                       separable_conv: Optional[bool] = None,
+                       num_classes: Optional[int] = None) -> Tuple[nn.Module, ModelSpec]:
+    """The model of checkpoint ``path`` in eval mode with BatchNorm folded, on the CPU, and what it is.
+
+    The architecture comes from :func:`recorded_architecture`, the class names from the checkpoint when it records
+    them, the class count from the classifier's weights. CheckpointError when the file cannot be read or does not
+    fit the model.
+    """
+    checkpoint = load_checkpoint(path)
+    state = extract_model_state(checkpoint, path)
+    last_conv = [v for v in state.values() if v.dim() == 4][-1]  # the classifier, in our and the original's order
+    architecture = recorded_architecture(checkpoint, path, model_name, output_stride, separable_conv)
+    spec = ModelSpec(*architecture, num_classes=num_classes or int(last_conv.shape[0]))
+    names = checkpoint.get("class_names")
+    if isinstance(names, (list, tuple)) and len(names) == spec.num_classes:
+        spec = dataclasses.replace(spec, class_names=tuple(str(name) for name in names))
+    model = build_model(spec.model_name, spec.num_classes, spec.output_stride, pretrained_backbone=False,
+                        separable_conv=spec.separable_conv)
+    if load_model_state(model, state, path):
+        raise CheckpointError(f"checkpoint {path} has a classifier for another class count than "
+                              f"{spec.num_classes}; drop --num_classes to use the checkpoint's")
+    return fold_batchnorm(model.eval()), spec
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --output_stride, --separable_conv and --num_classes, each defaulting to what the checkpoint says."""
+    parser.add_argument("--model", type=str, default=None, choices=list(MODELS),
+                        help=f"default: the checkpoint's model_name, else {DEFAULT_MODEL}")
+    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
+                        help=f"default: the checkpoint's, else {DEFAULT_OUTPUT_STRIDE}")
+    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
+                        help="apply separable conv to decoder and aspp (default: as the checkpoint says)")
+    parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
+
+
+def load_model_of(opts: argparse.Namespace) -> Tuple[nn.Module, ModelSpec]:
+    """:func:`load_trained_model` for ``opts.ckpt`` with the options of :func:`add_model_options`."""
+    return load_trained_model(opts.ckpt, opts.model, opts.output_stride, opts.separable_conv, opts.num_classes)

@@ -1,0 +1,227 @@
+"""tools/import_annotations.py: LabelMe and COCO files written here, masks checked pixel for pixel, bad input,
+and main.py training on the result."""
+import base64
+import io
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+
+import main as train_script
+from tests.helpers import coco_run_lengths
+from tools import import_annotations as tool
+
+WIDTH, HEIGHT = 48, 40
+BACKGROUND, CAT, DOG, VOID = 0, 1, 2, 255
+
+
+def _image(path, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(path)
+
+
+def _png_base64(array):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _labelme(folder, stem, shapes, image=True, image_data=None, size=(WIDTH, HEIGHT)):
+    """A LabelMe file ``stem.json`` (and ``stem.jpg`` when ``image``); shapes as (label, type, points[, mask])."""
+    os.makedirs(folder, exist_ok=True)
+    if image:
+        _image(os.path.join(folder, stem + ".jpg"), seed=len(stem))
+    entries = [{"label": s[0], "shape_type": s[1], "points": s[2], "group_id": None, "flags": {},
+                **({"mask": s[3]} if len(s) > 3 else {})} for s in shapes]
+    spec = {"version": "5.5.0", "flags": {}, "shapes": entries, "imagePath": stem + ".jpg", "imageData": image_data,
+            "imageWidth": size[0], "imageHeight": size[1]}
+    with open(os.path.join(folder, stem + ".json"), "w") as f:
+        json.dump(spec, f)
+
+
+def _run(capsys, *argv):
+    code = tool.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _mask(root, stem):
+    return np.asarray(Image.open(os.path.join(root, "masks", stem + ".png")))
+
+
+def _boxes(*boxes, fill=BACKGROUND):
+    """The expected mask: (value, x0, y0, x1, y1) boxes, inclusive, painted in order."""
+    mask = np.full((HEIGHT, WIDTH), fill, np.uint8)
+    for value, x0, y0, x1, y1 in boxes:
+        mask[y0:y1 + 1, x0:x1 + 1] = value
+    return mask
+
+
+def test_labelme_shapes_are_drawn_in_file_order_pixel_for_pixel(tmp_path, capsys):
+    bitmap = np.zeros((3, 4), np.uint8)
+    bitmap[[0, 2], :] = 1
+    _labelme(tmp_path / "lm", "a", [
+        ("cat", "rectangle", [[20, 10], [4, 2]]),              # corners in either order
+        ("dog", "polygon", [[10, 5], [20, 5], [10, 15]]),       # covers part of the cat
+        ("cat", "rectangle", [[18, 4], [30, 8]]),               # covers part of the dog, merges with the cat
+        ("dog", "line", [[0, 30], [47, 30]]),                   # --line_width 4: rows 29..32
+        ("cat", "polygon", [[1, 1], [5, 5]]),                   # two points: skipped
+        ("cat", "polygon", [[60, 50], [70, 50], [70, 60]]),     # outside the image: skipped
+        ("__ignore__", "rectangle", [[40, 0], [47, 3]]),        # labelme2voc's void label
+        ("dog", "mask", [[5, 20], [8, 22]], _png_base64(bitmap)),
+        ("cat", "oriented_rectangle", [[34, 12], [44, 12], [44, 16], [34, 16]]),
+    ])
+    code, out, err = _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "out", "--line_width", 4)
+    assert code == 0, err
+    expected = _boxes((CAT, 4, 2, 20, 10))
+    y, x = np.mgrid[:HEIGHT, :WIDTH]
+    expected[(x >= 10) & (y >= 5) & ((x - 10) + (y - 5) <= 10)] = DOG  # PIL fills the triangle with its outline
+    expected[4:9, 18:31] = CAT
+    expected[29:33, :] = DOG
+    expected[0:4, 40:48] = VOID
+    expected[[20, 22], 5:9] = DOG
+    expected[12:17, 34:45] = CAT
+    assert np.array_equal(_mask(tmp_path / "out", "a"), expected)
+    assert "a.json shape 5: has 2 points; a polygon needs at least 3" in err
+    assert "a.json shape 6 (polygon 'cat'): lies outside the 48x40 image" in err
+    assert "background, cat, dog" in out and "pixels per class" in out
+
+
+def test_circles_and_points_are_discs_of_their_radius(tmp_path, capsys):
+    _labelme(tmp_path / "lm", "a", [("cat", "circle", [[10, 10], [10, 16]]), ("dog", "point", [[35, 20]])])
+    assert _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "out", "--point_size", 3)[0] == 0
+    mask = _mask(tmp_path / "out", "a")
+    y, x = np.mgrid[:HEIGHT, :WIDTH]
+    for value, (cx, cy), radius in ((CAT, (10, 10), 6), (DOG, (35, 20), 3)):
+        assert (mask[(x - cx) ** 2 + (y - cy) ** 2 <= (radius - 1) ** 2] == value).all()
+        assert (mask[(x - cx) ** 2 + (y - cy) ** 2 > (radius + 1) ** 2] != value).all()
+
+
+def test_embedded_image_data_is_written_when_the_file_is_absent(tmp_path, capsys):
+    buffer = io.BytesIO()
+    Image.new("RGB", (WIDTH, HEIGHT), (1, 2, 3)).save(buffer, format="PNG")
+    _labelme(tmp_path / "lm", "a", [("cat", "rectangle", [[0, 0], [3, 3]])], image=False,
+             image_data=base64.b64encode(buffer.getvalue()).decode())
+    assert _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "out")[0] == 0
+    with open(tmp_path / "out" / "images" / "a.png", "rb") as f:
+        assert f.read() == buffer.getvalue()
+
+
+def _coco(tmp_path, annotations, images=None):
+    """A COCO file with categories 4 (crack), 9 (rust) and 1, a project name no annotation uses, as
+    Roboflow writes; one image of WIDTH x HEIGHT whose file_name has a folder in front."""
+    images_dir = tmp_path / "images"
+    images_dir.mkdir(exist_ok=True)
+    _image(images_dir / "x.jpg")
+    spec = {"images": images or [{"id": 1, "file_name": "export/x.jpg", "width": WIDTH, "height": HEIGHT}],
+            "categories": [{"id": 9, "name": "rust"}, {"id": 1, "name": "my-project"}, {"id": 4, "name": "crack"}],
+            "annotations": [{"id": i + 1, "image_id": 1, "iscrowd": 0, **a} for i, a in enumerate(annotations)]}
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(spec))
+    return path, images_dir
+
+
+def test_coco_polygons_rle_and_crowd_pixel_for_pixel(tmp_path, capsys):
+    from pycocotools import mask as mask_api
+    from pycocotools.coco import COCO
+
+    rust_area = _boxes((1, 15, 10, 30, 20))
+    compressed = mask_api.encode(np.asfortranarray(rust_area))
+    crowd_area = _boxes((1, 0, 25, 10, 30))
+    path, images_dir = _coco(tmp_path, [
+        {"category_id": 4, "segmentation": [[4, 4, 20, 4, 20, 16, 4, 16]]},
+        {"category_id": 9, "segmentation": {"size": [HEIGHT, WIDTH], "counts": compressed["counts"].decode()}},
+        {"category_id": 4, "segmentation": {"size": [HEIGHT, WIDTH], "counts": coco_run_lengths(crowd_area)},
+         "iscrowd": 1},
+        {"category_id": 4, "segmentation": [[35, 30, 45, 30, 40, 38], [1, 1, 2, 2]]},  # the second part: 2 points
+        {"category_id": 9, "bbox": [1, 1, 3, 3], "segmentation": []},
+        {"category_id": 9, "segmentation": {"size": [HEIGHT, WIDTH], "counts": "0"}},  # damaged: one run of 0
+    ])
+    code, out, err = _run(capsys, "--from", "coco", path, "--images", images_dir, "--out", tmp_path / "out")
+    assert code == 0, err
+    crack, rust = 1, 2  # by category id (4, 9); the unused project category is no class
+    assert "classes" in out and "background, crack, rust" in out
+    coco = COCO(str(path))
+    expected = np.zeros((HEIGHT, WIDTH), np.uint8)
+    for annotation in coco.dataset["annotations"][:3]:
+        expected[coco.annToMask(annotation).astype(bool)] = crack if annotation["category_id"] == 4 else rust
+    expected[mask_api.decode(mask_api.frPyObjects([[35, 30, 45, 30, 40, 38]], HEIGHT, WIDTH))[..., 0] > 0] = crack
+    mask = _mask(tmp_path / "out", "x")
+    assert np.array_equal(mask, expected)
+    assert (mask[rust_area.astype(bool)] == rust).all() and (mask[crowd_area.astype(bool)] == crack).all()
+    assert "annotation 4 ('crack'): polygon 2 has 2 points" in err and "its other polygons are kept" in err
+    assert "annotation 5 ('rust'): has no segmentation" in err
+    assert "annotation 6 ('rust'): its RLE counts do not add up to the 48x40 pixels" in err
+
+
+def test_classes_unknown_labels_and_background_options(tmp_path, capsys):
+    _labelme(tmp_path / "lm", "a", [("cat", "rectangle", [[0, 0], [9, 9]]), ("dog", "rectangle", [[20, 20], [29, 29]])])
+    code, _, err = _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "o1", "--classes", "dog")
+    assert code == 1 and err.strip().count("\n") == 0
+    assert "label 'cat'" in err and "--unknown ignore" in err and not os.path.exists(tmp_path / "o1" / "masks")
+
+    code, out, err = _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "o2", "--classes", "dog",
+                          "--unknown", "ignore", "--background", "ignore")
+    assert code == 0, err
+    assert np.array_equal(_mask(tmp_path / "o2", "a"), _boxes((VOID, 0, 0, 9, 9), (1, 20, 20, 29, 29), fill=VOID))
+    assert "background, dog" in out
+
+
+def test_bad_files_are_skipped_with_a_line_each_and_the_rest_imported(tmp_path, capsys):
+    lm = tmp_path / "lm"
+    _labelme(lm, "good", [("cat", "rectangle", [[0, 0], [3, 3]])])
+    _labelme(lm, "empty", [])
+    _labelme(lm, "no_image", [("cat", "rectangle", [[0, 0], [3, 3]])], image=False)
+    _labelme(lm, "resized", [("cat", "rectangle", [[0, 0], [3, 3]])], size=(96, 80))
+    (lm / "coco_by_mistake.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    (lm / "broken.json").write_text("{not json")
+    code, out, err = _run(capsys, "--from", "labelme", lm, "--out", tmp_path / "out", "--val_fraction", "0.5")
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("skipped: ") for line in lines)
+    assert any("broken.json: is not valid JSON" in line for line in lines)
+    assert any("coco_by_mistake.json: is not a LabelMe file" in line and "--from coco" in line for line in lines)
+    assert any("no_image.jpg does not exist" in line for line in lines)
+    assert any("resized.json: the annotations are for a 96x80 image" in line and "is 48x40" in line for line in lines)
+    assert "imported 2 image(s)" in out and "1 train, 1 val" in out and "without any shape" in out
+
+
+def test_nothing_imported_exits_non_zero_and_out_must_be_new(tmp_path, capsys):
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "x.json").write_text("[]")
+    code, _, err = _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "out")
+    assert code == 1 and "error: nothing could be imported" in err
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "old.txt").write_text("")
+    code, _, err = _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "used")
+    assert code == 1 and "already holds files (old.txt" in err
+
+
+def test_coco_stem_collision_and_missing_pycocotools(tmp_path, capsys, monkeypatch):
+    path, images_dir = _coco(tmp_path, [{"category_id": 4, "segmentation": [[4, 4, 20, 4, 20, 16]]}], images=[
+        {"id": 1, "file_name": "x.jpg", "width": WIDTH, "height": HEIGHT},
+        {"id": 2, "file_name": "other/x.png", "width": WIDTH, "height": HEIGHT}])
+    _image(images_dir / "x.png")
+    code, _, err = _run(capsys, "--from", "coco", path, "--images", images_dir, "--out", tmp_path / "out")
+    assert code == 0 and "image 2 (other/x.png): has the same file name stem 'x'" in err
+
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # as if not installed
+    code, _, err = _run(capsys, "--from", "coco", path, "--images", images_dir, "--out", tmp_path / "out2")
+    assert code == 1 and "pip install pycocotools==2.0.11" in err
+
+
+def test_main_trains_on_the_imported_folder(tmp_path, capsys):
+    for i in range(4):
+        _labelme(tmp_path / "lm", f"img{i}", [("cat", "rectangle", [[2 + i, 2], [20, 30]]),
+                                              ("dog", "polygon", [[25, 5], [45, 5], [35, 35 - i]])])
+    assert _run(capsys, "--from", "labelme", tmp_path / "lm", "--out", tmp_path / "data")[0] == 0
+    assert train_script.main([
+        "--dataset", "folder", "--data_root", str(tmp_path / "data"), "--model", "deeplabv3plus_mobilenet",
+        "--no-pretrained_backbone", "--crop_size", "32", "--batch_size", "2", "--num_workers", "0",
+        "--total_itrs", "2", "--val_interval", "2", "--checkpoint_dir", str(tmp_path / "ck"),
+        "--results_dir", str(tmp_path / "res")]) == 0
+    out = capsys.readouterr().out
+    assert "cat" in out and "dog" in out  # the class IoU table names the imported classes
+    assert os.path.isfile(tmp_path / "ck" / "latest_deeplabv3plus_mobilenet_folder_os16.pth")
