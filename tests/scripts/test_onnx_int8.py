@@ -34,7 +34,7 @@ def _trained_model(photos: torch.Tensor) -> torch.nn.Module:
     """A model trained a few steps to tell reddish, greenish and bluish pixels apart: INT8 rounding flips the labels of
     random weights, whose classes are near ties everywhere, but not of a model with margins."""
     torch.manual_seed(0)
-    model = network.build_model(MODEL, NUM_CLASSES, 16).train()
+    model = network.build_model(MODEL, NUM_CLASSES, 16, pretrained_backbone=False).train()
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # running statistics: the average over every step, settled after a few

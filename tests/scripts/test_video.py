@@ -50,7 +50,7 @@ def write_clip(path, count: int = 7, width: int = 96, height: int = 64, codec: s
 def ckpt(tmp_path_factory):
     """Random weights with BatchNorm statistics of the frames, so that more than one class wins somewhere."""
     torch.manual_seed(0)
-    model = network.build_model(MODEL, NUM_CLASSES, 16)
+    model = network.build_model(MODEL, NUM_CLASSES, 16, pretrained_backbone=False)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # running statistics = the average over the batch seen
