@@ -176,7 +176,8 @@ def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, 
     """Predict the video at ``path`` in batches of frames, writing its outputs as it goes; returns the frames done.
 
     Stops after the batch in progress on a signal, leaving playable videos. VideoError when the file cannot be read
-    (its videos are then not written)."""
+    (its videos are then not written), or when it ends well before the frames its header announces (a file cut
+    short: the outputs hold the frames it has)."""
     with VideoFrames(path, opts.val_batch_size) as frames:
         info = frames.info
         with VideoWriter(opts.save_val_results_to, stem, opts.output, drawing, info.fps, info.width,
@@ -190,6 +191,9 @@ def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, 
                 progress.update(len(labels))
                 if stop.signal_name:
                     break
+    if not stop.signal_name and writer.frames < info.frames - max(2, info.frames // 20):  # estimates are rough
+        raise VideoError(f"{path} ends after {writer.frames} of the {info.frames} frames its header announces (cut "
+                         f"short?); its outputs hold those {writer.frames}")
     return writer.frames
 
 

@@ -25,6 +25,7 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 __all__ = ["find_images", "ImageFiles", "to_rgb", "VIDEO_EXTENSIONS", "is_video", "VideoFrames"]
 
+AV_TIME_BASE = 1_000_000  # a container's duration is in microseconds
 # Containers FFmpeg reads, by the extensions they are usually saved with (any codec inside them).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv",
                     ".3gp", ".ogv")
@@ -92,7 +93,8 @@ def _reason(exc: Exception) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
-    """What the writers need to keep: frame rate and size; ``frames`` is the container's count (0: unknown)."""
+    """What the writers need to keep: frame rate and size; ``frames`` is how many the file announces: the
+    container's count, else its duration times the frame rate (0: unknown)."""
 
     fps: Fraction
     width: int
@@ -125,7 +127,9 @@ class VideoFrames:
         if not fps or not stream.width or not stream.height:
             self._container.close()
             raise VideoError(f"cannot read video {path}: no frame rate or size in its video stream")
-        self.info = VideoInfo(Fraction(fps), stream.width, stream.height, stream.frames)
+        frames = stream.frames or round(self._container.duration * fps / AV_TIME_BASE if self._container.duration
+                                        else 0)
+        self.info = VideoInfo(Fraction(fps), stream.width, stream.height, frames)
         self._queue: "queue.Queue[object]" = queue.Queue(maxsize=queued)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None

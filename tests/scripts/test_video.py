@@ -1,6 +1,7 @@
 """predict.py on videos: frame count, size and frame rate kept, per-frame masks equal predict.py on the frames as
 PNGs, odd sizes, bad files skipped in one line, a missing PyAV, and a stop signal that leaves a playable video."""
 import os
+import re
 import signal
 import sys
 from fractions import Fraction
@@ -120,6 +121,8 @@ def test_bad_videos_are_skipped_in_one_line_and_the_rest_goes_on(tmp_path, ckpt,
     whole = write_clip(tmp_path / "whole.mp4", count=20, codec="libx264", pixel_format="yuv420p")
     data = open(whole, "rb").read()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])  # a copy cut short: no index at the end
+    data = open(write_clip(tmp_path / "whole.mkv", count=30), "rb").read()
+    (folder / "cut.mkv").write_bytes(data[: len(data) // 2])  # Matroska: decodes up to the cut
     with av.open(str(folder / "sound.mkv"), "w") as container:  # audio only
         stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
@@ -130,13 +133,16 @@ def test_bad_videos_are_skipped_in_one_line_and_the_rest_goes_on(tmp_path, ckpt,
     out = tmp_path / "out"
     assert _predict(folder, out, ckpt[0]) == 1
     printed = capsys.readouterr()
-    assert "1 done, 3 skipped" in printed.out
+    assert "1 done, 4 skipped" in printed.out
     lines = printed.err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("skipped: ") for line in lines), lines
-    assert lines[0].startswith(f"skipped: cannot read video {folder / 'notes.mp4'}: ")
-    assert lines[1] == f"skipped: {folder / 'sound.mkv'} has no video stream (audio only?)"
-    assert lines[2].startswith(f"skipped: cannot read video {folder / 'truncated.mp4'}: ")
-    assert sorted(os.listdir(out)) == ["good_color.mp4", "good_overlay.mp4"]
+    assert len(lines) == 4 and all(line.startswith("skipped: ") for line in lines), lines
+    cut = re.fullmatch(rf"skipped: {re.escape(str(folder / 'cut.mkv'))} ends after (\d+) of the 30 frames its header "
+                       r"announces \(cut short\?\); its outputs hold those \1", lines[0])
+    assert cut and _video_facts(out / "cut_overlay.mp4")[0] == int(cut.group(1))
+    assert lines[1].startswith(f"skipped: cannot read video {folder / 'notes.mp4'}: ")
+    assert lines[2] == f"skipped: {folder / 'sound.mkv'} has no video stream (audio only?)"
+    assert lines[3].startswith(f"skipped: cannot read video {folder / 'truncated.mp4'}: ")
+    assert sorted(os.listdir(out)) == ["cut_color.mp4", "cut_overlay.mp4", "good_color.mp4", "good_overlay.mp4"]
 
 
 def test_without_pyav_a_video_is_one_line(tmp_path, ckpt, capsys, monkeypatch):
