@@ -1,40 +1,38 @@
-"""Predict segmentation masks for an image, a folder (recursive) or a glob with a trained checkpoint.
+"""Predict segmentation masks for an image, a video, a folder (recursive) or a glob with a trained checkpoint.
 
 ``python predict.py --input DIR --ckpt best.pth --model deeplabv3plus_mobilenet [--output color label overlay]``
 ``python predict.py --input DIR --onnx model.onnx [...]``: the same with ONNX Runtime (from tools/export_onnx.py)
 """
 import argparse
-import itertools
 import os
 import signal
 import sys
-from collections import Counter
 from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
+from tqdm import tqdm
 
-from datasets import DatasetError, VOCSegmentation
+from datasets import Cityscapes, DatasetError, VOCSegmentation
 from datasets.class_info import NAMED_DATASETS, resolve_classes
-from datasets.image_files import ImageFiles, find_images
+from datasets.folder import read_class_ids
+from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video
 from network import PretrainedWeightsError
 from network.trained_model import ModelSpec, add_model_options, load_model_of
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
                           resolve_speed_options)
-from utils.atomic import atomic_write, require_writable
+from utils.atomic import require_writable
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                              check_recipe_options, fuse_conv_activations, normalize)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
-from utils.results import OVERLAY_ALPHA, overlay
+from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names
+from utils.results import OVERLAY_ALPHA
+from utils.video import VideoError, import_av
 
-OUTPUT_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png"}  # after the output stem
-OUTPUT_KINDS = tuple(OUTPUT_SUFFIXES)
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size")
-PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
 
@@ -45,17 +43,21 @@ class PredictError(RuntimeError):
 def get_argparser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--config", help="YAML file whose keys are these options (flags given here win)")
-    parser.add_argument("--input", type=str, required=True, help="an image, a folder (searched recursively) or a glob")
+    parser.add_argument("--input", type=str, required=True,
+                        help="an image or video, a folder (searched recursively) or a glob")
     parser.add_argument("--dataset", type=str, default=None, choices=[*NAMED_DATASETS, "folder"],
                         help="draw with this dataset's palette (default: the colours the checkpoint or ONNX file "
-                             "records, else VOC's; folder: the record, or give --classes)")
+                             "records, else VOC's; folder: the record, or give --classes); cityscapes: its label "
+                             "ids for --output labelids")
     parser.add_argument("--classes", type=str, default=None,
-                        help="classes.yaml of your own data: draw with its palette (default: none)")
+                        help="classes.yaml of your own data: draw with its palette, and its ids for --output labelids "
+                             "(default: none)")
     add_model_options(parser)
     parser.add_argument("--save_val_results_to", default="predictions",
                         help="folder for the results, made if needed; inputs' subfolders are mirrored in it")
     parser.add_argument("--output", nargs="+", default=["color"], choices=OUTPUT_KINDS,
-                        help="color (palette image, as the original), label (palette PNG of class indices), overlay")
+                        help="color (palette image, as the original), label (palette PNG of class indices), overlay, "
+                             "labelids (8-bit ids for a benchmark: Cityscapes' label ids, or classes.yaml's ids)")
     parser.add_argument("--overlay_alpha", type=float, default=OVERLAY_ALPHA,
                         help="overlay: weight of the class colours over the photo (0 to 1)")
     parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False,
@@ -84,6 +86,28 @@ def get_argparser() -> argparse.ArgumentParser:
     return parser
 
 
+def label_ids_for(opts, num_classes: int) -> Optional[np.ndarray]:
+    """For --output labelids: a 256-entry table from class index to the id written (Cityscapes' train id -> label
+    id, or the ``ids`` of --classes); None when labelids is not asked for."""
+    if "labelids" not in opts.output:
+        return None
+    if opts.classes:
+        ids = read_class_ids(opts.classes)
+        if ids is None:
+            raise PredictError(f"--output labelids needs the id of each class: add `ids: [...]` (one per name) to "
+                               f"{opts.classes}")
+        table = np.zeros(256, np.uint8)
+        table[: len(ids)] = ids
+        return table
+    if opts.dataset != "cityscapes":
+        raise PredictError("--output labelids writes Cityscapes label ids (--dataset cityscapes) or the ids of your "
+                           "own classes (--classes classes.yaml with `ids`)")
+    if num_classes != len(Cityscapes.class_names):
+        raise PredictError(f"--output labelids with --dataset cityscapes needs a model of its "
+                           f"{len(Cityscapes.class_names)} train ids, but this one predicts {num_classes} classes")
+    return Cityscapes.train_id_to_id
+
+
 def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, ModelSpec]:
     """The model of --ckpt (options left unset come from the checkpoint, see :func:`load_trained_model`),
     set up for ``device`` and the speed options; returns it with what the checkpoint says of it."""
@@ -95,54 +119,6 @@ def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, ModelSpec]:
     if device.type == "cpu" and not opts.compile and (opts.amp == "off" or native_bf16(device)):
         fuse_conv_activations(model.requires_grad_(False))
     return compile_model(model, opts.compile), spec
-
-
-def _output_files(stem: str) -> List[str]:
-    """The files an input named ``stem`` may write, case-folded (case-insensitive disks merge a.png and A.png)."""
-    return [(stem + suffix).casefold() for suffix in OUTPUT_SUFFIXES.values()]
-
-
-def output_names(files: List[Tuple[str, str]]) -> List[str]:
-    """Output stem (relative path without extension) per input; its files are the stem plus each kind's suffix.
-
-    An input keeps its stem unless one of its files could also be another input's (``a.png`` and ``a.jpg``;
-    ``x.jpg``'s label and ``x_label.jpg``'s colour image). Such inputs add their extension (``a_png``), then a
-    number (``a_png_2``) until none of their files is taken, in input order: every file of every input is
-    distinct, and the same inputs always get the same names.
-    """
-    stems = [os.path.splitext(rel)[0] for _, rel in files]
-    owners = Counter(f for stem in stems for f in _output_files(stem))
-    clashing = [any(owners[f] > 1 for f in _output_files(stem)) for stem in stems]
-    taken = {f for stem, clash in zip(stems, clashing) if not clash for f in _output_files(stem)}
-    names = []
-    for stem, clash, (_, rel) in zip(stems, clashing, files):
-        if clash:
-            base = f"{stem}_{os.path.splitext(rel)[1][1:]}"
-            candidates = itertools.chain([base], (f"{base}_{n}" for n in itertools.count(2)))
-            stem = next(c for c in candidates if taken.isdisjoint(_output_files(c)))
-            taken.update(_output_files(stem))
-        names.append(stem)
-    return names
-
-
-def _save_png(image: Image.Image, path: str) -> None:
-    """Write ``image`` as a PNG that appears whole or not at all (a run stopped mid-write leaves no stub)."""
-    with atomic_write(path) as f:
-        image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-
-
-def save_outputs(opts, stem: str, image: torch.Tensor, labels: np.ndarray, palette: np.ndarray) -> None:
-    base = os.path.join(opts.save_val_results_to, stem)
-    colour = palette[labels]
-    if "color" in opts.output:
-        _save_png(Image.fromarray(colour), base + OUTPUT_SUFFIXES["color"])
-    if "label" in opts.output:
-        mask = Image.fromarray(labels.astype(np.uint8), mode="L").convert("P")
-        mask.putpalette(palette.flatten().tolist())
-        _save_png(mask, base + OUTPUT_SUFFIXES["label"])
-    if "overlay" in opts.output:
-        rgb = image.permute(1, 2, 0).numpy()
-        _save_png(Image.fromarray(overlay(rgb, colour, opts.overlay_alpha)), base + OUTPUT_SUFFIXES["overlay"])
 
 
 # A whole-image forward pass needs memory in proportion to the pixels (the decoder's stride-4 features and the
@@ -188,6 +164,32 @@ def check_sizes(opts) -> None:
     check_recipe_options(opts.tta_scales, "--tta_scales", True, opts.window, opts.stride)
 
 
+def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, drawing: Drawing,
+                  stop: StopFlag) -> int:
+    """Predict the video at ``path`` in batches of frames, writing its outputs as it goes; returns the frames done.
+
+    Stops after the batch in progress on a signal, leaving playable videos. VideoError when the file cannot be read
+    (its videos are then not written), or when it ends well before the frames its header announces (a file cut
+    short: the outputs hold the frames it has)."""
+    with VideoFrames(path, opts.val_batch_size) as frames:
+        info = frames.info
+        with VideoWriter(opts.save_val_results_to, stem, opts.output, drawing, info.fps, info.width,
+                         info.height) as writer, tqdm(total=info.frames or None, unit="frame", disable=None,
+                                                      desc=os.path.basename(path)) as progress:
+            for batch in frames:
+                with torch.inference_mode():
+                    labels = predictor.labels(batch).to(torch.uint8).cpu().numpy()
+                for image, label in zip(batch.permute(0, 2, 3, 1).numpy(), labels):
+                    writer.write(image, label)
+                progress.update(len(labels))
+                if stop.signal_name:
+                    break
+    if not stop.signal_name and writer.frames < info.frames - max(2, info.frames // 20):  # estimates are rough
+        raise VideoError(f"{path} ends after {writer.frames} of the {info.frames} frames its header announces (cut "
+                         f"short?); its outputs hold those {writer.frames}")
+    return writer.frames
+
+
 def run(opts, stop: StopFlag) -> int:
     check_model_source(opts)
     check_sizes(opts)
@@ -202,6 +204,8 @@ def run(opts, stop: StopFlag) -> int:
     if workers_note:
         print(workers_note)
     files = find_images(opts.input)
+    if any(is_video(path) for path, _ in files):
+        import_av()  # a missing package is one line before any work
     if opts.onnx:
         model = OnnxSegmenter(opts.onnx)
         num_classes, names, colours = model.metadata.num_classes, model.metadata.class_names, model.metadata.palette
@@ -212,10 +216,14 @@ def run(opts, stop: StopFlag) -> int:
     if classes.source.startswith("the class indices") and num_classes != len(VOCSegmentation.class_names):
         print(f"note: {opts.onnx or opts.ckpt} does not record its classes; the {num_classes} classes are drawn with "
               "the VOC colours (give --classes classes.yaml for your own)")
-    palette = classes.colour_table()
+    drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids_for(opts, num_classes))
+    writer = ImageWriter(opts.save_val_results_to, opts.output, drawing)
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     names = output_names(files)
+    videos = [(path, name) for (path, _), name in zip(files, names) if is_video(path)]
+    names = [name for (path, _), name in zip(files, names) if not is_video(path)]
+    files = [file for file in files if not is_video(file[0])]
     loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
                           pin_memory=device.type == "cuda")
     done, skipped = 0, 0
@@ -237,7 +245,7 @@ def run(opts, stop: StopFlag) -> int:
             return
         for (index, image), label in zip(pending, labels):
             try:
-                save_outputs(opts, names[index], image, label, palette)
+                writer.write(names[index], image.permute(1, 2, 0).numpy(), label)
             except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
                 raise PredictError(f"cannot write the results of {files[index][0]} ({exc.strerror or exc}); the "
                                    f"{done} images before it are complete in {opts.save_val_results_to}; free space "
@@ -258,6 +266,24 @@ def run(opts, stop: StopFlag) -> int:
             flush()
         pending.append((index, item))
     flush()
+    for path, stem in videos:
+        frames = 0
+        try:
+            if not stop.signal_name:
+                frames = predict_video(opts, path, stem, predictor, drawing, stop)
+        except (VideoError, InputTooSmallError) as exc:
+            print(f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}",
+                  file=sys.stderr)
+            skipped += 1
+            continue
+        except OSError as exc:  # a full disk
+            raise PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); free space and run "
+                               "again") from exc
+        if stop.signal_name:
+            print(f"{stop.signal_name} received: stopped after {frames} frames of {path}; its videos in "
+                  f"{opts.save_val_results_to} hold them and play", file=sys.stderr)
+            return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+        done += 1
     print(f"{done} done, {skipped} skipped; results in {opts.save_val_results_to}")
     return 1 if skipped else 0
 

@@ -1,5 +1,5 @@
 """Shared measurement helpers for the benchmarks: synchronised wall-clock timing of repeated work."""
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 

@@ -34,7 +34,7 @@ from bench import predict as predict_bench  # noqa: E402
 from bench import train as train_bench  # noqa: E402
 from bench._timing import setting_skip_reason  # noqa: E402
 from bench.original import demo_voc  # noqa: E402
-from utils.device import autocast, hardware_name, resolve_num_workers  # noqa: E402
+from utils.device import hardware_name, resolve_num_workers  # noqa: E402
 from utils.inference import fold_batchnorm, predict_logits  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
 from utils.run_timer import synchronize, time_calls  # noqa: E402

@@ -32,6 +32,14 @@ def _id_to_train_id() -> np.ndarray:
     return table
 
 
+def _train_id_to_id() -> np.ndarray:
+    """Train ids (0..18) -> label ids (the benchmark's format); anything else -> 0 (unlabeled)."""
+    table = np.zeros(256, dtype=np.uint8)
+    for c in TRAIN_CLASSES:
+        table[c.train_id] = c.id
+    return table
+
+
 def _train_id_cmap() -> np.ndarray:
     cmap = np.zeros((256, 3), dtype=np.uint8)
     for c in TRAIN_CLASSES:
@@ -45,6 +53,7 @@ class Cityscapes(PairedSegmentation):
     class_names = TRAIN_CLASS_NAMES
     cmap = _train_id_cmap()
     id_to_train_id = _id_to_train_id()
+    train_id_to_id = _train_id_to_id()
 
     def __init__(self, root: str, split: str = "train", mode: str = "fine", target_type: str = "semantic",
                  transform: Optional[Callable] = None):

@@ -5,6 +5,7 @@
     names: [background, crack, rust]         # class index = position; num_classes = len(names)
     palette: [[0, 0, 0], [255, 0, 0], [0, 255, 0]]   # optional: colours for drawing, and for RGB masks
     ignore_index: 255                        # optional, default 255
+    ids: [0, 7, 26]                          # optional: the id each class is written as (predict --output labelids)
 
 Splits: ``root/splits/{train,val}.txt`` (one stem per line) when present; otherwise ``train`` and
 ``val`` use every pair (say so in the split files once you have a validation set).
@@ -23,7 +24,8 @@ from utils.constants import IGNORE_INDEX
 from .base import PairedSegmentation
 from .utils import DatasetError, check_mask_values, open_checked, read_split
 
-__all__ = ["FolderSegmentation", "read_classes", "palette_table", "default_palette", "IMAGE_EXTENSIONS"]
+__all__ = ["FolderSegmentation", "read_classes", "read_class_ids", "palette_table", "default_palette",
+           "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASSES_FILE = "classes.yaml"
@@ -38,8 +40,11 @@ def default_palette(n: int) -> np.ndarray:
     return voc_cmap(max(n, 256))[:n]
 
 
-def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
-    """(names, palette as an (n, 3) uint8 array, ignore index) from a classes YAML file."""
+CLASSES_KEYS = ("names", "palette", "ignore_index", "ids")
+
+
+def _read_spec(path: str) -> dict:
+    """The YAML mapping of a classes file, with its `names` and keys checked."""
     if not os.path.isfile(path):
         raise DatasetError(f"classes file {path} does not exist; write one with `names: [background, ...]` "
                            "(see the README, 'Your own data')")
@@ -48,9 +53,33 @@ def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
     names = spec.get("names")
     if not isinstance(names, list) or len(names) < 2:
         raise DatasetError(f"{path}: `names` must list at least two class names")
-    unknown = set(spec) - {"names", "palette", "ignore_index"}
+    unknown = set(spec) - set(CLASSES_KEYS)
     if unknown:
-        raise DatasetError(f"{path}: unknown keys {sorted(unknown)}; allowed: names, palette, ignore_index")
+        raise DatasetError(f"{path}: unknown keys {sorted(unknown)}; allowed: {', '.join(CLASSES_KEYS)}")
+    return spec
+
+
+def read_class_ids(path: str) -> Optional[List[int]]:
+    """The classes file's `ids` (the value each class is written as in an id map, e.g. a benchmark's label ids),
+    one per name, 0-255; None when it has none."""
+    return _checked_ids(_read_spec(path), path)
+
+
+def _checked_ids(spec: dict, path: str) -> Optional[List[int]]:
+    ids = spec.get("ids")
+    if ids is None:
+        return None
+    if (not isinstance(ids, list) or len(ids) != len(spec["names"])
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= 255 for i in ids)):
+        raise DatasetError(f"{path}: `ids` must hold one whole number 0-255 per name ({len(spec['names'])})")
+    return ids
+
+
+def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
+    """(names, palette as an (n, 3) uint8 array, ignore index) from a classes YAML file."""
+    spec = _read_spec(path)
+    _checked_ids(spec, path)  # a malformed `ids` is reported whoever reads the file first
+    names = spec["names"]
     palette = np.asarray(spec.get("palette", default_palette(len(names))), dtype=np.int64)
     if palette.shape != (len(names), 3) or palette.min() < 0 or palette.max() > 255:
         raise DatasetError(f"{path}: `palette` must hold one [r, g, b] (0-255) per name ({len(names)})")

@@ -1,12 +1,19 @@
-"""Images to predict on: a file, a folder (recursive) or a glob; decoded robustly to RGB in DataLoader workers."""
+"""Inputs to predict on: a file, a folder (recursive) or a glob of images and videos. Images are decoded robustly to
+RGB in DataLoader workers; videos frame by frame in a thread, in batches (:class:`VideoFrames`)."""
+import dataclasses
 import glob
 import os
-from typing import List, Tuple
+import queue
+import threading
+from fractions import Fraction
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils import data
+
+from utils.video import VideoError, import_av
 
 from .folder import IMAGE_EXTENSIONS
 from .utils import DatasetError, as_rgb8
@@ -16,13 +23,18 @@ from .utils import DatasetError, as_rgb8
 MAX_IMAGE_PIXELS = 1_000_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
-__all__ = ["find_images", "ImageFiles", "to_rgb"]
+__all__ = ["find_images", "ImageFiles", "to_rgb", "VIDEO_EXTENSIONS", "is_video", "VideoFrames"]
+
+AV_TIME_BASE = 1_000_000  # a container's duration is in microseconds
+# Containers FFmpeg reads, by the extensions they are usually saved with (any codec inside them).
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv",
+                    ".3gp", ".ogv")
 
 GLOB_CHARS = "*?["
 
 
 def find_images(spec: str) -> List[Tuple[str, str]]:
-    """(path, path relative to the input root) for every image named by ``spec``, sorted.
+    """(path, path relative to the input root) for every image and video named by ``spec``, sorted.
 
     Extensions match case-insensitively (``.JPG`` counts), in globs too. A folder is searched recursively.
     """
@@ -36,9 +48,10 @@ def find_images(spec: str) -> List[Tuple[str, str]]:
         paths = [os.path.join(d, f) for d, _, files in os.walk(spec) for f in files]
     else:
         raise DatasetError(f"input {spec} does not exist (give a file, a folder or a glob)")
-    images = sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS))
+    images = sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
     if not images:
-        raise DatasetError(f"input {spec} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DatasetError(f"input {spec} holds no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
+                           f"({', '.join(VIDEO_EXTENSIONS)})")
     return [(p, os.path.relpath(p, root)) for p in images]
 
 
@@ -74,3 +87,108 @@ class ImageFiles(data.Dataset):
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
             return index, f"cannot decode {path}: {exc}"
         return index, torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+
+
+def is_video(path: str) -> bool:
+    """Whether ``path`` is read as a video (by its extension)."""
+    return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's own words for an error (av's message adds the errno and the path), on one line."""
+    text = getattr(exc, "strerror", None) or str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What the writers need to keep: frame rate and size; ``frames`` is how many the file announces: the
+    container's count, else its duration times the frame rate (0: unknown)."""
+
+    fps: Fraction
+    width: int
+    height: int
+    frames: int
+
+
+class VideoFrames:
+    """The frames of a video as uint8 (N, 3, H, W) batches of up to ``batch_size``, decoded by FFmpeg in a thread.
+
+    At most ``queued`` batches wait, so memory stays flat whatever the length. Opening checks that the file is a
+    video with a video stream (VideoError otherwise); a frame that cannot be decoded later raises VideoError from
+    the iteration. Use it as a context manager: leaving stops the thread and closes the file.
+    """
+
+    def __init__(self, path: str, batch_size: int, queued: int = 2):
+        av = import_av()
+        self.path, self.batch_size = path, batch_size
+        try:
+            self._container = av.open(path)
+        except Exception as exc:  # av raises FFmpeg's errors (InvalidDataError, ...) for what it cannot read
+            raise VideoError(f"cannot read video {path}: {_reason(exc)} (a damaged or cut-short file, or not a "
+                             "video?)") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise VideoError(f"{path} has no video stream (audio only?)")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"  # FFmpeg's own frame and slice threads
+        fps = stream.average_rate or stream.guessed_rate
+        if not fps or not stream.width or not stream.height:
+            self._container.close()
+            raise VideoError(f"cannot read video {path}: no frame rate or size in its video stream")
+        frames = stream.frames or round(self._container.duration * fps / AV_TIME_BASE if self._container.duration
+                                        else 0)
+        self.info = VideoInfo(Fraction(fps), stream.width, stream.height, frames)
+        self._queue: "queue.Queue[object]" = queue.Queue(maxsize=queued)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _put(self, item: object) -> bool:
+        """Hand ``item`` to the reader; False once it has stopped listening."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _decode(self) -> None:
+        batch: List[torch.Tensor] = []
+        width, height = self.info.width, self.info.height
+        try:
+            for frame in self._container.decode(video=0):
+                # a stream may change size midway: every frame is scaled to the first one's, as the writers need
+                rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+                batch.append(torch.from_numpy(rgb).permute(2, 0, 1))
+                if len(batch) == self.batch_size:
+                    if not self._put(torch.stack(batch)):
+                        return
+                    batch = []
+            if batch:
+                self._put(torch.stack(batch))
+            self._put(None)
+        except Exception as exc:  # FFmpeg's decoding errors: a truncated or damaged stream
+            if batch:
+                self._put(torch.stack(batch))
+            self._put(VideoError(f"cannot decode video {self.path} after its first frames: {_reason(exc)}"))
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        self._thread = threading.Thread(target=self._decode, name="video decoder", daemon=True)
+        self._thread.start()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+    def __enter__(self) -> "VideoFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._container.close()

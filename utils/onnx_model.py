@@ -55,14 +55,16 @@ class OnnxMetadata:
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
     palette: Optional[Tuple[Tuple[int, int, int], ...]] = None  # the classes' colours (files of older exports lack it)
+    precision: str = "fp32"  # of the weights and arithmetic: "int8" for a quantised file (export_onnx.py --int8)
 
-    OPTIONAL = ("palette",)
+    # what files of older exports lack: they draw with VOC's colours, and were all fp32
+    OPTIONAL = ("palette", "precision")
 
     def to_props(self) -> Dict[str, str]:
         """The metadata as strings; lists are JSON, so class names may hold commas."""
         return {"model_name": self.model_name, "num_classes": str(self.num_classes),
                 "class_names": json.dumps(list(self.class_names)), "output_stride": str(self.output_stride),
-                "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std)),
+                "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std)), "precision": self.precision,
                 **({"palette": json.dumps([list(c) for c in self.palette])} if self.palette else {}),
                 "input": INPUT_LAYOUT, "output": OUTPUT_LAYOUT, "exported_by": EXPORTER}
 
@@ -80,7 +82,7 @@ class OnnxMetadata:
                        output_stride=int(props["output_stride"]),
                        mean=tuple(json.loads(props["mean"])), std=tuple(json.loads(props["std"])),
                        palette=tuple(tuple(colour) for colour in json.loads(props["palette"]))
-                       if "palette" in props else None)
+                       if "palette" in props else None, precision=props.get("precision", "fp32"))
         except (ValueError, TypeError) as exc:
             raise OnnxModelError(f"{source} has malformed metadata ({exc}); export it again with {EXPORTER}") from None
         if len(meta.class_names) != meta.num_classes or (meta.palette and len(meta.palette) != meta.num_classes):

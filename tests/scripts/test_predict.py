@@ -13,6 +13,7 @@ import network
 import predict
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when
+from utils import outputs
 from utils.inference import normalize, sliding_window_labels
 
 MODEL = "deeplabv3plus_mobilenet"
@@ -165,7 +166,7 @@ def test_model_options_come_from_our_checkpoint(tmp_path, inputs):
 
 def test_inputs_sharing_a_stem_keep_their_extension():
     files = [("x/v1.2/a.jpg", "v1.2/a.jpg"), ("x/v1.2/a.png", "v1.2/a.png"), ("x/b.png", "b.png")]
-    assert predict.output_names(files) == ["v1.2/a_jpg", "v1.2/a_png", "b"]
+    assert outputs.output_names(files) == ["v1.2/a_jpg", "v1.2/a_png", "b"]
 
 
 def test_num_classes_that_the_checkpoint_does_not_have_is_an_error(tmp_path, inputs, ckpt, capsys):
@@ -214,11 +215,11 @@ def test_windows_that_skip_pixels_are_refused_without_slide_too(tmp_path, inputs
 
 def test_every_output_file_of_every_input_is_distinct():
     rels = ["a.jpg", "a.png", "a_png.bmp", "x.jpg", "x_label.jpg", "B.png", "b.jpg", "c.png"]
-    names = predict.output_names([("in/" + rel, rel) for rel in rels])
+    names = outputs.output_names([("in/" + rel, rel) for rel in rels])
     assert names == ["a_jpg", "a_png_2", "a_png", "x_jpg", "x_label_jpg", "B_png", "b_jpg", "c"]
-    written = [(name + suffix).casefold() for name in names for suffix in predict.OUTPUT_SUFFIXES.values()]
+    written = [file for name in names for file in outputs.output_files(name)]
     assert len(set(written)) == len(written)
-    assert predict.output_names([("in/" + rel, rel) for rel in rels]) == names  # deterministic
+    assert outputs.output_names([("in/" + rel, rel) for rel in rels]) == names  # deterministic
 
 
 def test_unwritable_output_folder_and_full_disk_are_one_line(ckpt, tmp_path, capsys, monkeypatch):
@@ -231,14 +232,14 @@ def test_unwritable_output_folder_and_full_disk_are_one_line(ckpt, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"error: --save_val_results_to {blocker / 'out'}: {blocker} is a file, not a folder; choose another folder"
 
-    real_save = predict.save_outputs
+    real_write = outputs.ImageWriter.write
 
-    def second_fails(opts, stem, *args):
+    def second_fails(writer, stem, *args):
         if stem == "b":
             raise OSError(28, "No space left on device")
-        real_save(opts, stem, *args)
+        real_write(writer, stem, *args)
 
-    monkeypatch.setattr(predict, "save_outputs", second_fails)
+    monkeypatch.setattr(outputs.ImageWriter, "write", second_fails)
     assert predict.main(base + ["--save_val_results_to", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "b.png (No space left on device); the 1 images before it are complete" in err

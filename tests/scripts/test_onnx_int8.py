@@ -1,0 +1,118 @@
+"""tools/export_onnx.py --int8: static INT8 in QDQ form with per-channel weights, metadata that says so, predict.py
+--onnx on it, and the one-line errors of its options."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import network
+import predict
+from tools import export_onnx
+from utils.inference import normalize
+from utils.onnx_model import OnnxMetadata
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+MODEL = "deeplabv3plus_mobilenet"
+NUM_CLASSES = 3
+CHECK_SIZES = ["64x48", "48x64"]
+TRAIN_STEPS = 15
+
+
+def _photo(seed: int, width: int = 64, height: int = 48) -> np.ndarray:
+    """Smooth colour regions with noise: activations with a realistic range, unlike uniform noise."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(small).resize((width, height), Image.BILINEAR)).astype(np.int16)
+    return np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
+
+
+def _trained_model(photos: torch.Tensor) -> torch.nn.Module:
+    """A model trained a few steps to tell reddish, greenish and bluish pixels apart: INT8 rounding flips the labels of
+    random weights, whose classes are near ties everywhere, but not of a model with margins."""
+    torch.manual_seed(0)
+    model = network.build_model(MODEL, NUM_CLASSES, 16, pretrained_backbone=False).train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # running statistics: the average over every step, settled after a few
+    targets = photos.float().argmax(1)  # the strongest colour channel: three classes of similar size
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(TRAIN_STEPS):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(normalize(photos)), targets).backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """(checkpoint, calibration folder, int8 .onnx)."""
+    folder = tmp_path_factory.mktemp("int8")
+    photos = folder / "photos"
+    photos.mkdir()
+    for seed in range(6):
+        Image.fromarray(_photo(seed)).save(photos / f"{seed}.png")
+    model = _trained_model(torch.from_numpy(np.stack([_photo(seed) for seed in range(6)])).permute(0, 3, 1, 2))
+    ckpt = folder / "model.pth"
+    torch.save({"model_state": model.eval().state_dict(), "model_name": MODEL, "output_stride": 16}, ckpt)
+    int8 = folder / "model_int8.onnx"
+    assert export_onnx.main(["--ckpt", str(ckpt), "--check_sizes", *CHECK_SIZES, "--output", str(int8), "--int8",
+                             "--calibration", str(photos)]) == 0
+    return str(ckpt), photos, str(int8)
+
+
+def test_int8_file_is_qdq_with_per_channel_weights_and_says_int8(files):
+    model = onnx.load(files[2])
+    metadata = OnnxMetadata.from_props({p.key: p.value for p in model.metadata_props}, "int8")
+    assert (metadata.precision, metadata.model_name, metadata.num_classes) == ("int8", MODEL, NUM_CLASSES)
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    nodes = list(model.graph.node)
+    assert any(node.op_type == "QuantizeLinear" for node in nodes)
+    weight_dequantizers = [node for node in nodes if node.op_type == "DequantizeLinear"
+                           and node.input[0] in initializers and len(initializers[node.input[0]].dims) == 4]
+    assert weight_dequantizers  # the convolutions' weights are stored in int8 ...
+    for node in weight_dequantizers:
+        weight, scale = initializers[node.input[0]], initializers[node.input[1]]
+        assert weight.data_type == onnx.TensorProto.INT8
+        assert list(scale.dims) == [weight.dims[0]]  # ... with one scale per output channel
+    weights = sum(tensor.dims[0] * int(np.prod(tensor.dims[1:])) for tensor in initializers.values()
+                  if tensor.data_type == onnx.TensorProto.INT8)
+    assert os.path.getsize(files[2]) < 2 * weights  # the weights are held once, in int8, not beside fp32 copies
+
+
+def test_predict_runs_the_int8_file_close_to_fp32(files, tmp_path, capsys):
+    outputs = {}
+    for name, model in (("fp32", ["--ckpt", files[0], "--amp", "off"]), ("int8", ["--onnx", files[2]])):
+        out = tmp_path / name
+        assert predict.main(["--input", str(files[1]), *model, "--output", "label", "--num_workers", "0",
+                             "--save_val_results_to", str(out)]) == 0
+        outputs[name] = np.stack([np.asarray(Image.open(out / f"{seed}_label.png")) for seed in range(6)])
+    assert "6 done, 0 skipped" in capsys.readouterr().out
+    assert len(np.unique(outputs["fp32"])) == NUM_CLASSES
+    assert (outputs["int8"] == outputs["fp32"]).mean() > 0.95
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--int8"], "error: --int8 needs --calibration DIR (a few dozen images like those you will predict on)"),
+    (["--calibration", "photos"], "error: --calibration is for --int8; add --int8 or drop it"),
+    (["--int8", "--calibration", "photos", "--calibration_images", "0"],
+     "error: --calibration_images must be positive, not 0"),
+])
+def test_int8_options_are_one_line_errors(files, tmp_path, capsys, flags, message):
+    out = tmp_path / "m.onnx"
+    assert export_onnx.main(["--ckpt", files[0], "--output", str(out), *flags]) == 1
+    assert capsys.readouterr().err.strip() == message and not out.exists()
+
+
+def test_calibration_without_decodable_images_is_one_line(files, tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    assert export_onnx.main(["--ckpt", files[0], "--output", str(tmp_path / "m.onnx"), "--int8", "--calibration",
+                             str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("skipped: cannot decode") and err[1] == (
+        f"error: --calibration {tmp_path / 'bad'} holds no image that can be decoded; give a few dozen images like "
+        "those you will predict on")

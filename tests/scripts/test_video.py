@@ -1,0 +1,168 @@
+"""predict.py on videos: frame count, size and frame rate kept, per-frame masks equal predict.py on the frames as
+PNGs, odd sizes, bad files skipped in one line, a missing PyAV, and a stop signal that leaves a playable video."""
+import os
+import re
+import signal
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import network
+import predict
+from tests.conftest import ROOT
+from tests.helpers import signal_group_when
+from tests.scripts.test_predict import MODEL, NUM_CLASSES
+from utils.inference import normalize
+from utils.video import AV_PIP
+
+av = pytest.importorskip("av")
+
+FPS = Fraction(30000, 1001)  # NTSC's, which a float would round
+
+
+def _frames(count: int, width: int, height: int):
+    """Frames with a square moving across a textured background, so the masks change from frame to frame."""
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    for index in range(count):
+        frame = background.copy()
+        left = (index * 7) % max(1, width - 16)
+        frame[height // 4: height // 4 + 16, left:left + 16] = (255, 40, 40)
+        yield frame
+
+
+def write_clip(path, count: int = 7, width: int = 96, height: int = 64, codec: str = "ffv1",
+               pixel_format: str = "bgr0") -> str:
+    """A clip written with PyAV; FFV1 in RGB is lossless, so decoded frames equal the frames written."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, pixel_format
+        for frame in _frames(count, width, height):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """Random weights with BatchNorm statistics of the frames, so that more than one class wins somewhere."""
+    torch.manual_seed(0)
+    model = network.build_model(MODEL, NUM_CLASSES, 16, pretrained_backbone=False)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # running statistics = the average over the batch seen
+    frames = torch.from_numpy(np.stack(list(_frames(4, 96, 64)))).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        model.train()(normalize(frames))
+    path = tmp_path_factory.mktemp("ckpt") / "best.pth"
+    torch.save({"model_state": model.state_dict()}, path)
+    return (str(path),)
+
+
+def _video_facts(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video=0))
+        return frames, (stream.width, stream.height), stream.average_rate
+
+
+def _predict(inputs, out, ckpt_path, *extra):
+    return predict.main(["--input", str(inputs), "--ckpt", ckpt_path, "--model", MODEL, "--amp", "off",
+                         "--num_workers", "0", "--save_val_results_to", str(out), *extra])
+
+
+def test_a_video_keeps_frames_size_and_rate_and_its_masks_equal_the_frames_as_images(tmp_path, ckpt, capsys):
+    clip = write_clip(tmp_path / "clip.mkv")
+    out = tmp_path / "out"
+    assert _predict(clip, out, ckpt[0], "--output", "color", "label", "--val_batch_size", "2") == 0
+    assert "1 done, 0 skipped" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == ["clip_color.mp4", "clip_label", "clip_overlay.mp4"]
+    for name in ("clip_color.mp4", "clip_overlay.mp4"):
+        assert _video_facts(out / name) == (7, (96, 64), FPS)
+        with av.open(str(out / name)) as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+    assert sorted(os.listdir(out / "clip_label")) == [f"{i:06d}.png" for i in range(7)]
+
+    # frames 2 and 3 as PNGs: the same batch of two as in the video (batches 0-1, 2-3, 4-5, 6)
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    with av.open(clip) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in (2, 3):
+                frame.to_image().save(stills / f"{index:06d}.png")
+    assert _predict(stills, tmp_path / "still_out", ckpt[0], "--output", "label", "--val_batch_size", "2") == 0
+    for index in (2, 3):
+        video_mask = np.asarray(Image.open(out / "clip_label" / f"{index:06d}.png"))
+        still_mask = np.asarray(Image.open(tmp_path / "still_out" / f"{index:06d}_label.png"))
+        assert np.array_equal(video_mask, still_mask)
+    assert len(np.unique(video_mask)) > 1  # the masks are not trivially equal
+
+
+def test_odd_sizes_are_kept_and_folders_mix_images_and_videos(tmp_path, ckpt, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_clip(folder / "odd.mkv", count=3, width=97, height=65)
+    Image.fromarray(next(_frames(1, 40, 30))).save(folder / "photo.png")
+    out = tmp_path / "out"
+    assert _predict(folder, out, ckpt[0]) == 0
+    assert "2 done, 0 skipped" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == ["odd_color.mp4", "odd_overlay.mp4", "photo.png"]
+    assert _video_facts(out / "odd_overlay.mp4") == (3, (97, 65), FPS)
+
+
+def test_bad_videos_are_skipped_in_one_line_and_the_rest_goes_on(tmp_path, ckpt, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_clip(folder / "good.mkv", count=2)
+    whole = write_clip(tmp_path / "whole.mp4", count=20, codec="libx264", pixel_format="yuv420p")
+    data = open(whole, "rb").read()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])  # a copy cut short: no index at the end
+    data = open(write_clip(tmp_path / "whole.mkv", count=30), "rb").read()
+    (folder / "cut.mkv").write_bytes(data[: len(data) // 2])  # Matroska: decodes up to the cut
+    with av.open(str(folder / "sound.mkv"), "w") as container:  # audio only
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    (folder / "notes.mp4").write_text("not a video, whatever its name says")
+    out = tmp_path / "out"
+    assert _predict(folder, out, ckpt[0]) == 1
+    printed = capsys.readouterr()
+    assert "1 done, 4 skipped" in printed.out
+    lines = printed.err.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith("skipped: ") for line in lines), lines
+    cut = re.fullmatch(rf"skipped: {re.escape(str(folder / 'cut.mkv'))} ends after (\d+) of the 30 frames its header "
+                       r"announces \(cut short\?\); its outputs hold those \1", lines[0])
+    assert cut and _video_facts(out / "cut_overlay.mp4")[0] == int(cut.group(1))
+    assert lines[1].startswith(f"skipped: cannot read video {folder / 'notes.mp4'}: ")
+    assert lines[2] == f"skipped: {folder / 'sound.mkv'} has no video stream (audio only?)"
+    assert lines[3].startswith(f"skipped: cannot read video {folder / 'truncated.mp4'}: ")
+    assert sorted(os.listdir(out)) == ["cut_color.mp4", "cut_overlay.mp4", "good_color.mp4", "good_overlay.mp4"]
+
+
+def test_without_pyav_a_video_is_one_line(tmp_path, ckpt, capsys, monkeypatch):
+    clip = write_clip(tmp_path / "clip.mkv", count=1)
+    monkeypatch.setitem(sys.modules, "av", None)  # as if not installed: importing it raises ImportError
+    assert _predict(clip, tmp_path / "out", ckpt[0]) == 1
+    assert capsys.readouterr().err.strip() == f"error: videos need PyAV, which is not installed: {AV_PIP}"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM])
+def test_a_stop_signal_leaves_a_playable_video(tmp_path, ckpt, signum):
+    clip = write_clip(tmp_path / "long.mkv", count=400)
+    out = tmp_path / "out"
+    cmd = [sys.executable, os.path.join(ROOT, "predict.py"), "--input", clip, "--ckpt", ckpt[0], "--model", MODEL,
+           "--save_val_results_to", str(out), "--output", "label", "--val_batch_size", "2"]
+    code, printed = signal_group_when(cmd, lambda _: os.path.exists(out / "long_label" / "000003.png"), signum,
+                                      cwd=ROOT)
+    assert code == 128 + signum, printed
+    assert f"{signum.name} received: stopped after" in printed and "Traceback" not in printed
+    frames, size, rate = _video_facts(out / "long_overlay.mp4")
+    assert 4 <= frames < 400 and size == (96, 64) and rate == FPS
+    assert frames == len(os.listdir(out / "long_label"))
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp")]
