@@ -9,13 +9,11 @@ import signal
 import sys
 from typing import List, Optional, Tuple
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets import Cityscapes, DatasetError, VOCSegmentation
-from datasets.class_info import NAMED_DATASETS, resolve_classes
-from datasets.folder import read_class_ids
+from datasets import DatasetError, VOCSegmentation
+from datasets.class_info import NAMED_DATASETS, label_id_table, resolve_classes
 from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video
 from network import PretrainedWeightsError
 from network.trained_model import ModelSpec, add_model_options, load_model_of
@@ -84,28 +82,6 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="sliding-window inference for images larger than the training crop")
     add_window_options(parser, "--slide")
     return parser
-
-
-def label_ids_for(opts, num_classes: int) -> Optional[np.ndarray]:
-    """For --output labelids: a 256-entry table from class index to the id written (Cityscapes' train id -> label
-    id, or the ``ids`` of --classes); None when labelids is not asked for."""
-    if "labelids" not in opts.output:
-        return None
-    if opts.classes:
-        ids = read_class_ids(opts.classes)
-        if ids is None:
-            raise PredictError(f"--output labelids needs the id of each class: add `ids: [...]` (one per name) to "
-                               f"{opts.classes}")
-        table = np.zeros(256, np.uint8)
-        table[: len(ids)] = ids
-        return table
-    if opts.dataset != "cityscapes":
-        raise PredictError("--output labelids writes Cityscapes label ids (--dataset cityscapes) or the ids of your "
-                           "own classes (--classes classes.yaml with `ids`)")
-    if num_classes != len(Cityscapes.class_names):
-        raise PredictError(f"--output labelids with --dataset cityscapes needs a model of its "
-                           f"{len(Cityscapes.class_names)} train ids, but this one predicts {num_classes} classes")
-    return Cityscapes.train_id_to_id
 
 
 def load_model(opts, device: torch.device) -> Tuple[torch.nn.Module, ModelSpec]:
@@ -213,10 +189,11 @@ def run(opts, stop: StopFlag) -> int:
         model, spec = load_model(opts, device)
         num_classes, names, colours = spec.num_classes, spec.class_names, spec.palette
     classes = resolve_classes(num_classes, opts.classes, opts.dataset, names, colours, model=opts.onnx or opts.ckpt)
-    if classes.source.startswith("the class indices") and num_classes != len(VOCSegmentation.class_names):
+    if classes.from_indices and num_classes != len(VOCSegmentation.class_names):
         print(f"note: {opts.onnx or opts.ckpt} does not record its classes; the {num_classes} classes are drawn with "
               "the VOC colours (give --classes classes.yaml for your own)")
-    drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids_for(opts, num_classes))
+    label_ids = label_id_table(opts.classes, opts.dataset) if "labelids" in opts.output else None
+    drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids)
     writer = ImageWriter(opts.save_val_results_to, opts.output, drawing)
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))

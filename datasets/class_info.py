@@ -10,11 +10,11 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from .cityscapes import Cityscapes
-from .folder import default_palette, palette_table, read_classes
+from .folder import default_palette, palette_table, read_class_ids, read_classes
 from .utils import DatasetError
 from .voc import VOCSegmentation
 
-__all__ = ["NAMED_DATASETS", "ClassInfo", "resolve_classes"]
+__all__ = ["NAMED_DATASETS", "ClassInfo", "resolve_classes", "label_id_table"]
 
 NAMED_DATASETS = {"voc": VOCSegmentation, "demo": VOCSegmentation, "cityscapes": Cityscapes}
 
@@ -26,6 +26,7 @@ class ClassInfo:
     names: Tuple[str, ...]
     palette: np.ndarray
     source: str
+    from_indices: bool = False  # nothing named the classes: indices in VOC's colours
 
     def colour_table(self) -> np.ndarray:
         """A 256x3 table for drawing class indices: the classes' colours, black elsewhere (void included)."""
@@ -56,7 +57,25 @@ def resolve_classes(num_classes: int, classes_file: Optional[str] = None, datase
         raise DatasetError(f"{model} does not record its class names; --dataset folder needs --classes "
                            "PATH/classes.yaml for them and their colours")
     return ClassInfo(tuple(str(index) for index in range(num_classes)), default_palette(num_classes),
-                     "the class indices (VOC colours)")
+                     "the class indices (VOC colours)", from_indices=True)
+
+
+def label_id_table(classes_file: Optional[str] = None, dataset: Optional[str] = None) -> np.ndarray:
+    """For ``--output labelids``: a 256-entry table from class index to the id written: the ``ids`` of
+    ``classes_file``, else Cityscapes' label id of each train id (``dataset`` 'cityscapes'). Call it after
+    :func:`resolve_classes`, which checks the class count. DatasetError when neither gives ids."""
+    if classes_file:
+        ids = read_class_ids(classes_file)
+        if ids is None:
+            raise DatasetError(f"--output labelids needs the id of each class: add `ids: [...]` (one per name) to "
+                               f"{classes_file}")
+        table = np.zeros(256, np.uint8)
+        table[: len(ids)] = ids
+        return table
+    if dataset != "cityscapes":
+        raise DatasetError("--output labelids writes Cityscapes label ids (--dataset cityscapes) or the ids of your "
+                           "own classes (--classes classes.yaml with `ids`)")
+    return Cityscapes.train_id_to_id
 
 
 def _checked(info: ClassInfo, num_classes: int, model: str) -> ClassInfo:

@@ -121,10 +121,13 @@ class FolderSegmentation(PairedSegmentation):
     def __init__(self, root: str, split: Optional[str] = "train", transform: Optional[Callable] = None,
                  classes_file: Optional[str] = None):
         self.root = os.path.expanduser(root)
-        names, palette, ignore_index = read_classes(classes_file or os.path.join(self.root, CLASSES_FILE))
+        classes_path = classes_file or os.path.join(self.root, CLASSES_FILE)
+        names, palette, ignore_index = read_classes(classes_path)
         self.class_names = tuple(names)
         self.palette = palette
         self.mask_ignore_index = ignore_index  # as stored in the masks; encode_mask turns it into IGNORE_INDEX
+        # a file that says which value is "ignore" is taken at its word: masks of 0 and 255 are then meant so
+        self.ignore_declared = "ignore_index" in _read_spec(classes_path)
         self.cmap = palette_table(palette)
         images = _stems(os.path.join(self.root, "images"), IMAGE_EXTENSIONS)
         masks = _stems(os.path.join(self.root, "masks"), (".png",))
@@ -194,7 +197,7 @@ class FolderSegmentation(PairedSegmentation):
         return out
 
     def _check_binary_255(self, values: np.ndarray, path: str) -> None:
-        if self.mask_ignore_index != IGNORE_INDEX or values.size == 0:
+        if self.mask_ignore_index != IGNORE_INDEX or self.ignore_declared or values.size == 0:
             return
         present = np.unique(values)
         share = float((values == IGNORE_INDEX).mean())

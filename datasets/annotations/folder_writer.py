@@ -10,6 +10,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils.atomic import atomic_write
+from utils.constants import IGNORE_INDEX
 
 from ..folder import CLASSES_FILE, FolderSegmentation, palette_table
 from ..utils import DatasetError
@@ -100,7 +101,9 @@ def import_to_folder(export: Export, out: str, label_map: LabelMap, background: 
     result.train, result.val = split_stems(result.stems, val_fraction, seed)
     for split, stems in zip(SPLITS, (result.train, result.val)):
         _write_text(os.path.join(out, "splits", f"{split}.txt"), "\n".join(stems) + "\n")
-    classes = {"names": label_map.names, "palette": label_map.palette.tolist()}
+    # ignore_index stated: masks where ignored regions (--background ignore, __ignore__) are most of an image
+    # are then not taken for a binary mask saved as 0/255
+    classes = {"names": label_map.names, "palette": label_map.palette.tolist(), "ignore_index": IGNORE_INDEX}
     _write_text(os.path.join(out, CLASSES_FILE), yaml.safe_dump(classes, default_flow_style=None, sort_keys=False,
                                                                 allow_unicode=True))
     return result

@@ -61,6 +61,15 @@ def test_binary_mask_saved_as_0_255_is_detected(tmp_path):
         FolderSegmentation(root)[0]
 
 
+def test_a_classes_file_that_states_255_as_ignore_is_taken_at_its_word(tmp_path):
+    """An image whose objects are all marked "ignore" (as an annotation import writes it) is no 0/255 mistake."""
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:8, 2:8] = 255
+    root = _folder(tmp_path, [mask], classes="names: [background, object]\nignore_index: 255\n")
+    _, target = FolderSegmentation(root)[0]
+    assert set(np.unique(np.asarray(target)).tolist()) == {0, 255}
+
+
 def test_split_files_and_missing_masks(tmp_path):
     root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)] * 2)
     os.makedirs(os.path.join(root, "splits"))

@@ -168,6 +168,13 @@ def test_classes_unknown_labels_and_background_options(tmp_path, capsys):
     assert np.array_equal(_mask(tmp_path / "o2", "a"), _boxes((VOID, 0, 0, 9, 9), (1, 20, 20, 29, 29), fill=VOID))
     assert "background, dog" in out
 
+    # an image with only ignored regions and background passes the folder check (no "0/255 mistake" alarm)
+    _labelme(tmp_path / "lm3", "b", [("cat", "rectangle", [[0, 0], [29, 29]])])
+    code, _, err = _run(capsys, "--from", "labelme", tmp_path / "lm3", "--out", tmp_path / "o3", "--classes", "dog",
+                        "--unknown", "ignore")
+    assert code == 0, err
+    assert set(np.unique(_mask(tmp_path / "o3", "b")).tolist()) == {0, VOID}
+
 
 def test_bad_files_are_skipped_with_a_line_each_and_the_rest_imported(tmp_path, capsys):
     lm = tmp_path / "lm"
