@@ -235,23 +235,27 @@ def resolve_architecture(opts, device: torch.device) -> None:
         record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv)
 
 
-def output_guard(opts, env: DistEnv) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def output_guard(opts, env: DistEnv) -> Iterator[None]:
     """On process 0: check that the output folders can be written and, when training, hold the checkpoints'
-    lock for the run, so a read-only folder or a second run on the same files fails at once."""
-    if not env.is_main:
-        return contextlib.nullcontext()
-    require_writable(opts.results_dir, "--results_dir")
-    if opts.tensorboard:
-        require_writable(opts.tensorboard, "--tensorboard")
-    if opts.test_only:
-        return contextlib.nullcontext()
+    lock for the run, so a read-only folder or a second run on the same files fails at once. Under the lock,
+    what a killed save of these checkpoints left behind is removed (and said)."""
+    if env.is_main:
+        require_writable(opts.results_dir, "--results_dir")
+        if opts.tensorboard:
+            require_writable(opts.tensorboard, "--tensorboard")
+    if not env.is_main or opts.test_only:
+        yield
+        return
     require_writable(opts.checkpoint_dir, "--checkpoint_dir")
-    removed = remove_orphaned_temporaries(opts.checkpoint_dir, ".pth")
-    if removed:
-        print(f"Removed {len(removed)} temporary checkpoint file(s) that a killed save left in {opts.checkpoint_dir} "
-              f"({sum(size for _, size in removed) / 2 ** 20:.1f} MiB): "
-              f"{', '.join(os.path.basename(path) for path, _ in removed)}")
-    return writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0])  # hidden, and not a *.pth
+    with writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0]):  # hidden, and not a *.pth
+        names = [os.path.basename(checkpoint_path(opts, kind)) for kind in ("latest", "best")]
+        removed = remove_orphaned_temporaries(opts.checkpoint_dir, names)
+        if removed:
+            print(f"Removed {len(removed)} temporary checkpoint file(s) that a killed save left in "
+                  f"{opts.checkpoint_dir} ({sum(size for _, size in removed) / 2 ** 20:.1f} MiB): "
+                  f"{', '.join(os.path.basename(path) for path, _ in removed)}")
+        yield
 
 
 def build_predictor(opts, model: nn.Module, device: torch.device, log=print) -> SegmentationPredictor:

@@ -2,23 +2,12 @@
 import contextlib
 import os
 import re
-import socket
 import tempfile
 import uuid
-from typing import BinaryIO, Iterator, List, Optional, Tuple
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["atomic_write", "check_writable", "require_writable", "require_writable_file", "missing_file",
            "remove_orphaned_temporaries"]
-
-# ".tmp-{name}-{host}-{pid}-{8 hex}" (files written before the host was part of the name lack it); the name is
-# the shortest that ends in the target's suffix, so a name or host with dashes in it still parses
-_TEMPORARY = r"^\.tmp-(?P<name>.+?{suffix})-(?:(?P<host>[^/]+)-)?(?P<pid>\d+)-[0-9a-f]{{8}}$"
-
-
-def _host() -> str:
-    """This machine's name as it goes into temporary file names (no path separators)."""
-    return socket.gethostname().replace(os.sep, "_") or "localhost"
-
 
 @contextlib.contextmanager
 def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
@@ -29,8 +18,7 @@ def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
     """
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    # the writer's machine and process: remove_orphaned_temporaries() tells a crashed writer's file from a live one
-    tmp = os.path.join(folder, f".tmp-{name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = os.path.join(folder, f"{_temporary_prefix(name)}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "xb") as f:  # not mkstemp: the file gets the usual permissions (umask), not 0600
             yield f
@@ -92,36 +80,27 @@ def missing_file(path: str) -> Optional[str]:
     return "is a folder, not a file" if os.path.isdir(path) else "does not exist"
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+def _temporary_prefix(name: str) -> str:
+    """The start of the name of every temporary file :func:`atomic_write` writes for a target named ``name``."""
+    return f".tmp-{name}-"
 
 
-def remove_orphaned_temporaries(folder: str, suffix: str = "") -> List[Tuple[str, int]]:
-    """Remove the temporary files of :func:`atomic_write` for ``*suffix`` targets in ``folder`` whose writer was
-    killed (SIGKILL, the OOM killer, a power cut) before it could clean up; return their paths and sizes.
-
-    Only files written on this machine by a process that no longer exists are removed: a live writer's file, or
-    one from another machine sharing the folder, is left alone.
+def remove_orphaned_temporaries(folder: str, names: Sequence[str]) -> List[Tuple[str, int]]:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` for targets called ``names`` when its
+    process was killed (SIGKILL, the OOM killer, a power cut) before it could clean up; return their paths and
+    sizes. Call it while holding the lock that every writer of those targets holds (``writer_lock``): then no
+    other process is writing them, and only this process's own temporaries are spared.
     """
     if not os.path.isdir(folder):
         return []
+    prefixes = tuple(_temporary_prefix(name) for name in names)
+    own = re.compile(rf"-{os.getpid()}-[0-9a-f]{{8}}$")
     removed = []
-    pattern = re.compile(_TEMPORARY.format(suffix=re.escape(suffix)))
     for entry in sorted(os.listdir(folder)):
-        match = pattern.match(entry)
-        if not match:
-            continue
-        host, pid = match.group("host"), int(match.group("pid"))
-        if (host is not None and host != _host()) or pid == os.getpid() or _process_exists(pid):
+        if not entry.startswith(prefixes) or own.search(entry):
             continue
         path = os.path.join(folder, entry)
-        with contextlib.suppress(FileNotFoundError):  # another process cleaned it up meanwhile
+        with contextlib.suppress(FileNotFoundError):  # gone meanwhile
             size = os.path.getsize(path)
             os.remove(path)
             removed.append((path, size))

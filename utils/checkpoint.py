@@ -107,7 +107,9 @@ def _os_error(exc: BaseException) -> Optional[OSError]:
 
 def torch_load(path: str, mmap: bool = False) -> Any:
     """``torch.load`` onto the CPU with ``weights_only=True``: tensors, plain data and NumPy scalars only.
-    ``mmap`` maps the tensors instead of reading them (for a look at the other entries)."""
+    ``mmap`` maps the tensors instead of reading them (for a look at the other entries); files in the format
+    before PyTorch 1.6, which cannot be mapped, are read whole."""
+    mmap = mmap and zipfile.is_zipfile(path)
     with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 

@@ -89,14 +89,23 @@ def node_main_first(env: DistEnv) -> Iterator[None]:
 
 def from_process_zero(make: Callable[[], T], device: torch.device) -> T:
     """``make()`` run on process 0 alone, its result sent (pickled) to every process; one process just runs it.
+    An exception ``make()`` raises is raised on every process.
 
     For files that only process 0's machine has, such as the checkpoints it wrote.
     """
     if not _initialized():
         return make()
-    box = [make() if dist.get_rank() == 0 else None]
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box = [(True, make())]
+        except Exception as exc:  # sent too: every process stops with it, none waits for a result never coming
+            box = [(False, exc)]
     dist.broadcast_object_list(box, src=0, device=device)
-    return box[0]
+    made, value = box[0]
+    if not made:
+        raise value
+    return value
 
 
 def gather_to_process_zero(obj: T) -> Optional[List[T]]:

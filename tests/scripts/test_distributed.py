@@ -1,5 +1,6 @@
 """torchrun on the CPU with Gloo: one writer, exact distributed validation, loss parity, a dead peer, and two
 "machines" (two torchrun agents with their own working folders) that share no files."""
+import datetime
 import os
 import re
 import signal
@@ -19,8 +20,8 @@ from datasets.sampling import ShardSampler
 from metrics import StreamSegMetrics
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when, write_voc
-from utils.checkpoint import capture_rng_state, load_checkpoint, restore_process_rng_state
-from utils.distributed import DistEnv, gather_to_process_zero
+from utils.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_process_rng_state
+from utils.distributed import DistEnv, from_process_zero, gather_to_process_zero
 
 MODEL = "deeplabv3plus_mobilenet"
 
@@ -307,3 +308,27 @@ def test_new_losses_weights_and_tensorboard_under_torchrun(demo_root, tmp_path):
     assert all(np.isfinite(_losses(result.stdout)))
     assert len([f for f in os.listdir(tmp_path / "tb") if f.startswith("events.out.tfevents")]) == 1
     assert os.path.isfile(tmp_path / "res" / "metrics.json")
+
+
+def _fail_on_process_zero(rank: int, port: str, out: str) -> None:
+    """Process 0 cannot read the checkpoint: every process gets its error, none waits in the broadcast."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+
+    def read():
+        raise CheckpointError("checkpoint best.pth does not exist (check --ckpt)")
+
+    try:
+        from_process_zero(read, torch.device("cpu"))
+    except CheckpointError as exc:
+        with open(f"{out}.{rank}", "w") as f:
+            f.write(str(exc))
+    torch.distributed.destroy_process_group()
+
+
+def test_an_error_on_process_zero_reaches_every_process(tmp_path):
+    out = str(tmp_path / "error")
+    torch.multiprocessing.spawn(_fail_on_process_zero, args=(str(_free_port()), out), nprocs=2)
+    for rank in (0, 1):
+        with open(f"{out}.{rank}") as f:
+            assert f.read() == "checkpoint best.pth does not exist (check --ckpt)"

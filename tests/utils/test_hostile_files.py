@@ -44,6 +44,23 @@ def test_legacy_torch_files_still_load(tmp_path):
     path = tmp_path / "legacy.pth"
     torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
     assert load_checkpoint(str(path))["w"].sum() == 2
+    assert load_checkpoint(str(path), mmap=True)["w"].sum() == 2  # cannot be mapped: read whole
+
+
+def test_main_evaluates_a_legacy_format_checkpoint(tmp_path, capsys):
+    """main.py peeks at --ckpt's record memory-mapped; a file in the format before PyTorch 1.6 is read instead."""
+    import main as train_script
+    import network
+    from tests.helpers import write_voc
+
+    write_voc(tmp_path / "data")
+    model = network.build_model("deeplabv3plus_mobilenet", 21, 16, pretrained_backbone=False)
+    path = tmp_path / "legacy.pth"
+    torch.save({"model_state": model.state_dict(), "model_name": "deeplabv3plus_mobilenet"}, path,
+               _use_new_zipfile_serialization=False)
+    assert train_script.main(["--data_root", str(tmp_path / "data"), "--test_only", "--ckpt", str(path),
+                              "--num_workers", "0", "--results_dir", str(tmp_path / "res")]) == 0
+    assert "Mean IoU" in capsys.readouterr().out
 
 
 class _FullDisk:
