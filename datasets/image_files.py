@@ -1,7 +1,9 @@
 """Inputs to predict on: a file, a folder (recursive) or a glob of images and videos. Images are decoded robustly to
 RGB in DataLoader workers; videos frame by frame in a thread, in batches (:class:`VideoFrames`)."""
+import contextlib
 import dataclasses
 import glob
+import itertools
 import os
 import queue
 import threading
@@ -25,7 +27,6 @@ Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 __all__ = ["find_images", "ImageFiles", "to_rgb", "VIDEO_EXTENSIONS", "is_video", "VideoFrames"]
 
-AV_TIME_BASE = 1_000_000  # a container's duration is in microseconds
 # Containers FFmpeg reads, by the extensions they are usually saved with (any codec inside them).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv",
                     ".3gp", ".ogv")
@@ -100,10 +101,31 @@ def _reason(exc: Exception) -> str:
     return (text.splitlines() or [type(exc).__name__])[0]
 
 
+AV_TIME_BASE = 1_000_000  # a container's duration is in microseconds
+
+
+def _announced_frames(container, stream, fps: Fraction) -> int:
+    """How many frames the file says its video stream has: the stream's count, else its own duration (or the
+    Matroska DURATION tag) times the frame rate, else the container's duration when the video is its only stream
+    (with audio, the container lasts as long as the longest stream); 0 when unknown."""
+    if stream.frames:
+        return stream.frames
+    if stream.duration and stream.time_base:
+        return round(stream.duration * stream.time_base * fps)
+    tag = stream.metadata.get("DURATION", "")  # "HH:MM:SS.fraction", what FFmpeg's Matroska muxer writes
+    if tag.count(":") == 2:
+        hours, minutes, seconds = tag.split(":")
+        with contextlib.suppress(ValueError):
+            return round((int(hours) * 3600 + int(minutes) * 60 + float(seconds)) * fps)
+    if container.duration and len(container.streams) == 1:
+        return round(container.duration * fps / AV_TIME_BASE)
+    return 0
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
     """What the writers need to keep: frame rate and size; ``frames`` is how many the file announces: the
-    container's count, else its duration times the frame rate (0: unknown)."""
+    stream's count, else its duration times the frame rate (0: unknown, then nothing is checked)."""
 
     fps: Fraction
     width: int
@@ -136,9 +158,22 @@ class VideoFrames:
         if not fps or not stream.width or not stream.height:
             self._container.close()
             raise VideoError(f"cannot read video {path}: no frame rate or size in its video stream")
-        frames = stream.frames or round(self._container.duration * fps / AV_TIME_BASE if self._container.duration
-                                        else 0)
-        self.info = VideoInfo(Fraction(fps), stream.width, stream.height, frames)
+        frames = _announced_frames(self._container, stream, Fraction(fps))
+        # The first frame says how the video is to be shown: phones store portrait clips sideways, with a
+        # rotation for players to apply. Frames are turned upright, so masks and outputs show as the input plays.
+        self._decoded = self._container.decode(video=0)
+        try:
+            self._first = next(self._decoded, None)
+        except Exception as exc:  # FFmpeg's decoding errors
+            self._container.close()
+            raise VideoError(f"cannot decode video {path}: {_reason(exc)}") from None
+        if self._first is None:
+            self._container.close()
+            raise VideoError(f"{path} holds no video frame")
+        self._stored_size = (stream.width, stream.height)
+        self._turns = round((self._first.rotation or 0) / 90) % 4  # counterclockwise quarter turns, as np.rot90
+        width, height = (stream.height, stream.width) if self._turns % 2 else (stream.width, stream.height)
+        self.info = VideoInfo(Fraction(fps), width, height, frames)
         self._queue: "queue.Queue[object]" = queue.Queue(maxsize=queued)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -155,12 +190,12 @@ class VideoFrames:
 
     def _decode(self) -> None:
         batch: List[torch.Tensor] = []
-        width, height = self.info.width, self.info.height
+        width, height = self._stored_size
         try:
-            for frame in self._container.decode(video=0):
+            for frame in itertools.chain([self._first], self._decoded):
                 # a stream may change size midway: every frame is scaled to the first one's, as the writers need
-                rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
-                batch.append(torch.from_numpy(rgb).permute(2, 0, 1))
+                rgb = np.rot90(frame.to_ndarray(format="rgb24", width=width, height=height), self._turns)
+                batch.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
                 if len(batch) == self.batch_size:
                     if not self._put(torch.stack(batch)):
                         return

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import re
 from collections import Counter
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -93,10 +94,26 @@ def video_kinds(kinds: Sequence[str]) -> Tuple[str, ...]:
     return ("overlay",) + tuple(kind for kind in kinds if kind != "overlay")
 
 
+FRAME_NAME = re.compile(r"^\d{6}\.png$")
+
+
+def _remove_frames(folder: str) -> None:
+    """Delete the per-frame PNGs (``000000.png``...) in ``folder``, and the folder if nothing else is left in it."""
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if FRAME_NAME.match(name):
+            os.remove(os.path.join(folder, name))
+    with contextlib.suppress(OSError):  # something of the user's is in it: keep it
+        os.rmdir(folder)
+
+
 class VideoWriter:
     """The outputs of one video, frame by frame: encoded videos for ``color`` and ``overlay`` (same frame rate and
     size), a folder of ``000000.png``... for ``label`` and ``labelids``. A context manager: the videos are
-    finished, playable, when it ends, also early (a stop signal); nothing is held in memory but the encoders'."""
+    finished, playable, when it ends, also early (a stop signal); nothing is held in memory but the encoders'.
+    The frames of an earlier run are cleared from the frame folders first; if an error ends the video, its frame
+    folders are cleared too, as its videos are never written (the outputs of a video are whole or absent)."""
 
     def __init__(self, folder: str, stem: str, kinds: Sequence[str], drawing: Drawing, fps: Fraction, width: int,
                  height: int):
@@ -106,11 +123,12 @@ class VideoWriter:
         self._encoders = {}
         self._stack = contextlib.ExitStack()
 
-    def paths(self) -> List[str]:
-        """Every video and frame folder it writes."""
-        return [self.base + VIDEO_SUFFIXES[kind] for kind in self.kinds]
+    def _frame_folders(self) -> List[str]:
+        return [self.base + VIDEO_SUFFIXES[kind] for kind in self.kinds if kind not in ENCODED_KINDS]
 
     def __enter__(self) -> "VideoWriter":
+        for folder in self._frame_folders():  # a shorter rerun must not keep the frames after its own
+            _remove_frames(folder)
         with self._stack:  # an encoder that fails to open closes those opened before it
             for kind in self.kinds:
                 if kind in ENCODED_KINDS:
@@ -121,6 +139,9 @@ class VideoWriter:
         return self
 
     def __exit__(self, *exc) -> Optional[bool]:
+        if exc[0] is not None:
+            for folder in self._frame_folders():
+                _remove_frames(folder)
         return self._stack.__exit__(*exc)
 
     def write(self, image: np.ndarray, labels: np.ndarray) -> None:

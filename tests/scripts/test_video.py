@@ -1,5 +1,6 @@
 """predict.py on videos: frame count, size and frame rate kept, per-frame masks equal predict.py on the frames as
 PNGs, odd sizes, bad files skipped in one line, a missing PyAV, and a stop signal that leaves a playable video."""
+import errno
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import predict
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when
 from tests.scripts.test_predict import MODEL, NUM_CLASSES
+from utils import outputs
 from utils.inference import normalize
 from utils.video import AV_PIP
 
@@ -143,6 +145,72 @@ def test_bad_videos_are_skipped_in_one_line_and_the_rest_goes_on(tmp_path, ckpt,
     assert lines[2] == f"skipped: {folder / 'sound.mkv'} has no video stream (audio only?)"
     assert lines[3].startswith(f"skipped: cannot read video {folder / 'truncated.mp4'}: ")
     assert sorted(os.listdir(out)) == ["cut_color.mp4", "cut_overlay.mp4", "good_color.mp4", "good_overlay.mp4"]
+
+
+def test_a_soundtrack_longer_than_the_video_is_no_cut(tmp_path, ckpt, capsys):
+    """Matroska with audio running on after the last frame: the container lasts longer than the video stream, which
+    is whole: every frame is predicted and nothing is skipped."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with av.open(str(folder / "talk.mkv"), "w") as container:
+        video = container.add_stream("ffv1", rate=FPS)
+        video.width, video.height, video.pix_fmt = 96, 64, "bgr0"
+        audio = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        for frame in _frames(6, 96, 64):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode(None))
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), format="s16", layout="mono")
+        sound.sample_rate = 8000  # one second of sound for a fifth of a second of video
+        container.mux(audio.encode(sound))
+        container.mux(audio.encode(None))
+    assert _predict(folder, tmp_path / "out", ckpt[0]) == 0
+    printed = capsys.readouterr()
+    assert "1 done, 0 skipped" in printed.out and "skipped" not in printed.err
+    assert _video_facts(tmp_path / "out" / "talk_overlay.mp4")[0] == 6
+
+
+def test_a_phone_clip_stored_sideways_is_predicted_and_written_upright(tmp_path, ckpt):
+    """A portrait clip that phones store as landscape frames with a rotation for players: its outputs have the
+    size it plays at, and the masks are those of the upright frames."""
+    with av.open(str(tmp_path / "phone.mp4"), "w") as container:
+        stream = container.add_stream("libx264rgb", rate=FPS, options={"crf": "0"})  # lossless
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "bgr24"
+        stream.set_display_rotation(90)  # shown turned a quarter counterclockwise: 64 wide, 96 high
+        for frame in _frames(2, 96, 64):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    assert _predict(tmp_path / "phone.mp4", tmp_path / "out", ckpt[0], "--output", "color", "label") == 0
+    assert _video_facts(tmp_path / "out" / "phone_overlay.mp4")[:2] == (2, (64, 96))
+    upright = np.ascontiguousarray(np.rot90(next(_frames(1, 96, 64))))
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    assert _predict(tmp_path / "upright.png", tmp_path / "still", ckpt[0], "--output", "label") == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "phone_label" / "000000.png")),
+                          np.asarray(Image.open(tmp_path / "still" / "upright_label.png")))
+
+
+def test_frame_folders_hold_this_run_s_frames_whole_or_not_at_all(tmp_path, ckpt, capsys, monkeypatch):
+    """A shorter clip of the same name leaves no frames of the longer one; a video that fails midway (a full disk
+    here) leaves neither its videos nor its frames."""
+    out = tmp_path / "out"
+    assert _predict(write_clip(tmp_path / "clip.mkv", count=5), out, ckpt[0], "--output", "label") == 0
+    assert len(os.listdir(out / "clip_label")) == 5
+    assert _predict(write_clip(tmp_path / "clip.mkv", count=2), out, ckpt[0], "--output", "label") == 0
+    assert sorted(os.listdir(out / "clip_label")) == ["000000.png", "000001.png"]
+    capsys.readouterr()
+
+    written = []
+    real_save = outputs.save_png
+
+    def fills_the_disk(image, path):
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        real_save(image, path)
+
+    monkeypatch.setattr(outputs, "save_png", fills_the_disk)
+    assert _predict(write_clip(tmp_path / "clip.mkv", count=5), tmp_path / "full", ckpt[0], "--output", "label") == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert not [name for name in os.listdir(tmp_path / "full") if name.startswith("clip")]
 
 
 def test_without_pyav_a_video_is_one_line(tmp_path, ckpt, capsys, monkeypatch):
