@@ -27,7 +27,7 @@ from datasets.utils import exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
-from network.trained_model import DEFAULT_MODEL, DEFAULT_OUTPUT_STRIDE, architecture_record, recorded_architecture
+from network.trained_model import add_model_options, architecture_record, recorded_architecture
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.atomic import remove_orphaned_temporaries, require_writable
@@ -85,15 +85,7 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="DataLoader workers (default: on a GPU the cores per GPU process less one, at most 16; "
                              "on the CPU min(4, cores))")
     # Model
-    parser.add_argument("--model", type=str, default=None, choices=list(network.MODELS), metavar="MODEL",
-                        help=f"one of {', '.join(network.MODELS)} (default: the model --ckpt records, else "
-                             f"{DEFAULT_MODEL})")
-    parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
-                        help="separable 3x3 convolutions in ASPP and the decoder (default: as --ckpt records, else "
-                             "off)")
-    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
-                        help=f"backbone output stride (default: as --ckpt records, else {DEFAULT_OUTPUT_STRIDE}; "
-                             "HRNet always works at 4)")
+    add_model_options(parser, num_classes=False)  # the checkpoint's is --ckpt's; --num_classes is the dataset's
     parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
                         help="ImageNet backbone weights: flag alone = the known source, or a file path "
                              "(default: the entry's default, as in the original: ImageNet for ResNet, MobileNetV2 "
@@ -403,7 +395,8 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
 def backbone_origin(opts, loaded_from: str) -> str:
     """Where the backbone's weights come from, for the log: the file or hub id, the checkpoint, or from scratch."""
     if opts.ckpt is not None:
-        return f"from --ckpt {opts.ckpt}"
+        unused = "; --pretrained_backbone is not used with it" if opts.pretrained_backbone not in (None, False) else ""
+        return f"from --ckpt {opts.ckpt}{unused}"
     if loaded_from.startswith("none"):
         why = ("--no-pretrained_backbone" if opts.pretrained_backbone is False
                else f"{opts.model} has no ImageNet weights by default, as in the original; --pretrained_backbone "

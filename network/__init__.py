@@ -1,8 +1,7 @@
 """DeepLabV3 / DeepLabV3+ models: backbones, heads and the 12 named entries."""
 from ._deeplab import convert_to_separable_conv
-from .modeling import MODELS, build_model, pretrained_by_default
+from .modeling import MODELS, build_model
 from .modeling import *  # noqa: F401,F403  (the 12 entries, as ``network.deeplabv3plus_mobilenet``)
 from .weights import PretrainedWeightsError
 
-__all__ = ["MODELS", "build_model", "pretrained_by_default", "convert_to_separable_conv", "PretrainedWeightsError",
-           *MODELS]
+__all__ = ["MODELS", "build_model", "convert_to_separable_conv", "PretrainedWeightsError", *MODELS]

@@ -13,7 +13,7 @@ from .backbone import hrnetv2, mobilenetv2, resnet, xception
 from .utils import IntermediateLayerGetter
 from .weights import recording_origins
 
-__all__ = ["MODELS", "build_model", "pretrained_by_default"]
+__all__ = ["MODELS", "build_model"]
 
 Pretrained = Union[bool, str]
 SUPPORTED_OUTPUT_STRIDES = (8, 16)
@@ -101,12 +101,10 @@ _BACKBONES = (  # (backbone, builder, default output stride, pretrained by defau
 )
 
 MODELS: Dict[str, Callable[..., DeepLabV3]] = {}
-_PRETRAINED_BY_DEFAULT: Dict[str, bool] = {}
 for _arch in ("deeplabv3", "deeplabv3plus"):
     for _backbone, _segm, _stride, _pretrained in _BACKBONES:
         _fn = _entry(_arch, _backbone, _segm, _stride, _pretrained)
         MODELS[_fn.__name__] = _fn
-        _PRETRAINED_BY_DEFAULT[_fn.__name__] = _pretrained
 globals().update(MODELS)
 __all__ += list(MODELS)
 
@@ -129,7 +127,3 @@ def build_model(name: str, num_classes: int, output_stride: int = 16, pretrained
         convert_to_separable_conv(model.classifier)
     return model
 
-
-def pretrained_by_default(name: str) -> bool:
-    """Whether entry ``name`` starts from ImageNet weights when not told otherwise (as in the original)."""
-    return _PRETRAINED_BY_DEFAULT[name]

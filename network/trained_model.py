@@ -90,15 +90,20 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
     return fold_batchnorm(model.eval()), spec
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --output_stride, --separable_conv and --num_classes, each defaulting to what the checkpoint says."""
+def add_model_options(parser: argparse.ArgumentParser, num_classes: bool = True) -> None:
+    """--model, --output_stride and --separable_conv (and with ``num_classes`` --num_classes), each defaulting to
+    what the checkpoint records (:func:`recorded_architecture`); main.py, predict.py and the export share them."""
     parser.add_argument("--model", type=str, default=None, choices=list(MODELS), metavar="MODEL",
-                        help=f"one of {', '.join(MODELS)} (default: the checkpoint's model_name, else {DEFAULT_MODEL})")
+                        help=f"one of {', '.join(MODELS)} (default: the model the checkpoint records, else "
+                             f"{DEFAULT_MODEL})")
     parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
-                        help=f"default: the checkpoint's, else {DEFAULT_OUTPUT_STRIDE}")
+                        help=f"backbone output stride (default: as the checkpoint records, else "
+                             f"{DEFAULT_OUTPUT_STRIDE}; HRNet always works at 4)")
     parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
-                        help="apply separable conv to decoder and aspp (default: as the checkpoint says)")
-    parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
+                        help="separable 3x3 convolutions in ASPP and the decoder (default: as the checkpoint records, "
+                             "else off)")
+    if num_classes:
+        parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
 
 
 def load_model_of(opts: argparse.Namespace) -> Tuple[nn.Module, ModelSpec]:

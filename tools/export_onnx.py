@@ -7,8 +7,9 @@ Usage: python tools/export_onnx.py --ckpt best.pth --output model.onnx [--datase
   folded into the convolutions. The exporter is torch.export's (``dynamo=True``), opset 18: it traces sizes as
   symbols, so the ASPP image-pooling branch, the decoder's and the final resize follow the input's size.
 - Input ``image``: float32 NCHW RGB, ``(pixel / 255 - mean) / std`` with the ImageNet mean and std; output
-  ``logits``: (N, classes, H, W). Metadata (``metadata_props``): model_name, num_classes, class_names (JSON; from
-  the checkpoint, else --classes or --dataset, else the indices), output_stride, mean, std, input, output.
+  ``logits``: (N, classes, H, W). Metadata (``metadata_props``): model_name, num_classes, class_names and palette
+  (JSON; from --classes, else --dataset, else the checkpoint, else the indices in VOC's colours), output_stride,
+  mean, std, precision, input, output.
 - ONNX Runtime (CPU) then runs the file at each --check_sizes (the first with a batch of 2) against PyTorch:
   max |logit difference| below 1e-3 and argmax agreement of 99.9 % or more. The file is written (atomically) only
   when every size passes; otherwise nothing is written and the exit status is 1.
@@ -36,9 +37,9 @@ from datasets.class_info import NAMED_DATASETS, ClassInfo, resolve_classes  # no
 from datasets.image_files import ImageFiles, find_images, is_video  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
-from utils.inference import is_too_small, normalize  # noqa: E402
+from utils.inference import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
 from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
-                              import_optional)
+                              first_line, import_optional)
 from network.trained_model import ModelSpec, add_model_options, load_model_of  # noqa: E402
 from utils.onnx_int8 import quantize_int8  # noqa: E402
 
@@ -166,21 +167,27 @@ def compare(exported: OnnxSegmenter, checks: Sequence[Check], max_logit_diff: fl
     return failed
 
 
-def calibration_images(spec: str, count: int) -> List[np.ndarray]:
-    """Up to ``count`` images named by ``spec``, spread over its sorted list, each a normalised (1, 3, H, W) float32
-    array exactly as predict.py feeds the model; undecodable files are skipped with a line each."""
+def calibration_images(spec: str, count: int, smallest: int) -> List[np.ndarray]:
+    """Up to ``count`` images named by ``spec``, spread evenly over its sorted list (every folder of it has its
+    say), each a normalised (1, 3, H, W) float32 array exactly as predict.py feeds the model; undecodable files, and
+    images with a side under ``smallest`` (what the model takes), are skipped with a line each."""
     files = [file for file in find_images(spec) if not is_video(file[0])]
-    chosen = files[::max(1, len(files) // count)][:count]
+    picks = sorted(set(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int).tolist()))
+    chosen = [files[index] for index in picks]
     images, decoder = [], ImageFiles(chosen)
     for index in range(len(chosen)):
         _, item = decoder[index]
         if isinstance(item, str):
             print(f"skipped: {item}", file=sys.stderr)
             continue
+        if min(item.shape[-2:]) < smallest:
+            print(f"skipped: {chosen[index][0]}: an image of {item.shape[-1]}x{item.shape[-2]} is smaller than this "
+                  f"model takes: at least {smallest}x{smallest} pixels", file=sys.stderr)
+            continue
         images.append(normalize(item[None]).numpy())
     if not images:
-        raise ExportError(f"--calibration {spec} holds no image that can be decoded; give a few dozen images like "
-                          "those you will predict on")
+        raise ExportError(f"--calibration {spec} holds no image that can be decoded and is large enough for the "
+                          "model; give a few dozen images like those you will predict on")
     return images
 
 
@@ -205,8 +212,10 @@ def run(opts: argparse.Namespace) -> None:
                           if opts.int8 else "--calibration is for --int8; add --int8 or drop it")
     if opts.calibration_images <= 0:
         raise ExportError(f"--calibration_images must be positive, not {opts.calibration_images}")
-    calibration = calibration_images(opts.calibration, opts.calibration_images) if opts.int8 else []
     model, spec = load_model_of(opts)
+    if opts.int8:
+        smallest = smallest_side(model, lambda side: torch.zeros(1, 3, side, side)) or SMALLEST_SIDE_PROBED
+        calibration = calibration_images(opts.calibration, opts.calibration_images, smallest)
     classes = classes_of(opts, spec)
     metadata = OnnxMetadata(spec.model_name, spec.num_classes, classes.names, spec.output_stride,
                             palette=tuple(tuple(int(c) for c in colour) for colour in classes.palette))
@@ -221,7 +230,13 @@ def run(opts: argparse.Namespace) -> None:
                           f"{opts.output}")
     if opts.int8:
         start = time.perf_counter()
-        fp32_data, data = data, quantize_int8(data, calibration, metadata)
+        try:
+            fp32_data, data = data, quantize_int8(data, calibration, metadata)
+        except OnnxModelError:
+            raise
+        except Exception as exc:  # ONNX Runtime's own exception types, from its shape inference or calibration
+            raise ExportError(f"ONNX Runtime could not quantise the model ({first_line(exc)}); nothing was written "
+                              f"to {opts.output}") from exc
         checked = calibration[:INT8_CHECK_IMAGES]
         agreement = compare_int8(OnnxSegmenter(data), OnnxSegmenter(fp32_data), checked)
         print(f"quantised to INT8 on {len(calibration)} calibration images in {time.perf_counter() - start:.1f} s; "

@@ -252,17 +252,25 @@ class SegmentationPredictor:
             raise InputTooSmallError(self._too_small_message(images)) from exc
 
     def _too_small_message(self, images: torch.Tensor) -> str:
+        """What was too small, in our words: the image, or the --crop_size or --window it is cut down to, and
+        the smallest size the model takes (at the recipe's smallest scale)."""
         height, width = images.shape[-2:]
         if self._smallest_side is None:
             device = self.prepare(images[:1, :, :1, :1]).device
             self._smallest_side = smallest_side(
                 lambda x: predict_logits(self.model, x, self.recipe.amp, self.recipe.channels_last),
-                lambda side: torch.zeros(1, 3, side, side, device=device)) or SMALLEST_SIDE_PROBED
-        scale = min(self.recipe.scales)
-        needed = math.ceil(self._smallest_side / scale)
+                lambda side: torch.zeros(1, 3, side, side, device=device)) or 0  # 0: not even the largest probed
+        recipe, scale = self.recipe, min(self.recipe.scales)
+        what = f"an image of {width}x{height} is"
+        if recipe.short_side and recipe.short_side < min(height, width):
+            what = f"--crop_size {recipe.short_side} (--crop_val) is"
+        if recipe.slide and recipe.window < min(height, width, recipe.short_side or height):
+            what = f"--window {recipe.window} is"
         at = f" at the smallest scale {scale:g}" if scale != 1 else ""
-        return (f"an image of {width}x{height} is smaller than this model takes{at}: at least {needed}x{needed} "
-                "pixels")
+        if not self._smallest_side:
+            return f"{what} smaller than this model takes{at}: more than {SMALLEST_SIDE_PROBED} pixels a side"
+        needed = math.ceil(self._smallest_side / scale)
+        return f"{what} smaller than this model takes{at}: at least {needed}x{needed} pixels"
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

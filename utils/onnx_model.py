@@ -16,7 +16,7 @@ from .atomic import missing_file
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ONNX_PIP", "INPUT_NAME", "OUTPUT_NAME", "INPUT_LAYOUT", "OUTPUT_LAYOUT", "OnnxModelError",
-           "import_optional", "OnnxMetadata", "OnnxSegmenter"]
+           "import_optional", "first_line", "OnnxMetadata", "OnnxSegmenter"]
 
 ONNX_PIP = "pip install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0"  # as pinned in requirements-dev.txt
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -38,7 +38,7 @@ def import_optional(name: str) -> ModuleType:
         raise OnnxModelError(f"{name} is not installed; the ONNX features need it: {ONNX_PIP}") from None
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     """ONNX Runtime's messages can run over many lines; the first says what went wrong."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -109,7 +109,7 @@ class OnnxSegmenter:
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            raise OnnxModelError(f"{self.source} is not a readable ONNX model ({_first_line(exc)}); "
+            raise OnnxModelError(f"{self.source} is not a readable ONNX model ({first_line(exc)}); "
                                  f"export it again with {EXPORTER}") from None
         self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.source)
         # A failed run is raised below and reported by the caller in one line (an image too small for the model
@@ -123,5 +123,5 @@ class OnnxSegmenter:
             logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: array}, self.run_options)[0]
         except Exception as exc:  # e.g. an image smaller than the backbone's receptive field
             raise OnnxModelError(f"ONNX Runtime cannot run {self.source} on a batch of shape {tuple(array.shape)} "
-                                 f"({_first_line(exc)})") from None
+                                 f"({first_line(exc)})") from None
         return torch.from_numpy(logits)

@@ -48,7 +48,10 @@ def pick_encoding(width: int, height: int) -> Tuple[str, str]:
     VideoError there.
     """
     av = import_av()
-    codec = next(name for name in PREFERRED_CODECS if _has_encoder(av, name))
+    codec = next((name for name in PREFERRED_CODECS if _has_encoder(av, name)), None)
+    if codec is None:
+        raise VideoError(f"this FFmpeg build has none of the encoders {', '.join(PREFERRED_CODECS)}: install PyAV's "
+                         f"wheels ({AV_PIP})")
     even = width % 2 == 0 and height % 2 == 0
     if even:
         return codec, "yuv420p"

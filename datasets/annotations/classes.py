@@ -40,6 +40,10 @@ class LabelMap:
     label outside the classes paints (255, ignored in training), or None when such a label is an error."""
 
     def __init__(self, classes: Sequence[str], unknown_index: Optional[int] = None):
+        if len(classes) > IGNORE_INDEX - 1:  # 8-bit masks: background 0, classes 1..254, 255 means "ignore"
+            raise DatasetError(f"{len(classes)} classes do not fit 8-bit masks, where 255 means 'ignore': at most "
+                               f"{IGNORE_INDEX - 1} besides background; keep the ones to train on with --classes "
+                               "(and --unknown ignore for the rest)")
         self.names = [BACKGROUND, *classes]
         self.unknown_index = unknown_index
         self._index = {name: index for index, name in enumerate(self.names)}

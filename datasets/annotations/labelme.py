@@ -85,8 +85,9 @@ def _paste_mask(shape: LabelMeShape, width: int, height: int) -> np.ndarray:
     bitmap = bitmap.any(axis=2) if bitmap.ndim == 3 else bitmap != 0
     left, top = (int(v) for v in shape.points[0])
     pixels = np.zeros((height, width), bool)
-    rows = slice(max(top, 0), max(min(top + bitmap.shape[0], height), 0))
-    cols = slice(max(left, 0), max(min(left + bitmap.shape[1], width), 0))
+    # clamped to the image: a mask that lies (partly) outside keeps only what overlaps it (maybe nothing)
+    rows = slice(max(top, 0), max(min(top + bitmap.shape[0], height), max(top, 0)))
+    cols = slice(max(left, 0), max(min(left + bitmap.shape[1], width), max(left, 0)))
     pixels[rows, cols] = bitmap[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
     return pixels
 

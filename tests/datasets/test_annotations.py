@@ -1,4 +1,7 @@
 """datasets/annotations: class order, splits, EXIF-turned images, and shapes a reader refuses."""
+import base64
+import io
+
 import numpy as np
 import pytest
 from PIL import ExifTags, Image
@@ -90,3 +93,21 @@ def test_compressed_rle_strings_are_read_to_their_runs():
         assert run_lengths(compressed) == coco_run_lengths(mask)
     with pytest.raises(ValueError, match="ends inside a number"):
         run_lengths("1o")  # 'o' (0x3f) says another group follows
+
+
+def test_more_classes_than_8_bit_masks_hold_is_one_line():
+    assert len(LabelMap([f"c{i}" for i in range(254)]).names) == 255  # 0..254: 255 stays "ignore"
+    with pytest.raises(DatasetError, match="255 classes do not fit 8-bit masks.*at most 254 besides background"):
+        LabelMap([f"c{i}" for i in range(255)])
+
+
+def test_a_labelme_mask_below_or_right_of_the_image_is_outside_it_not_an_error():
+    bitmap = Image.fromarray(np.full((20, 20), 255, np.uint8))
+    buffer = io.BytesIO()
+    bitmap.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    for corner in ([[45, 35], [64, 54]], [[30, 30], [49, 49]], [[-30, 2], [-11, 21]], [[38, 28], [57, 47]]):
+        shape = LabelMeShape(1, "cat", "mask", corner, mask_data=data)
+        pixels = draw_shape(shape, width=40, height=30)
+        assert pixels.shape == (30, 40)
+        assert pixels.sum() == (4 if corner[0] == [38, 28] else 0)

@@ -114,5 +114,21 @@ def test_calibration_without_decodable_images_is_one_line(files, tmp_path, capsy
                              str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("skipped: cannot decode") and err[1] == (
-        f"error: --calibration {tmp_path / 'bad'} holds no image that can be decoded; give a few dozen images like "
-        "those you will predict on")
+        f"error: --calibration {tmp_path / 'bad'} holds no image that can be decoded and is large enough for the "
+        "model; give a few dozen images like those you will predict on")
+
+
+def test_calibration_images_are_spread_over_the_folder_and_too_small_ones_skipped(tmp_path, capsys):
+    folder = tmp_path / "cal"
+    for part in ("a", "b", "c"):  # three scenes of five images each
+        (folder / part).mkdir(parents=True)
+        for index in range(5):
+            Image.fromarray(_photo(index)).save(folder / part / f"{index}.png")
+    Image.fromarray(_photo(0)[:2, :2]).save(folder / "b" / "2.png")  # an icon among the photos
+    images = export_onnx.calibration_images(str(folder), 7, smallest=8)
+    err = capsys.readouterr().err.strip()
+    assert err == (f"skipped: {folder / 'b' / '2.png'}: an image of 2x2 is smaller than this model takes: at least "
+                   "8x8 pixels")
+    assert len(images) == 6 and all(image.shape[0] == 1 and image.dtype == np.float32 for image in images)
+    first, last = (export_onnx.normalize(torch.from_numpy(_photo(i)).permute(2, 0, 1)[None]).numpy() for i in (0, 4))
+    assert np.array_equal(images[0], first) and np.array_equal(images[-1], last)  # a/0.png ... c/4.png

@@ -122,3 +122,13 @@ def test_an_image_too_small_is_said_in_our_words_with_the_smallest_size(make_mod
 def test_smallest_side_is_found_by_trying():
     conv = torch.nn.Conv2d(3, 1, 9)  # takes 9x9 and up
     assert smallest_side(conv, lambda side: torch.zeros(1, 3, side, side)) == 9
+
+
+def test_too_small_names_the_crop_size_or_window_that_cut_the_image_down():
+    conv = torch.nn.Conv2d(3, 2, 9)  # takes 9x9 and up
+    windows = SegmentationPredictor(conv, 2, InferenceRecipe(slide=True, window=6, stride=4))
+    with pytest.raises(InputTooSmallError, match=r"^--window 6 is smaller than this model takes: at least 9x9 pixels$"):
+        windows.labels(torch.zeros(1, 3, 40, 30))
+    resized = SegmentationPredictor(conv, 2, InferenceRecipe(short_side=5))
+    with pytest.raises(InputTooSmallError, match=r"^--crop_size 5 \(--crop_val\) is smaller than this model takes"):
+        resized.labels(torch.zeros(1, 3, 40, 30))
