@@ -31,9 +31,8 @@ from network.trained_model import add_model_options, architecture_record, record
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.atomic import remove_orphaned_temporaries, require_writable
-from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, file_problem,
-                              load_checkpoint, load_model_state, restore_process_rng_state, save_checkpoint,
-                              writer_lock)
+from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
+                              load_model_state, restore_process_rng_state, save_checkpoint, writer_lock)
 from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_benchmark, hardware_name,
@@ -549,11 +548,8 @@ def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: l
 
 
 def configure(opts, env: DistEnv, device: torch.device, log) -> None:
-    """What is checked and set before any data is read: the checkpoint file, the evaluation recipe,
-    precision and layout, seeds, cuDNN."""
-    problem = file_problem(opts.ckpt) if opts.ckpt is not None and env.is_main else None
-    if problem:
-        raise CheckpointError(f"checkpoint {opts.ckpt} {problem} (check --ckpt)")
+    """What is checked and set before any data is read: the evaluation recipe, the losses, precision and layout,
+    seeds, cuDNN. (--ckpt was read before, by resolve_architecture.)"""
     check_recipe_options(opts.eval_scales, "--eval_scales", opts.eval_slide, opts.window, opts.stride)
     if not opts.eval_slide and (opts.window, opts.stride) != (DEFAULT_WINDOW, DEFAULT_STRIDE):
         log("note: --window and --stride shape the windows of --eval_slide; without it they are not used")

@@ -184,11 +184,13 @@ def run(opts, stop: StopFlag) -> int:
         import_av()  # a missing package is one line before any work
     if opts.onnx:
         model = OnnxSegmenter(opts.onnx)
-        num_classes, names, colours = model.metadata.num_classes, model.metadata.class_names, model.metadata.palette
+        num_classes, class_names, colours = (model.metadata.num_classes, model.metadata.class_names,
+                                             model.metadata.palette)
     else:
         model, spec = load_model(opts, device)
-        num_classes, names, colours = spec.num_classes, spec.class_names, spec.palette
-    classes = resolve_classes(num_classes, opts.classes, opts.dataset, names, colours, model=opts.onnx or opts.ckpt)
+        num_classes, class_names, colours = spec.num_classes, spec.class_names, spec.palette
+    classes = resolve_classes(num_classes, opts.classes, opts.dataset, class_names, colours,
+                              model=opts.onnx or opts.ckpt)
     if classes.from_indices and num_classes != len(VOCSegmentation.class_names):
         print(f"note: {opts.onnx or opts.ckpt} does not record its classes; the {num_classes} classes are drawn with "
               "the VOC colours (give --classes classes.yaml for your own)")

@@ -37,11 +37,10 @@ from bench.original import demo_voc  # noqa: E402
 from utils.device import hardware_name, resolve_num_workers  # noqa: E402
 from utils.inference import fold_batchnorm, predict_logits  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
-from utils.run_timer import synchronize, time_calls  # noqa: E402
+from utils.run_timer import peak_memory, restart_peak_memory, synchronize, time_calls  # noqa: E402
 from utils.training import train_step  # noqa: E402
 
 PARTS = ("step", "runs", "predict", "loader", "infer", "compile")
-GIB = 2 ** 30
 
 
 @dataclass(frozen=True)
@@ -115,19 +114,6 @@ def training_flops_per_image(model_name: str, crop: int) -> float:
     return counter.get_total_flops() / 2
 
 
-def _peak(device: torch.device) -> Dict[str, float]:
-    if device.type != "cuda":
-        return {"allocated": float("nan"), "reserved": float("nan")}
-    return {"allocated": torch.cuda.max_memory_allocated(device) / GIB,
-            "reserved": torch.cuda.max_memory_reserved(device) / GIB}
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def measure_step(sizes: Sizes, device: torch.device, setting: StepSetting,
                  wrap: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m) -> Dict[str, float]:
     """Warm-up seconds, steady images/s and peak memory of main.py's training step in ``setting``."""
@@ -147,17 +133,17 @@ def measure_step(sizes: Sizes, device: torch.device, setting: StepSetting,
     def step() -> None:
         train_step(called, optimizer, scaler, criterion, images, labels, device, setting.amp, setting.channels_last)
 
-    _reset_peak(device)
+    restart_peak_memory(device)
     began = time.perf_counter()
     for _ in range(sizes.warmup):
         step()
     synchronize(device)
     warmup_seconds = time.perf_counter() - began
-    warm_peak = _peak(device)
-    _reset_peak(device)
+    warm_peak = peak_memory(device)
+    restart_peak_memory(device)
     seconds = time_calls(step, device, 0, sizes.steps)
     return {"images_per_s": sizes.batch / seconds, "warmup_s": warmup_seconds, "warm_peak": warm_peak,
-            "steady_peak": _peak(device)}
+            "steady_peak": peak_memory(device)}
 
 
 def step_part(sizes: Sizes, device: torch.device, peak_tflops: float) -> Dict[str, float]:
@@ -178,10 +164,11 @@ def step_part(sizes: Sizes, device: torch.device, peak_tflops: float) -> Dict[st
         speeds[setting.label] = speed = row["images_per_s"]
         base = speeds.get(STEP_SETTINGS[0].label, speed)
         tflops = speed * flops / 1e12
-        warm, steady = row["warm_peak"], row["steady_peak"]
+        nan = float("nan")  # the CPU keeps no allocator figures
+        warm, steady = ([peak.get(kind, nan) for kind in ("allocated", "reserved")]
+                        for peak in (row["warm_peak"], row["steady_peak"]))
         print(f"{setting.label:38s} {speed:7.1f} {speed / base:6.2f}x {row['warmup_s']:7.1f}s {tflops:8.1f} "
-              f"{tflops / peak_tflops:6.1%} {warm['allocated']:9.1f} / {warm['reserved']:7.1f}  "
-              f"{steady['allocated']:10.1f} / {steady['reserved']:7.1f}")
+              f"{tflops / peak_tflops:6.1%} {warm[0]:9.1f} / {warm[1]:7.1f}  {steady[0]:10.1f} / {steady[1]:7.1f}")
     return speeds
 
 

@@ -16,7 +16,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import torch
 
-__all__ = ["WARMUP_STEPS", "RunTimer", "PhaseTotal", "process_age", "synchronize", "time_calls"]
+__all__ = ["WARMUP_STEPS", "RunTimer", "PhaseTotal", "process_age", "synchronize", "time_calls", "peak_memory",
+           "restart_peak_memory"]
 
 WARMUP_STEPS = 5
 GIB = 2 ** 30
@@ -40,6 +41,22 @@ def time_calls(fn: Callable[[], None], device: torch.device, warmup: int, repeat
         fn()
     synchronize(device)
     return (time.perf_counter() - start) / repeats
+
+
+def peak_memory(device: torch.device) -> Dict[str, float]:
+    """Peak memory so far, in GiB: CUDA's allocated and reserved, or the process's resident set on the CPU."""
+    if device.type == "cuda":
+        return {"allocated": torch.cuda.max_memory_allocated(device) / GIB,
+                "reserved": torch.cuda.max_memory_reserved(device) / GIB}
+    return {"resident": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_BYTES / GIB}
+
+
+def restart_peak_memory(device: torch.device) -> None:
+    """On CUDA: give the allocator's cached blocks back to the driver (the autotuner's workspaces, say) and start
+    the peak anew, so the next peak is what the work after this needs. Nothing to do on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def process_age() -> float:
@@ -121,21 +138,12 @@ class RunTimer:
                 began = time.perf_counter()
                 synchronize(self.device)
                 seconds += time.perf_counter() - began
-                self.warmup_peak = self._memory()
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats(self.device)
+                self.warmup_peak = peak_memory(self.device)
+                restart_peak_memory(self.device)
             self._add("warm-up steps", seconds, images, data_seconds)
         else:
             self._add("steady steps", seconds, images, data_seconds)
         self._mark = time.perf_counter()
-
-    def _memory(self) -> Dict[str, float]:
-        """Peak memory so far, in GiB: CUDA's allocated and reserved, or the process's resident set on the CPU."""
-        if self.device.type == "cuda":
-            return {"allocated": torch.cuda.max_memory_allocated(self.device) / GIB,
-                    "reserved": torch.cuda.max_memory_reserved(self.device) / GIB}
-        return {"resident": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_BYTES / GIB}
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -147,7 +155,7 @@ class RunTimer:
         steady = self.totals.get("steady steps")
         if steady:
             values["steady images/s"] = steady.images_per_second()
-        for label, peak in (("warm-up", self.warmup_peak), ("after warm-up", self._memory())):
+        for label, peak in (("warm-up", self.warmup_peak), ("after warm-up", peak_memory(self.device))):
             for kind, gib in (peak or {}).items():
                 values[f"peak GiB/{label} {kind}"] = gib
         return values
@@ -186,7 +194,7 @@ class RunTimer:
         return f"{phase.count} x"
 
     def _memory_line(self) -> str:
-        now = self._memory()
+        now = peak_memory(self.device)
         if self.device.type != "cuda":
             return f"peak resident memory {now['resident']:.2f} GiB"
         parts: List[str] = []
