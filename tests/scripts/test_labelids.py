@@ -66,7 +66,9 @@ def test_labelids_scored_by_the_official_evaluator_equal_main_test_only(tmp_path
               "--results_dir", str(tmp_path / "res")]
     assert train_script.main([*common, "--total_itrs", "12", "--val_interval", "12", "--crop_size", "64",
                               "--batch_size", "4", "--lr", "0.05", "--bn_momentum", "0.1"]) == 0
-    ckpt_path = str(tmp_path / "ck" / f"best_{MODEL}_cityscapes_os16.pth")
+    # latest_*, not best_*: best_* is only written when the validation scores above 0, which a 12-step model need
+    # not do on every CPU's kernels; both hold the weights of iteration 12 when it does
+    ckpt_path = str(tmp_path / "ck" / f"latest_{MODEL}_cityscapes_os16.pth")
     assert train_script.main([*common, "--test_only", "--ckpt", ckpt_path]) == 0
     with open(tmp_path / "res" / "metrics.json") as f:
         main_miou = json.load(f)["summary"]["Mean IoU"]
