@@ -185,6 +185,7 @@ class VideoFrames:
         if self._sound is not None and self._sound.codec_context is None:  # a codec FFmpeg does not know
             self._sound = None
         self._copy_sound = self._sound is not None and sound_is_copied(self._sound.codec_context.name)
+        self._hidden = 0  # frames an MP4 edit list hides (a clip trimmed without re-encoding)
         self._items = self._demuxed()
         self._early = self._up_to_first_frame()
         # The first frame says how the video is to be shown: phones store portrait clips sideways, with a
@@ -199,7 +200,10 @@ class VideoFrames:
         self._announced_frames, self._announced_end = stream.frames, _announced_end(self._container, stream)
         frames = stream.frames or (round((self._announced_end - self._start * stream.time_base) * fps)
                                    if self._announced_end is not None else 0)
-        self.info = VideoInfo(VideoFormat(width, height, stream.time_base, Fraction(fps), self._sound), max(frames, 0))
+        pixel_aspect = Fraction(stream.sample_aspect_ratio or 1)
+        pixel_aspect = 1 / pixel_aspect if self._turns % 2 else pixel_aspect
+        self.info = VideoInfo(VideoFormat(width, height, stream.time_base, Fraction(fps), self._sound, pixel_aspect),
+                              max(frames, 0))
 
     def _up_to_first_frame(self) -> List[object]:
         """The sound that the file holds before its first frame, and that frame (VideoError if it has none)."""
@@ -218,7 +222,10 @@ class VideoFrames:
         streams = [self._video] + ([self._sound] if self._sound is not None else [])
         for packet in self._container.demux(*streams):
             # by its stream, not its stream_index: PyAV leaves that 0 in the empty packets that flush the decoders
-            if packet.stream.index == self._video.index or not self._copy_sound:
+            if packet.stream.index == self._video.index:
+                self._hidden += packet.is_discard and packet.size > 0
+                yield from packet.decode()
+            elif not self._copy_sound:
                 yield from packet.decode()
             elif packet.dts is not None:  # not the empty packet that ends a stream
                 yield packet
@@ -304,7 +311,7 @@ class VideoFrames:
         """After the last batch: '' when the file held what its header announces, else how much it held of it
         ("14 of the 30 frames", "0.50 s of the 1.00 s"). Headers are rough: a few frames, or 5%, may lack."""
         if self._announced_frames:
-            announced = self._announced_frames
+            announced = self._announced_frames - self._hidden
             if announced - self.decoded > max(2, announced // 20):
                 return f"{self.decoded} of the {announced} frames"
         elif self._announced_end is not None and self._end is not None:

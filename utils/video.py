@@ -67,14 +67,16 @@ def sound_is_copied(codec_name: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class VideoFormat:
     """What an output video keeps of its input: the size it plays at, the time base of its frames' timestamps, the
-    average frame rate (for the encoder's rate control; the timestamps say when each frame shows), and the input's
-    audio stream (PyAV's), whose sound the outputs carry (None: silent)."""
+    average frame rate (for the encoder's rate control; the timestamps say when each frame shows), the input's
+    audio stream (PyAV's), whose sound the outputs carry (None: silent), and the shape of a pixel (width over
+    height: not 1 in anamorphic video, which players stretch)."""
 
     width: int
     height: int
     time_base: Fraction
     fps: Fraction
     sound: Optional[Any] = None
+    pixel_aspect: Fraction = Fraction(1)
 
 
 class VideoEncoder:
@@ -90,6 +92,10 @@ class VideoEncoder:
         width, height = video_format.width, video_format.height
         self.stream.width, self.stream.height = width + width % 2, height + height % 2  # see write()
         self.stream.pix_fmt = PIXEL_FORMAT
+        # PyAV turns RGB into BT.601 YUV in the TV range; saying so keeps players from guessing BT.709 (shifted hues)
+        self.stream.codec_context.colorspace = self._av.video.reformatter.Colorspace.ITU601
+        self.stream.codec_context.color_range = self._av.video.reformatter.ColorRange.MPEG
+        self.stream.codec_context.sample_aspect_ratio = video_format.pixel_aspect
         # the input's time base for the encoder too: PyAV would round every timestamp to 1/fps otherwise
         self.stream.time_base = self.stream.codec_context.time_base = video_format.time_base
         self._last_pts: Optional[int] = None

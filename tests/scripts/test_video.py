@@ -26,6 +26,7 @@ from utils.inference import normalize
 from utils.video import AV_PIP
 
 av = pytest.importorskip("av")
+from av.video.reformatter import ColorRange, Colorspace  # noqa: E402
 
 FPS = Fraction(30000, 1001)  # NTSC's, which a float would round
 MS = Fraction(1, 1000)  # Matroska's and WebM's time base
@@ -45,16 +46,19 @@ def _frames(count: int, width: int, height: int):
 
 def write_clip(path, count: int = 7, width: int = 96, height: int = 64, codec: str = "ffv1",
                pixel_format: str = "bgr0", times: Optional[Sequence[int]] = None, time_base: Optional[Fraction] = None,
-               sound: Optional[str] = None) -> str:
+               sound: Optional[str] = None, pixel_aspect: Optional[Fraction] = None) -> str:
     """A clip written with PyAV; FFV1 in RGB is lossless, so decoded frames equal the frames written. ``times``:
     the frames' timestamps in ``time_base`` (default: ``count`` frames at NTSC's rate); ``sound``: an audio codec
-    for a second of tone in a stream before the video's, so that the file's first packets are sound."""
+    for a second of tone in a stream before the video's, so that the file's first packets are sound;
+    ``pixel_aspect``: the pixels' width over height (H.264 stores it)."""
     with av.open(str(path), "w") as container:
         audio = container.add_stream(sound, rate=TONE_RATE, layout="stereo") if sound else None
         stream = container.add_stream(codec, rate=FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, pixel_format
         if times is not None:
             stream.time_base = stream.codec_context.time_base = time_base
+        if pixel_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = pixel_aspect
         if audio is not None:
             container.mux(audio.encode(tone(TONE_RATE)))
             container.mux(audio.encode(None))
@@ -147,9 +151,9 @@ def test_a_video_keeps_frames_size_and_times_and_its_masks_equal_the_frames_as_i
 
 def test_every_frame_keeps_its_time_whatever_the_rate_time_base_and_start(tmp_path, ckpt, capsys):
     """Variable frame rates as phones record them (0, 33, 67, 100, 300 ms) in WebM's and Matroska's 1/1000 time
-    base and in MP4 with B-frames, a stream that starts at 1 s (MPEG-TS, 1/90000), NTSC in MP4 (1/30000): every
-    output frame shows when its input frame does, each complete file is done (never "cut short"), and NTSC's rate
-    stays exactly 30000/1001."""
+    base and in MP4 with B-frames, a stream that starts at 1 s (MPEG-TS, 1/90000), NTSC in MP4 (1/30000), an MP4
+    trimmed by an edit list (as phones trim without re-encoding): every output frame shows when its input frame
+    does, each complete file is done (never "cut short"), and NTSC's rate stays exactly 30000/1001."""
     folder = tmp_path / "in"
     folder.mkdir()
     ms_90k = Fraction(1, 90000)
@@ -160,14 +164,18 @@ def test_every_frame_keeps_its_time_whatever_the_rate_time_base_and_start(tmp_pa
              write_clip(folder / "late.ts", codec="libx264", pixel_format="yuv420p", time_base=ms_90k,
                         times=[90000 + t * 90 for t in VFR_MS]),
              write_clip(folder / "ntsc.mp4", codec="libx264", pixel_format="yuv420p", times=range(0, 7 * 1001, 1001),
-                        time_base=Fraction(1, 30000))]
+                        time_base=Fraction(1, 30000)),
+             write_clip(folder / "trimmed.mp4", codec="libx264", pixel_format="yuv420p", times=range(-5, 7),
+                        time_base=Fraction(1, 25))]
     with av.open(clips[2]) as container:  # the MP4's packets are stored out of order: B-frames
         stored = [packet.pts for packet in container.demux(video=0) if packet.size]
     assert stored != sorted(stored)
+    with av.open(clips[-1]) as container:  # 12 frames stored, the first 5 hidden by an edit list
+        assert container.streams.video[0].frames == 12 and len(frame_times(clips[-1])) == 7
     out = tmp_path / "out"
     assert _predict(folder, out, ckpt[0], "--output", "overlay") == 0
     printed = capsys.readouterr()
-    assert "5 done, 0 skipped" in printed.out and "cut short" not in printed.err
+    assert "6 done, 0 skipped" in printed.out and "cut short" not in printed.err
     for clip in clips:
         output = out / (os.path.splitext(os.path.basename(clip))[0] + "_overlay.mp4")
         assert frame_times(output) == frame_times(clip), clip
@@ -179,8 +187,9 @@ def test_every_frame_keeps_its_time_whatever_the_rate_time_base_and_start(tmp_pa
 
 def test_outputs_are_yuv420p_h264_with_even_sides_and_the_input_s_sound(tmp_path, ckpt, capsys):
     """Browsers play yuv420p H.264 only: odd sides get a copy of the last column or row, yuv444p and 10-bit inputs
-    are converted. AAC and Opus sound is copied packet for packet, also when the file starts with it; PCM (which
-    MP4 players do not take) is re-encoded to AAC of the same length."""
+    are converted, the colour matrix is stated (BT.601), and pixels keep their shape (anamorphic video). AAC and
+    Opus sound is copied packet for packet, also when the file starts with it; PCM (which MP4 players do not take)
+    is re-encoded to AAC of the same length."""
     folder = tmp_path / "in"
     folder.mkdir()
     write_clip(folder / "odd.mkv", count=3, width=97, height=65)
@@ -189,18 +198,24 @@ def test_outputs_are_yuv420p_h264_with_even_sides_and_the_input_s_sound(tmp_path
     write_clip(folder / "phone.mp4", codec="libx264", pixel_format="yuv420p", sound="aac")
     write_clip(folder / "web.webm", codec="libvpx-vp9", pixel_format="yuv420p", sound="libopus")
     write_clip(folder / "camera.mkv", sound="pcm_s16le")
+    write_clip(folder / "anamorphic.mp4", count=2, codec="libx264", pixel_format="yuv420p", pixel_aspect=Fraction(2))
     with av.open(str(folder / "camera.mkv")) as container:
         assert next(container.demux()).stream.type == "audio"  # sound before the first frame
     Image.fromarray(next(_frames(1, 40, 30))).save(folder / "photo.png")
     out = tmp_path / "out"
     assert _predict(folder, out, ckpt[0], "--output", "overlay") == 0
-    assert "7 done, 0 skipped" in capsys.readouterr().out
+    assert "8 done, 0 skipped" in capsys.readouterr().out
     assert _video_facts(out / "odd_overlay.mp4") == (3, (98, 66), "h264", "yuv420p")
     with av.open(str(out / "odd_overlay.mp4")) as container:
         picture = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
     assert np.abs(picture[:, 97] - picture[:, 96]).mean() < 8 and np.abs(picture[65] - picture[64]).mean() < 8
-    for name in ("full_colour", "ten_bit", "phone", "web", "camera"):
+    for name in ("full_colour", "ten_bit", "phone", "web", "camera", "anamorphic"):
         assert _video_facts(out / f"{name}_overlay.mp4")[1:] == ((96, 64), "h264", "yuv420p"), name
+    with av.open(str(out / "phone_overlay.mp4")) as container:  # what players read to turn it back into RGB
+        stated = container.streams.video[0].codec_context
+        assert (stated.colorspace, stated.color_range) == (Colorspace.ITU601, ColorRange.MPEG)
+    with av.open(str(out / "anamorphic_overlay.mp4")) as container:  # plays 192 wide, as its input does
+        assert container.streams.video[0].sample_aspect_ratio == 2
     assert sound_packets(out / "phone_overlay.mp4") == sound_packets(folder / "phone.mp4")
     assert sound_packets(out / "web_overlay.mp4") == sound_packets(folder / "web.webm")
     with av.open(str(out / "camera_overlay.mp4")) as container:
