@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils import data
 
-from utils.video import VideoError, VideoFormat, import_av, sound_is_copied
+from utils.video import VideoError, VideoFormat, ffmpeg_reason, import_av, sound_is_copied
 
 from .folder import IMAGE_EXTENSIONS
 from .utils import DatasetError, as_rgb8
@@ -95,12 +95,6 @@ def is_video(path: str) -> bool:
     return path.lower().endswith(VIDEO_EXTENSIONS)
 
 
-def _reason(exc: BaseException) -> str:
-    """FFmpeg's own words for an error (av's message adds the errno and the path), on one line."""
-    text = getattr(exc, "strerror", None) or str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0]
-
-
 AV_TIME_BASE = 1_000_000  # a container's duration is in microseconds
 
 
@@ -160,8 +154,8 @@ class VideoFrames:
         try:
             self._container = self._av.open(path)
         except Exception as exc:  # av raises FFmpeg's errors (InvalidDataError, ...) for what it cannot read
-            raise VideoError(f"cannot read video {path}: {_reason(exc)} (a damaged or cut-short file, or not a "
-                             "video?)") from None
+            raise VideoError(f"cannot read video {path}: {ffmpeg_reason(exc)} (a damaged or cut-short file, or not "
+                             "a video?)") from None
         try:
             self._open()
         except BaseException:
@@ -184,7 +178,7 @@ class VideoFrames:
         self._sound = self._container.streams.best("audio")
         if self._sound is not None and self._sound.codec_context is None:  # a codec FFmpeg does not know
             self._sound = None
-        self._copy_sound = self._sound is not None and sound_is_copied(self._sound.codec_context.name)
+        self._copy_sound = self._sound is not None and sound_is_copied(self._sound)
         self._hidden = 0  # frames an MP4 edit list hides (a clip trimmed without re-encoding)
         self._items = self._demuxed()
         self._early = self._up_to_first_frame()
@@ -214,7 +208,7 @@ class VideoFrames:
                 if isinstance(item, self._av.VideoFrame):
                     return early
         except Exception as exc:  # FFmpeg's decoding errors
-            raise VideoError(f"cannot decode video {self.path}: {_reason(exc)}") from None
+            raise VideoError(f"cannot decode video {self.path}: {ffmpeg_reason(exc)}") from None
         raise VideoError(f"{self.path} holds no video frame")
 
     def _demuxed(self) -> Iterator[object]:
@@ -282,7 +276,8 @@ class VideoFrames:
         try:
             self._fill_queue()
         except BaseException as exc:  # FFmpeg's decoding errors: a truncated or damaged stream
-            end = VideoError(f"cannot decode video {self.path} after its first {self.decoded} frames: {_reason(exc)}")
+            end = VideoError(f"cannot decode video {self.path} after its first {self.decoded} frames: "
+                             f"{ffmpeg_reason(exc)}")
         finally:
             self._put(end)
 

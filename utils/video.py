@@ -15,8 +15,8 @@ import numpy as np
 
 from .atomic import atomic_write
 
-__all__ = ["AV_PIP", "VideoError", "import_av", "pick_codec", "sound_is_copied", "VideoFormat", "VideoEncoder",
-           "open_encoder"]
+__all__ = ["AV_PIP", "VideoError", "import_av", "ffmpeg_reason", "pick_codec", "sound_is_copied", "VideoFormat",
+           "VideoEncoder", "open_encoder"]
 
 AV_PIP = "pip install av==18.1.0"  # as pinned in requirements-dev.txt
 # H.264 plays everywhere; MPEG-4 Part 2 is in every FFmpeg build, for those without libx264.
@@ -41,6 +41,12 @@ def import_av() -> ModuleType:
         raise VideoError(f"videos need PyAV, which is not installed: {AV_PIP}") from None
 
 
+def ffmpeg_reason(exc: BaseException) -> str:
+    """FFmpeg's own words for an error (av's message adds the errno and the path), on one line."""
+    text = getattr(exc, "strerror", None) or str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
 def _has_encoder(av: ModuleType, name: str) -> bool:
     try:
         av.Codec(name, "w")
@@ -59,9 +65,10 @@ def pick_codec() -> str:
     return codec
 
 
-def sound_is_copied(codec_name: str) -> bool:
-    """Whether sound in ``codec_name`` goes into the outputs as it is (else it is decoded and re-encoded to AAC)."""
-    return codec_name in COPIED_SOUND_CODECS
+def sound_is_copied(stream) -> bool:
+    """Whether the sound of PyAV's audio ``stream`` goes into the outputs as it is (else it is decoded and
+    re-encoded to AAC)."""
+    return stream.codec_context.codec.canonical_name in COPIED_SOUND_CODECS  # "mp3", where the decoder is "mp3float"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +108,7 @@ class VideoEncoder:
         self._last_pts: Optional[int] = None
         self.sound = self._copy = None
         if video_format.sound is not None:
-            self._copy = sound_is_copied(video_format.sound.codec_context.name)
+            self._copy = sound_is_copied(video_format.sound)
             self.sound = container.add_stream_from_template(video_format.sound) if self._copy else self._aac_stream()
 
     def _aac_stream(self):
@@ -127,8 +134,11 @@ class VideoEncoder:
             if self._copy:
                 item.stream = self.sound
                 self.container.mux(item)
-            else:
-                self.container.mux(self.sound.encode(item))
+                continue
+            if item.pts is not None:  # in samples, as AAC counts (AVI's ticks of 1152-sample MP3 frames collide)
+                samples = round(item.pts * item.time_base * item.sample_rate)
+                item.pts, item.time_base = samples, Fraction(1, item.sample_rate)
+            self.container.mux(self.sound.encode(item))
 
     def close(self) -> None:
         try:  # the frames the encoders still hold (B-frames, lookahead, AAC's last block)
@@ -144,7 +154,7 @@ def open_encoder(path: str, video_format: VideoFormat) -> Iterator[VideoEncoder]
     """A :class:`VideoEncoder` writing ``path`` (MP4), which appears, playable, when the block ends, also when it
     ends early (a stop signal); an exception leaves no file."""
     av = import_av()
-    with atomic_write(path) as f:
+    with atomic_write(path) as f, _as_video_error(av, path):
         container = av.open(f, "w", format="mp4")
         try:
             encoder = VideoEncoder(container, video_format)
@@ -155,3 +165,14 @@ def open_encoder(path: str, video_format: VideoFormat) -> Iterator[VideoEncoder]
             yield encoder
         finally:
             encoder.close()
+
+
+@contextlib.contextmanager
+def _as_video_error(av: ModuleType, path: str) -> Iterator[None]:
+    """FFmpeg's refusals while writing ``path`` become a VideoError naming it; its OSErrors (a full disk) stay."""
+    try:
+        yield
+    except av.FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise
+        raise VideoError(f"cannot write {path}: {ffmpeg_reason(exc)}") from None

@@ -187,9 +187,9 @@ def test_every_frame_keeps_its_time_whatever_the_rate_time_base_and_start(tmp_pa
 
 def test_outputs_are_yuv420p_h264_with_even_sides_and_the_input_s_sound(tmp_path, ckpt, capsys):
     """Browsers play yuv420p H.264 only: odd sides get a copy of the last column or row, yuv444p and 10-bit inputs
-    are converted, the colour matrix is stated (BT.601), and pixels keep their shape (anamorphic video). AAC and
-    Opus sound is copied packet for packet, also when the file starts with it; PCM (which MP4 players do not take)
-    is re-encoded to AAC of the same length."""
+    are converted, the colour matrix is stated (BT.601), and pixels keep their shape (anamorphic video). AAC, Opus
+    and MP3 (in AVI) sound is copied packet for packet, also when the file starts with it; PCM (which MP4 players
+    do not take) is re-encoded to AAC of the same length."""
     folder = tmp_path / "in"
     folder.mkdir()
     write_clip(folder / "odd.mkv", count=3, width=97, height=65)
@@ -198,18 +198,19 @@ def test_outputs_are_yuv420p_h264_with_even_sides_and_the_input_s_sound(tmp_path
     write_clip(folder / "phone.mp4", codec="libx264", pixel_format="yuv420p", sound="aac")
     write_clip(folder / "web.webm", codec="libvpx-vp9", pixel_format="yuv420p", sound="libopus")
     write_clip(folder / "camera.mkv", sound="pcm_s16le")
+    write_clip(folder / "camcorder.avi", codec="mjpeg", pixel_format="yuvj420p", sound="libmp3lame")
     write_clip(folder / "anamorphic.mp4", count=2, codec="libx264", pixel_format="yuv420p", pixel_aspect=Fraction(2))
     with av.open(str(folder / "camera.mkv")) as container:
         assert next(container.demux()).stream.type == "audio"  # sound before the first frame
     Image.fromarray(next(_frames(1, 40, 30))).save(folder / "photo.png")
     out = tmp_path / "out"
     assert _predict(folder, out, ckpt[0], "--output", "overlay") == 0
-    assert "8 done, 0 skipped" in capsys.readouterr().out
+    assert "9 done, 0 skipped" in capsys.readouterr().out
     assert _video_facts(out / "odd_overlay.mp4") == (3, (98, 66), "h264", "yuv420p")
     with av.open(str(out / "odd_overlay.mp4")) as container:
         picture = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
     assert np.abs(picture[:, 97] - picture[:, 96]).mean() < 8 and np.abs(picture[65] - picture[64]).mean() < 8
-    for name in ("full_colour", "ten_bit", "phone", "web", "camera", "anamorphic"):
+    for name in ("full_colour", "ten_bit", "phone", "web", "camera", "anamorphic", "camcorder"):
         assert _video_facts(out / f"{name}_overlay.mp4")[1:] == ((96, 64), "h264", "yuv420p"), name
     with av.open(str(out / "phone_overlay.mp4")) as container:  # what players read to turn it back into RGB
         stated = container.streams.video[0].codec_context
@@ -218,6 +219,7 @@ def test_outputs_are_yuv420p_h264_with_even_sides_and_the_input_s_sound(tmp_path
         assert container.streams.video[0].sample_aspect_ratio == 2
     assert sound_packets(out / "phone_overlay.mp4") == sound_packets(folder / "phone.mp4")
     assert sound_packets(out / "web_overlay.mp4") == sound_packets(folder / "web.webm")
+    assert sound_packets(out / "camcorder_overlay.mp4") == sound_packets(folder / "camcorder.avi")  # MP3
     with av.open(str(out / "camera_overlay.mp4")) as container:
         sound = container.streams.audio[0]
         samples = sum(frame.samples for frame in container.decode(sound))
@@ -245,22 +247,32 @@ def test_bad_videos_are_skipped_in_one_line_and_the_rest_goes_on(tmp_path, ckpt,
         container.mux(audio.encode(tone(8000, 0.1)))
         container.mux(audio.encode(None))
     (folder / "notes.mp4").write_text("not a video, whatever its name says")
+    with av.open(str(folder / "recorder.mkv"), "w") as container:  # 10 channels of PCM, more than AAC holds
+        audio = container.add_stream("pcm_s16le", rate=8000, layout="10c")
+        video = container.add_stream("ffv1", rate=FPS)
+        video.width, video.height, video.pix_fmt = 96, 64, "bgr0"
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), format="s16", layout=audio.layout)
+        sound.sample_rate = 8000
+        container.mux(audio.encode(sound))
+        container.mux(video.encode(av.VideoFrame.from_ndarray(next(_frames(1, 96, 64)), format="rgb24")))
+        container.mux(video.encode(None))
     out = tmp_path / "out"
     open_files = len(os.listdir("/proc/self/fd"))
     assert _predict(folder, out, ckpt[0]) == 1
     assert len(os.listdir("/proc/self/fd")) == open_files  # no file left open by an error path
     printed = capsys.readouterr()
-    assert "1 done, 5 skipped" in printed.out
+    assert "1 done, 6 skipped" in printed.out
     lines = printed.err.strip().splitlines()
-    assert len(lines) == 5 and all(line.startswith("skipped: ") for line in lines), lines
+    assert len(lines) == 6 and all(line.startswith("skipped: ") for line in lines), lines
     cut = re.fullmatch(rf"skipped: {re.escape(str(folder / 'cut.mkv'))} ends after (\d\.\d\d) s of the 1\.00 s its "
                        r"header announces \(cut short\?\); its outputs hold the (\d+) frames it has", lines[0])
     assert cut and _video_facts(out / "cut_overlay.mp4")[0] == int(cut.group(2)) < 30
     assert float(cut.group(1)) == pytest.approx(int(cut.group(2)) / FPS, abs=0.01)
     assert lines[1] == f"skipped: {folder / 'empty.mkv'} holds no video frame"
     assert lines[2].startswith(f"skipped: cannot read video {folder / 'notes.mp4'}: ")
-    assert lines[3] == f"skipped: {folder / 'sound.mkv'} has no video stream (audio only?)"
-    assert lines[4].startswith(f"skipped: cannot read video {folder / 'truncated.mp4'}: ")
+    assert lines[3] == f"skipped: cannot write {out / 'recorder_overlay.mp4'}: Invalid argument"  # FFmpeg refused
+    assert lines[4] == f"skipped: {folder / 'sound.mkv'} has no video stream (audio only?)"
+    assert lines[5].startswith(f"skipped: cannot read video {folder / 'truncated.mp4'}: ")
     assert sorted(os.listdir(out)) == ["cut_color.mp4", "cut_overlay.mp4", "good_color.mp4", "good_overlay.mp4"]
 
 
