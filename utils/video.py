@@ -106,7 +106,7 @@ class VideoEncoder:
         # the input's time base for the encoder too: PyAV would round every timestamp to 1/fps otherwise
         self.stream.time_base = self.stream.codec_context.time_base = video_format.time_base
         self._last_pts: Optional[int] = None
-        self.sound = self._copy = None
+        self.sound, self._copy = None, False
         if video_format.sound is not None:
             self._copy = sound_is_copied(video_format.sound)
             self.sound = container.add_stream_from_template(video_format.sound) if self._copy else self._aac_stream()
@@ -154,8 +154,10 @@ def open_encoder(path: str, video_format: VideoFormat) -> Iterator[VideoEncoder]
     """A :class:`VideoEncoder` writing ``path`` (MP4), which appears, playable, when the block ends, also when it
     ends early (a stop signal); an exception leaves no file."""
     av = import_av()
+    # MP4 states where the first frame starts in its movie time scale (1/1000 s by default): the input's keeps it
+    timescale = {"movie_timescale": str(video_format.time_base.denominator)}
     with atomic_write(path) as f, _as_video_error(av, path):
-        container = av.open(f, "w", format="mp4")
+        container = av.open(f, "w", format="mp4", options=timescale)
         try:
             encoder = VideoEncoder(container, video_format)
         except BaseException:

@@ -151,7 +151,7 @@ def test_a_video_keeps_frames_size_and_times_and_its_masks_equal_the_frames_as_i
 
 def test_every_frame_keeps_its_time_whatever_the_rate_time_base_and_start(tmp_path, ckpt, capsys):
     """Variable frame rates as phones record them (0, 33, 67, 100, 300 ms) in WebM's and Matroska's 1/1000 time
-    base and in MP4 with B-frames, a stream that starts at 1 s (MPEG-TS, 1/90000), NTSC in MP4 (1/30000), an MP4
+    base and in MP4 with B-frames, a stream that starts at 1.0334 s (MPEG-TS, 1/90000), NTSC in MP4 (1/30000), an MP4
     trimmed by an edit list (as phones trim without re-encoding): every output frame shows when its input frame
     does, each complete file is done (never "cut short"), and NTSC's rate stays exactly 30000/1001."""
     folder = tmp_path / "in"
@@ -162,7 +162,7 @@ def test_every_frame_keeps_its_time_whatever_the_rate_time_base_and_start(tmp_pa
              write_clip(folder / "matroska.mkv", times=VFR_MS, time_base=MS),
              write_clip(folder / "phone.mp4", codec="libx264", pixel_format="yuv420p", times=VFR_MS, time_base=MS),
              write_clip(folder / "late.ts", codec="libx264", pixel_format="yuv420p", time_base=ms_90k,
-                        times=[90000 + t * 90 for t in VFR_MS]),
+                        times=[93003 + t * 90 for t in VFR_MS]),
              write_clip(folder / "ntsc.mp4", codec="libx264", pixel_format="yuv420p", times=range(0, 7 * 1001, 1001),
                         time_base=Fraction(1, 30000)),
              write_clip(folder / "trimmed.mp4", codec="libx264", pixel_format="yuv420p", times=range(-5, 7),
@@ -180,7 +180,7 @@ def test_every_frame_keeps_its_time_whatever_the_rate_time_base_and_start(tmp_pa
         output = out / (os.path.splitext(os.path.basename(clip))[0] + "_overlay.mp4")
         assert frame_times(output) == frame_times(clip), clip
     assert [float(t) for t in frame_times(out / "web_overlay.mp4")] == [t / 1000 for t in VFR_MS]
-    assert frame_times(out / "late_overlay.mp4")[0] == 1
+    assert frame_times(out / "late_overlay.mp4")[0] == Fraction(93003, 90000)  # no whole millisecond
     with av.open(str(out / "ntsc_overlay.mp4")) as container:
         assert container.streams.video[0].average_rate == FPS
 
