@@ -144,25 +144,28 @@ def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, 
                   stop: StopFlag) -> int:
     """Predict the video at ``path`` in batches of frames, writing its outputs as it goes; returns the frames done.
 
-    Stops after the batch in progress on a signal, leaving playable videos. VideoError when the file cannot be read
-    (its videos are then not written), or when it ends well before the frames its header announces (a file cut
-    short: the outputs hold the frames it has)."""
+    Each output frame keeps its input frame's timestamp, and the outputs carry the input's sound. Stops after the
+    batch in progress on a signal, leaving playable videos. VideoError when the file cannot be read (its videos are
+    then not written), or when it ends well before what its header announces (a file cut short: the outputs hold the
+    frames it has)."""
     with VideoFrames(path, opts.val_batch_size) as frames:
-        info = frames.info
-        with VideoWriter(opts.save_val_results_to, stem, opts.output, drawing, info.fps, info.width,
-                         info.height) as writer, tqdm(total=info.frames or None, unit="frame", disable=None,
-                                                      desc=os.path.basename(path)) as progress:
+        with VideoWriter(opts.save_val_results_to, stem, opts.output, drawing, frames.info.format) as writer, \
+                tqdm(total=frames.info.frames or None, unit="frame", disable=None,
+                     desc=os.path.basename(path)) as progress:
             for batch in frames:
-                with torch.inference_mode():
-                    labels = predictor.labels(batch).to(torch.uint8).cpu().numpy()
-                for image, label in zip(batch.permute(0, 2, 3, 1).numpy(), labels):
-                    writer.write(image, label)
-                progress.update(len(labels))
+                writer.write_sound(batch.sound)
+                if batch.times:
+                    with torch.inference_mode():
+                        labels = predictor.labels(batch.images).to(torch.uint8).cpu().numpy()
+                    for image, label, pts in zip(batch.images.permute(0, 2, 3, 1).numpy(), labels, batch.times):
+                        writer.write(image, label, pts)
+                progress.update(len(batch.times))
                 if stop.signal_name:
                     break
-    if not stop.signal_name and writer.frames < info.frames - max(2, info.frames // 20):  # estimates are rough
-        raise VideoError(f"{path} ends after {writer.frames} of the {info.frames} frames its header announces (cut "
-                         f"short?); its outputs hold those {writer.frames}")
+        shortfall = "" if stop.signal_name else frames.shortfall()
+    if shortfall:
+        raise VideoError(f"{path} ends after {shortfall} its header announces (cut short?); its outputs hold the "
+                         f"{writer.frames} frames it has")
     return writer.frames
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils import data
 
-from utils.video import VideoError, import_av
+from utils.video import VideoError, VideoFormat, ffmpeg_reason, import_av, sound_is_copied
 
 from .folder import IMAGE_EXTENSIONS
 from .utils import DatasetError, as_rgb8
@@ -25,7 +25,7 @@ from .utils import DatasetError, as_rgb8
 MAX_IMAGE_PIXELS = 1_000_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
-__all__ = ["find_images", "ImageFiles", "to_rgb", "VIDEO_EXTENSIONS", "is_video", "VideoFrames"]
+__all__ = ["find_images", "ImageFiles", "to_rgb", "VIDEO_EXTENSIONS", "is_video", "FrameBatch", "VideoFrames"]
 
 # Containers FFmpeg reads, by the extensions they are usually saved with (any codec inside them).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv",
@@ -95,88 +95,152 @@ def is_video(path: str) -> bool:
     return path.lower().endswith(VIDEO_EXTENSIONS)
 
 
-def _reason(exc: Exception) -> str:
-    """FFmpeg's own words for an error (av's message adds the errno and the path), on one line."""
-    text = getattr(exc, "strerror", None) or str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0]
-
-
 AV_TIME_BASE = 1_000_000  # a container's duration is in microseconds
 
 
-def _announced_frames(container, stream, fps: Fraction) -> int:
-    """How many frames the file says its video stream has: the stream's count, else its own duration (or the
-    Matroska DURATION tag) times the frame rate, else the container's duration when the video is its only stream
-    (with audio, the container lasts as long as the longest stream); 0 when unknown."""
-    if stream.frames:
-        return stream.frames
+def _announced_end(container, stream) -> Optional[Fraction]:
+    """When the file says its video stream ends, in seconds (None: it does not say): the stream's start plus its
+    duration, else the Matroska DURATION tag (an end time, as FFmpeg's muxer writes it), else the container's
+    duration when the video is its only stream (with audio, the container lasts as long as the longest stream)."""
     if stream.duration and stream.time_base:
-        return round(stream.duration * stream.time_base * fps)
-    tag = stream.metadata.get("DURATION", "")  # "HH:MM:SS.fraction", what FFmpeg's Matroska muxer writes
+        return ((stream.start_time or 0) + stream.duration) * stream.time_base
+    tag = stream.metadata.get("DURATION", "")  # "HH:MM:SS.fraction"
     if tag.count(":") == 2:
         hours, minutes, seconds = tag.split(":")
         with contextlib.suppress(ValueError):
-            return round((int(hours) * 3600 + int(minutes) * 60 + float(seconds)) * fps)
+            return int(hours) * 3600 + int(minutes) * 60 + Fraction(seconds)
     if container.duration and len(container.streams) == 1:
-        return round(container.duration * fps / AV_TIME_BASE)
-    return 0
+        return Fraction(container.duration, AV_TIME_BASE)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
-    """What the writers need to keep: frame rate and size; ``frames`` is how many the file announces: the
-    stream's count, else its duration times the frame rate (0: unknown, then nothing is checked)."""
+    """What the writers keep (:class:`VideoFormat`: size, time base, frame rate, sound), and ``frames``, how many the
+    file announces: the stream's count, else its duration times the frame rate (0: unknown; for a progress bar)."""
 
-    fps: Fraction
-    width: int
-    height: int
+    format: VideoFormat
     frames: int
 
 
+@dataclasses.dataclass(frozen=True)
+class FrameBatch:
+    """Consecutive frames of a video: uint8 ``images`` (N, 3, H, W), upright RGB; ``times``, each frame's timestamp
+    in the video's time base; ``sound``, what of the soundtrack the file holds among them (PyAV packets to copy, or
+    decoded frames to re-encode). N is 0 for sound alone (a soundtrack that runs on after the last frame)."""
+
+    images: torch.Tensor
+    times: List[int]
+    sound: List[object]
+
+
+SOUND_HELD = 256  # sound items (5 s of AAC at 48 kHz) that wait for a frame before they are handed on alone
+LIVENESS_CHECK_S = 1.0  # how often the reader checks, while it waits, that the decoder thread is alive
+
+
 class VideoFrames:
-    """The frames of a video as uint8 (N, 3, H, W) batches of up to ``batch_size``, decoded by FFmpeg in a thread.
+    """The frames of a video as :class:`FrameBatch` es of up to ``batch_size``, decoded by FFmpeg in a thread, with
+    the sound of its main audio stream, in the form the outputs carry it (see :func:`utils.video.sound_is_copied`).
 
     At most ``queued`` batches wait, so memory stays flat whatever the length. Opening checks that the file is a
     video with a video stream (VideoError otherwise); a frame that cannot be decoded later raises VideoError from
-    the iteration. Use it as a context manager: leaving stops the thread and closes the file.
+    the iteration, as does a decoder thread that dies. Use it as a context manager: leaving stops the thread and
+    closes the file (a VideoError from opening leaves nothing open).
     """
 
     def __init__(self, path: str, batch_size: int, queued: int = 2):
-        av = import_av()
+        self._av = import_av()
         self.path, self.batch_size = path, batch_size
         try:
-            self._container = av.open(path)
+            self._container = self._av.open(path)
         except Exception as exc:  # av raises FFmpeg's errors (InvalidDataError, ...) for what it cannot read
-            raise VideoError(f"cannot read video {path}: {_reason(exc)} (a damaged or cut-short file, or not a "
-                             "video?)") from None
-        if not self._container.streams.video:
-            self._container.close()
-            raise VideoError(f"{path} has no video stream (audio only?)")
-        stream = self._container.streams.video[0]
-        stream.thread_type = "AUTO"  # FFmpeg's own frame and slice threads
-        fps = stream.average_rate or stream.guessed_rate
-        if not fps or not stream.width or not stream.height:
-            self._container.close()
-            raise VideoError(f"cannot read video {path}: no frame rate or size in its video stream")
-        frames = _announced_frames(self._container, stream, Fraction(fps))
-        # The first frame says how the video is to be shown: phones store portrait clips sideways, with a
-        # rotation for players to apply. Frames are turned upright, so masks and outputs show as the input plays.
-        self._decoded = self._container.decode(video=0)
+            raise VideoError(f"cannot read video {path}: {ffmpeg_reason(exc)} (a damaged or cut-short file, or not "
+                             "a video?)") from None
         try:
-            self._first = next(self._decoded, None)
-        except Exception as exc:  # FFmpeg's decoding errors
+            self._open()
+        except BaseException:
             self._container.close()
-            raise VideoError(f"cannot decode video {path}: {_reason(exc)}") from None
-        if self._first is None:
-            self._container.close()
-            raise VideoError(f"{path} holds no video frame")
-        self._stored_size = (stream.width, stream.height)
-        self._turns = round((self._first.rotation or 0) / 90) % 4  # counterclockwise quarter turns, as np.rot90
-        width, height = (stream.height, stream.width) if self._turns % 2 else (stream.width, stream.height)
-        self.info = VideoInfo(Fraction(fps), width, height, frames)
+            raise
         self._queue: "queue.Queue[object]" = queue.Queue(maxsize=queued)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self.decoded = 0  # frames handed on so far
+
+    def _open(self) -> None:
+        """Check the streams, read up to the first frame, and learn what the writers need (:attr:`info`)."""
+        if not self._container.streams.video:
+            raise VideoError(f"{self.path} has no video stream (audio only?)")
+        self._video = stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"  # FFmpeg's own frame and slice threads
+        fps = stream.average_rate or stream.guessed_rate
+        if not fps or not stream.width or not stream.height or not stream.time_base:
+            raise VideoError(f"cannot read video {self.path}: no frame rate, size or time base in its video stream")
+        self._sound = self._container.streams.best("audio")
+        if self._sound is not None and self._sound.codec_context is None:  # a codec FFmpeg does not know
+            self._sound = None
+        self._copy_sound = self._sound is not None and sound_is_copied(self._sound)
+        self._hidden = 0  # frames an MP4 edit list hides (a clip trimmed without re-encoding)
+        self._items = self._demuxed()
+        self._early = self._up_to_first_frame()
+        # The first frame says how the video is to be shown: phones store portrait clips sideways, with a
+        # rotation for players to apply. Frames are turned upright, so masks and outputs show as the input plays.
+        first = self._early[-1]
+        self._stored_size = (stream.width, stream.height)
+        self._turns = round((first.rotation or 0) / 90) % 4  # counterclockwise quarter turns, as np.rot90
+        width, height = (stream.height, stream.width) if self._turns % 2 else (stream.width, stream.height)
+        self._time_base, self._step = stream.time_base, max(1, round(1 / (Fraction(fps) * stream.time_base)))
+        self._start = first.pts if first.pts is not None else 0
+        self._end: Optional[int] = None  # when the last frame handed on ends, in the time base
+        self._announced_frames, self._announced_end = stream.frames, _announced_end(self._container, stream)
+        frames = stream.frames or (round((self._announced_end - self._start * stream.time_base) * fps)
+                                   if self._announced_end is not None else 0)
+        pixel_aspect = Fraction(stream.sample_aspect_ratio or 1)
+        pixel_aspect = 1 / pixel_aspect if self._turns % 2 else pixel_aspect
+        self.info = VideoInfo(VideoFormat(width, height, stream.time_base, Fraction(fps), self._sound, pixel_aspect),
+                              max(frames, 0))
+
+    def _up_to_first_frame(self) -> List[object]:
+        """The sound that the file holds before its first frame, and that frame (VideoError if it has none)."""
+        early: List[object] = []
+        try:
+            for item in self._items:
+                early.append(item)
+                if isinstance(item, self._av.VideoFrame):
+                    return early
+        except Exception as exc:  # FFmpeg's decoding errors
+            raise VideoError(f"cannot decode video {self.path}: {ffmpeg_reason(exc)}") from None
+        raise VideoError(f"{self.path} holds no video frame")
+
+    def _demuxed(self) -> Iterator[object]:
+        """The video's frames and its sound (packets to copy, else decoded frames), in the order the file holds them."""
+        streams = [self._video] + ([self._sound] if self._sound is not None else [])
+        for packet in self._container.demux(*streams):
+            # by its stream, not its stream_index: PyAV leaves that 0 in the empty packets that flush the decoders
+            if packet.stream.index == self._video.index:
+                self._hidden += packet.is_discard and packet.size > 0
+                yield from packet.decode()
+            elif not self._copy_sound:
+                yield from packet.decode()
+            elif packet.dts is not None:  # not the empty packet that ends a stream
+                yield packet
+
+    def _time_of(self, frame) -> int:
+        """``frame``'s timestamp (when the one before it ends, if the file gives none); notes when it ends."""
+        pts = frame.pts if frame.pts is not None else (self._end or 0)
+        self._end = pts + (frame.duration or self._step)
+        return pts
+
+    def _upright(self, frame) -> torch.Tensor:
+        # a stream may change size midway: every frame is scaled to the first one's, as the writers need
+        width, height = self._stored_size
+        rgb = np.rot90(frame.to_ndarray(format="rgb24", width=width, height=height), self._turns)
+        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+
+    def _batch(self, images: List[torch.Tensor], times: List[int], sound: List[object]) -> FrameBatch:
+        if not images:
+            return FrameBatch(torch.empty((0, 3, self.info.format.height, self.info.format.width), dtype=torch.uint8),
+                              [], sound)
+        return FrameBatch(torch.stack(images), times, sound)
 
     def _put(self, item: object) -> bool:
         """Hand ``item`` to the reader; False once it has stopped listening."""
@@ -188,42 +252,77 @@ class VideoFrames:
                 continue
         return False
 
-    def _decode(self) -> None:
-        batch: List[torch.Tensor] = []
-        width, height = self._stored_size
-        try:
-            for frame in itertools.chain([self._first], self._decoded):
-                # a stream may change size midway: every frame is scaled to the first one's, as the writers need
-                rgb = np.rot90(frame.to_ndarray(format="rgb24", width=width, height=height), self._turns)
-                batch.append(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
-                if len(batch) == self.batch_size:
-                    if not self._put(torch.stack(batch)):
-                        return
-                    batch = []
-            if batch:
-                self._put(torch.stack(batch))
-            self._put(None)
-        except Exception as exc:  # FFmpeg's decoding errors: a truncated or damaged stream
-            if batch:
-                self._put(torch.stack(batch))
-            self._put(VideoError(f"cannot decode video {self.path} after its first frames: {_reason(exc)}"))
+    def _fill_queue(self) -> None:
+        """Put the batches in the queue, until the end or until the reader stops listening."""
+        images, times, sound = [], [], []
+        for item in itertools.chain(self._early, self._items):
+            if isinstance(item, self._av.VideoFrame):
+                images.append(self._upright(item))
+                times.append(self._time_of(item))
+                self.decoded += 1
+            else:
+                sound.append(item)
+            if len(images) == self.batch_size or len(sound) >= SOUND_HELD:
+                if not self._put(self._batch(images, times, sound)):
+                    return
+                images, times, sound = [], [], []
+        if images or sound:
+            self._put(self._batch(images, times, sound))
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def _decode(self) -> None:
+        """The thread: batches into the queue, then None at the end, or a VideoError when anything fails (the last
+        item it puts, whatever happens)."""
+        end: object = None
+        try:
+            self._fill_queue()
+        except BaseException as exc:  # FFmpeg's decoding errors: a truncated or damaged stream
+            end = VideoError(f"cannot decode video {self.path} after its first {self.decoded} frames: "
+                             f"{ffmpeg_reason(exc)}")
+        finally:
+            self._put(end)
+
+    def _next(self) -> object:
+        """The decoder's next batch, None at its end, or its error; a decoder thread that died is an error too."""
+        while True:
+            try:
+                return self._queue.get(timeout=LIVENESS_CHECK_S)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    return VideoError(f"cannot decode video {self.path}: the decoder stopped after "
+                                      f"{self.decoded} frames without saying why")
+
+    def __iter__(self) -> Iterator[FrameBatch]:
         self._thread = threading.Thread(target=self._decode, name="video decoder", daemon=True)
         self._thread.start()
         while True:
-            item = self._queue.get()
+            item = self._next()
             if item is None:
                 return
             if isinstance(item, Exception):
                 raise item
             yield item
 
+    def shortfall(self) -> str:
+        """After the last batch: '' when the file held what its header announces, else how much it held of it
+        ("14 of the 30 frames", "0.50 s of the 1.00 s"). Headers are rough: a few frames, or 5%, may lack."""
+        if self._announced_frames:
+            announced = self._announced_frames - self._hidden
+            if announced - self.decoded > max(2, announced // 20):
+                return f"{self.decoded} of the {announced} frames"
+        elif self._announced_end is not None and self._end is not None:
+            start = self._start * self._time_base
+            announced, held = self._announced_end - start, self._end * self._time_base - start
+            if announced - held > max(2 / self.info.format.fps, announced / 20):
+                return f"{float(held):.2f} s of the {float(announced):.2f} s"
+        return ""
+
     def __enter__(self) -> "VideoFrames":
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._container.close()
+        try:
+            if self._thread is not None:
+                self._thread.join()
+        finally:
+            self._container.close()

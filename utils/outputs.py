@@ -9,15 +9,14 @@ import itertools
 import os
 import re
 from collections import Counter
-from fractions import Fraction
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write
 from .results import OVERLAY_ALPHA, overlay
-from .video import open_encoder
+from .video import VideoFormat, open_encoder
 
 __all__ = ["Drawing", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render", "ImageWriter",
            "video_kinds", "VideoWriter", "output_files", "output_names"]
@@ -109,16 +108,15 @@ def _remove_frames(folder: str) -> None:
 
 
 class VideoWriter:
-    """The outputs of one video, frame by frame: encoded videos for ``color`` and ``overlay`` (same frame rate and
-    size), a folder of ``000000.png``... for ``label`` and ``labelids``. A context manager: the videos are
+    """The outputs of one video, frame by frame: encoded videos for ``color`` and ``overlay`` (same frame times and
+    size, and sound), a folder of ``000000.png``... for ``label`` and ``labelids``. A context manager: the videos are
     finished, playable, when it ends, also early (a stop signal); nothing is held in memory but the encoders'.
     The frames of an earlier run are cleared from the frame folders first; if an error ends the video, its frame
     folders are cleared too, as its videos are never written (the outputs of a video are whole or absent)."""
 
-    def __init__(self, folder: str, stem: str, kinds: Sequence[str], drawing: Drawing, fps: Fraction, width: int,
-                 height: int):
+    def __init__(self, folder: str, stem: str, kinds: Sequence[str], drawing: Drawing, video_format: VideoFormat):
         self.base, self.kinds, self.drawing = os.path.join(folder, stem), video_kinds(kinds), drawing
-        self.fps, self.width, self.height = fps, width, height
+        self.format = video_format
         self.frames = 0
         self._encoders = {}
         self._stack = contextlib.ExitStack()
@@ -133,8 +131,7 @@ class VideoWriter:
             for kind in self.kinds:
                 if kind in ENCODED_KINDS:
                     path = self.base + VIDEO_SUFFIXES[kind]
-                    self._encoders[kind] = self._stack.enter_context(open_encoder(path, self.fps, self.width,
-                                                                                  self.height))
+                    self._encoders[kind] = self._stack.enter_context(open_encoder(path, self.format))
             self._stack = self._stack.pop_all()
         return self
 
@@ -144,15 +141,21 @@ class VideoWriter:
                 _remove_frames(folder)
         return self._stack.__exit__(*exc)
 
-    def write(self, image: np.ndarray, labels: np.ndarray) -> None:
-        """Add the next frame: (H, W, 3) uint8 RGB and its (H, W) uint8 class indices."""
+    def write(self, image: np.ndarray, labels: np.ndarray, pts: int) -> None:
+        """Add the next frame: (H, W, 3) uint8 RGB and its (H, W) uint8 class indices, shown at ``pts`` (the input
+        frame's timestamp, in the format's time base)."""
         for kind in self.kinds:
             picture = render(kind, self.drawing, image, labels)
             if kind in self._encoders:
-                self._encoders[kind].write(np.asarray(picture))
+                self._encoders[kind].write(np.asarray(picture), pts)
             else:
                 save_png(picture, os.path.join(self.base + VIDEO_SUFFIXES[kind], f"{self.frames:06d}.png"))
         self.frames += 1
+
+    def write_sound(self, sound: Sequence[Any]) -> None:
+        """Add the input's sound that plays with the frames around it to each encoded video."""
+        for encoder in self._encoders.values():
+            encoder.write_sound(sound)
 
 
 def output_files(stem: str) -> List[str]:
