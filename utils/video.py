@@ -12,6 +12,7 @@ from typing import Iterator, Tuple
 import numpy as np
 
 from .atomic import atomic_write
+from .own_outputs import OWN_MARK, VIDEO_MARK_KEY
 
 __all__ = ["AV_PIP", "VideoError", "import_av", "pick_encoding", "VideoEncoder", "open_encoder"]
 
@@ -87,7 +88,9 @@ def open_encoder(path: str, fps: Fraction, width: int, height: int) -> Iterator[
     ends early (a stop signal); an exception leaves no file."""
     av = import_av()
     with atomic_write(path) as f:
-        encoder = VideoEncoder(av.open(f, "w", format="mp4"), fps, width, height)
+        container = av.open(f, "w", format="mp4")
+        container.metadata[VIDEO_MARK_KEY] = OWN_MARK  # a later run that walks this folder knows it as an output
+        encoder = VideoEncoder(container, fps, width, height)
         try:
             yield encoder
         finally:
