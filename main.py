@@ -30,7 +30,7 @@ from network import PretrainedWeightsError
 from network.trained_model import add_model_options, architecture_record, recorded_architecture
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
-from utils.atomic import remove_orphaned_temporaries, require_writable
+from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
                               load_model_state, restore_process_rng_state, save_checkpoint, writer_lock)
 from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
@@ -45,6 +45,7 @@ from utils.inference import (DEFAULT_STRIDE, DEFAULT_WINDOW, InferenceRecipe, Se
 from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                           require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
+from utils.own_outputs import same_path
 from utils.results import save_val_result
 from utils.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
@@ -226,6 +227,18 @@ def resolve_architecture(opts, device: torch.device) -> None:
         record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv)
 
 
+def check_checkpoints_spare_inputs(opts) -> None:
+    """A TrainingError when --init_from, or --ckpt without --continue_training, is a checkpoint this run saves
+    (latest_* or best_*): training would overwrite the weights it starts from."""
+    for flag, path in (("--ckpt", None if opts.continue_training else opts.ckpt), ("--init_from", opts.init_from)):
+        for kind in ("latest", "best"):
+            if path and same_path(path, checkpoint_path(opts, kind)):
+                resume = "add --continue_training to go on training it, or " if flag == "--ckpt" else ""
+                raise TrainingError(f"{flag} {path} is the {kind}_* checkpoint that this run saves "
+                                    f"({checkpoint_path(opts, kind)}), so training would overwrite the weights it "
+                                    f"starts from; {resume}copy it elsewhere first, or give another --checkpoint_dir")
+
+
 @contextlib.contextmanager
 def output_guard(opts, env: DistEnv) -> Iterator[None]:
     """On process 0: check that the output folders can be written and, when training, hold the checkpoints'
@@ -239,13 +252,13 @@ def output_guard(opts, env: DistEnv) -> Iterator[None]:
         yield
         return
     require_writable(opts.checkpoint_dir, "--checkpoint_dir")
+    check_checkpoints_spare_inputs(opts)
     with writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0]):  # hidden, and not a *.pth
         names = [os.path.basename(checkpoint_path(opts, kind)) for kind in ("latest", "best")]
         removed = remove_orphaned_temporaries(opts.checkpoint_dir, names)
         if removed:
-            print(f"Removed {len(removed)} temporary checkpoint file(s) that a killed save left in "
-                  f"{opts.checkpoint_dir} ({sum(size for _, size in removed) / 2 ** 20:.1f} MiB): "
-                  f"{', '.join(os.path.basename(path) for path, _ in removed)}")
+            print(describe_removed(removed, "temporary checkpoint file(s) that a killed save left",
+                                   opts.checkpoint_dir))
         yield
 
 

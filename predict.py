@@ -7,7 +7,7 @@ import argparse
 import os
 import signal
 import sys
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -21,12 +21,13 @@ from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
                           resolve_speed_options)
-from utils.atomic import require_writable
+from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable, write_advice
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                              check_recipe_options, fuse_conv_activations, normalize)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
-from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names
+from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names, planned_outputs, video_outputs
+from utils.own_outputs import input_clashes, is_own_output
 from utils.results import OVERLAY_ALPHA
 from utils.video import VideoError, import_av
 
@@ -145,9 +146,9 @@ def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, 
     """Predict the video at ``path`` in batches of frames, writing its outputs as it goes; returns the frames done.
 
     Each output frame keeps its input frame's timestamp, and the outputs carry the input's sound. Stops after the
-    batch in progress on a signal, leaving playable videos. VideoError when the file cannot be read (its videos are
-    then not written), or when it ends well before what its header announces (a file cut short: the outputs hold the
-    frames it has)."""
+    batch in progress on a signal, leaving playable videos under partial names. VideoError when the file cannot be
+    read (its videos are then not written), or when it ends well before what its header announces (a file cut
+    short: the outputs hold the frames it has)."""
     with VideoFrames(path, opts.val_batch_size) as frames:
         with VideoWriter(opts.save_val_results_to, stem, opts.output, drawing, frames.info.format) as writer, \
                 tqdm(total=frames.info.frames or None, unit="frame", disable=None,
@@ -161,12 +162,72 @@ def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, 
                         writer.write(image, label, pts)
                 progress.update(len(batch.times))
                 if stop.signal_name:
+                    writer.stop()  # the outputs keep their partial names
                     break
         shortfall = "" if stop.signal_name else frames.shortfall()
     if shortfall:
         raise VideoError(f"{path} ends after {shortfall} its header announces (cut short?); its outputs hold the "
                          f"{writer.frames} frames it has")
     return writer.frames
+
+
+def find_inputs(opts) -> List[Tuple[str, str]]:
+    """The images and videos of --input, without the output folder and without the files that this project wrote
+    (they carry its mark: earlier results beside the photos), unless --input names that file itself."""
+    files = find_images(opts.input, exclude=opts.save_val_results_to)
+    if os.path.isfile(opts.input):
+        return files
+    own = {path for path, _ in files if is_own_output(path)}
+    if len(own) == len(files):
+        raise PredictError(f"--input {opts.input} holds only results of earlier runs ({len(own)} file(s), such as "
+                           f"{min(own)}); give the folder of the photos or videos")
+    if own:
+        print(f"note: skipped {len(own)} file(s) in {opts.input} that earlier runs wrote (such as {min(own)}); "
+              "give one as --input to predict it")
+    return [file for file in files if file[0] not in own]
+
+
+def inputs_and_outputs(opts) -> Tuple[List[Tuple[str, str]], List[str], List[Tuple[str, str]]]:
+    """(images, their output stems, videos with theirs) of --input, once the output folder is ready for them
+    (:func:`prepare_output_folder`)."""
+    files = find_inputs(opts)
+    names = output_names(files)
+    videos = [(path, name) for (path, _), name in zip(files, names) if is_video(path)]
+    image_names = [name for (path, _), name in zip(files, names) if not is_video(path)]
+    images = [file for file in files if not is_video(file[0])]
+    prepare_output_folder(opts, images, image_names, videos)
+    return images, image_names, videos
+
+
+def prepare_output_folder(opts, images: Sequence[Tuple[str, str]], image_stems: Sequence[str],
+                          videos: Sequence[Tuple[str, str]]) -> None:
+    """Refuse before any work when an output would be written over an input (whatever the spelling of either
+    path); then remove what killed runs left in the folders that this run writes."""
+    out = opts.save_val_results_to
+    files, frame_folders = planned_outputs(out, image_stems, [stem for _, stem in videos], opts.output)
+    clashes = input_clashes([path for path, _ in images] + [path for path, _ in videos], files, frame_folders)
+    if clashes:
+        output, path = clashes[0]
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        folder = os.path.normpath(out)
+        instead = "predictions" if folder in (os.curdir, os.pardir) else folder + "_predictions"
+        raise PredictError(f"--save_val_results_to {out} would write {output} over the input {path}{more}; nothing "
+                           f"was written: give another folder, e.g. --save_val_results_to {instead}")
+    folders = sorted({os.path.dirname(path) for path in files} | set(frame_folders))
+    removed = [entry for folder in folders for entry in remove_orphaned_temporaries(folder)]
+    if removed:
+        print(describe_removed(removed, "temporary file(s) that a killed run left", out))
+
+
+def stopped_video_line(signal_name: str, path: str, frames: int, outputs: Dict[str, Tuple[str, str]]) -> str:
+    """What a stop signal left of the video at ``path``: its partial outputs, and the complete ones of an earlier
+    run, which are kept."""
+    if not frames:
+        return f"{signal_name} received: stopped before {path}; nothing of it was written"
+    partial = ", ".join(part + ("" if part.endswith(".mp4") else os.sep) for _, part in outputs.values())
+    complete = [final for final, _ in outputs.values() if os.path.exists(final)]
+    kept = f"; the complete outputs of an earlier run are kept: {', '.join(complete)}" if complete else ""
+    return f"{signal_name} received: stopped after {frames} frames of {path}; they are in {partial} (playable){kept}"
 
 
 def run(opts, stop: StopFlag) -> int:
@@ -182,8 +243,8 @@ def run(opts, stop: StopFlag) -> int:
     opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
     if workers_note:
         print(workers_note)
-    files = find_images(opts.input)
-    if any(is_video(path) for path, _ in files):
+    files, names, videos = inputs_and_outputs(opts)
+    if videos:
         import_av()  # a missing package is one line before any work
     if opts.onnx:
         model = OnnxSegmenter(opts.onnx)
@@ -202,10 +263,6 @@ def run(opts, stop: StopFlag) -> int:
     writer = ImageWriter(opts.save_val_results_to, opts.output, drawing)
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
-    names = output_names(files)
-    videos = [(path, name) for (path, _), name in zip(files, names) if is_video(path)]
-    names = [name for (path, _), name in zip(files, names) if not is_video(path)]
-    files = [file for file in files if not is_video(file[0])]
     loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
                           pin_memory=device.type == "cuda")
     done, skipped = 0, 0
@@ -230,8 +287,8 @@ def run(opts, stop: StopFlag) -> int:
                 writer.write(names[index], image.permute(1, 2, 0).numpy(), label)
             except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
                 raise PredictError(f"cannot write the results of {files[index][0]} ({exc.strerror or exc}); the "
-                                   f"{done} images before it are complete in {opts.save_val_results_to}; free space "
-                                   "and run again") from exc
+                                   f"{done} images before it are complete in {opts.save_val_results_to}; "
+                                   f"{write_advice(exc, opts.save_val_results_to)}") from exc
             done += 1
         pending.clear()
 
@@ -258,12 +315,12 @@ def run(opts, stop: StopFlag) -> int:
                   file=sys.stderr)
             skipped += 1
             continue
-        except OSError as exc:  # a full disk
-            raise PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); free space and run "
-                               "again") from exc
+        except OSError as exc:  # a full disk, a folder in the way
+            raise PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); "
+                               f"{write_advice(exc, opts.save_val_results_to)}") from exc
         if stop.signal_name:
-            print(f"{stop.signal_name} received: stopped after {frames} frames of {path}; its videos in "
-                  f"{opts.save_val_results_to} hold them and play", file=sys.stderr)
+            print(stopped_video_line(stop.signal_name, path, frames, video_outputs(opts.save_val_results_to, stem,
+                                                                                   opts.output)), file=sys.stderr)
             return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
         done += 1
     print(f"{done} done, {skipped} skipped; results in {opts.save_val_results_to}")

@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils import data
 
+from utils.own_outputs import same_path
 from utils.video import VideoError, VideoFormat, ffmpeg_reason, import_av, sound_is_copied
 
 from .folder import IMAGE_EXTENSIONS
@@ -34,19 +35,26 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".m
 GLOB_CHARS = "*?["
 
 
-def find_images(spec: str) -> List[Tuple[str, str]]:
+def find_images(spec: str, exclude: Optional[str] = None) -> List[Tuple[str, str]]:
     """(path, path relative to the input root) for every image and video named by ``spec``, sorted.
 
-    Extensions match case-insensitively (``.JPG`` counts), in globs too. A folder is searched recursively.
+    Extensions match case-insensitively (``.JPG`` counts), in globs too. A folder is searched recursively. The
+    folder ``exclude`` (where the results go), and all in it, is left out when it lies below the input root.
     """
     if any(c in spec for c in GLOB_CHARS):
         paths = [p for p in glob.glob(_any_case_extension(spec), recursive=True) if os.path.isfile(p)]
         root = os.path.dirname(spec.split("*")[0].split("?")[0].split("[")[0]) or "."
+        if exclude:
+            paths = [p for p in paths if not _below(os.path.dirname(p), root, exclude)]
     elif os.path.isfile(spec):
         return [(spec, os.path.basename(spec))]
     elif os.path.isdir(spec):
         root = spec
-        paths = [os.path.join(d, f) for d, _, files in os.walk(spec) for f in files]
+        paths = []
+        for folder, subfolders, files in os.walk(spec):
+            subfolders[:] = [sub for sub in subfolders if not (exclude and same_path(os.path.join(folder, sub),
+                                                                                        exclude))]
+            paths.extend(os.path.join(folder, name) for name in files)
     else:
         raise DatasetError(f"input {spec} does not exist (give a file, a folder or a glob)")
     images = sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
@@ -54,6 +62,16 @@ def find_images(spec: str) -> List[Tuple[str, str]]:
         raise DatasetError(f"input {spec} holds no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
                            f"({', '.join(VIDEO_EXTENSIONS)})")
     return [(p, os.path.relpath(p, root)) for p in images]
+
+
+def _below(folder: str, root: str, exclude: str) -> bool:
+    """Whether ``folder`` is ``exclude`` or inside it, looking at the folders from ``folder`` up to ``root``
+    (itself not included)."""
+    while os.path.normpath(folder) != os.path.normpath(root) and folder != os.path.dirname(folder):
+        if same_path(folder, exclude):
+            return True
+        folder = os.path.dirname(folder)
+    return False
 
 
 def _any_case_extension(pattern: str) -> str:

@@ -39,6 +39,7 @@ from datasets import make_demo_dataset  # noqa: E402
 from datasets.demo import demo_data_root  # noqa: E402
 from datasets.sampling import SeededSamples, ShardedRandomSampler  # noqa: E402
 from metrics import StreamSegMetrics  # noqa: E402
+from utils.atomic import atomic_write  # noqa: E402
 from utils.device import autocast  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
 from utils.training import train_step  # noqa: E402
@@ -212,8 +213,9 @@ def main() -> None:
         print(f"{setting.name:{width}s} {r['loss_first']:7.3f} {r['loss_last']:7.3f} {r['bn_dev_step1']:8.1e}   "
               + "  ".join(f"{r['mean_iou'][e.name]:{len(e.name)}.3f}" for e in eval_settings))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "args": vars(args), "rows": rows}, f, indent=1)
+        with atomic_write(args.json) as f:  # a stopped run never leaves half a file over an earlier one
+            f.write(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args), "rows": rows},
+                               indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import network  # noqa: E402
 from network.weights import (FORMATS, PretrainedWeightsError, convert_state_dict, detect_format,  # noqa: E402
                              fill_model, model_format, module_names, read_state_dict)
 from utils.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
+from utils.own_outputs import refuse_writing_over  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
     args = parser.parse_args(argv)
     try:
+        refuse_writing_over(args.output, "OUT", {"IN": args.input}, os.path.splitext(args.input)[0] + "_converted.pth")
         state = read_state_dict(args.input)
         fmt = model_format(state, args.model, args.format) if args.model else (
             detect_format(state) if args.format == "auto" else args.format)
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
         else:
             save_checkpoint({"state_dict": converted, "source_format": fmt}, args.output)
             print(f"{fmt} -> backbone state_dict with {len(converted)} tensors: {args.output}")
-    except (PretrainedWeightsError, CheckpointError) as exc:
+    except (PretrainedWeightsError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -40,6 +40,7 @@ from utils.checkpoint import CheckpointError  # noqa: E402
 from utils.inference import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
 from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
                               first_line, import_optional)
+from utils.own_outputs import refuse_writing_over  # noqa: E402
 from network.trained_model import ModelSpec, add_model_options, load_model_of  # noqa: E402
 from utils.onnx_int8 import quantize_int8  # noqa: E402
 
@@ -207,6 +208,8 @@ def run(opts: argparse.Namespace) -> None:
     if not opts.max_logit_diff > 0:
         raise ExportError(f"--max_logit_diff must be positive, not {opts.max_logit_diff}")
     require_writable_file(opts.output, "--output", "model.onnx")
+    refuse_writing_over(opts.output, "--output", {"--ckpt": opts.ckpt, "--classes": opts.classes},
+                        os.path.splitext(opts.ckpt)[0] + ".onnx")
     if opts.int8 != bool(opts.calibration):
         raise ExportError("--int8 needs --calibration DIR (a few dozen images like those you will predict on)"
                           if opts.int8 else "--calibration is for --int8; add --int8 or drop it")

@@ -1,35 +1,88 @@
-"""Files that appear whole or not at all: written beside their target, then renamed over it."""
+"""Files that appear whole or not at all: written beside their target, then renamed over it.
+
+Every temporary file is locked (``flock``) by its writer for as long as it is open; the kernel drops the lock
+when the writer ends, however it ends (SIGKILL, the OOM killer). A temporary whose lock can be taken therefore
+belongs to a dead run, whatever its process id (every run may be PID 1 in its own container), and
+:func:`remove_orphaned_temporaries` removes it. Where a write fails, :func:`write_advice` says what to do.
+"""
 import contextlib
+import errno
 import os
 import re
 import tempfile
 import uuid
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; an open file cannot be deleted there, which tells the same
+    fcntl = None
+
 __all__ = ["atomic_write", "check_writable", "require_writable", "require_writable_file", "missing_file",
-           "remove_orphaned_temporaries"]
+           "remove_orphaned_temporaries", "describe_removed", "write_advice"]
+
+TEMPORARY_NAME = re.compile(r"^\.tmp-(?P<target>.+)-\d+-[0-9a-f]{8}$")  # what _temporary_name makes
+
 
 @contextlib.contextmanager
 def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content into; on success it replaces ``path`` in one rename.
 
-    A crash, an exception or a kill while writing leaves the old file (or none), never half a file.
+    A crash, an exception or a kill while writing leaves the old file (or none), never half a file; what a
+    kill leaves is a locked-while-alive temporary that the next run removes (:func:`remove_orphaned_temporaries`).
     ``sync`` also flushes the data to disk before the rename (checkpoints: survives a power cut).
     """
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f"{_temporary_prefix(name)}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp, f = _locked_temporary(folder, name)
     try:
-        with open(tmp, "xb") as f:  # not mkstemp: the file gets the usual permissions (umask), not 0600
+        with f:
             yield f
+            f.flush()
             if sync:
-                f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if fcntl is None:
+                f.close()  # Windows renames no open file (and holds no lock to keep)
+            os.replace(tmp, path)  # before the file closes: the lock covers the temporary until it is gone
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def _locked_temporary(folder: str, name: str) -> Tuple[str, BinaryIO]:
+    """A new temporary file for target ``name`` in ``folder``, open for writing and locked by this process."""
+    while True:
+        tmp = os.path.join(folder, _temporary_name(name))
+        f = open(tmp, "xb")  # not mkstemp: the file gets the usual permissions (umask), not 0600
+        if not _lock(f.fileno(), wait=True) or _is_at(f.fileno(), tmp):
+            return tmp, f
+        f.close()  # a cleaner took it between its creation and the lock, and removed it: take a new name
+
+
+def _temporary_name(name: str) -> str:
+    return f"{_temporary_prefix(name)}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the PID is for people only
+
+
+def _lock(fd: int, wait: bool) -> bool:
+    """Take the exclusive flock of ``fd``; False when another open file holds it (only with ``wait`` False) or
+    when the file system has no locks (some network mounts): nothing is known of its writer then."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:  # BlockingIOError: held; ENOLCK, EOPNOTSUPP...: no locks here
+        return False
+    return True
+
+
+def _is_at(fd: int, path: str) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path``."""
+    try:
+        opened, named = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
 
 
 def check_writable(folder: str) -> None:
@@ -49,8 +102,8 @@ def require_writable(folder: str, flag: str) -> None:
     try:
         check_writable(folder)
     except OSError as exc:
-        raise ValueError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); fix its permissions or "
-                         "choose another folder") from exc
+        raise ValueError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); "
+                         f"{write_advice(exc, folder)}") from exc
 
 
 def require_writable_file(path: str, flag: str, example_name: str) -> None:
@@ -85,23 +138,69 @@ def _temporary_prefix(name: str) -> str:
     return f".tmp-{name}-"
 
 
-def remove_orphaned_temporaries(folder: str, names: Sequence[str]) -> List[Tuple[str, int]]:
-    """Remove the temporary files that :func:`atomic_write` left in ``folder`` for targets called ``names`` when its
-    process was killed (SIGKILL, the OOM killer, a power cut) before it could clean up; return their paths and
-    sizes. Call it while holding the lock that every writer of those targets holds (``writer_lock``): then no
-    other process is writing them, and only this process's own temporaries are spared.
+def remove_orphaned_temporaries(folder: str, names: Optional[Sequence[str]] = None) -> List[Tuple[str, int]]:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` (for targets called ``names``, or
+    any) when its process died before it could clean up (SIGKILL, the OOM killer, a power cut); return their
+    paths and sizes. A temporary is its dead writer's when its lock can be taken: those being written, by this
+    process or any other, are left alone. Where the file system has no locks nothing is removed.
     """
     if not os.path.isdir(folder):
         return []
-    prefixes = tuple(_temporary_prefix(name) for name in names)
-    own = re.compile(rf"-{os.getpid()}-[0-9a-f]{{8}}$")
+    prefixes = tuple(_temporary_prefix(name) for name in names) if names is not None else (".tmp-",)
     removed = []
     for entry in sorted(os.listdir(folder)):
-        if not entry.startswith(prefixes) or own.search(entry):
-            continue
-        path = os.path.join(folder, entry)
-        with contextlib.suppress(FileNotFoundError):  # gone meanwhile
-            size = os.path.getsize(path)
-            os.remove(path)
-            removed.append((path, size))
+        if entry.startswith(prefixes) and TEMPORARY_NAME.match(entry):
+            size = _remove_if_unlocked(os.path.join(folder, entry))
+            if size is not None:
+                removed.append((os.path.join(folder, entry), size))
     return removed
+
+
+def describe_removed(removed: Sequence[Tuple[str, int]], what: str, folder: str) -> str:
+    """One line saying which temporary files (:func:`remove_orphaned_temporaries`) were removed from ``folder``."""
+    return (f"Removed {len(removed)} {what} in {folder} ({sum(size for _, size in removed) / 2 ** 20:.1f} MiB): "
+            f"{', '.join(os.path.relpath(path, folder) for path, _ in removed)}")
+
+
+def _remove_if_unlocked(path: str) -> Optional[int]:
+    """Delete ``path`` if no open file holds its lock; its size, or None when it is in use or gone."""
+    if fcntl is None:
+        try:
+            size = os.path.getsize(path)
+            os.remove(path)  # refused while its writer has it open
+        except OSError:
+            return None
+        return size
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone meanwhile, or not ours to read
+        return None
+    try:
+        if not _lock(fd, wait=False) or not _is_at(fd, path):
+            return None
+        os.remove(path)  # still holding the lock: a writer that created it a moment ago waits, then sees it gone
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def write_advice(exc: OSError, folder: str) -> str:
+    """What to do about ``exc``, an error while writing into ``folder``, by its cause: the end of every "cannot
+    write" message (a full disk is told to free space; a folder in the way, to move it; and so on)."""
+    where = exc.filename2 or exc.filename or folder  # os.replace(src, dst) names dst second: the one in the way
+    in_the_way = "move or rename it, or choose another folder"
+    advice = {
+        errno.ENOSPC: f"free space in {folder} or choose another folder",
+        errno.EDQUOT: f"free space in {folder} (your disk quota is used up) or choose another folder",
+        errno.EISDIR: f"a folder is in the way at {where}: {in_the_way}",
+        errno.EEXIST: f"a file is in the way at {where}, where a folder goes: {in_the_way}",
+        errno.ENOTDIR: f"a file is in the way on the path {where}, where a folder goes: {in_the_way}",
+        errno.ENOTEMPTY: f"a folder that is not empty is in the way at {where}: {in_the_way}",
+        errno.EACCES: f"{folder} is not writable for you: fix its permissions or choose another folder",
+        errno.EPERM: f"{folder} is not writable for you: fix its permissions or choose another folder",
+        errno.EROFS: f"{folder} is on a read-only file system: choose another folder",
+        errno.ENAMETOOLONG: f"a name is too long for the file system at {where}: shorten the input's name or "
+                            "choose a folder with a shorter path",
+        errno.EIO: f"the disk of {folder} reported an input/output error: check the disk or choose another folder",
+    }
+    return advice.get(exc.errno, f"check {where} and {folder}, or choose another folder")

@@ -7,7 +7,6 @@ The dict keeps the original's keys (``cur_itrs``, ``model_state``, ``optimizer_s
 ``scheduler_state``, ``best_score``) so tools written for it read ours; new keys are added beside them.
 """
 import contextlib
-import errno
 import os
 import platform
 import random
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_write, missing_file
+from .atomic import atomic_write, missing_file, write_advice
 
 try:
     import fcntl
@@ -30,7 +29,6 @@ __all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "file_proble
            "save_checkpoint", "writer_lock", "load_checkpoint", "extract_model_state", "load_model_state",
            "capture_rng_state", "restore_rng_state", "restore_process_rng_state"]
 
-_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
 _PICKLE_PROTOCOL_OPCODE = 0x80
 # The format before it: a pickle of this magic number, then the data (the original's era still wrote it).
@@ -69,10 +67,8 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
         if cause is None:
             raise
         kept = f"the previous {os.path.basename(path)} is unchanged" if existed else "no file was left behind"
-        folder = os.path.dirname(os.path.abspath(path))
-        fix = f"free space in {folder}" if cause.errno in _FULL_DISK else f"make {folder} writable"
-        raise CheckpointError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}; {fix} "
-                              "or choose another folder") from exc
+        advice = write_advice(cause, os.path.dirname(os.path.abspath(path)))
+        raise CheckpointError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}; {advice}") from exc
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .atomic import write_advice
 from .eval_report import confusion_matrix_png, row_normalised, write_evaluation
 from .visualizer import Visualizer
 
@@ -226,7 +227,7 @@ class EvaluationFilesSink(Sink):
             write_evaluation(self.folder, report.results, report.confusion_matrix, report.class_names, report.info)
         except OSError as exc:  # each file is written atomically: the previous evaluation's stay whole
             raise LoggerError(f"cannot write the evaluation files in {self.folder} ({exc.strerror or exc}); the "
-                              "checkpoints are saved; free space or choose another --results_dir") from exc
+                              f"checkpoints are saved; {write_advice(exc, self.folder)} (--results_dir)") from exc
 
 
 def heatmap_image(matrix: np.ndarray) -> np.ndarray:

@@ -2,6 +2,9 @@
 videos (``color``, ``overlay``) or folders of per-frame PNGs (``label``, ``labelids``).
 
 Every PNG is written atomically (:func:`utils.atomic.atomic_write`), so a stopped run leaves no truncated file.
+A video's outputs are written under names that say they are partial (``clip_overlay.partial.mp4``,
+``clip_label.partial/``) and take their final names when the video is complete, so a stopped rerun never replaces
+a complete output.
 """
 import contextlib
 import dataclasses
@@ -14,19 +17,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_write
+from .own_outputs import save_png
 from .results import OVERLAY_ALPHA, overlay
 from .video import VideoFormat, open_encoder
 
 __all__ = ["Drawing", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render", "ImageWriter",
-           "video_kinds", "VideoWriter", "output_files", "output_names"]
-
-PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
+           "video_kinds", "video_outputs", "VideoWriter", "planned_outputs", "output_files", "output_names"]
 
 # What each kind adds to an input's output stem (relative path without extension).
 IMAGE_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png", "labelids": "_labelIds.png"}
 # For a video: encoded videos, or folders holding one PNG per frame.
 VIDEO_SUFFIXES = {"color": "_color.mp4", "overlay": "_overlay.mp4", "label": "_label", "labelids": "_labelIds"}
+PARTIAL = ".partial"  # what a video's outputs add to their names until the video is complete
 ENCODED_KINDS = ("color", "overlay")
 OUTPUT_KINDS = tuple(IMAGE_SUFFIXES)
 
@@ -69,12 +71,6 @@ def render(kind: str, drawing: Drawing, image: np.ndarray, labels: np.ndarray) -
     return RENDERERS[kind](drawing, image, labels)
 
 
-def save_png(image: Image.Image, path: str) -> None:
-    """Write ``image`` as a PNG that appears whole or not at all (a run stopped mid-write leaves no stub)."""
-    with atomic_write(path) as f:
-        image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-
-
 class ImageWriter:
     """The PNG of each asked ``kinds`` for an image, at ``folder``/stem + the kind's suffix."""
 
@@ -107,49 +103,91 @@ def _remove_frames(folder: str) -> None:
         os.rmdir(folder)
 
 
+def _promote_frames(partial: str, final: str) -> None:
+    """Put the frames of folder ``partial`` at ``final``, in place of an earlier run's frames there."""
+    _remove_frames(final)
+    if not os.path.isdir(final):
+        os.replace(partial, final)
+        return
+    for name in sorted(os.listdir(partial)):  # the folder stayed: it holds files of the user's too
+        os.replace(os.path.join(partial, name), os.path.join(final, name))
+    os.rmdir(partial)
+
+
+def video_outputs(folder: str, stem: str, kinds: Sequence[str]) -> Dict[str, Tuple[str, str]]:
+    """(final, partial) path of each output of the video named ``stem``, by kind: an MP4 file or a folder of
+    frames (``clip_overlay.mp4`` and ``clip_overlay.partial.mp4``, ``clip_label`` and ``clip_label.partial``)."""
+    paths = {}
+    for kind in video_kinds(kinds):
+        final = os.path.join(folder, stem + VIDEO_SUFFIXES[kind])
+        name, extension = (final[:-len(".mp4")], ".mp4") if kind in ENCODED_KINDS else (final, "")
+        paths[kind] = (final, name + PARTIAL + extension)
+    return paths
+
+
 class VideoWriter:
     """The outputs of one video, frame by frame: encoded videos for ``color`` and ``overlay`` (same frame times and
     size, and sound), a folder of ``000000.png``... for ``label`` and ``labelids``. A context manager: the videos are
-    finished, playable, when it ends, also early (a stop signal); nothing is held in memory but the encoders'.
-    The frames of an earlier run are cleared from the frame folders first; if an error ends the video, its frame
-    folders are cleared too, as its videos are never written (the outputs of a video are whole or absent)."""
+    finished, playable, when it ends, also early; nothing is held in memory but the encoders'.
+
+    Everything is written under partial names (:func:`video_outputs`) and renamed to the final names when the
+    block ends normally, replacing an earlier run's outputs then. After :meth:`stop` (a stop signal) the partial
+    outputs stay as they are, so a complete output is never replaced by a partial one; after an error the video
+    leaves no partial output (its videos are never written, its frames are cleared)."""
 
     def __init__(self, folder: str, stem: str, kinds: Sequence[str], drawing: Drawing, video_format: VideoFormat):
-        self.base, self.kinds, self.drawing = os.path.join(folder, stem), video_kinds(kinds), drawing
+        self.paths, self.drawing = video_outputs(folder, stem, kinds), drawing
         self.format = video_format
         self.frames = 0
+        self.stopped = False
         self._encoders = {}
         self._stack = contextlib.ExitStack()
 
-    def _frame_folders(self) -> List[str]:
-        return [self.base + VIDEO_SUFFIXES[kind] for kind in self.kinds if kind not in ENCODED_KINDS]
+    def _partial_frame_folders(self) -> List[str]:
+        return [partial for kind, (_, partial) in self.paths.items() if kind not in ENCODED_KINDS]
 
     def __enter__(self) -> "VideoWriter":
-        for folder in self._frame_folders():  # a shorter rerun must not keep the frames after its own
+        for folder in self._partial_frame_folders():  # a stopped run's: this run's frames only
             _remove_frames(folder)
         with self._stack:  # an encoder that fails to open closes those opened before it
-            for kind in self.kinds:
+            for kind, (_, partial) in self.paths.items():
                 if kind in ENCODED_KINDS:
-                    path = self.base + VIDEO_SUFFIXES[kind]
-                    self._encoders[kind] = self._stack.enter_context(open_encoder(path, self.format))
+                    self._encoders[kind] = self._stack.enter_context(open_encoder(partial, self.format))
             self._stack = self._stack.pop_all()
         return self
 
-    def __exit__(self, *exc) -> Optional[bool]:
+    def __exit__(self, *exc) -> None:
+        try:
+            self._stack.__exit__(*exc)  # flushes the encoders: their partial videos appear (none after an error)
+        except BaseException:
+            self._clear_frames()
+            raise
         if exc[0] is not None:
-            for folder in self._frame_folders():
-                _remove_frames(folder)
-        return self._stack.__exit__(*exc)
+            self._clear_frames()
+        elif not self.stopped:
+            for kind, (final, partial) in self.paths.items():
+                if kind in ENCODED_KINDS:
+                    os.replace(partial, final)
+                else:
+                    _promote_frames(partial, final)
+
+    def _clear_frames(self) -> None:
+        for folder in self._partial_frame_folders():
+            _remove_frames(folder)
+
+    def stop(self) -> None:
+        """Keep the outputs under their partial names when the block ends (the run is stopping early)."""
+        self.stopped = True
 
     def write(self, image: np.ndarray, labels: np.ndarray, pts: int) -> None:
         """Add the next frame: (H, W, 3) uint8 RGB and its (H, W) uint8 class indices, shown at ``pts`` (the input
         frame's timestamp, in the format's time base)."""
-        for kind in self.kinds:
+        for kind, (_, partial) in self.paths.items():
             picture = render(kind, self.drawing, image, labels)
             if kind in self._encoders:
                 self._encoders[kind].write(np.asarray(picture), pts)
             else:
-                save_png(picture, os.path.join(self.base + VIDEO_SUFFIXES[kind], f"{self.frames:06d}.png"))
+                save_png(picture, os.path.join(partial, f"{self.frames:06d}.png"))
         self.frames += 1
 
     def write_sound(self, sound: Sequence[Any]) -> None:
@@ -158,11 +196,23 @@ class VideoWriter:
             encoder.write_sound(sound)
 
 
+def planned_outputs(folder: str, image_stems: Sequence[str], video_stems: Sequence[str],
+                    kinds: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """(files, folders of frames) that predicting images and videos with these output stems (:func:`output_names`)
+    writes in ``folder``, partial ones included."""
+    files = [os.path.join(folder, stem + IMAGE_SUFFIXES[kind]) for stem in image_stems for kind in kinds]
+    folders = []
+    for stem in video_stems:
+        for kind, pair in video_outputs(folder, stem, kinds).items():
+            (files if kind in ENCODED_KINDS else folders).extend(pair)
+    return files, folders
+
+
 def output_files(stem: str) -> List[str]:
-    """Every file or folder an input named ``stem`` may write, image or video, case-folded (case-insensitive
-    disks merge a.png and A.png)."""
-    suffixes = itertools.chain(IMAGE_SUFFIXES.values(), VIDEO_SUFFIXES.values())
-    return [(stem + suffix).casefold() for suffix in suffixes]
+    """Every file or folder an input named ``stem`` may write, image or video (partial ones too), case-folded
+    (case-insensitive disks merge a.png and A.png)."""
+    video = [path for pair in video_outputs("", stem, OUTPUT_KINDS).values() for path in pair]
+    return [(stem + suffix).casefold() for suffix in IMAGE_SUFFIXES.values()] + [path.casefold() for path in video]
 
 
 def output_names(files: Sequence[Tuple[str, str]]) -> List[str]:

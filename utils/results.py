@@ -1,9 +1,12 @@
-"""Writing validation results: image, target, prediction and overlay PNGs (no matplotlib needed)."""
+"""Writing validation results: image, target, prediction and overlay PNGs (no matplotlib needed), each written
+atomically."""
 import os
 from typing import Callable
 
 import numpy as np
 from PIL import Image
+
+from .own_outputs import save_png
 
 __all__ = ["overlay", "save_val_result"]
 
@@ -19,8 +22,7 @@ def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = OVERLAY_A
 def save_val_result(folder: str, index: int, image: np.ndarray, target: np.ndarray, pred: np.ndarray,
                     decode: Callable[[np.ndarray], np.ndarray]) -> None:
     """``{index}_image.png``, ``_target.png``, ``_pred.png`` and ``_overlay.png`` in ``folder``."""
-    os.makedirs(folder, exist_ok=True)
     coloured = decode(pred)
     for suffix, array in (("image", image), ("target", decode(target)), ("pred", coloured),
                           ("overlay", overlay(image, coloured))):
-        Image.fromarray(array).save(os.path.join(folder, f"{index}_{suffix}.png"))
+        save_png(Image.fromarray(array), os.path.join(folder, f"{index}_{suffix}.png"))

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from .atomic import atomic_write
+from .own_outputs import OWN_MARK, VIDEO_MARK_KEY
 
 __all__ = ["AV_PIP", "VideoError", "import_av", "ffmpeg_reason", "pick_codec", "sound_is_copied", "VideoFormat",
            "VideoEncoder", "open_encoder"]
@@ -158,6 +159,7 @@ def open_encoder(path: str, video_format: VideoFormat) -> Iterator[VideoEncoder]
     timescale = {"movie_timescale": str(video_format.time_base.denominator)}
     with atomic_write(path) as f, _as_video_error(av, path):
         container = av.open(f, "w", format="mp4", options=timescale)
+        container.metadata[VIDEO_MARK_KEY] = OWN_MARK  # a later run that walks this folder knows it as an output
         try:
             encoder = VideoEncoder(container, video_format)
         except BaseException:

@@ -223,6 +223,19 @@ def test_convert_tool_writes_backbone_and_whole_model_files(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_convert_tool_refuses_to_write_over_its_input(tmp_path, capsys, monkeypatch):
+    from tools import convert_weights
+
+    src = _save(network.deeplabv3plus_mobilenet(pretrained_backbone=False).backbone.state_dict(), tmp_path / "bb.pth")
+    before = open(src, "rb").read()
+    monkeypatch.chdir(tmp_path)
+    assert convert_weights.main([src, "bb.pth"]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: OUT bb.pth is the same file as IN {src}: writing it would "
+                                               f"destroy that input; write to another file, e.g. "
+                                               f"{tmp_path / 'bb'}_converted.pth")
+    assert open(src, "rb").read() == before
+
+
 def test_convert_tool_names_a_folder_input_and_an_unwritable_output(tmp_path, capsys):
     from tools import convert_weights
 

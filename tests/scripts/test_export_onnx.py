@@ -253,6 +253,17 @@ def test_a_failed_check_writes_nothing_and_keeps_an_older_file(exported, tmp_pat
     assert output.read_bytes() == b"an older export" and os.listdir(tmp_path) == ["model.onnx"]
 
 
+def test_an_output_that_is_the_checkpoint_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    ckpt = _checkpoint(str(tmp_path), MODEL)
+    before = open(ckpt, "rb").read()
+    monkeypatch.chdir(tmp_path)
+    assert export_onnx.main(["--ckpt", ckpt, "--output", f"./{MODEL}.pth"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: --output ./{MODEL}.pth is the same file as --ckpt {ckpt}: writing it would destroy that input; write "
+        f"to another file, e.g. {os.path.splitext(ckpt)[0]}.onnx")
+    assert open(ckpt, "rb").read() == before
+
+
 def test_a_logit_limit_that_is_not_positive_is_one_line(exported, tmp_path, capsys):
     assert export_onnx.main(["--ckpt", exported[0], "--output", str(tmp_path / "m.onnx"), "--max_logit_diff",
                              "0"]) == 1

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import main as train_script
+import network
 from tests.conftest import ROOT
-from tests.scripts.test_main import _args, _ckpt, voc  # noqa: F401 (voc is a fixture)
+from tests.scripts.test_main import MODEL, _args, _ckpt, voc  # noqa: F401 (voc is a fixture)
 from utils import checkpoint
 from utils.checkpoint import writer_lock
 
@@ -35,6 +36,24 @@ def test_unusable_checkpoint_dir_fails_before_training(voc, capsys):
     blocker.write_text("")
     assert train_script.main(_args(voc, "--total_itrs", "1", "--checkpoint_dir", str(blocker / "ck"))) == 1
     assert "--checkpoint_dir" in _one_error_line(capsys)
+
+
+def test_training_from_a_checkpoint_that_it_would_overwrite_is_refused(voc, capsys):
+    """--ckpt without --continue_training, or --init_from, naming the latest_* or best_* file of this run (in any
+    spelling): its first save would replace the weights it started from."""
+    (voc / "ck").mkdir()
+    best = _ckpt(voc, "best")
+    torch.save({"model_state": network.build_model(MODEL, 21, 16, pretrained_backbone=False).state_dict()}, best)
+    before = open(best, "rb").read()
+    assert train_script.main(_args(voc, "--total_itrs", "1", "--ckpt", best)) == 1
+    assert _one_error_line(capsys) == (
+        f"error: --ckpt {best} is the best_* checkpoint that this run saves ({best}), so training would overwrite the "
+        "weights it starts from; add --continue_training to go on training it, or copy it elsewhere first, or give "
+        "another --checkpoint_dir")
+    spelled = os.path.join(str(voc), "ck", ".", os.path.basename(best))
+    assert train_script.main(_args(voc, "--total_itrs", "1", "--init_from", spelled)) == 1
+    assert f"error: --init_from {spelled} is the best_* checkpoint that this run saves" in _one_error_line(capsys)
+    assert open(best, "rb").read() == before and sorted(os.listdir(voc / "ck")) == [os.path.basename(best)]
 
 
 def test_a_second_run_on_the_same_checkpoints_is_refused(voc, capsys):

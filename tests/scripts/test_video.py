@@ -278,7 +278,7 @@ def test_bad_videos_are_skipped_in_one_line_and_the_rest_goes_on(tmp_path, ckpt,
     assert float(cut.group(1)) == pytest.approx(int(cut.group(2)) / FPS, abs=0.01)
     assert lines[1] == f"skipped: {folder / 'empty.mkv'} holds no video frame"
     assert lines[2].startswith(f"skipped: cannot read video {folder / 'notes.mp4'}: ")
-    assert lines[3] == f"skipped: cannot write {out / 'recorder_overlay.mp4'}: Invalid argument"  # FFmpeg refused
+    assert lines[3] == f"skipped: cannot write {out / 'recorder_overlay.partial.mp4'}: Invalid argument"  # FFmpeg refused
     assert lines[4] == f"skipped: {folder / 'sound.mkv'} has no video stream (audio only?)"
     assert lines[5].startswith(f"skipped: cannot read video {folder / 'truncated.mp4'}: ")
     assert sorted(os.listdir(out)) == ["cut_color.mp4", "cut_overlay.mp4", "good_color.mp4", "good_overlay.mp4"]
@@ -379,18 +379,61 @@ def test_without_pyav_a_video_is_one_line(tmp_path, ckpt, capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == f"error: videos need PyAV, which is not installed: {AV_PIP}"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM])
-def test_a_stop_signal_leaves_a_playable_video(tmp_path, ckpt, signum):
-    clip = write_clip(tmp_path / "long.mkv", count=400)
-    out = tmp_path / "out"
-    cmd = [sys.executable, os.path.join(ROOT, "predict.py"), "--input", clip, "--ckpt", ckpt[0], "--model", MODEL,
-           "--save_val_results_to", str(out), "--output", "label", "--val_batch_size", "2"]
-    code, printed = signal_group_when(cmd, lambda _: os.path.exists(out / "long_label" / "000003.png"), signum,
-                                      cwd=ROOT)
-    assert code == 128 + signum, printed
-    assert f"{signum.name} received: stopped after" in printed and "Traceback" not in printed
-    frames, size, codec, _ = _video_facts(out / "long_overlay.mp4")
+def _long_run(clip, out, ckpt_path):
+    return [sys.executable, os.path.join(ROOT, "predict.py"), "--input", str(clip), "--ckpt", ckpt_path, "--model",
+            MODEL, "--save_val_results_to", str(out), "--output", "label", "--val_batch_size", "2"]
+
+
+def test_a_stopped_rerun_keeps_the_complete_outputs_and_leaves_its_own_as_partial(tmp_path, ckpt, capsys):
+    """Ctrl-C during a rerun: the complete outputs of the first run stay as they were; the frames done are in
+    playable outputs whose names say they are partial; a complete run then takes the final names."""
+    out, clip = tmp_path / "out", tmp_path / "long.mkv"
+    assert _predict(write_clip(clip, count=3), out, ckpt[0], "--output", "label") == 0
+    write_clip(clip, count=400)  # the same clip, longer (exported again)
+    code, printed = signal_group_when(_long_run(clip, out, ckpt[0]),
+                                      lambda _: os.path.exists(out / "long_label.partial" / "000003.png"),
+                                      signal.SIGINT, cwd=ROOT)
+    assert code == 128 + signal.SIGINT, printed
+    frames, size, codec, _ = _video_facts(out / "long_overlay.partial.mp4")
     assert 4 <= frames < 400 and size == (96, 64) and codec == "h264"
-    assert frame_times(out / "long_overlay.mp4") == frame_times(clip)[:frames]
-    assert frames == len(os.listdir(out / "long_label"))
+    assert frame_times(out / "long_overlay.partial.mp4") == frame_times(clip)[:frames]
+    assert frames == len(os.listdir(out / "long_label.partial"))
+    assert (f"SIGINT received: stopped after {frames} frames of {clip}; they are in "
+            f"{out / 'long_overlay.partial.mp4'}, {out / 'long_label.partial'}{os.sep} (playable); the complete "
+            f"outputs of an earlier run are kept: {out / 'long_overlay.mp4'}, {out / 'long_label'}") in printed
+    assert "Traceback" not in printed
+    assert _video_facts(out / "long_overlay.mp4")[0] == 3 and len(os.listdir(out / "long_label")) == 3
     assert not [name for name in os.listdir(out) if name.startswith(".tmp")]
+    assert _predict(write_clip(clip, count=5), out, ckpt[0], "--output", "label") == 0
+    assert sorted(os.listdir(out)) == ["long_label", "long_overlay.mp4"]
+    assert _video_facts(out / "long_overlay.mp4")[0] == 5 and len(os.listdir(out / "long_label")) == 5
+
+
+def test_a_killed_run_s_temporary_files_go_with_the_next_run(tmp_path, ckpt, capsys):
+    """SIGKILL (the OOM killer) leaves the video being encoded as a temporary file; the next run into the folder
+    removes it, also when it runs under the killed run's process id (in containers every run may be PID 1)."""
+    out, clip = tmp_path / "out", write_clip(tmp_path / "long.mkv", count=400)
+    code, _ = signal_group_when(_long_run(clip, out, ckpt[0]),
+                                lambda _: os.path.exists(out / "long_label.partial" / "000003.png"), signal.SIGKILL,
+                                cwd=ROOT)
+    assert code == -signal.SIGKILL
+    (left,) = [name for name in os.listdir(out) if name.startswith(".tmp-")]
+    assert left.startswith(".tmp-long_overlay.partial.mp4-")
+    same_pid = re.sub(r"-\d+-(?=[0-9a-f]{8}$)", f"-{os.getpid()}-", left)
+    os.rename(out / left, out / same_pid)
+    assert _predict(write_clip(clip, count=2), out, ckpt[0], "--output", "label") == 0
+    assert f"Removed 1 temporary file(s) that a killed run left in {out} (" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == ["long_label", "long_overlay.mp4"]
+
+
+def test_frames_are_never_written_over_photos_in_a_folder_of_that_name(tmp_path, ckpt, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_clip(clips / "walk.mkv", count=2)
+    (clips / "walk_label").mkdir()
+    Image.fromarray(next(_frames(1, 96, 64))).save(clips / "walk_label" / "000000.png")
+    before = (clips / "walk_label" / "000000.png").read_bytes()
+    assert _predict(clips, clips, ckpt[0], "--output", "label") == 1
+    assert (f"would write {clips / 'walk_label' / '000000.png'} over the input {clips / 'walk_label' / '000000.png'}; "
+            "nothing was written") in capsys.readouterr().err
+    assert (clips / "walk_label" / "000000.png").read_bytes() == before

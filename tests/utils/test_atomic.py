@@ -1,0 +1,101 @@
+"""Temporary files of atomic writes: a live writer's are kept, a killed writer's are removed whatever its process id;
+write errors say what is in the way."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+from utils.atomic import atomic_write, remove_orphaned_temporaries, write_advice
+from utils.checkpoint import CheckpointError, save_checkpoint
+
+WRITER = ("import sys, time; from utils.atomic import atomic_write\n"
+          "with atomic_write(sys.argv[1]) as f:\n"
+          "    f.write(b'x' * 4096); f.flush(); print('writing', flush=True); time.sleep(120)\n")
+
+
+def _writer(target) -> subprocess.Popen:
+    """A real process in the middle of an atomic write of ``target``."""
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    return child
+
+
+def _temporaries(folder):
+    return sorted(name for name in os.listdir(folder) if name.startswith(".tmp-"))
+
+
+def test_a_live_writer_s_temporary_is_kept_and_a_killed_one_s_removed_whatever_its_pid(tmp_path):
+    target = tmp_path / "x.png"
+    child = _writer(target)
+    try:
+        (live,) = _temporaries(tmp_path)
+        assert remove_orphaned_temporaries(str(tmp_path)) == []  # another process is writing it
+        assert _temporaries(tmp_path) == [live]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # In a container every run may be PID 1: the dead writer's file may carry the PID of the run now cleaning up.
+    same_pid = live.replace(f"-{child.pid}-", f"-{os.getpid()}-")
+    os.rename(tmp_path / live, tmp_path / same_pid)
+    assert remove_orphaned_temporaries(str(tmp_path)) == [(str(tmp_path / same_pid), 4096)]
+    assert os.listdir(tmp_path) == []
+
+
+def test_this_process_s_own_write_in_progress_is_kept_and_then_completes(tmp_path):
+    (tmp_path / ".tmp-notes.txt").write_text("a user's file that only looks like ours")
+    with atomic_write(str(tmp_path / "x.bin")) as f:
+        f.write(b"data")
+        assert remove_orphaned_temporaries(str(tmp_path)) == []
+    assert (tmp_path / "x.bin").read_bytes() == b"data"
+    assert sorted(os.listdir(tmp_path)) == [".tmp-notes.txt", "x.bin"]
+
+
+def test_names_limit_the_removal_to_those_targets(tmp_path):
+    for target in ("a.pth", "b.pth"):
+        child = _writer(tmp_path / target)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (removed, _), = remove_orphaned_temporaries(str(tmp_path), ["a.pth"])
+    assert os.path.basename(removed).startswith(".tmp-a.pth-")
+    assert [name[:11] for name in _temporaries(tmp_path)] == [".tmp-b.pth-"]
+
+
+def test_write_errors_name_their_cause(tmp_path):
+    folder = str(tmp_path)
+    in_the_way = tmp_path / "x.png"
+    in_the_way.mkdir()
+    with pytest.raises(OSError) as replaced:
+        with atomic_write(str(in_the_way)) as f:
+            f.write(b"png")
+    assert replaced.value.errno == errno.EISDIR and _temporaries(tmp_path) == []
+    assert write_advice(replaced.value, folder) == (f"a folder is in the way at {in_the_way}: move or rename it, or "
+                                                    "choose another folder")
+    (tmp_path / "sub").write_text("")
+    with pytest.raises(OSError) as made:
+        with atomic_write(str(tmp_path / "sub" / "y.png")):
+            pass
+    assert made.value.errno == errno.EEXIST
+    assert write_advice(made.value, folder).startswith(f"a file is in the way at {tmp_path / 'sub'}, where a folder")
+    with pytest.raises(OSError) as long_name:
+        with atomic_write(str(tmp_path / ("n" * 300 + ".png"))):
+            pass
+    assert write_advice(long_name.value, folder).startswith("a name is too long for the file system")
+    expected = {errno.ENOSPC: f"free space in {folder} or choose another folder",
+                errno.EDQUOT: f"free space in {folder} (your disk quota is used up) or choose another folder",
+                errno.EACCES: f"{folder} is not writable for you: fix its permissions or choose another folder",
+                errno.EROFS: f"{folder} is on a read-only file system: choose another folder"}
+    for code, advice in expected.items():  # disks and permissions a test cannot make: the errors they raise
+        assert write_advice(OSError(code, os.strerror(code)), folder) == advice
+
+
+def test_a_folder_in_the_way_of_a_checkpoint_is_named(tmp_path):
+    path = tmp_path / "latest.pth"
+    path.mkdir()
+    with pytest.raises(CheckpointError, match=f"Is a directory; no file was left behind; a folder is in the way at "
+                                              f"{path}"):
+        save_checkpoint({"w": torch.zeros(2)}, str(path))
