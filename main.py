@@ -23,7 +23,7 @@ from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentati
 from datasets.class_stats import background_only_warning, load_class_stats
 from datasets.class_weights import resolve_class_weights
 from datasets.demo import STAMP_FILE, demo_data_root, holds_demo_data
-from datasets.utils import exclusive_lock
+from datasets.utils import error_message, exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
@@ -39,6 +39,7 @@ from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_
                           parse_auto_bool, resolve_cudnn_benchmark, resolve_num_workers, resolve_speed_options)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
+from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.inference import (DEFAULT_STRIDE, DEFAULT_WINDOW, InferenceRecipe, SegmentationPredictor,
                              add_window_options, check_recipe_options)
@@ -84,6 +85,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--num_workers", type=int, default=None,
                         help="DataLoader workers (default: on a GPU the cores per GPU process less one, at most 16; "
                              "on the CPU min(4, cores))")
+    add_max_image_pixels_option(parser)
     # Model
     add_model_options(parser, num_classes=False)  # the checkpoint's is --ckpt's; --num_classes is the dataset's
     parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
@@ -576,6 +578,7 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
         if note:
             log(note)
     seed_everything(opts.random_seed)
+    set_max_image_pixels(opts.max_image_pixels)  # before any image is read, DataLoader workers included
     # training crops have one size; evaluate() decides for itself
     torch.backends.cudnn.benchmark = opts.cudnn_benchmark and not opts.test_only
 
@@ -761,7 +764,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             cleanup()
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,
             ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_message(exc)}", file=sys.stderr)
         return 1
     except (torch.distributed.DistError, RuntimeError) as exc:
         if not _lost_peer(exc):

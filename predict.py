@@ -22,6 +22,7 @@ from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_co
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
                           resolve_speed_options)
 from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable, write_advice
+from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                              check_recipe_options, fuse_conv_activations, normalize)
 from utils.interrupts import StopFlag, WorkerLoader
@@ -73,6 +74,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--num_workers", type=int, default=None,
                         help="decoding workers (default: on a GPU the cores less one, at most 16; on the CPU "
                              "min(4, cores))")
+    add_max_image_pixels_option(parser)
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
                         help="test-time augmentation: flip and scales")
     parser.add_argument("--tta_scales", type=float, nargs="+", default=[0.75, 1.0, 1.25],
@@ -243,6 +245,7 @@ def run(opts, stop: StopFlag) -> int:
     opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
     if workers_note:
         print(workers_note)
+    set_max_image_pixels(opts.max_image_pixels)
     files, names, videos = inputs_and_outputs(opts)
     if videos:
         import_av()  # a missing package is one line before any work

@@ -22,7 +22,7 @@ from PIL import Image
 from utils.constants import IGNORE_INDEX
 
 from .base import PairedSegmentation
-from .utils import DatasetError, check_mask_values, open_checked, read_split
+from .utils import DatasetError, check_mask_values, open_checked, read_split, read_utf8
 
 __all__ = ["FolderSegmentation", "read_classes", "read_class_ids", "palette_table", "default_palette",
            "IMAGE_EXTENSIONS"]
@@ -48,8 +48,7 @@ def _read_spec(path: str) -> dict:
     if not os.path.isfile(path):
         raise DatasetError(f"classes file {path} does not exist; write one with `names: [background, ...]` "
                            "(see the README, 'Your own data')")
-    with open(path) as f:
-        spec = yaml.safe_load(f) or {}
+    spec = yaml.safe_load(read_utf8(path, "classes file")) or {}
     names = spec.get("names")
     if not isinstance(names, list) or len(names) < 2:
         raise DatasetError(f"{path}: `names` must list at least two class names")

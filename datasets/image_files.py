@@ -19,12 +19,7 @@ from utils.own_outputs import same_path
 from utils.video import VideoError, VideoFormat, ffmpeg_reason, import_av, sound_is_copied
 
 from .folder import IMAGE_EXTENSIONS
-from .utils import DatasetError, as_rgb8
-
-# PIL warns above 89 MP and refuses above 179 MP (its decompression-bomb guard). Drone, satellite and scanner
-# images pass that, and these are the user's own files; predict.py bounds memory with sliding windows.
-MAX_IMAGE_PIXELS = 1_000_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+from .utils import DatasetError, as_rgb8, open_within_limit
 
 __all__ = ["find_images", "ImageFiles", "to_rgb", "VIDEO_EXTENSIONS", "is_video", "FrameBatch", "VideoFrames"]
 
@@ -35,11 +30,12 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".m
 GLOB_CHARS = "*?["
 
 
-def find_images(spec: str, exclude: Optional[str] = None) -> List[Tuple[str, str]]:
+def find_images(spec: str, exclude: Optional[str] = None, what: str = "input") -> List[Tuple[str, str]]:
     """(path, path relative to the input root) for every image and video named by ``spec``, sorted.
 
     Extensions match case-insensitively (``.JPG`` counts), in globs too. A folder is searched recursively. The
     folder ``exclude`` (where the results go), and all in it, is left out when it lies below the input root.
+    ``what`` names ``spec`` in errors.
     """
     if any(c in spec for c in GLOB_CHARS):
         paths = [p for p in glob.glob(_any_case_extension(spec), recursive=True) if os.path.isfile(p)]
@@ -56,10 +52,10 @@ def find_images(spec: str, exclude: Optional[str] = None) -> List[Tuple[str, str
                                                                                         exclude))]
             paths.extend(os.path.join(folder, name) for name in files)
     else:
-        raise DatasetError(f"input {spec} does not exist (give a file, a folder or a glob)")
+        raise DatasetError(f"{what} {spec} does not exist (give a file, a folder or a glob)")
     images = sorted(p for p in paths if p.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
     if not images:
-        raise DatasetError(f"input {spec} holds no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
+        raise DatasetError(f"{what} {spec} holds no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
                            f"({', '.join(VIDEO_EXTENSIONS)})")
     return [(p, os.path.relpath(p, root)) for p in images]
 
@@ -89,7 +85,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 class ImageFiles(data.Dataset):
-    """Item ``i`` is ``(i, uint8 tensor (3, H, W))``, or ``(i, error message)`` when the file cannot be decoded."""
+    """Item ``i`` is ``(i, uint8 tensor (3, H, W))``, or ``(i, error message)`` when the file cannot be decoded or is
+    over ``--max_image_pixels`` (predict.py bounds the memory of large images with sliding windows)."""
 
     def __init__(self, files: List[Tuple[str, str]]):
         self.files = files
@@ -100,9 +97,11 @@ class ImageFiles(data.Dataset):
     def __getitem__(self, index: int) -> Tuple[int, object]:
         path = self.files[index][0]
         try:
-            with Image.open(path) as img:
+            with open_within_limit(path, f"image {path}") as img:
                 img.load()
                 rgb = to_rgb(img)
+        except DatasetError as exc:
+            return index, str(exc)
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
             return index, f"cannot decode {path}: {exc}"
         return index, torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()

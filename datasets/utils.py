@@ -7,16 +7,18 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import Iterable, Iterator, List, Optional
+from typing import BinaryIO, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from utils.constants import IGNORE_INDEX
+from utils.image_limit import ImageTooLargeError, check_image_pixels
 
-__all__ = ["DatasetError", "read_split", "open_checked", "as_rgb8", "load_image", "load_mask", "check_mask_values",
-           "check_integrity", "download_url", "extract_archive", "exclusive_lock"]
+__all__ = ["DatasetError", "error_message", "decode_utf8", "read_utf8", "read_split", "open_checked",
+           "open_within_limit", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
+           "download_url", "extract_archive", "exclusive_lock"]
 
 CHUNK_SIZE = 1 << 20
 
@@ -30,26 +32,72 @@ class DatasetError(RuntimeError):
     """Data that cannot be used as it is: missing, corrupt, or inconsistent. The message says what to do."""
 
 
+WORKER_TRACEBACK = "\nOriginal Traceback"  # how PyTorch appends a DataLoader worker's traceback to its error
+
+
+def error_message(exc: BaseException) -> str:
+    """The message of ``exc`` as raised: an error of a DataLoader worker reaches the main process with the worker's
+    traceback in its message, whose last line is ``module.Type: message``."""
+    text = str(exc)
+    if WORKER_TRACEBACK not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.partition(": ")[2] or last
+
+
 def read_split(path: str, hint: str = "") -> List[str]:
     """Names listed one per line in a split file; an error naming the file if it is missing or empty."""
     if not os.path.isfile(path):
         raise DatasetError(f"split file {path} does not exist{'; ' + hint if hint else ''}")
-    with open(path) as f:
-        names = [line.strip() for line in f if line.strip()]
+    names = [line.strip() for line in read_utf8(path, "split file").splitlines() if line.strip()]
     if not names:
         raise DatasetError(f"split file {path} lists no samples")
     return names
 
 
+def decode_utf8(data: bytes) -> str:
+    """``data`` as UTF-8 text, a byte-order mark (as Windows editors write) dropped; a ValueError that completes
+    "FILE ...", saying where, when it is not UTF-8."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
+
+
+def read_utf8(path: str, what: str) -> str:
+    """The text of ``path`` as UTF-8 whatever the system's locale (the files this project writes are UTF-8);
+    DatasetError naming the ``what`` and file when it is not UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return decode_utf8(data)
+    except ValueError as exc:
+        raise DatasetError(f"{what} {path} {exc}; save it as UTF-8") from None
+
+
 def open_checked(path: str, what: str) -> Image.Image:
-    """Open and fully decode ``path``; DatasetError naming the ``what`` and file when it cannot."""
+    """Open and fully decode ``path``; DatasetError naming the ``what`` and file when it cannot, or when it has more
+    pixels than ``--max_image_pixels`` allows (checked before decoding)."""
     if not os.path.isfile(path):
         raise DatasetError(f"{what} {path} does not exist")
     try:
-        img = Image.open(path)
+        img = open_within_limit(path, f"{what} {path}")
         img.load()  # decode now, so a truncated file fails here and not deep inside a transform
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    # ValueError: PIL's word for damage it finds in the structure (a PNG text chunk that inflates past its limit)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot decode {what} {path}: {exc}") from exc
+    return img
+
+
+def open_within_limit(source: Union[str, BinaryIO], name: str) -> Image.Image:
+    """``Image.open(source)``, not yet decoded; DatasetError naming ``name`` (and the file closed) when the image has
+    more pixels than ``--max_image_pixels`` allows. PIL's errors for what is not an image propagate."""
+    img = Image.open(source)
+    try:
+        check_image_pixels(img.size, name)
+    except ImageTooLargeError as exc:
+        img.close()
+        raise DatasetError(str(exc)) from None
     return img
 
 

@@ -24,3 +24,12 @@ def torch_home(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setattr(weights, "_hub_reachable", lambda: False)
     return tmp_path / "torch_home"
+
+
+@pytest.fixture(autouse=True)
+def default_image_pixel_limit(monkeypatch):
+    """Each test starts with the default --max_image_pixels: the scripts set it for the whole process (and the
+    processes it starts) in an environment variable, which this restores afterwards."""
+    from utils.image_limit import LIMIT_VARIABLE
+
+    monkeypatch.delenv(LIMIT_VARIABLE, raising=False)

@@ -14,16 +14,17 @@ Usage: python tools/export_onnx.py --ckpt best.pth --output model.onnx [--datase
   max |logit difference| below 1e-3 and argmax agreement of 99.9 % or more. The file is written (atomically) only
   when every size passes; otherwise nothing is written and the exit status is 1.
 - --int8 --calibration DIR: the checked fp32 model is then quantised to INT8 (static, QDQ format, per-channel
-  weights) with activation ranges measured on up to --calibration_images images of DIR, read and normalised as
-  predict.py reads them; the metadata says ``precision: int8``, and how far its labels are from fp32's on those
-  images is printed.
+  weights) with activation ranges measured on up to --calibration_images images of DIR, read as predict.py reads
+  them, scaled down to the pixels of the first --check_sizes and normalised, one at a time; the metadata says
+  ``precision: int8``, and how far its labels are from fp32's on those images is printed (a warning under 98 %, and
+  with fewer than 8 calibration images).
 """
 import argparse
 import dataclasses
 import os
 import sys
 import time
-from typing import List, Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -33,10 +34,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from datasets import DatasetError  # noqa: E402
+from datasets.calibration import CalibrationImages, choose_calibration_images  # noqa: E402
 from datasets.class_info import NAMED_DATASETS, ClassInfo, resolve_classes  # noqa: E402
-from datasets.image_files import ImageFiles, find_images, is_video  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
+from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 from utils.inference import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
 from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
                               first_line, import_optional)
@@ -52,6 +54,8 @@ MIN_ARGMAX_AGREEMENT = 0.999
 MIB = 2 ** 20
 CALIBRATION_IMAGES = 32  # a few dozen: the activation ranges settle well before that (see the README)
 INT8_CHECK_IMAGES = 8  # calibration images the INT8 labels are compared with fp32's on
+MIN_CALIBRATION_IMAGES = 8  # fewer: a warning (ranges from a handful of images rarely cover what is predicted)
+MIN_INT8_AGREEMENT = 0.98  # of the pixels' labels with fp32's; lower: a warning
 
 
 class ExportError(RuntimeError):
@@ -89,7 +93,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration", default=None, metavar="DIR",
                         help="with --int8: images like those you will predict on (a folder, a file or a glob)")
     parser.add_argument("--calibration_images", type=int, default=CALIBRATION_IMAGES,
-                        help="with --int8: how many of them to measure activation ranges on (spread over the list)")
+                        help="with --int8: how many of them to measure activation ranges on (spread over the list), "
+                             "each scaled down to the pixels of the first --check_sizes")
+    add_max_image_pixels_option(parser)
     return parser
 
 
@@ -168,31 +174,7 @@ def compare(exported: OnnxSegmenter, checks: Sequence[Check], max_logit_diff: fl
     return failed
 
 
-def calibration_images(spec: str, count: int, smallest: int) -> List[np.ndarray]:
-    """Up to ``count`` images named by ``spec``, spread evenly over its sorted list (every folder of it has its
-    say), each a normalised (1, 3, H, W) float32 array exactly as predict.py feeds the model; undecodable files, and
-    images with a side under ``smallest`` (what the model takes), are skipped with a line each."""
-    files = [file for file in find_images(spec) if not is_video(file[0])]
-    picks = sorted(set(np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int).tolist()))
-    chosen = [files[index] for index in picks]
-    images, decoder = [], ImageFiles(chosen)
-    for index in range(len(chosen)):
-        _, item = decoder[index]
-        if isinstance(item, str):
-            print(f"skipped: {item}", file=sys.stderr)
-            continue
-        if min(item.shape[-2:]) < smallest:
-            print(f"skipped: {chosen[index][0]}: an image of {item.shape[-1]}x{item.shape[-2]} is smaller than this "
-                  f"model takes: at least {smallest}x{smallest} pixels", file=sys.stderr)
-            continue
-        images.append(normalize(item[None]).numpy())
-    if not images:
-        raise ExportError(f"--calibration {spec} holds no image that can be decoded and is large enough for the "
-                          "model; give a few dozen images like those you will predict on")
-    return images
-
-
-def compare_int8(int8: OnnxSegmenter, fp32: OnnxSegmenter, images: Sequence[np.ndarray]) -> float:
+def compare_int8(int8: OnnxSegmenter, fp32: OnnxSegmenter, images: Iterable[np.ndarray]) -> float:
     """The share of pixels where the INT8 model's labels equal the fp32 model's on ``images``."""
     same, total = 0, 0
     for image in images:
@@ -200,6 +182,41 @@ def compare_int8(int8: OnnxSegmenter, fp32: OnnxSegmenter, images: Sequence[np.n
         same += (int8(tensor).argmax(1) == fp32(tensor).argmax(1)).sum().item()
         total += image.shape[-2] * image.shape[-1]
     return same / total
+
+
+def choose_calibration(opts: argparse.Namespace, model: nn.Module) -> CalibrationImages:
+    """The --calibration images, scaled down to the pixels of the first --check_sizes (the size the export traces)
+    and read one at a time; a warning when they are fewer than MIN_CALIBRATION_IMAGES."""
+    smallest = smallest_side(model, lambda side: torch.zeros(1, 3, side, side)) or SMALLEST_SIDE_PROBED
+    width, height = opts.check_sizes[0]
+    calibration = choose_calibration_images(opts.calibration, opts.calibration_images, smallest, width * height)
+    if len(calibration) < MIN_CALIBRATION_IMAGES:
+        print(f"warning: only {len(calibration)} calibration image(s): ranges measured on so few may not cover the "
+              f"images you will predict on; give at least {MIN_CALIBRATION_IMAGES}, a few dozen at best "
+              "(--calibration, --calibration_images)", file=sys.stderr)
+    return calibration
+
+
+def quantize(fp32_data: bytes, calibration: CalibrationImages, metadata: OnnxMetadata, output: str) -> bytes:
+    """The checked fp32 file quantised to INT8, with how far its labels are from fp32's printed, and a warning when
+    they agree on less than MIN_INT8_AGREEMENT of the pixels."""
+    start = time.perf_counter()
+    try:
+        data = quantize_int8(fp32_data, calibration, metadata)
+    except (OnnxModelError, DatasetError):  # a calibration image that changed since it was chosen names itself
+        raise
+    except Exception as exc:  # ONNX Runtime's own exception types, from its shape inference or calibration
+        raise ExportError(f"ONNX Runtime could not quantise the model ({first_line(exc)}); nothing was written to "
+                          f"{output}") from exc
+    checked = min(len(calibration), INT8_CHECK_IMAGES)
+    agreement = compare_int8(OnnxSegmenter(data), OnnxSegmenter(fp32_data), (calibration[i] for i in range(checked)))
+    print(f"quantised to INT8 on {len(calibration)} calibration images in {time.perf_counter() - start:.1f} s; its "
+          f"labels equal fp32's on {agreement:.2%} of the pixels of {checked} of them")
+    if agreement < MIN_INT8_AGREEMENT:
+        print(f"warning: the INT8 labels equal fp32's on only {agreement:.2%} of the pixels of {checked} calibration "
+              f"image(s), under {MIN_INT8_AGREEMENT:.0%}: check its validation score before deploying it, calibrate on "
+              "more images like those you will predict on, or deploy the fp32 file", file=sys.stderr)
+    return data
 
 
 def run(opts: argparse.Namespace) -> None:
@@ -215,10 +232,9 @@ def run(opts: argparse.Namespace) -> None:
                           if opts.int8 else "--calibration is for --int8; add --int8 or drop it")
     if opts.calibration_images <= 0:
         raise ExportError(f"--calibration_images must be positive, not {opts.calibration_images}")
+    set_max_image_pixels(opts.max_image_pixels)
     model, spec = load_model_of(opts)
-    if opts.int8:
-        smallest = smallest_side(model, lambda side: torch.zeros(1, 3, side, side)) or SMALLEST_SIDE_PROBED
-        calibration = calibration_images(opts.calibration, opts.calibration_images, smallest)
+    calibration = choose_calibration(opts, model) if opts.int8 else None
     classes = classes_of(opts, spec)
     metadata = OnnxMetadata(spec.model_name, spec.num_classes, classes.names, spec.output_stride,
                             palette=tuple(tuple(int(c) for c in colour) for colour in classes.palette))
@@ -231,19 +247,8 @@ def run(opts: argparse.Namespace) -> None:
     if failed:
         raise ExportError(f"the ONNX model differs from PyTorch at {', '.join(failed)}; nothing was written to "
                           f"{opts.output}")
-    if opts.int8:
-        start = time.perf_counter()
-        try:
-            fp32_data, data = data, quantize_int8(data, calibration, metadata)
-        except OnnxModelError:
-            raise
-        except Exception as exc:  # ONNX Runtime's own exception types, from its shape inference or calibration
-            raise ExportError(f"ONNX Runtime could not quantise the model ({first_line(exc)}); nothing was written "
-                              f"to {opts.output}") from exc
-        checked = calibration[:INT8_CHECK_IMAGES]
-        agreement = compare_int8(OnnxSegmenter(data), OnnxSegmenter(fp32_data), checked)
-        print(f"quantised to INT8 on {len(calibration)} calibration images in {time.perf_counter() - start:.1f} s; "
-              f"its labels equal fp32's on {agreement:.2%} of the pixels of {len(checked)} of them")
+    if calibration is not None:
+        data = quantize(data, calibration, metadata, opts.output)
     with atomic_write(opts.output) as f:
         f.write(data)
     print(f"wrote {opts.output} ({len(data) / MIB:.1f} MiB)")

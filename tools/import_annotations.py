@@ -3,15 +3,17 @@
 Usage: python tools/import_annotations.py --from labelme DIR --out ROOT
        python tools/import_annotations.py --from coco FILE.json --images DIR --out ROOT
        [--classes a,b,c] [--unknown {error,ignore}] [--background {class,ignore}] [--val_fraction 0.2] [--seed 0]
-       [--line_width 10] [--point_size 5]
+       [--line_width 10] [--point_size 5] [--max_image_pixels N]
 
 Writes ROOT/images, ROOT/masks (index PNGs), ROOT/classes.yaml and ROOT/splits/{train,val}.txt, prints what it
-imported and skipped, then reads ROOT back as training does. Exits non-zero only when nothing was imported.
+imported and skipped, then reads ROOT back as training does. The folder is built beside ROOT and renamed to it when
+complete: a failed or stopped import leaves ROOT as it was. Exits non-zero when nothing could be imported (then ROOT is
+not written).
 """
 import argparse
 import os
 import sys
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -23,11 +25,13 @@ from datasets.annotations.classes import parse_class_list  # noqa: E402
 from datasets.annotations.folder_writer import check_output_folder  # noqa: E402
 from datasets.annotations.labelme import DEFAULT_LINE_WIDTH, DEFAULT_POINT_SIZE  # noqa: E402
 from datasets.utils import DatasetError  # noqa: E402
-from utils.atomic import require_writable  # noqa: E402
+from utils.atomic import atomic_folder, require_writable  # noqa: E402
 from utils.constants import IGNORE_INDEX  # noqa: E402
+from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 
 FORMATS = ("labelme", "coco")
 SHOWN_NAMES = 5  # stems listed in a summary line before "..."
+STOPPED_BY_CTRL_C = 130  # the status a shell reports for a command that SIGINT ended
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="LabelMe lines and line strips: width in pixels")
     parser.add_argument("--point_size", type=int, default=DEFAULT_POINT_SIZE,
                         help="LabelMe points: radius in pixels")
+    add_max_image_pixels_option(parser)
     return parser.parse_args(argv)
 
 
@@ -68,9 +73,10 @@ def check_args(args: argparse.Namespace) -> None:
 def read_export(args: argparse.Namespace) -> Export:
     """The images of the export named by --from, with what had to be left out."""
     kind, path = args.source
-    if kind == "labelme":
-        return read_labelme_folder(path, args.line_width, args.point_size)
-    return read_coco(path, args.images)
+    export = read_labelme_folder(path, args.line_width, args.point_size) if kind == "labelme" else \
+        read_coco(path, args.images)
+    export.drop_unwritable_names()
+    return export
 
 
 def labels_found(export: Export) -> Dict[str, str]:
@@ -86,10 +92,12 @@ def _names(stems: Sequence[str]) -> str:
     return ", ".join(stems[:SHOWN_NAMES]) + (", ..." if len(stems) > SHOWN_NAMES else "")
 
 
-def print_summary(args: argparse.Namespace, result: ImportResult) -> None:
-    """What was imported, which images had no shape, and how much was left out."""
+def print_summary(args: argparse.Namespace, result: ImportResult, notes: Sequence[str] = ()) -> None:
+    """What was imported, which images had no shape, how much was left out, and what the reader decided."""
     print(f"imported {len(result.stems)} image(s) from {args.source[1]} into {args.out}: "
           f"{len(result.train)} train, {len(result.val)} val (seed {args.seed})")
+    for note in notes:
+        print(f"note: {note}")
     if result.without_shapes:
         print(f"{len(result.without_shapes)} image(s) without any shape (all "
               f"{'background' if args.background == 'class' else 'ignored'}): {_names(result.without_shapes)}")
@@ -109,31 +117,58 @@ def print_pixels(names: Sequence[str], counts: np.ndarray) -> None:
         print(f"  {index:>5}  {name:<{width}}  {count:>12,}  {count / total:7.2%}")
 
 
+def inputs_of(args: argparse.Namespace) -> List[str]:
+    """The export's files and folders, which --out must stay apart from."""
+    kind, path = args.source
+    return [path, args.images] if kind == "coco" else [path]
+
+
+def import_checked(args: argparse.Namespace, export: Export, label_map: LabelMap) -> Tuple[ImportResult, List[str],
+                                                                                            np.ndarray]:
+    """Import into a new folder beside --out, read it back as training does, then rename it to --out: a failed
+    import leaves --out as it was. Returns the result, the class names and the pixels of each mask value."""
+    try:
+        with atomic_folder(args.out) as staging:
+            result = import_to_folder(export, staging, label_map, 0 if args.background == "class" else IGNORE_INDEX,
+                                      args.val_fraction, args.seed)
+            for problem in result.problems + result.skipped_shapes:
+                print(f"skipped: {problem}", file=sys.stderr)
+            if not result.stems:
+                raise DatasetError(f"nothing could be imported from {args.source[1]} (see the lines above)")
+            if len(label_map.names) < 2:
+                raise DatasetError(f"{args.source[1]} has no labelled shape, only background: there is no class to "
+                                   f"train; label some shapes first (nothing was written to {args.out})")
+            try:
+                names, counts = check_folder(staging)
+            except DatasetError as exc:
+                found = str(exc).replace(staging, args.out)  # the folder's name as the user knows it
+                raise DatasetError(f"the import does not pass the checks of --dataset folder ({found}); nothing was "
+                                   f"written to {args.out}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot write {args.out} ({exc.strerror or exc}); nothing was written there") from None
+    return result, names, counts
+
+
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 prints escaped, not as a crash
+        stream.reconfigure(errors="backslashreplace")
     args = parse_args(argv)
     try:
         check_args(args)
+        set_max_image_pixels(args.max_image_pixels)
         given = parse_class_list(args.classes) if args.classes else None
-        check_output_folder(args.out)
+        check_output_folder(args.out, inputs_of(args))
         export = read_export(args)
         label_map = LabelMap.build(labels_found(export), export.declared_labels, given, args.unknown == "ignore")
-        require_writable(args.out, "--out")
-        result = import_to_folder(export, args.out, label_map, 0 if args.background == "class" else IGNORE_INDEX,
-                                  args.val_fraction, args.seed)
+        require_writable(os.path.dirname(os.path.abspath(args.out)), f"--out {args.out}: its folder")
+        result, names, counts = import_checked(args, export, label_map)
     except (DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    for problem in result.problems + result.skipped_shapes:
-        print(f"skipped: {problem}", file=sys.stderr)
-    if not result.stems:
-        print(f"error: nothing could be imported from {args.source[1]} (see the lines above)", file=sys.stderr)
-        return 1
-    print_summary(args, result)
-    try:
-        names, counts = check_folder(args.out)
-    except DatasetError as exc:
-        print(f"error: {args.out} does not pass the checks of --dataset folder: {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print(f"stopped: nothing was written to {args.out}", file=sys.stderr)
+        return STOPPED_BY_CTRL_C
+    print_summary(args, result, export.notes)
     print(f"classes ({os.path.join(args.out, 'classes.yaml')}): {', '.join(names)}")
     print_pixels(names, counts)
     print(f"checked: every image and mask of {args.out} loads as --dataset folder reads it; train with\n"

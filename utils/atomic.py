@@ -1,4 +1,4 @@
-"""Files that appear whole or not at all: written beside their target, then renamed over it.
+"""Files and folders that appear whole or not at all: written beside their target, then renamed over it.
 
 Every temporary file is locked (``flock``) by its writer for as long as it is open; the kernel drops the lock
 when the writer ends, however it ends (SIGKILL, the OOM killer). A temporary whose lock can be taken therefore
@@ -9,6 +9,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
@@ -18,7 +19,8 @@ try:
 except ImportError:  # Windows: no flock; an open file cannot be deleted there, which tells the same
     fcntl = None
 
-__all__ = ["atomic_write", "check_writable", "require_writable", "require_writable_file", "missing_file",
+__all__ = ["atomic_write", "atomic_folder", "check_writable", "require_writable", "require_writable_file",
+           "missing_file",
            "remove_orphaned_temporaries", "describe_removed", "write_advice"]
 
 TEMPORARY_NAME = re.compile(r"^\.tmp-(?P<target>.+)-\d+-[0-9a-f]{8}$")  # what _temporary_name makes
@@ -83,6 +85,29 @@ def _is_at(fd: int, path: str) -> bool:
     except FileNotFoundError:
         return False
     return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str) -> Iterator[str]:
+    """A new folder to fill in place of ``path``, which must be absent or empty; on success it is renamed to ``path``
+    (it is made beside it, on the same file system), on an exception (Ctrl-C included) it is removed, so ``path`` is
+    never left half-filled. An existing empty ``path`` is kept and the entries move into it, one rename each. A kill
+    (SIGKILL, power loss) leaves the hidden folder beside ``path``, named ``.tmp-NAME-PID-...``."""
+    parent, name = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f"{_temporary_prefix(name)}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.mkdir(staging)  # not mkdtemp: the folder gets the usual permissions (umask), not 0700
+    try:
+        yield staging
+        if os.path.isdir(path):  # kept (a mount point, a shell's current folder): what was made moves into it
+            for entry in sorted(os.listdir(staging)):
+                os.rename(os.path.join(staging, entry), os.path.join(path, entry))
+            os.rmdir(staging)
+        else:
+            os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def check_writable(folder: str) -> None:

@@ -19,9 +19,10 @@ from .onnx_model import INPUT_NAME, OnnxMetadata, import_optional
 
 __all__ = ["quantize_int8"]
 
-# ONNX Runtime's MinMax calibration keeps every intermediate tensor of the images it runs until it reduces them to
-# ranges: reduce after every few images, so that memory stays bounded with a few dozen photos. (Its
-# CalibMaxIntermediateOutputs option drops the tensors without reducing them; CalibStridedMinMax merges.)
+# ONNX Runtime's MinMax calibration keeps the minimum and maximum of every tensor of every image it has run until it
+# reduces them to ranges: reduce after every few images, so that this list stays short however many images there are.
+# (Its CalibMaxIntermediateOutputs option drops them without reducing; CalibStridedMinMax merges.) The images
+# themselves are read one at a time (_Images).
 CALIBRATION_GROUP = 4
 
 
@@ -32,17 +33,18 @@ def _group_size(count: int) -> int:
 
 class _Images:
     """ONNX Runtime's CalibrationDataReader protocol over normalised (1, 3, H, W) float32 arrays, read a range at a
-    time (``set_range``) for CalibStridedMinMax."""
+    time (``set_range``) for CalibStridedMinMax. Each image is taken from ``images`` when ONNX Runtime asks for it
+    and not kept, so a sequence that decodes on indexing holds one image at a time."""
 
     def __init__(self, images: Sequence[np.ndarray]):
         self._images = images
-        self._next: Iterator[np.ndarray] = iter(images)
+        self.set_range(0, len(images))
 
     def __len__(self) -> int:
         return len(self._images)
 
     def set_range(self, start_index: int, end_index: int) -> None:
-        self._next = iter(self._images[start_index:end_index])
+        self._next: Iterator[np.ndarray] = (self._images[index] for index in range(start_index, end_index))
 
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
         image = next(self._next, None)
@@ -51,8 +53,8 @@ class _Images:
 
 def quantize_int8(fp32_model: bytes, calibration: Sequence[np.ndarray], metadata: OnnxMetadata) -> bytes:
     """The fp32 ``fp32_model`` (bytes of an exported file) quantised to INT8, QDQ format, per-channel weights, with
-    activation ranges from ``calibration`` (normalised images, as predict.py feeds them); its metadata is
-    ``metadata`` with precision int8."""
+    activation ranges from ``calibration`` (normalised images, as predict.py feeds them, indexed one at a time); its
+    metadata is ``metadata`` with precision int8."""
     onnx = import_optional("onnx")
     quantization = import_optional("onnxruntime.quantization")
     with tempfile.TemporaryDirectory() as tmp:

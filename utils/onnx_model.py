@@ -16,7 +16,7 @@ from .atomic import missing_file
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ONNX_PIP", "INPUT_NAME", "OUTPUT_NAME", "INPUT_LAYOUT", "OUTPUT_LAYOUT", "OnnxModelError",
-           "import_optional", "first_line", "OnnxMetadata", "OnnxSegmenter"]
+           "import_optional", "first_line", "OnnxMetadata", "check_segmentation_graph", "OnnxSegmenter"]
 
 ONNX_PIP = "pip install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0"  # as pinned in requirements-dev.txt
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
@@ -24,6 +24,7 @@ INPUT_LAYOUT = ("float32 NCHW, RGB, normalised: (pixel / 255 - mean) / std per c
                 "batch, height and width of any size")
 OUTPUT_LAYOUT = "float32 NCHW class scores (logits) at the input's height and width; argmax over C is the label"
 EXPORTER = "tools/export_onnx.py"
+FLOAT_TENSOR = "tensor(float)"  # how ONNX Runtime names a float32 input or output
 
 
 class OnnxModelError(RuntimeError):
@@ -91,6 +92,32 @@ class OnnxMetadata:
         return meta
 
 
+def _shape(arg) -> str:
+    """An ONNX Runtime input's or output's shape as text: ``(batch, 3, height, width)``."""
+    return "(" + ", ".join(str(dim) if dim is not None else "?" for dim in arg.shape) + ")"
+
+
+def check_segmentation_graph(session, metadata: OnnxMetadata, source: str) -> None:
+    """OnnxModelError (one line, naming ``source``) unless the graph takes float NCHW RGB images as ``INPUT_NAME``
+    and returns a (N, C, H, W) ``OUTPUT_NAME``, C the class count the metadata gives (where the graph states it)."""
+    inputs = {arg.name: arg for arg in session.get_inputs()}
+    outputs = {arg.name: arg for arg in session.get_outputs()}
+    image, logits = inputs.get(INPUT_NAME), outputs.get(OUTPUT_NAME)
+    if image is None or logits is None or len(inputs) > 1:
+        raise OnnxModelError(f"{source} takes {', '.join(inputs)} and returns {', '.join(outputs)}, not "
+                             f"{INPUT_NAME!r} and {OUTPUT_NAME!r}: it was not exported by {EXPORTER}")
+    channels = image.shape[1] if len(image.shape) == 4 else None  # an int, or a name or None where dynamic
+    if image.type != FLOAT_TENSOR or len(image.shape) != 4 or (isinstance(channels, int) and channels != 3):
+        raise OnnxModelError(f"{source} takes {image.type} {_shape(image)}, not float32 (N, 3, H, W) RGB images; "
+                             f"predict.py needs a segmentation model exported by {EXPORTER}")
+    classes = logits.shape[1] if len(logits.shape) == 4 else None
+    if logits.type != FLOAT_TENSOR or len(logits.shape) != 4 or (isinstance(classes, int)
+                                                                  and classes != metadata.num_classes):
+        raise OnnxModelError(f"{source} is not a segmentation model: it returns {logits.type} {_shape(logits)}, not "
+                             f"(N, {metadata.num_classes}, H, W) class scores for the {metadata.num_classes} classes "
+                             f"its metadata names; export a segmentation checkpoint with {EXPORTER}")
+
+
 class OnnxSegmenter:
     """An ONNX Runtime session (CPU) as a model: a float (N, 3, H, W) tensor in, (N, C, H, W) logits out.
 
@@ -112,6 +139,7 @@ class OnnxSegmenter:
             raise OnnxModelError(f"{self.source} is not a readable ONNX model ({first_line(exc)}); "
                                  f"export it again with {EXPORTER}") from None
         self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.source)
+        check_segmentation_graph(self.session, self.metadata, self.source)
         # A failed run is raised below and reported by the caller in one line (an image too small for the model
         # is skipped): ONNX Runtime's own error line would only repeat it, so it logs fatal errors alone.
         self.run_options = ort.RunOptions()
@@ -124,4 +152,9 @@ class OnnxSegmenter:
         except Exception as exc:  # e.g. an image smaller than the backbone's receptive field
             raise OnnxModelError(f"ONNX Runtime cannot run {self.source} on a batch of shape {tuple(array.shape)} "
                                  f"({first_line(exc)})") from None
+        expected = (array.shape[0], self.metadata.num_classes, *array.shape[2:])
+        if logits.shape != expected:  # what the graph leaves open (sizes, a symbolic class count) is checked here
+            raise OnnxModelError(f"{self.source} returned scores of shape {logits.shape} for images of shape "
+                                 f"{array.shape}, not {expected} (one score per class and pixel); export a "
+                                 f"segmentation checkpoint with {EXPORTER}")
         return torch.from_numpy(logits)

@@ -1,13 +1,15 @@
 """What every annotation reader yields: images to import, each with the shapes drawn on it in paint order."""
 import abc
 import dataclasses
+import json
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utils import decode_utf8
 from .images import SourceImage
 
-__all__ = ["Region", "Problem", "AnnotatedImage", "Export", "size_of"]
+__all__ = ["Region", "Problem", "AnnotatedImage", "Export", "size_of", "is_text", "read_json"]
 
 
 def size_of(width: object, height: object) -> Optional[Tuple[int, int]]:
@@ -15,6 +17,33 @@ def size_of(width: object, height: object) -> Optional[Tuple[int, int]]:
     if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
         return width, height
     return None
+
+
+def is_text(value: object) -> bool:
+    """Whether ``value`` is a string that can be written as UTF-8. A name read from bytes in another encoding (a file
+    name in a Windows code page, say) holds lone surrogates, which no file of the folder layout can hold."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_json(path: str) -> object:
+    """The JSON file ``path``, read as UTF-8 (with or without the byte-order mark Windows editors write); a
+    ValueError that completes "``path`` ..." when it is not UTF-8 text or not JSON. OSError when it cannot be read."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = decode_utf8(data)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: saved in a Windows code page such as cp1252 or GBK? save it as UTF-8") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"is not valid JSON ({exc})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +92,19 @@ class AnnotatedImage(abc.ABC):
 
 @dataclasses.dataclass
 class Export:
-    """What a reader found: the images, the files or entries it had to leave out, and the class names the
-    export declares in its own order (COCO's categories by id; empty for formats without a class list)."""
+    """What a reader found: the images, the files or entries it had to leave out, the class names the export
+    declares in its own order (COCO's categories by id; empty for formats without a class list), and notes for the
+    summary (what the reader decided for the user, such as categories merged by name)."""
 
     images: List[AnnotatedImage]
     problems: List[Problem]
     declared_labels: List[str] = dataclasses.field(default_factory=list)
+    notes: List[str] = dataclasses.field(default_factory=list)
+
+    def drop_unwritable_names(self) -> None:
+        """Move the images whose file name stem is not UTF-8 text to the problems (before their labels are counted):
+        no split file can list them."""
+        for item in [item for item in self.images if not is_text(item.stem)]:
+            self.images.remove(item)
+            self.problems.append(Problem(item.source, f"the name {item.stem!r} is not UTF-8 text (a file name in "
+                                                      "another system's code page?); rename the file"))

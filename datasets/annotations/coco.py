@@ -5,17 +5,16 @@
 (``counts`` a list: uncompressed, or a string: compressed); pycocotools turns each into pixels exactly as
 its ``annToMask`` does. A category's name is the label; annotations are painted in file order.
 """
-import json
 import os
 from types import ModuleType
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
 from utils.atomic import missing_file
 
 from ..utils import DatasetError
-from .base import AnnotatedImage, Export, Problem, Region, size_of
+from .base import AnnotatedImage, Export, Problem, Region, is_text, read_json, size_of
 from .images import SourceImage, open_file
 
 __all__ = ["read_coco", "run_lengths", "COCO_PIP"]
@@ -155,10 +154,9 @@ def _load(path: str) -> dict:
     if why:
         raise DatasetError(f"COCO file {path} {why}")
     try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
+        spec = read_json(path)
     except ValueError as exc:
-        raise DatasetError(f"{path} is not valid JSON ({exc})") from exc
+        raise DatasetError(f"{path} {exc}") from None
     if not isinstance(spec, dict) or not all(isinstance(spec.get(key), list)
                                              for key in ("images", "annotations", "categories")):
         hint = ("; it looks like a LabelMe file: import its folder with --from labelme"
@@ -179,9 +177,25 @@ def _entries(spec: dict, key: str, text_field: str, path: str, problems: List[Pr
 
 
 def _categories(spec: dict, path: str, problems: List[Problem]) -> Dict[object, str]:
-    """Category id -> name, in id order (ids need not be contiguous)."""
-    names = {entry["id"]: entry["name"] for entry in _entries(spec, "categories", "name", path, problems)}
+    """Category id -> name, in id order (ids need not be contiguous). Several ids may share a name (Roboflow
+    exports do): they are one class."""
+    names = {}
+    for entry in _entries(spec, "categories", "name", path, problems):
+        if is_text(entry["name"]):
+            names[entry["id"]] = entry["name"]
+        else:
+            problems.append(Problem(f"{path} category {entry['id']}", f"its name {entry['name']!r} is not UTF-8 text; "
+                                                                        "its annotations are left out"))
     return dict(sorted(names.items(), key=lambda item: (isinstance(item[0], str), item[0])))
+
+
+def _same_name_notes(categories: Dict[object, str], used: Set[str]) -> List[str]:
+    """A line for each name that several categories share and some annotation uses."""
+    ids: Dict[str, List[object]] = {}
+    for category_id, name in categories.items():
+        ids.setdefault(name, []).append(category_id)
+    return [f"categories {', '.join(map(str, shared))} share the name {name!r}: their shapes are one class"
+            for name, shared in ids.items() if len(shared) > 1 and name in used]
 
 
 def _images(spec: dict, path: str, problems: List[Problem]) -> Dict[object, dict]:
@@ -220,5 +234,6 @@ def read_coco(path: str, image_dir: str) -> Export:
                                     shape=True))
         else:
             annotations[image_id].append((annotation_id, categories[category_id], entry.get("segmentation")))
+    used = {label for entries in annotations.values() for _, label, _ in entries}
     return Export([CocoImage(path, entry, image_dir, annotations[image_id]) for image_id, entry in images.items()],
-                  problems, list(categories.values()))
+                  problems, list(dict.fromkeys(categories.values())), _same_name_notes(categories, used))

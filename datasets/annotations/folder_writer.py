@@ -2,7 +2,7 @@
 back the way training reads it."""
 import dataclasses
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -35,8 +35,38 @@ class ImportResult:
     val: List[str] = dataclasses.field(default_factory=list)
 
 
-def check_output_folder(out: str) -> None:
-    """``out`` must be new or empty: an import never mixes with older images and masks."""
+def _existing_ancestors(path: str) -> Iterator[str]:
+    """``path`` (its links resolved) and the folders above it, those that exist."""
+    path = os.path.realpath(path)
+    while True:
+        if os.path.exists(path):
+            yield path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, however either is spelt (relative, through links, in
+    another case on a case-insensitive file system)."""
+    return os.path.isdir(folder) and any(os.path.samefile(ancestor, folder) for ancestor in _existing_ancestors(path))
+
+
+def check_output_folder(out: str, inputs: Sequence[str] = ()) -> None:
+    """``out`` must be new or empty, an import never mixes with older images and masks, and apart from ``inputs``
+    (the export's files and folders): neither is inside the other."""
+    for given in inputs:
+        if os.path.exists(out) and os.path.exists(given) and os.path.samefile(out, given):
+            clash = "is the input"
+        elif _within(out, given):
+            clash = "is inside the input folder"
+        elif _within(given, out):
+            clash = "holds the input"
+        else:
+            continue
+        raise DatasetError(f"--out {out} {clash} {given}; the import goes to a new folder apart from the export's "
+                           "files: choose one outside them")
     if os.path.exists(out) and not os.path.isdir(out):
         raise DatasetError(f"--out {out} is a file, not a folder; choose another folder")
     if os.path.isdir(out) and os.listdir(out):
@@ -74,11 +104,14 @@ def import_to_folder(export: Export, out: str, label_map: LabelMap, background: 
     result = ImportResult(problems=[p for p in export.problems if not p.shape],
                           skipped_shapes=[p for p in export.problems if p.shape])
     images_dir, masks_dir = os.path.join(out, "images"), os.path.join(out, "masks")
-    sources: Dict[str, str] = {}
+    sources: Dict[str, Tuple[str, str]] = {}  # stem in any case -> (stem, source) of the image written with it
     for item in tqdm(export.images, desc="importing", unit="image", disable=None):
-        if item.stem in sources:
-            result.problems.append(Problem(item.source, f"has the same file name stem {item.stem!r} as "
-                                                        f"{sources[item.stem]}; rename one of the images"))
+        if item.stem.casefold() in sources:  # names that differ in case only are one file on Windows and macOS
+            stem, source = sources[item.stem.casefold()]
+            clash = (f"the same file name stem {stem!r} as {source}" if stem == item.stem else
+                     f"the file name stem {item.stem!r}, which only the case tells from {stem!r} of {source} (one "
+                     "name on Windows and macOS)")
+            result.problems.append(Problem(item.source, f"has {clash}; rename one of the images"))
             continue
         try:
             image = item.open_image()
@@ -92,7 +125,7 @@ def import_to_folder(export: Export, out: str, label_map: LabelMap, background: 
         image.write(images_dir, item.stem)
         _write_mask(label_map.paint(regions, width, height, background), os.path.join(masks_dir, item.stem + ".png"),
                     label_map.palette)
-        sources[item.stem] = item.source
+        sources[item.stem.casefold()] = (item.stem, item.source)
         result.stems.append(item.stem)
         if not regions:
             result.without_shapes.append(item.stem)

@@ -15,7 +15,7 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from utils.atomic import atomic_write
 
 from ..folder import IMAGE_EXTENSIONS
-from ..utils import DatasetError, open_checked
+from ..utils import DatasetError, open_checked, open_within_limit
 
 __all__ = ["SourceImage", "open_file", "open_bytes"]
 
@@ -90,7 +90,7 @@ def open_file(path: str) -> SourceImage:
 def open_bytes(data: bytes, name: str) -> SourceImage:
     """An image embedded in an export (LabelMe's ``imageData``); ``name`` says where, for messages."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_within_limit(io.BytesIO(data), f"the image embedded in {name}")
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot decode the image embedded in {name}: {exc}") from exc

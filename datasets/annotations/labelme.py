@@ -11,7 +11,6 @@ import base64
 import binascii
 import dataclasses
 import io
-import json
 import math
 import os
 from typing import List, Optional, Sequence, Tuple
@@ -19,8 +18,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from utils.image_limit import ImageTooLargeError, check_image_pixels
+
 from ..utils import DatasetError
-from .base import AnnotatedImage, Export, Problem, Region, size_of
+from .base import AnnotatedImage, Export, Problem, Region, is_text, read_json, size_of
 from .images import SourceImage, open_bytes, open_file
 
 __all__ = ["read_labelme_folder", "DEFAULT_LINE_WIDTH", "DEFAULT_POINT_SIZE"]
@@ -63,6 +64,8 @@ def _parse_shape(number: int, raw: object) -> LabelMeShape:
     label, kind = raw.get("label"), raw.get("shape_type") or "polygon"
     if not isinstance(label, str) or not label:
         raise ValueError("has no label")
+    if not is_text(label):
+        raise ValueError(f"has the label {label!r}, which is not UTF-8 text")
     if kind not in POINTS_NEEDED:
         raise ValueError(f"has shape_type {kind!r}, which is not one of {', '.join(POINTS_NEEDED)}")
     shape = LabelMeShape(number, label, kind, _parse_points(raw.get("points")), raw.get("mask"))
@@ -79,7 +82,11 @@ def _parse_shape(number: int, raw: object) -> LabelMeShape:
 def _paste_mask(shape: LabelMeShape, width: int, height: int) -> np.ndarray:
     """The shape's bitmap placed with its top-left corner at the first point (truncated to whole pixels)."""
     try:
-        bitmap = np.asarray(Image.open(io.BytesIO(base64.b64decode(shape.mask_data, validate=True))))
+        with Image.open(io.BytesIO(base64.b64decode(shape.mask_data, validate=True))) as image:
+            check_image_pixels(image.size, "its mask")
+            bitmap = np.asarray(image)
+    except ImageTooLargeError:
+        raise
     except (binascii.Error, ValueError, OSError, UnidentifiedImageError) as exc:
         raise ValueError(f"its mask is not a base64 image ({exc})") from exc
     bitmap = bitmap.any(axis=2) if bitmap.ndim == 3 else bitmap != 0
@@ -143,8 +150,9 @@ class LabelMeImage(AnnotatedImage):
                 raise DatasetError(f"the imageData of {self.source} is not base64 ({exc})") from exc
             return open_bytes(data, self.source)
         if self.image_path:
-            raise DatasetError(f"image {self.image_path} does not exist and {self.source} embeds no imageData; "
-                               "put the image there (imagePath is relative to the .json)")
+            encoding = "" if is_text(self.image_path) else " (its imagePath is not UTF-8 text: a Windows code page?)"
+            raise DatasetError(f"image {self.image_path} does not exist{encoding} and {self.source} embeds no "
+                               "imageData; put the image there (imagePath is relative to the .json)")
         raise DatasetError(f"{self.source} names no image (no imagePath, no imageData)")
 
     def draw(self, width: int, height: int) -> Tuple[List[Region], List[Problem]]:
@@ -166,12 +174,9 @@ class LabelMeImage(AnnotatedImage):
 def _read_file(path: str, line_width: int, point_size: int) -> LabelMeImage:
     """One LabelMe file; ValueError saying why it cannot be used."""
     try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
+        spec = read_json(path)
     except OSError as exc:
         raise ValueError(f"cannot be read ({exc.strerror or exc})") from exc
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise ValueError(f"is not valid JSON ({exc})") from exc
     if not isinstance(spec, dict) or not isinstance(spec.get("shapes"), list):
         hint = ("; it looks like a COCO file: import it with --from coco"
                 if isinstance(spec, dict) and "annotations" in spec else "")

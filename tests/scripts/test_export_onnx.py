@@ -218,6 +218,51 @@ def test_bad_or_foreign_onnx_files_are_one_line_errors(exported, tmp_path, capsy
         assert _one_line_error(capsys).startswith(start)
 
 
+def _with_metadata(proto, num_classes: int) -> bytes:
+    """``proto`` carrying this project's metadata for ``num_classes`` classes, as an export writes it."""
+    metadata = OnnxMetadata(MODEL, num_classes, tuple(f"class {i}" for i in range(num_classes)), 16)
+    del proto.metadata_props[:]
+    for key, value in metadata.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
+def _one_conv_graph(channels_in: int, stride: int):
+    """A float (N, channels_in, H, W) -> (N, 3, ?, ?) graph of one 1x1 convolution, built with onnx.helper."""
+    helper = onnx.helper
+    weight = onnx.numpy_helper.from_array(np.ones((3, channels_in, 1, 1), np.float32), "weight")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "weight"], ["logits"], strides=[stride, stride])], "one_conv",
+        [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["batch", channels_in, "height", "width"])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 3, None, None])], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_predict_refuses_onnx_files_that_do_not_segment(tmp_path, capsys):
+    """A classifier exported as the export exports (with our metadata), a graph for 1-channel images, and one whose
+    scores come out at half the image's size: each is one line, before or at the first image, and nothing is drawn."""
+    classifier = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                     torch.nn.Linear(4, 3)).eval()
+    metadata = OnnxMetadata(MODEL, 3, ("a", "b", "c"), 16)
+    exported_classifier = export_onnx.export_bytes(classifier, metadata, torch.zeros(2, 3, 16, 16))
+    (tmp_path / "classifier.onnx").write_bytes(exported_classifier)
+    (tmp_path / "gray.onnx").write_bytes(_with_metadata(_one_conv_graph(1, 1), 3))
+    (tmp_path / "coarse.onnx").write_bytes(_with_metadata(_one_conv_graph(3, 2), 3))
+    images = _images(tmp_path / "in", sizes=((32, 24),))
+    expected = {
+        "classifier.onnx": "is not a segmentation model: it returns tensor(float) (batch, 3), not (N, 3, H, W) class "
+                           "scores for the 3 classes its metadata names; export a segmentation checkpoint with "
+                           "tools/export_onnx.py",
+        "gray.onnx": "takes tensor(float) (batch, 1, height, width), not float32 (N, 3, H, W) RGB images; predict.py "
+                     "needs a segmentation model exported by tools/export_onnx.py",
+        "coarse.onnx": "returned scores of shape (1, 3, 12, 16) for images of shape (1, 3, 24, 32), not (1, 3, 24, 32) "
+                       "(one score per class and pixel); export a segmentation checkpoint with tools/export_onnx.py"}
+    for name, message in expected.items():
+        assert _predict(images, tmp_path / "out", "--onnx", str(tmp_path / name)) == 1
+        assert _one_line_error(capsys) == f"error: {tmp_path / name} {message}"
+        assert not (tmp_path / "out" / "0.png").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--compile"], "--compile needs PyTorch"),
     (["--amp", "bf16"], "--amp bf16 needs PyTorch"),
@@ -256,11 +301,13 @@ def test_a_failed_check_writes_nothing_and_keeps_an_older_file(exported, tmp_pat
 def test_an_output_that_is_the_checkpoint_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
     ckpt = _checkpoint(str(tmp_path), MODEL)
     before = open(ckpt, "rb").read()
+    os.symlink(tmp_path, tmp_path / "link")
     monkeypatch.chdir(tmp_path)
-    assert export_onnx.main(["--ckpt", ckpt, "--output", f"./{MODEL}.pth"]) == 1
-    assert capsys.readouterr().err.strip() == (
-        f"error: --output ./{MODEL}.pth is the same file as --ckpt {ckpt}: writing it would destroy that input; write "
-        f"to another file, e.g. {os.path.splitext(ckpt)[0]}.onnx")
+    for output in (f"./{MODEL}.pth", str(tmp_path / "link" / f"{MODEL}.pth")):  # relative, and through a link
+        assert export_onnx.main(["--ckpt", ckpt, "--output", output]) == 1
+        assert capsys.readouterr().err.strip() == (
+            f"error: --output {output} is the same file as --ckpt {ckpt}: writing it would destroy that input; "
+            f"write to another file, e.g. {os.path.splitext(ckpt)[0]}.onnx")
     assert open(ckpt, "rb").read() == before
 
 

@@ -4,6 +4,9 @@ import base64
 import io
 import json
 import os
+import resource
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -13,6 +16,7 @@ import main as train_script
 from tests.helpers import coco_run_lengths
 from tools import import_annotations as tool
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WIDTH, HEIGHT = 48, 40
 BACKGROUND, CAT, DOG, VOID = 0, 1, 2, 255
 
@@ -232,3 +236,135 @@ def test_main_trains_on_the_imported_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cat" in out and "dog" in out  # the class IoU table names the imported classes
     assert os.path.isfile(tmp_path / "ck" / "latest_deeplabv3plus_mobilenet_folder_os16.pth")
+
+
+def _roboflow_coco(tmp_path):
+    """A COCO export as Roboflow writes it: category 0 is the dataset's name (no annotation uses it) and the
+    super-category of the others, and two ids are both called 'crack'."""
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    _image(images_dir / "x.jpg")
+    spec = {"images": [{"id": 1, "file_name": "x.jpg", "width": WIDTH, "height": HEIGHT}],
+            "categories": [{"id": 0, "name": "cracks-v2", "supercategory": "none"},
+                           {"id": 1, "name": "crack", "supercategory": "cracks-v2"},
+                           {"id": 2, "name": "crack", "supercategory": "cracks-v2"},
+                           {"id": 3, "name": "rust", "supercategory": "cracks-v2"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                             "segmentation": [[0, 0, 10, 0, 10, 10, 0, 10]]},
+                            {"id": 2, "image_id": 1, "category_id": 2, "iscrowd": 0,
+                             "segmentation": [[20, 20, 30, 20, 30, 30, 20, 30]]},
+                            {"id": 3, "image_id": 1, "category_id": 3, "iscrowd": 0,
+                             "segmentation": [[40, 0, 47, 0, 47, 10, 40, 10]]}]}
+    path = tmp_path / "_annotations.coco.json"
+    path.write_text(json.dumps(spec))
+    return path, images_dir
+
+
+def test_coco_categories_that_share_a_name_are_one_class(tmp_path, capsys):
+    path, images_dir = _roboflow_coco(tmp_path)
+    (tmp_path / "out").mkdir()  # an empty folder (a mount point, say) is filled, not replaced
+    code, out, err = _run(capsys, "--from", "coco", path, "--images", images_dir, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "note: categories 1, 2 share the name 'crack': their shapes are one class" in out
+    assert "classes (" in out and "background, crack, rust" in out
+    mask = _mask(tmp_path / "out", "x")
+    assert (mask[0:10, 0:10] == 1).all() and (mask[20:30, 20:30] == 1).all() and (mask[0:10, 40:47] == 2).all()
+    assert sorted(os.listdir(tmp_path / "out")) == ["classes.yaml", "images", "masks", "splits"]
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-")]
+
+
+def test_a_failed_import_leaves_no_out_and_a_rerun_works(tmp_path, capsys):
+    """The disk fills up (here: a file size limit) while the second image is copied: --out is not created, nothing
+    is left beside it, and the same command works once there is room."""
+    lm = tmp_path / "lm"
+    _labelme(lm, "a", [("cat", "rectangle", [[0, 0], [9, 9]])])
+    _labelme(lm, "b", [("dog", "rectangle", [[0, 0], [9, 9]])], image=False, size=(200, 200))
+    noise = np.random.default_rng(1).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(lm / "b.jpg", quality=100)  # about 100 kB
+    argv = [sys.executable, "tools/import_annotations.py", "--from", "labelme", str(lm), "--out", str(tmp_path / "out")]
+
+    def file_size_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, preexec_fn=file_size_limit,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+        f"error: cannot write {tmp_path / 'out'} (File too large); nothing was written there")
+    assert sorted(os.listdir(tmp_path)) == ["lm"]
+    code, out, err = _run(capsys, *argv[2:])
+    assert code == 0, err
+    assert "imported 2 image(s)" in out and sorted(os.listdir(tmp_path / "out" / "masks")) == ["a.png", "b.png"]
+
+
+def test_an_out_folder_that_overlaps_the_input_is_refused(tmp_path, capsys):
+    lm = tmp_path / "lm"
+    _labelme(lm, "a", [("cat", "rectangle", [[0, 0], [9, 9]])])
+    os.symlink(lm, tmp_path / "link")
+    for out, clash in ((f"{lm}{os.sep}", "is the input"), (tmp_path / "link" / "dataset", "is inside the input folder"),
+                       (tmp_path, "holds the input")):
+        code, _, err = _run(capsys, "--from", "labelme", lm, "--out", out)
+        assert code == 1 and err.count("\n") == 1 and f"error: --out {out} {clash} {lm};" in err
+    assert sorted(os.listdir(lm)) == ["a.jpg", "a.json"] and sorted(os.listdir(tmp_path)) == ["link", "lm"]
+
+
+def test_labelme_files_that_are_not_utf8_are_skipped_by_name(tmp_path, capsys):
+    """Windows exports: a JSON saved in cp1252 or GBK, a file name in a code page (not UTF-8 on this file system),
+    a byte-order mark (read as UTF-8), an imagePath that names no file."""
+    lm = tmp_path / "lm"
+    _labelme(lm, "good", [("cat", "rectangle", [[0, 0], [9, 9]])])
+    _labelme(lm, "bom", [("cat", "rectangle", [[0, 0], [9, 9]])])
+    (lm / "bom.json").write_bytes(b"\xef\xbb\xbf" + (lm / "bom.json").read_bytes())
+    for stem, name, encoding in (("western", "caf\xe9.jpg", "cp1252"), ("chinese", "\u88c2\u7f1d.jpg", "gbk")):
+        _image(lm / name)
+        spec = {"shapes": [{"label": "cat", "shape_type": "rectangle", "points": [[0, 0], [9, 9]]}],
+                "imagePath": name, "imageData": None, "imageWidth": WIDTH, "imageHeight": HEIGHT}
+        (lm / f"{stem}.json").write_bytes(json.dumps(spec, ensure_ascii=False).encode(encoding))
+    code_page = os.fsdecode(b"caf\xe9")  # a name that is not UTF-8: Python holds it with a lone surrogate
+    _labelme(lm, code_page, [("dog", "rectangle", [[0, 0], [9, 9]])])
+    code, out, err = _run(capsys, "--from", "labelme", lm, "--out", tmp_path / "out")
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("skipped: ") for line in lines)
+    assert any(f"{lm / 'western.json'}: is not UTF-8 text (byte 0xe9" in line for line in lines)
+    assert any(f"{lm / 'chinese.json'}: is not UTF-8 text" in line and "save it as UTF-8" in line for line in lines)
+    assert any("caf\\udce9.json: the name 'caf\\udce9' is not UTF-8 text" in line for line in lines)
+    assert "imported 2 image(s)" in out and f"classes ({tmp_path / 'out' / 'classes.yaml'}): background, cat\n" in out
+    with open(tmp_path / "out" / "splits" / "train.txt", encoding="utf-8") as f:
+        listed = f.read().split()
+    with open(tmp_path / "out" / "splits" / "val.txt", encoding="utf-8") as f:
+        assert sorted(listed + f.read().split()) == ["bom", "good"]
+
+
+def test_images_over_max_image_pixels_are_skipped_by_name(tmp_path, capsys):
+    """48x40 = 1,920 pixels: just over a limit of 1,900; an image embedded in its JSON is checked too."""
+    lm = tmp_path / "lm"
+    _labelme(lm, "big", [("cat", "rectangle", [[0, 0], [9, 9]])])
+    buffer = io.BytesIO()
+    Image.new("RGB", (WIDTH, HEIGHT)).save(buffer, format="PNG")
+    _labelme(lm, "embedded", [("cat", "rectangle", [[0, 0], [9, 9]])], image=False,
+             image_data=base64.b64encode(buffer.getvalue()).decode())
+    _labelme(lm, "small", [("cat", "rectangle", [[0, 0], [9, 9]])], size=(40, 30))
+    Image.new("RGB", (40, 30)).save(lm / "small.jpg")
+    code, out, err = _run(capsys, "--from", "labelme", lm, "--out", tmp_path / "out", "--max_image_pixels", 1900)
+    assert code == 0, err
+    assert (f"skipped: {lm / 'big.json'}: image {lm / 'big.jpg'} is 48x40 = 1,920 pixels, more than "
+            "--max_image_pixels 1900 (a guard against decompression bombs)") in err
+    assert f"skipped: {lm / 'embedded.json'}: the image embedded in {lm / 'embedded.json'} is 48x40" in err
+    assert "imported 1 image(s)" in out
+    assert _run(capsys, "--from", "labelme", lm, "--out", tmp_path / "all", "--max_image_pixels", "none")[0] == 0
+    assert len(os.listdir(tmp_path / "all" / "images")) == 3
+
+
+def test_names_that_differ_only_in_case_are_one_name(tmp_path, capsys):
+    """IMG_1.json and img_1.json: on Windows and macOS their images and masks would be one file, so the second is
+    skipped (here on Linux too: the folder must train wherever it is copied)."""
+    lm = tmp_path / "lm"
+    _labelme(lm, "IMG_1", [("cat", "rectangle", [[0, 0], [9, 9]])])
+    _labelme(lm, "img_1", [("dog", "rectangle", [[0, 0], [9, 9]])])
+    code, out, err = _run(capsys, "--from", "labelme", lm, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert err.strip() == (f"skipped: {lm / 'img_1.json'}: has the file name stem 'img_1', which only the case tells "
+                           f"from 'IMG_1' of {lm / 'IMG_1.json'} (one name on Windows and macOS); rename one of the "
+                           "images")
+    assert os.listdir(tmp_path / "out" / "masks") == ["IMG_1.png"]

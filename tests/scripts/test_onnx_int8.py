@@ -1,6 +1,9 @@
 """tools/export_onnx.py --int8: static INT8 in QDQ form with per-channel weights, metadata that says so, predict.py
 --onnx on it, and the one-line errors of its options."""
+import argparse
 import os
+import re
+import weakref
 
 import numpy as np
 import pytest
@@ -9,8 +12,11 @@ from PIL import Image
 
 import network
 import predict
+from datasets.calibration import CalibrationImages, choose_calibration_images
 from tools import export_onnx
+from utils.image_limit import set_max_image_pixels
 from utils.inference import normalize
+from utils.onnx_int8 import quantize_int8
 from utils.onnx_model import OnnxMetadata
 
 onnx = pytest.importorskip("onnx")
@@ -136,9 +142,9 @@ def test_calibration_without_decodable_images_is_one_line(files, tmp_path, capsy
     assert export_onnx.main(["--ckpt", files[0], "--output", str(tmp_path / "m.onnx"), "--int8", "--calibration",
                              str(tmp_path / "bad")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[0].startswith("skipped: cannot decode") and err[1] == (
-        f"error: --calibration {tmp_path / 'bad'} holds no image that can be decoded and is large enough for the "
-        "model; give a few dozen images like those you will predict on")
+    assert err[0].startswith(f"skipped: cannot decode calibration image {tmp_path / 'bad' / 'broken.png'}: ")
+    assert err[1] == (f"error: --calibration {tmp_path / 'bad'} holds no calibration image that can be decoded and is "
+                      "large enough for the model; give a few dozen images like those you will predict on")
 
 
 def test_calibration_images_are_spread_over_the_folder_and_too_small_ones_skipped(tmp_path, capsys):
@@ -148,10 +154,85 @@ def test_calibration_images_are_spread_over_the_folder_and_too_small_ones_skippe
         for index in range(5):
             Image.fromarray(_photo(index)).save(folder / part / f"{index}.png")
     Image.fromarray(_photo(0)[:2, :2]).save(folder / "b" / "2.png")  # an icon among the photos
-    images = export_onnx.calibration_images(str(folder), 7, smallest=8)
+    images = choose_calibration_images(str(folder), 7, smallest=8, max_pixels=64 * 48)
     err = capsys.readouterr().err.strip()
-    assert err == (f"skipped: {folder / 'b' / '2.png'}: an image of 2x2 is smaller than this model takes: at least "
-                   "8x8 pixels")
+    assert err == (f"skipped: calibration image {folder / 'b' / '2.png'}: an image of 2x2 is smaller than this model "
+                   "takes: at least 8x8 pixels")
     assert len(images) == 6 and all(image.shape[0] == 1 and image.dtype == np.float32 for image in images)
     first, last = (export_onnx.normalize(torch.from_numpy(_photo(i)).permute(2, 0, 1)[None]).numpy() for i in (0, 4))
     assert np.array_equal(images[0], first) and np.array_equal(images[-1], last)  # a/0.png ... c/4.png
+
+
+@pytest.fixture(scope="module")
+def near_tie():
+    """A 1x1 convolution whose class 1 beats class 0 by 1e-4 everywhere: INT8 cannot tell them apart, so its labels
+    (ties go to class 0) differ from fp32's on almost every pixel. (model, fp32 file's bytes, metadata)"""
+    conv = torch.nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.copy_(torch.tensor([0.0, 1e-4]))
+    metadata = OnnxMetadata("near_tie", 2, ("a", "b"), 16)
+    return conv.eval(), export_onnx.export_bytes(conv.eval(), metadata, torch.zeros(2, 3, 16, 16)), metadata
+
+
+class _Counted(CalibrationImages):
+    """Calibration images that count how many of the arrays they returned are alive at once."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.alive, self.most_alive, self.reads, self.sizes = [], 0, 0, set()
+
+    def __getitem__(self, index):
+        image = super().__getitem__(index)
+        self.alive = [ref for ref in self.alive if ref() is not None] + [weakref.ref(image)]
+        self.most_alive, self.reads = max(self.most_alive, len(self.alive)), self.reads + 1
+        self.sizes.add(image.shape)
+        return image
+
+
+def test_calibration_images_are_scaled_to_the_export_size_and_read_one_at_a_time(near_tie, tmp_path):
+    """Twelve 320x240 photos (one JPEG stored sideways with an EXIF turn) calibrated at 64x48 pixels: each is decoded
+    when ONNX Runtime asks for it, at most two arrays are alive at once, and each has at most 64x48 pixels."""
+    files = []
+    for seed in range(12):
+        files.append(str(tmp_path / f"{seed}.png"))
+        Image.fromarray(_photo(seed, 320, 240)).save(files[-1])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees: stored 240x320, upright 320x240
+    Image.fromarray(_photo(12, 240, 320)).save(tmp_path / "turned.jpg", exif=exif)
+    files[5] = str(tmp_path / "turned.jpg")
+    images = _Counted(files, 64 * 48)
+    quantize_int8(near_tie[1], images, near_tie[2])
+    assert images.reads == len(files) and images.most_alive <= 2
+    assert images.sizes == {(1, 3, 48, 64)}
+
+
+def test_few_calibration_images_and_a_low_int8_agreement_are_warned(near_tie, tmp_path, capsys):
+    for seed in range(3):
+        Image.fromarray(_photo(seed)).save(tmp_path / f"{seed}.png")
+    opts = argparse.Namespace(calibration=str(tmp_path), calibration_images=32, check_sizes=[(64, 48)])
+    calibration = export_onnx.choose_calibration(opts, near_tie[0])
+    assert capsys.readouterr().err.strip() == (
+        "warning: only 3 calibration image(s): ranges measured on so few may not cover the images you will predict "
+        "on; give at least 8, a few dozen at best (--calibration, --calibration_images)")
+    export_onnx.quantize(near_tie[1], calibration, near_tie[2], str(tmp_path / "m.onnx"))
+    captured = capsys.readouterr()
+    agreement = re.search(r"its labels equal fp32's on (\d+\.\d\d)% of the pixels of 3 of them", captured.out)
+    assert agreement and float(agreement.group(1)) < 98
+    assert captured.err.strip() == (
+        f"warning: the INT8 labels equal fp32's on only {agreement.group(1)}% of the pixels of 3 calibration image(s), "
+        "under 98%: check its validation score before deploying it, calibrate on more images like those you will "
+        "predict on, or deploy the fp32 file")
+
+
+def test_a_calibration_image_over_max_image_pixels_is_skipped_by_name(tmp_path, capsys):
+    """What --max_image_pixels 3000 sets (export_onnx.run calls set_max_image_pixels): a 64x48 image, 3,072 pixels,
+    is skipped before it is decoded; a 48x40 one is used."""
+    Image.fromarray(_photo(0)).save(tmp_path / "a.png")
+    Image.fromarray(_photo(1, 48, 40)).save(tmp_path / "b.png")
+    set_max_image_pixels(3000)
+    images = choose_calibration_images(str(tmp_path), 32, smallest=8, max_pixels=64 * 48)
+    assert images.files == [str(tmp_path / "b.png")]
+    assert capsys.readouterr().err.strip() == (
+        f"skipped: calibration image {tmp_path / 'a.png'} is 64x48 = 3,072 pixels, more than --max_image_pixels 3000 "
+        "(a guard against decompression bombs); if you trust the file, raise it or pass --max_image_pixels none")

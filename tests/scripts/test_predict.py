@@ -276,12 +276,15 @@ def test_an_image_too_large_for_one_pass_is_predicted_in_windows(tmp_path, input
     assert all(np.array_equal(labels, explicit_labels[name]) for name, labels in auto_labels.items())
 
 
-def test_an_image_over_the_decoder_s_pixel_limit_is_skipped_with_its_path(tmp_path, inputs, ckpt, monkeypatch,
-                                                                          capsys):
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # PIL refuses at twice this (the 40x30 inputs)
-    code, _ = _run(tmp_path, ckpt[0])
-    err = capsys.readouterr().err
-    assert code == 1 and "skipped: cannot decode" in err and "decompression bomb" in err.lower()
+def test_an_image_over_max_image_pixels_is_skipped_with_its_path(tmp_path, inputs, ckpt, capsys):
+    """b.JPG has 41x33 = 1,353 pixels, just over the limit; the 40x30 images are under it."""
+    code, out = _run(tmp_path, ckpt[0], "--max_image_pixels", "1300")
+    captured = capsys.readouterr()
+    assert code == 1 and "8 done, 1 skipped" in captured.out
+    assert captured.err.strip() == (f"skipped: image {tmp_path / 'in' / 'b.JPG'} is 41x33 = 1,353 pixels, more than "
+                                    "--max_image_pixels 1300 (a guard against decompression bombs); if you trust the "
+                                    "file, raise it or pass --max_image_pixels none")
+    assert not os.path.exists(out / "b.png") and os.path.isfile(out / "gray.png")
 
 
 def test_an_image_too_small_for_the_model_is_skipped_not_fatal(tmp_path, inputs, ckpt, capsys):
