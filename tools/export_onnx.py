@@ -37,10 +37,11 @@ from datasets.class_info import NAMED_DATASETS, ClassInfo, resolve_classes  # no
 from datasets.image_files import ImageFiles, find_images, is_video  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
+from utils.config import ConfigError, check_ranges, parse_with_config, warn_unused  # noqa: E402
 from utils.inference import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
 from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
                               first_line, import_optional)
-from network.trained_model import ModelSpec, add_model_options, load_model_of  # noqa: E402
+from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride  # noqa: E402
 from utils.onnx_int8 import quantize_int8  # noqa: E402
 
 OPSET = 18
@@ -210,9 +211,11 @@ def run(opts: argparse.Namespace) -> None:
     if opts.int8 != bool(opts.calibration):
         raise ExportError("--int8 needs --calibration DIR (a few dozen images like those you will predict on)"
                           if opts.int8 else "--calibration is for --int8; add --int8 or drop it")
-    if opts.calibration_images <= 0:
-        raise ExportError(f"--calibration_images must be positive, not {opts.calibration_images}")
+    check_ranges(opts, ("calibration_images", "num_classes"))
+    warn_unused(opts, [(("calibration_images",), not opts.int8, "--int8 is off"),
+                       (("dataset",), bool(opts.classes), "--classes gives the names and colours to record")])
     model, spec = load_model_of(opts)
+    warn_unused(opts, [unused_output_stride(spec.model_name)])
     if opts.int8:
         smallest = smallest_side(model, lambda side: torch.zeros(1, 3, side, side)) or SMALLEST_SIDE_PROBED
         calibration = calibration_images(opts.calibration, opts.calibration_images, smallest)
@@ -247,10 +250,10 @@ def run(opts: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
-    opts = get_argparser().parse_args(argv)
+    opts = parse_with_config(get_argparser(), argv)
     try:
         run(opts)
-    except (CheckpointError, DatasetError, OnnxModelError, ExportError, ValueError) as exc:
+    except (CheckpointError, ConfigError, DatasetError, OnnxModelError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
