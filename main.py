@@ -27,27 +27,29 @@ from datasets.utils import error_message, exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
-from network.trained_model import add_model_options, architecture_record, recorded_architecture
+from network.trained_model import add_model_options, architecture_record, recorded_architecture, unused_output_stride
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
                               load_model_state, restore_process_rng_state, save_checkpoint, writer_lock)
-from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
+from utils.config import (ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, refuse_conflicts,
+                          warn_unused)
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import (INFER, TRAIN, add_speed_options, compile_model, cudnn_benchmark, hardware_name,
-                          parse_auto_bool, resolve_cudnn_benchmark, resolve_num_workers, resolve_speed_options)
+from utils.device import (INFER, TRAIN, add_device_options, add_speed_options, compile_model, cudnn_benchmark,
+                          hardware_name, parse_auto_bool, resolve_cudnn_benchmark, resolve_num_workers,
+                          resolve_speed_options, unused_gpu_id)
 from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
                                gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
 from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.interrupts import StopFlag, WorkerLoader
-from utils.inference import (DEFAULT_STRIDE, DEFAULT_WINDOW, InferenceRecipe, SegmentationPredictor,
-                             add_window_options, check_recipe_options)
+from utils.inference import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                           require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
 from utils.own_outputs import same_path
 from utils.results import save_val_result
+from utils.resume import RECORD_KEY, apply_recorded_settings, flags, recorded_settings, settings_record
 from utils.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
 from utils.training import forward_loss, optimize
@@ -130,9 +132,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--focal_gamma", type=float, default=2.0,
                         help="focal loss focusing parameter (the paper's 2.0); 0 is plain cross-entropy, which is "
                              "what the original's focal_loss computed: use 0 to reproduce its runs")
-    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID (sets CUDA_VISIBLE_DEVICES)")
-    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto: CUDA when available")
+    add_device_options(parser)
     parser.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=None,
                         help="SyncBatchNorm across processes (default: on for multi-GPU torchrun runs)")
     parser.add_argument("--dist_timeout", type=float, default=1800,
@@ -239,6 +239,33 @@ def check_checkpoints_spare_inputs(opts) -> None:
                 raise TrainingError(f"{flag} {path} is the {kind}_* checkpoint that this run saves "
                                     f"({checkpoint_path(opts, kind)}), so training would overwrite the weights it "
                                     f"starts from; {resume}copy it elsewhere first, or give another --checkpoint_dir")
+
+
+def _resume_record(path: str) -> Tuple[Dict[str, object], bool, int]:
+    """(the settings checkpoint ``path`` holds, whether it has a record of them, its iteration); read mapped."""
+    checkpoint = load_checkpoint(path, mmap=True)
+    if "optimizer_state" not in checkpoint:
+        raise TrainingError(f"--continue_training needs a full training checkpoint; {path} holds only weights (start "
+                            "a new run from them with --init_from)")
+    settings, recorded = recorded_settings(checkpoint)
+    return settings, recorded, int(checkpoint.get("cur_itrs", 0))
+
+
+def resume_settings(opts, device: torch.device, log) -> None:
+    """--continue_training: each setting of RESUMED_OPTIONS that neither the command line nor --config gives comes
+    from --ckpt; one line each says which given values differ from the checkpoint's, which of its values differ
+    from this script's defaults, and what it does not record. Process 0 reads it and sends it to the others."""
+    settings, recorded, itrs = from_process_zero(lambda: _resume_record(opts.ckpt), device)
+    changed, taken, missing = apply_recorded_settings(opts, settings)
+    if changed:
+        log(f"Resuming with this run's settings from iteration {itrs + 1}: {', '.join(changed)}")
+    if taken:
+        log(f"Settings from {opts.ckpt} (a flag given now overrides one): {', '.join(taken)}")
+    if missing and not recorded:
+        log(f"note: {opts.ckpt} records no settings beyond its optimizer's and schedule's ({flags(settings)}), as the "
+            "original's checkpoints: the others are this run's flags, else the defaults")
+    elif missing:
+        log(f"note: {opts.ckpt} does not record {flags(missing)}: this run's flags, else the defaults, are used")
 
 
 @contextlib.contextmanager
@@ -374,17 +401,20 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
     """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun.
 
     The backbone starts from ImageNet weights as the entry does by default (as in the original), or as
-    --pretrained_backbone says; with --ckpt it is left initialised, since the checkpoint's weights replace it.
+    --pretrained_backbone says; with --ckpt or --init_from it is left initialised (nothing is fetched), since
+    their weights replace it.
     """
-    pretrained = False if opts.ckpt is not None else opts.pretrained_backbone
+    pretrained = False if opts.ckpt is not None or opts.init_from else opts.pretrained_backbone
     with node_main_first(env):  # downloads of pretrained weights: once per machine, into its cache
         model = network.build_model(opts.model, opts.num_classes, opts.output_stride, pretrained_backbone=pretrained,
                                     separable_conv=opts.separable_conv)
-        filled, initialised = init_model_from(model, opts.model, opts.init_from) if opts.init_from else ((), ())
+        filled, initialised, origin = (init_model_from(model, opts.model, opts.init_from) if opts.init_from
+                                       else ((), (), model.backbone_weights))
     if env.is_main:
-        print(f"Backbone weights: {backbone_origin(opts, model.backbone_weights)}")
+        print(f"Backbone weights: {backbone_origin(opts, origin, initialised)}")
     if opts.init_from and env.is_main:
-        print(f"--init_from {opts.init_from}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
+        source = opts.init_from if origin == opts.init_from else f"{opts.init_from} ({origin})"
+        print(f"--init_from {source}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
               + (f"; initialised: {', '.join(module_names(initialised))}" if initialised else ""))
     set_bn_momentum(model.backbone, momentum=opts.bn_momentum)
     sync_bn = opts.sync_bn if opts.sync_bn is not None else (env.distributed and device.type == "cuda")
@@ -406,11 +436,16 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
     return compile_model(ddp, opts.compile), model
 
 
-def backbone_origin(opts, loaded_from: str) -> str:
-    """Where the backbone's weights come from, for the log: the file or hub id, the checkpoint, or from scratch."""
+def backbone_origin(opts, loaded_from: str, initialised: Sequence[str] = ()) -> str:
+    """Where the backbone's weights come from, for the log: the file or hub id, the checkpoint, or from scratch
+    (``initialised``: the keys that --init_from's file did not fill)."""
     if opts.ckpt is not None:
-        unused = "; --pretrained_backbone is not used with it" if opts.pretrained_backbone not in (None, False) else ""
-        return f"from --ckpt {opts.ckpt}{unused}"
+        return f"from --ckpt {opts.ckpt}"
+    if opts.init_from:
+        unfilled = sum(key.startswith("backbone.") for key in initialised)
+        return f"from --init_from {loaded_from}" + (
+            f"; {unfilled} backbone tensors it does not fill start at random (--init_from fetches no ImageNet "
+            "weights)" if unfilled else "")
     if loaded_from.startswith("none"):
         why = ("--no-pretrained_backbone" if opts.pretrained_backbone is False
                else f"{opts.model} has no ImageNet weights by default, as in the original; --pretrained_backbone "
@@ -485,6 +520,7 @@ def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) ->
             "separable_conv": opts.separable_conv, "class_names": list(dataset.class_names),
             # the colours predict.py and export_onnx.py draw the classes with
             "palette": dataset.cmap[:len(dataset.class_names)].tolist(),
+            RECORD_KEY: settings_record(opts),  # what --continue_training takes unless given again
             **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
         }, path)
     return path
@@ -562,12 +598,59 @@ def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: l
                             list(dataset.class_names), info, pictures)
 
 
+TRAINING_ONLY_OPTIONS = ("total_itrs", "lr", "lr_policy", "step_size", "weight_decay", "batch_size", "bn_momentum",
+                         "loss_type", "class_weights", "focal_gamma", "ohem_thresh", "ohem_min_kept", "dice_weight",
+                         "print_interval", "val_interval", "checkpoint_dir", "continue_training", "sync_bn")
+
+
+def check_options(opts) -> None:
+    """Values out of range, and options that cannot be honoured together: refused in one line before any work."""
+    check_ranges(opts, POSITIVE_OPTIONS, NON_NEGATIVE_OPTIONS)
+    refuse_conflicts([
+        (opts.test_only and opts.ckpt is None,
+         "--test_only evaluates --ckpt: give --ckpt CHECKPOINT (a model that was never trained scores nothing)"),
+        (opts.continue_training and opts.ckpt is None,
+         "--continue_training resumes --ckpt: give --ckpt CHECKPOINT (e.g. a latest_*.pth), or drop it to start anew"),
+        (opts.init_from is not None and opts.ckpt is not None,
+         "--init_from and --ckpt both give the starting weights: keep --ckpt to evaluate or resume a checkpoint, or "
+         "--init_from to start a new run from a file"),
+    ])
+
+
+def unused_options(opts, env: DistEnv, device: torch.device) -> List[Unused]:
+    """The options this combination leaves unused, for :func:`warn_unused` (what the command line gives of them
+    is warned about)."""
+    training = not opts.test_only
+    gpu_id = unused_gpu_id(opts.device, opts.gpu_id, device)
+    return [
+        (TRAINING_ONLY_OPTIONS, opts.test_only, "--test_only trains nothing"),
+        (("step_size",), training and opts.lr_policy == "poly", "the poly schedule has no steps (--lr_policy step)"),
+        (("ohem_thresh", "ohem_min_kept"), training and opts.loss_type != "ohem", "--loss_type is not ohem"),
+        (("dice_weight",), training and opts.loss_type != "ce+dice", "--loss_type is not ce+dice"),
+        (("focal_gamma",), training and opts.loss_type != "focal_loss", "--loss_type is not focal_loss"),
+        (("window", "stride"), not opts.eval_slide, "--eval_slide is off"),
+        (("val_batch_size",), not opts.crop_val,
+         "without --crop_val whole images, of many sizes, are validated one at a time"),
+        (("crop_size",), opts.test_only and not opts.crop_val, "--test_only without --crop_val evaluates whole images"),
+        (("vis_port", "vis_host", "vis_env"), not opts.enable_vis, "--enable_vis is off"),
+        (("vis_num_samples",), not (opts.enable_vis or opts.tensorboard),
+         "neither --enable_vis nor --tensorboard shows samples"),
+        (("year", "download"), opts.dataset != "voc", f"--dataset {opts.dataset} is not Pascal VOC"),
+        (("pretrained_backbone",), opts.pretrained_backbone not in (None, False)
+         and (opts.ckpt is not None or opts.init_from is not None),
+         "the weights of --ckpt or --init_from replace the backbone's (nothing is fetched)"),
+        (("gpu_id",), gpu_id is not None, gpu_id),
+        (("cudnn_benchmark",), device.type != "cuda", "cuDNN runs on CUDA devices only"),
+        (("dist_timeout",), not env.distributed, "this is a single-process run (torchrun starts distributed ones)"),
+        unused_output_stride(opts.model),
+    ]
+
+
 def configure(opts, env: DistEnv, device: torch.device, log) -> None:
-    """What is checked and set before any data is read: the evaluation recipe, the losses, precision and layout,
-    seeds, cuDNN. (--ckpt was read before, by resolve_architecture.)"""
+    """What is checked and set before any data is read: the evaluation recipe, the options left unused, the losses,
+    precision and layout, seeds, cuDNN. (--ckpt was read before, by resolve_architecture.)"""
     check_recipe_options(opts.eval_scales, "--eval_scales", opts.eval_slide, opts.window, opts.stride)
-    if not opts.eval_slide and (opts.window, opts.stride) != (DEFAULT_WINDOW, DEFAULT_STRIDE):
-        log("note: --window and --stride shape the windows of --eval_slide; without it they are not used")
+    warn_unused(opts, unused_options(opts, env, device), lambda line: log(line, file=sys.stderr))
     check_loss_options(opts.ohem_thresh, opts.ohem_min_kept, opts.dice_weight)
     if opts.tensorboard:
         require_tensorboard()  # on every process, so that all of them stop
@@ -592,8 +675,13 @@ def build_run_logger(opts, env: DistEnv, train_loader: data.DataLoader, state: T
     return logger
 
 
+def process_zero_log(env: DistEnv) -> Callable[..., None]:
+    """``print`` on process 0, nothing on the others: one copy of each line."""
+    return print if env.is_main else (lambda *args, **kwargs: None)
+
+
 def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
-    log = print if env.is_main else (lambda *args, **kwargs: None)
+    log = process_zero_log(env)
     configure(opts, env, device, log)
     timer.lap("set-up")
     if env.is_node_main:
@@ -695,24 +783,18 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
     model, optimizer, scheduler = training.plain_model, training.optimizer, training.scheduler
     scaler, state = training.scaler, training.state
     checkpoint = from_process_zero(lambda: load_checkpoint(path), device)
-    reinit = load_model_state(model, extract_model_state(checkpoint, path), path)
+    weights = extract_model_state(checkpoint, path)
+    reinit = load_model_state(model, weights, path)
     if reinit:
-        log(f"Checkpoint {path} has a classifier for another class count: loaded everything else, "
-            f"re-initialised {', '.join(reinit)} for {opts.num_classes} classes")
+        raise CheckpointError(other_class_count(opts, path, int(weights[reinit[0]].shape[0])))
     if opts.continue_training:
-        if reinit or "optimizer_state" not in checkpoint:
-            raise TrainingError(f"--continue_training needs a full training checkpoint of this model; {path} "
-                                f"{'has another class count' if reinit else 'holds only weights'}")
         state.cur_itrs = int(checkpoint["cur_itrs"])
         if state.cur_itrs > opts.total_itrs:
             raise TrainingError(f"{path} is at iteration {state.cur_itrs}, beyond --total_itrs {opts.total_itrs}; "
                                 f"pass a --total_itrs above {state.cur_itrs} to train on, or --test_only to evaluate")
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         scheduler.load_state_dict(checkpoint["scheduler_state"])
-        changes = retarget(scheduler, opts.total_itrs, opts.step_size, group_learning_rates(opts.lr),
-                           opts.weight_decay)
-        if changes:
-            log(f"Resuming with this run's settings from iteration {state.cur_itrs + 1}: {', '.join(changes)}")
+        retarget(scheduler, opts.total_itrs, opts.step_size, group_learning_rates(opts.lr), opts.weight_decay)
         state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
         if "rng_state" in checkpoint:
             note = restore_process_rng_state(checkpoint, env.rank, env.world_size)
@@ -723,6 +805,16 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
         log(f"Training state restored from {path} at iteration {state.cur_itrs}")
     log(f"Model restored from {path}")
     return int(checkpoint["cur_itrs"]) if "cur_itrs" in checkpoint else None
+
+
+def other_class_count(opts, path: str, checkpoint_classes: int) -> str:
+    """The error for a --ckpt whose classifier predicts another number of classes than the data has: evaluating
+    or training a head re-initialised at random is never what was meant."""
+    data = (f"the folder data in {opts.data_root}" if opts.dataset == "folder" else f"--dataset {opts.dataset}")
+    use = "evaluate it with" if opts.test_only else "use"
+    return (f"checkpoint {path} predicts {checkpoint_classes} classes, but {data} has {opts.num_classes}; {use} the "
+            f"--dataset (and --data_root) it was trained on, or start a new run on these {opts.num_classes} classes "
+            f"from it with --init_from {path} (its classifier is then initialised, and the log says so)")
 
 
 def best_saved_score(opts, device: torch.device, log=print) -> float:
@@ -753,11 +845,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     timer = RunTimer(IMPORTS_SECONDS if __name__ == "__main__" else 0.0)  # imported by a test: not our start-up
     opts = parse_with_config(get_argparser(), argv)
     try:
-        check_ranges(opts, POSITIVE_OPTIONS, NON_NEGATIVE_OPTIONS)
+        check_options(opts)
         env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
         timer.device = device
         try:
             resolve_architecture(opts, device)
+            if opts.continue_training:
+                resume_settings(opts, device, process_zero_log(env))
             with output_guard(opts, env):
                 return run(opts, env, device, timer)
         finally:

@@ -16,11 +16,11 @@ from datasets import DatasetError, VOCSegmentation
 from datasets.class_info import NAMED_DATASETS, label_id_table, resolve_classes
 from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video
 from network import PretrainedWeightsError
-from network.trained_model import ModelSpec, add_model_options, load_model_of
+from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride
 from utils.checkpoint import CheckpointError
-from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config
-from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
-                          resolve_speed_options)
+from utils.config import ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, warn_unused
+from utils.device import (add_device_options, add_speed_options, compile_model, native_bf16, resolve_device,
+                          resolve_num_workers, resolve_speed_options, unused_gpu_id)
 from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable, write_advice
 from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
@@ -32,7 +32,7 @@ from utils.own_outputs import input_clashes, is_own_output
 from utils.results import OVERLAY_ALPHA
 from utils.video import VideoError, import_av
 
-POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size")
+POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size", "num_classes")
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
 
@@ -67,9 +67,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt", type=str, help="checkpoint (this project's, the original's, or a state_dict)")
     parser.add_argument("--onnx", type=str, help="instead of --ckpt: an ONNX file from tools/export_onnx.py, run by "
                                                  "ONNX Runtime on the CPU")
-    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID (sets CUDA_VISIBLE_DEVICES)")
-    parser.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto: CUDA when available")
+    add_device_options(parser)
     add_speed_options(parser)
     parser.add_argument("--num_workers", type=int, default=None,
                         help="decoding workers (default: on a GPU the cores less one, at most 16; on the CPU "
@@ -125,7 +123,8 @@ def check_onnx_options(opts) -> None:
     """Refuse the options only PyTorch runs with --onnx; --amp auto and --channels_last auto become off, as ONNX
     Runtime computes in fp32 on NCHW tensors on the CPU."""
     torch_only = [("--compile", opts.compile), (f"--amp {opts.amp}", opts.amp in ("bf16", "fp16")),
-                  ("--channels_last", opts.channels_last is True), ("--device cuda", opts.device == "cuda")]
+                  ("--channels_last", opts.channels_last is True),
+                  (f"--device {opts.device}", opts.device not in ("auto", "cpu"))]
     for flag, given in torch_only:
         if given:
             raise PredictError(f"{flag} needs PyTorch, and --onnx runs ONNX Runtime in fp32 on the CPU; drop "
@@ -137,10 +136,28 @@ def check_onnx_options(opts) -> None:
 
 
 def check_sizes(opts) -> None:
-    """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one), and
-    windows must not skip pixels: with or without --slide, since huge images are predicted in windows anyway."""
-    check_ranges(opts, POSITIVE_OPTIONS)
+    """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one), the
+    overlay's opacity within 0..1, and windows must not skip pixels: with or without --slide, since huge images
+    are predicted in windows anyway."""
+    check_ranges(opts, POSITIVE_OPTIONS, fractions=("overlay_alpha",))
     check_recipe_options(opts.tta_scales, "--tta_scales", True, opts.window, opts.stride)
+
+
+def unused_options(opts, device: torch.device) -> List[Unused]:
+    """The options this combination leaves unused, for :func:`warn_unused` (what the command line gives of them
+    is warned about)."""
+    gpu_id = "--onnx runs ONNX Runtime on the CPU" if opts.onnx else unused_gpu_id(opts.device, opts.gpu_id, device)
+    side = int(WHOLE_IMAGE_MAX_PIXELS ** 0.5)
+    return [
+        (("tta_scales", "tta_flip"), not opts.tta, "--tta is off"),
+        (("window", "stride"), not opts.slide,
+         f"--slide is off: only images over {side}x{side} pixels are predicted in windows"),
+        (("overlay_alpha",), "overlay" not in opts.output, "--output has no overlay"),
+        (("crop_size",), not opts.crop_val, "--crop_val is off"),
+        (("dataset",), bool(opts.classes) and opts.dataset not in (None, "folder"),
+         "--classes gives the classes' names, colours and ids"),
+        (("gpu_id",), gpu_id is not None, gpu_id),
+    ]
 
 
 def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, drawing: Drawing,
@@ -242,6 +259,7 @@ def run(opts, stop: StopFlag) -> int:
     else:
         device = resolve_device(opts.device, opts.gpu_id)
         resolve_speed_options(opts, device)
+    warn_unused(opts, unused_options(opts, device))
     opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
     if workers_note:
         print(workers_note)
@@ -255,6 +273,7 @@ def run(opts, stop: StopFlag) -> int:
                                              model.metadata.palette)
     else:
         model, spec = load_model(opts, device)
+        warn_unused(opts, [unused_output_stride(spec.model_name)])
         num_classes, class_names, colours = spec.num_classes, spec.class_names, spec.palette
     classes = resolve_classes(num_classes, opts.classes, opts.dataset, class_names, colours,
                               model=opts.onnx or opts.ckpt)

@@ -1,18 +1,20 @@
 """A trained model rebuilt from its checkpoint for inference; predict.py and tools/export_onnx.py share it."""
 import argparse
 import dataclasses
+import inspect
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from torch import nn
 
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
+from utils.config import Unused
 from utils.inference import fold_batchnorm
 
-from .modeling import MODELS, build_model
+from .modeling import MODELS, SUPPORTED_OUTPUT_STRIDES, build_model
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_OUTPUT_STRIDE", "ModelSpec", "architecture_record", "recorded_architecture",
            "add_model_options",
-           "load_trained_model", "load_model_of"]
+           "load_trained_model", "load_model_of", "unused_output_stride"]
 
 DEFAULT_MODEL = "deeplabv3plus_mobilenet"  # the original's defaults, for checkpoints that do not record theirs
 DEFAULT_OUTPUT_STRIDE = 16
@@ -69,14 +71,18 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
     """The model of checkpoint ``path`` in eval mode with BatchNorm folded, on the CPU, and what it is.
 
     The architecture comes from :func:`recorded_architecture`, the class names and palette from the checkpoint when
-    it records them, the class count from the classifier's weights. CheckpointError when the file cannot be read or does not
-    fit the model.
+    it records them, the class count from the classifier's weights (a ``num_classes`` given that differs is a
+    CheckpointError naming both). CheckpointError when the file cannot be read or does not fit the model.
     """
     checkpoint = load_checkpoint(path)
     state = extract_model_state(checkpoint, path)
     last_conv = [v for v in state.values() if v.dim() == 4][-1]  # the classifier, in our and the original's order
     architecture = recorded_architecture(checkpoint, path, model_name, output_stride, separable_conv)
-    spec = ModelSpec(*architecture, num_classes=num_classes or int(last_conv.shape[0]))
+    predicted = int(last_conv.shape[0])
+    if num_classes is not None and num_classes != predicted:
+        raise CheckpointError(f"checkpoint {path} predicts {predicted} classes, not the {num_classes} of "
+                              "--num_classes; drop --num_classes (the checkpoint's count is used)")
+    spec = ModelSpec(*architecture, num_classes=predicted)
     names, palette = checkpoint.get("class_names"), checkpoint.get("palette")
     if isinstance(names, (list, tuple)) and len(names) == spec.num_classes:
         spec = dataclasses.replace(spec, class_names=tuple(str(name) for name in names))
@@ -84,9 +90,8 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
         spec = dataclasses.replace(spec, palette=tuple(tuple(int(c) for c in colour) for colour in palette))
     model = build_model(spec.model_name, spec.num_classes, spec.output_stride, pretrained_backbone=False,
                         separable_conv=spec.separable_conv)
-    if load_model_state(model, state, path):
-        raise CheckpointError(f"checkpoint {path} has a classifier for another class count than "
-                              f"{spec.num_classes}; drop --num_classes to use the checkpoint's")
+    if load_model_state(model, state, path):  # its last 4-D tensor was not the classifier's
+        raise CheckpointError(f"checkpoint {path} does not fit {spec.model_name} with {spec.num_classes} classes")
     return fold_batchnorm(model.eval()), spec
 
 
@@ -104,6 +109,13 @@ def add_model_options(parser: argparse.ArgumentParser, num_classes: bool = True)
                              "else off)")
     if num_classes:
         parser.add_argument("--num_classes", type=int, default=None, help="default: read from the checkpoint")
+
+
+def unused_output_stride(model_name: str) -> Unused:
+    """For :func:`utils.config.warn_unused`: --output_stride is unused by an entry that always works at one stride
+    (its builder's default is none of the supported ones: HRNet keeps a stride-4 branch throughout)."""
+    fixed = inspect.signature(MODELS[model_name]).parameters["output_stride"].default
+    return ("output_stride",), fixed not in SUPPORTED_OUTPUT_STRIDES, f"{model_name} always works at stride {fixed}"
 
 
 def load_model_of(opts: argparse.Namespace) -> Tuple[nn.Module, ModelSpec]:

@@ -311,10 +311,12 @@ def module_names(keys: Sequence[str]) -> List[str]:
     return list(dict.fromkeys(k.rsplit(".", 1)[0] for k in keys))
 
 
-def init_model_from(model: nn.Module, model_name: str, source: str, progress: bool = True) -> Tuple[List[str], List[str]]:
+def init_model_from(model: nn.Module, model_name: str, source: str,
+                    progress: bool = True) -> Tuple[List[str], List[str], str]:
     """``--init_from``: 'torchvision_coco' (torchvision's COCO DeepLabV3, ResNet-50/101) or a checkpoint path.
 
-    Returns (filled keys, initialised keys). A file with nothing that fits is an error.
+    Returns (filled keys, initialised keys, the file the weights were read from). A file with nothing that fits is
+    an error.
     """
     backbone = model_name.split("_", 1)[1]
     if source == "torchvision_coco":
@@ -329,4 +331,4 @@ def init_model_from(model: nn.Module, model_name: str, source: str, progress: bo
     filled, initialised = fill_model(model, convert_state_dict(state, fmt))
     if not filled:
         raise PretrainedWeightsError(f"--init_from {origin}: no tensor fits {model_name} (format {fmt})")
-    return filled, initialised
+    return filled, initialised, origin

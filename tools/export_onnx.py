@@ -38,12 +38,13 @@ from datasets.calibration import CalibrationImages, choose_calibration_images  #
 from datasets.class_info import NAMED_DATASETS, ClassInfo, resolve_classes  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.checkpoint import CheckpointError  # noqa: E402
+from utils.config import ConfigError, check_ranges, parse_with_config, warn_unused  # noqa: E402
 from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 from utils.inference import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
 from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
                               first_line, import_optional)
 from utils.own_outputs import refuse_writing_over  # noqa: E402
-from network.trained_model import ModelSpec, add_model_options, load_model_of  # noqa: E402
+from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride  # noqa: E402
 from utils.onnx_int8 import quantize_int8  # noqa: E402
 
 OPSET = 18
@@ -230,10 +231,12 @@ def run(opts: argparse.Namespace) -> None:
     if opts.int8 != bool(opts.calibration):
         raise ExportError("--int8 needs --calibration DIR (a few dozen images like those you will predict on)"
                           if opts.int8 else "--calibration is for --int8; add --int8 or drop it")
-    if opts.calibration_images <= 0:
-        raise ExportError(f"--calibration_images must be positive, not {opts.calibration_images}")
+    check_ranges(opts, ("calibration_images", "num_classes"))
+    warn_unused(opts, [(("calibration_images",), not opts.int8, "--int8 is off"),
+                       (("dataset",), bool(opts.classes), "--classes gives the names and colours to record")])
     set_max_image_pixels(opts.max_image_pixels)
     model, spec = load_model_of(opts)
+    warn_unused(opts, [unused_output_stride(spec.model_name)])
     calibration = choose_calibration(opts, model) if opts.int8 else None
     classes = classes_of(opts, spec)
     metadata = OnnxMetadata(spec.model_name, spec.num_classes, classes.names, spec.output_stride,
@@ -255,10 +258,10 @@ def run(opts: argparse.Namespace) -> None:
 
 
 def main(argv=None) -> int:
-    opts = get_argparser().parse_args(argv)
+    opts = parse_with_config(get_argparser(), argv)
     try:
         run(opts)
-    except (CheckpointError, DatasetError, OnnxModelError, ExportError, ValueError) as exc:
+    except (CheckpointError, ConfigError, DatasetError, OnnxModelError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

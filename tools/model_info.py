@@ -34,11 +34,12 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import network  # noqa: E402
+from network.trained_model import unused_output_stride  # noqa: E402
 from utils.run_timer import time_calls  # noqa: E402
 from utils.atomic import atomic_write, require_writable_file  # noqa: E402
-from utils.config import ConfigError, HelpFormatter, check_ranges  # noqa: E402
-from utils.device import (add_speed_options, compile_model, hardware_name, resolve_device,  # noqa: E402
-                          resolve_speed_options)
+from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config, warn_unused  # noqa: E402
+from utils.device import (add_device_options, add_speed_options, compile_model, hardware_name,  # noqa: E402
+                          resolve_device, resolve_speed_options, unused_gpu_id)
 from utils.inference import InputTooSmallError, is_too_small, predict_logits  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
 from utils.training import forward_loss, train_step  # noqa: E402
@@ -177,26 +178,31 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="parameters and multiply-adds only (no memory, no timing): quick")
     parser.add_argument("--batch", type=int, default=2, help="images per batch for memory and speed (at least 2)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing budget per entry")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
+    add_device_options(parser)
     parser.add_argument("--json", metavar="PATH", help="also write the figures to this file")
     add_speed_options(parser)  # as in predict.py: auto picks bf16 where it is native, and says so
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    opts = get_argparser().parse_args(argv)
+    opts = parse_with_config(get_argparser(), argv)
     try:
         check_ranges(opts, ("size", "num_classes", "batch", "seconds"))
         if opts.speed and opts.batch < 2:
             raise ConfigError("--batch must be at least 2: BatchNorm in training needs more than one value per channel")
         if opts.json:  # before minutes of measuring, not after
             require_writable_file(opts.json, "--json", "cost.json")
-        device = resolve_device(opts.device) if opts.speed else None
+        device = resolve_device(opts.device, opts.gpu_id) if opts.speed else None
+        gpu_id = unused_gpu_id(opts.device, opts.gpu_id, device) if device is not None else None
+        warn_unused(opts, [(("batch", "seconds", "device", "gpu_id", "amp", "channels_last", "compile"), not opts.speed,
+                            "--no-speed measures no memory and no speed"),
+                           (("gpu_id",), gpu_id is not None, gpu_id),
+                           *([unused_output_stride(opts.model)] if opts.model else [])])
         if device is not None:
             resolve_speed_options(opts, device)
-    except (ConfigError, ValueError, RuntimeError) as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     names = list(network.MODELS) if opts.all else [opts.model]
     rows = {}
     for name in names:

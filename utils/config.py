@@ -1,11 +1,13 @@
 """YAML configs as argparse defaults: ``--config FILE`` sets defaults, flags given on the command line win."""
 import argparse
 import os
-from typing import List, Optional, Sequence
+import sys
+from typing import Callable, FrozenSet, List, Optional, Sequence, Tuple
 
 import yaml
 
-__all__ = ["HelpFormatter", "ConfigError", "parse_with_config", "check_ranges"]
+__all__ = ["HelpFormatter", "ConfigError", "Options", "parse_with_config", "given", "given_on_command_line",
+           "check_ranges", "Conflict", "refuse_conflicts", "Unused", "warn_unused"]
 
 
 class ConfigError(ValueError):
@@ -48,43 +50,127 @@ def _typed(action: argparse.Action, value):
     return typed if many else typed[0]
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
-    """Parse ``argv`` with ``--config`` values as defaults; unknown keys or invalid choices exit with an error."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
+class Options(argparse.Namespace):
+    """Parsed options that also know which of them the user gave: on the command line, or in the --config file.
+
+    The two sets live in slots, outside ``vars(opts)``, so that tables and records of the options leave them out;
+    read them with :func:`given` and :func:`given_on_command_line`.
+    """
+
+    __slots__ = ("_command_line", "_config_file")
+
+
+def given(opts: argparse.Namespace, name: str) -> bool:
+    """Whether option ``name`` (its dest) was given on the command line or in the --config file (False for a
+    namespace that :func:`parse_with_config` did not make)."""
+    return name in getattr(opts, "_command_line", ()) or name in getattr(opts, "_config_file", ())
+
+
+def given_on_command_line(opts: argparse.Namespace, name: str) -> bool:
+    return name in getattr(opts, "_command_line", ())
+
+
+def _command_line_options(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> FrozenSet[str]:
+    """The dests that ``argv`` itself sets: it is parsed again with every default suppressed (the --config file's
+    too), so that only what the command line holds lands in the namespace. Call it once ``argv`` parsed."""
+    saved = [(action, action.default) for action in parser._actions]
+    saved_defaults = parser._defaults
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        parser._defaults = {}
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+        parser._defaults = saved_defaults
+    return frozenset(vars(namespace))
+
+
+def _config_values(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The typed option values of config file ``path``; unknown keys, bad values and invalid choices exit with
+    the parser's error."""
+    try:
+        values = _load(path)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    actions = {}
+    for action in parser._actions:  # --x before --no-x: the first action of a dest says its type
+        actions.setdefault(action.dest, action)
+    unknown = sorted(k for k in values if k not in actions or k in ("help", "config"))
+    if unknown:
+        parser.error(f"config file {path}: unknown options {unknown}")
+    for key, value in values.items():
         try:
-            values = _load(known.config)
-        except ConfigError as exc:
-            parser.error(str(exc))
-        actions = {}
-        for action in parser._actions:  # --x before --no-x: the first action of a dest says its type
-            actions.setdefault(action.dest, action)
-        unknown = sorted(k for k in values if k not in actions or k in ("help", "config"))
-        if unknown:
-            parser.error(f"config file {known.config}: unknown options {unknown}")
-        for key, value in values.items():
-            try:
-                values[key] = _typed(actions[key], value)
-            except ValueError as exc:
-                parser.error(f"config file {known.config}: {key}: {value!r} {exc}")
-            choices = actions[key].choices
-            items = values[key] if isinstance(values[key], list) else [values[key]]
-            if choices is not None and any(item not in choices for item in items):
-                parser.error(f"config file {known.config}: {key}={value!r} is not one of {list(choices)}")
-        parser.set_defaults(**values)
-    return parser.parse_args(argv)
+            values[key] = _typed(actions[key], value)
+        except ValueError as exc:
+            parser.error(f"config file {path}: {key}: {value!r} {exc}")
+        choices = actions[key].choices
+        items = values[key] if isinstance(values[key], list) else [values[key]]
+        if choices is not None and any(item not in choices for item in items):
+            parser.error(f"config file {path}: {key}={value!r} is not one of {list(choices)}")
+    return values
 
 
-def check_ranges(opts: argparse.Namespace, positive: Sequence[str], non_negative: Sequence[str] = ()) -> None:
-    """ConfigError naming the first option in ``positive`` that is not above 0 (NaN included), or in
-    ``non_negative`` that is below 0; None (chosen automatically later) passes. Scripts call it before any work."""
-    for names, fits, wanted in ((positive, lambda v: v > 0, "positive"), (non_negative, lambda v: v >= 0, "0 or more")):
+def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> Options:
+    """Parse ``argv`` with the ``--config`` file's values (for parsers that have the option) as defaults; unknown
+    keys or invalid choices exit with an error. The result knows which options were given (:class:`Options`)."""
+    values = {}
+    if any(action.dest == "config" for action in parser._actions):
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config")
+        known, _ = pre.parse_known_args(argv)
+        values = _config_values(parser, known.config) if known.config else {}
+    parser.set_defaults(**values)
+    opts = parser.parse_args(argv, namespace=Options())
+    opts._command_line, opts._config_file = _command_line_options(parser, argv), frozenset(values)
+    return opts
+
+
+def check_ranges(opts: argparse.Namespace, positive: Sequence[str], non_negative: Sequence[str] = (),
+                 fractions: Sequence[str] = ()) -> None:
+    """ConfigError naming the first option in ``positive`` that is not above 0 (NaN included), in ``non_negative``
+    that is below 0, or in ``fractions`` that is outside 0..1; None (chosen automatically later) passes. Scripts
+    call it before any work."""
+    for names, fits, wanted in ((positive, lambda v: v > 0, "positive"), (non_negative, lambda v: v >= 0, "0 or more"),
+                                (fractions, lambda v: 0 <= v <= 1, "between 0 and 1")):
         for name in names:
             value = getattr(opts, name)
             if value is not None and not fits(value):
                 raise ConfigError(f"--{name} must be {wanted}, not {value}")
+
+
+Conflict = Tuple[bool, str]
+"""(whether the options at hand contradict each other, the one-line message that says what to change)."""
+
+
+def refuse_conflicts(conflicts: Sequence[Conflict]) -> None:
+    """ConfigError with the message of the first conflict that holds: options that cannot be honoured together,
+    refused before any work (a value out of range is :func:`check_ranges`'s)."""
+    for holds, message in conflicts:
+        if holds:
+            raise ConfigError(message)
+
+
+Unused = Tuple[Sequence[str], bool, str]
+"""(option names, whether this run leaves them unused, why: the end of "--x is not used: ...")."""
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def warn_unused(opts: argparse.Namespace, rules: Sequence[Unused], log: Callable[[str], None] = _warn) -> None:
+    """One warning line for each rule that holds and names options given on the command line, e.g.
+    ``warning: --tta_scales is not used: --tta is off``.
+
+    Values from a --config file are never warned about: a config holds a whole recipe, which also serves runs
+    that use part of it (--test_only with the training config). Call it once per run, before any work.
+    """
+    for names, unused, why in rules:
+        named = [f"--{name}" for name in names if unused and given_on_command_line(opts, name)]
+        if named:
+            log(f"warning: {', '.join(named)} {'is' if len(named) == 1 else 'are'} not used: {why}")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

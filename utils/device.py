@@ -7,7 +7,8 @@ from typing import Iterator, Optional, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "check_amp", "autocast", "cudnn_benchmark", "AMP_DTYPES", "AMP_CHOICES", "cpu_kind",
+__all__ = ["DEVICE_CHOICES", "DeviceError", "add_device_options", "unused_gpu_id", "resolve_device",
+           "check_amp", "autocast", "cudnn_benchmark", "AMP_DTYPES", "AMP_CHOICES", "cpu_kind",
            "native_bf16", "hardware_name", "TRAIN", "INFER", "resolve_amp", "resolve_channels_last", "parse_auto_bool",
            "add_speed_options",
            "resolve_speed_options", "compile_model", "CUDNN_BENCHMARK_MIN_ITERS",
@@ -24,12 +25,65 @@ CUDA_INFER_EVIDENCE = "fp32 predicted faster than bf16 + channels_last on an H20
 CUDA_NO_BF16 = "this GPU has no native bfloat16; fp16 was not measured on one: try --amp fp16 --channels_last"
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+class DeviceError(ValueError):
+    """A --device that does not exist here or is not one this project runs on; the message says what to use."""
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --gpu_id, as main.py, predict.py and tools/model_info.py take them. --device has no argparse
+    choices: :func:`resolve_device` refuses other values in one line (argparse would print its whole usage)."""
+    parser.add_argument("--gpu_id", type=str, default="0", help="GPU ID (sets CUDA_VISIBLE_DEVICES)")
+    parser.add_argument("--device", type=str, default="auto",
+                        help="auto, cpu or cuda (auto: CUDA when available; the GPU is --gpu_id's)")
+
+
+def _not_a_device(choice: str) -> str:
+    """Why ``choice`` is refused, and what to give instead."""
+    if choice.startswith("cuda:") and choice[5:].isdigit():
+        return (f"--device {choice}: choose the GPU with --gpu_id {choice[5:]} (it sets CUDA_VISIBLE_DEVICES, as in "
+                "the original) and --device cuda")
+    if choice == "mps" or choice.startswith("mps:"):
+        return f"--device {choice}: Apple's MPS is not supported (CUDA GPUs and CPUs are); use --device cpu"
+    return f"--device {choice!r} is not one of {', '.join(DEVICE_CHOICES)}"
+
+
+def _no_cuda(set_by_gpu_id: bool) -> str:
+    """Why ``torch.cuda.is_available()`` is False, as far as can be told, and what to do."""
+    if torch.version.cuda is None:
+        return "--device cuda: this PyTorch is a CPU-only build; install a CUDA build of PyTorch, or use --device cpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = "" if visible is None else (f" with CUDA_VISIBLE_DEVICES={visible}"
+                                        + (" (from --gpu_id)" if set_by_gpu_id else ""))
+    return f"--device cuda: no CUDA device is visible{shown}; check --gpu_id and nvidia-smi, or use --device cpu"
+
+
+def unused_gpu_id(choice: str, gpu_id: str, device: torch.device) -> Optional[str]:
+    """Why --gpu_id did not pick the GPU of ``device`` (resolved from --device ``choice``); None when it did."""
+    if choice == "cpu":
+        return "--device cpu runs on the CPU"
+    if "LOCAL_RANK" in os.environ:
+        return "under torchrun each process takes the GPU of its LOCAL_RANK"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if device.type == "cpu":
+        return f"no CUDA device is visible (CUDA_VISIBLE_DEVICES={visible}), so this run is on the CPU"
+    if visible != gpu_id:  # resolve_device leaves a value the environment set
+        return f"CUDA_VISIBLE_DEVICES={visible}, set in the environment, chooses the GPU"
+    return None
+
+
 def resolve_device(choice: str = "auto", gpu_id: str = "0") -> torch.device:
-    """'auto' -> CUDA when available, else CPU. ``gpu_id`` keeps the original's meaning (CUDA_VISIBLE_DEVICES)."""
-    if gpu_id and "CUDA_VISIBLE_DEVICES" not in os.environ and "LOCAL_RANK" not in os.environ:
+    """'auto' -> CUDA when available, else CPU. ``gpu_id`` keeps the original's meaning (CUDA_VISIBLE_DEVICES).
+    DeviceError, one line, for a device that is not one of :data:`DEVICE_CHOICES` or not available here."""
+    if choice not in DEVICE_CHOICES:
+        raise DeviceError(_not_a_device(choice))
+    set_by_gpu_id = bool(gpu_id) and "CUDA_VISIBLE_DEVICES" not in os.environ and "LOCAL_RANK" not in os.environ
+    if set_by_gpu_id:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but no CUDA device is available; use --device cpu")
+        raise DeviceError(_no_cuda(set_by_gpu_id))
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(choice)

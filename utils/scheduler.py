@@ -36,28 +36,20 @@ def build_scheduler(optimizer: Optimizer, policy: str, total_itrs: int, step_siz
 
 
 def retarget(scheduler: Union[PolyLR, StepLR], total_itrs: int, step_size: int, base_lrs: Sequence[float],
-             weight_decay: float) -> List[str]:
+             weight_decay: float) -> None:
     """After loading a checkpoint's optimizer and scheduler state, follow this run's --total_itrs / --step_size,
-    learning rates (``base_lrs``, one per parameter group) and ``weight_decay``; return what changed, as
-    "name old -> new" lines to announce.
+    learning rates (``base_lrs``, one per parameter group) and ``weight_decay`` (main.py says what changed).
 
     A scheduler's and an optimizer's state_dicts carry the settings they were built with, which would otherwise
     silently override the ones asked for when continuing training. The optimizer's rates are set at once, so the
     first resumed step already uses the new schedule: the rate the new settings give at this iteration (for
     'step', ``base_lr * 0.1 ** (iteration // step_size)``, as if they had applied from the start).
     """
-    changes = []
-    attribute, value, flag = (("max_iters", total_itrs, "--total_itrs") if isinstance(scheduler, PolyLR)
-                              else ("step_size", step_size, "--step_size"))
-    if getattr(scheduler, attribute) != value:
-        changes.append(f"{flag} {getattr(scheduler, attribute)} -> {value}")
-        setattr(scheduler, attribute, value)
-    if [float(lr) for lr in scheduler.base_lrs] != [float(lr) for lr in base_lrs]:
-        changes.append(f"--lr {scheduler.base_lrs[-1]:g} -> {base_lrs[-1]:g}")
-        scheduler.base_lrs = list(base_lrs)
-    old_decay = scheduler.optimizer.param_groups[-1]["weight_decay"]
-    if any(group["weight_decay"] != weight_decay for group in scheduler.optimizer.param_groups):
-        changes.append(f"--weight_decay {old_decay:g} -> {weight_decay:g}")
+    if isinstance(scheduler, PolyLR):
+        scheduler.max_iters = total_itrs
+    else:
+        scheduler.step_size = step_size
+    scheduler.base_lrs = list(base_lrs)
     if isinstance(scheduler, PolyLR):
         rates = scheduler.get_lr()
     else:  # StepLR, the other schedule build_scheduler makes
@@ -65,4 +57,3 @@ def retarget(scheduler: Union[PolyLR, StepLR], total_itrs: int, step_size: int, 
     for group, rate, base_lr in zip(scheduler.optimizer.param_groups, rates, scheduler.base_lrs):
         group.update(lr=rate, initial_lr=base_lr, weight_decay=weight_decay)
     scheduler._last_lr = rates  # what get_last_lr() and the log report
-    return changes

@@ -85,7 +85,8 @@ def _torchvision_deeplab(tmp_path, depth=50):
 def test_torchvision_deeplabv3_whole_model_gives_equal_logits(tmp_path):
     source, path = _torchvision_deeplab(tmp_path)
     ours = network.deeplabv3_resnet50(num_classes=21, output_stride=8, pretrained_backbone=False)
-    filled, initialised = init_model_from(ours, "deeplabv3_resnet50", path)
+    filled, initialised, origin = init_model_from(ours, "deeplabv3_resnet50", path)
+    assert origin == path
     assert initialised == [] and len(filled) == len(ours.state_dict())
     ours.eval()
     x = torch.randn(1, 3, 65, 81)
@@ -96,7 +97,7 @@ def test_torchvision_deeplabv3_whole_model_gives_equal_logits(tmp_path):
 def test_torchvision_deeplabv3_into_plus_fills_aspp_and_classifier(tmp_path):
     source, path = _torchvision_deeplab(tmp_path)
     ours = network.deeplabv3plus_resnet50(num_classes=21, output_stride=16, pretrained_backbone=False)
-    filled, initialised = init_model_from(ours, "deeplabv3plus_resnet50", path)
+    filled, initialised, _ = init_model_from(ours, "deeplabv3plus_resnet50", path)
     assert "classifier.aspp.project.0.weight" in filled and "classifier.classifier.3.weight" in filled
     assert torch.equal(ours.classifier.aspp.convs[1][0].weight, source.classifier[0].convs[1][0].weight)
     assert sorted({k.rsplit(".", 1)[0] for k in initialised}) == [
@@ -109,7 +110,8 @@ def test_init_from_torchvision_coco_uses_the_hub_cache(torch_home, tmp_path):
     os.makedirs(os.path.dirname(path))
     torch.save(source.state_dict(), path)
     ours = network.deeplabv3_resnet101(output_stride=8, pretrained_backbone=False)
-    filled, initialised = init_model_from(ours, "deeplabv3_resnet101", "torchvision_coco")
+    filled, initialised, origin = init_model_from(ours, "deeplabv3_resnet101", "torchvision_coco")
+    assert origin == path  # the file actually read, for the log
     assert not initialised and torch.equal(ours.backbone.conv1.weight, source.backbone.conv1.weight)
 
 

@@ -87,5 +87,20 @@ def test_a_checkpoint_replaces_the_backbone_so_nothing_is_fetched(voc, torch_hom
     assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt)) == 0  # offline, empty cache
     assert f"Backbone weights: from --ckpt {ckpt}\n" in capsys.readouterr().out
     assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt, "--pretrained_backbone")) == 0
-    assert f"Backbone weights: from --ckpt {ckpt}; --pretrained_backbone is not used with it" in \
-        capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"Backbone weights: from --ckpt {ckpt}\n" in out
+    assert ("warning: --pretrained_backbone is not used: the weights of --ckpt or --init_from replace the "
+            "backbone's (nothing is fetched)\n") in err
+
+
+def test_init_from_fetches_no_backbone_and_names_the_file_it_read(voc, torch_home, capsys):
+    """The own-data recipe offline: --init_from a trained model with an entry whose default is ImageNet weights
+    (MobileNetV2), an empty cache and no network; the log names the file, not ImageNet."""
+    torch.manual_seed(0)
+    start = voc / "start.pth"
+    torch.save({"model_state": network.build_model(MODEL, 21, 16, pretrained_backbone=False).state_dict()}, start)
+    assert train_script.main(_args(voc, "--init_from", str(start), "--checkpoint_dir", str(voc / "ck_init"))) == 0
+    out = capsys.readouterr().out
+    assert f"Backbone weights: from --init_from {start}\n" in out and "ImageNet" not in out
+    assert f"--init_from {start}: filled 356 of 356 tensors" in out
+    assert not os.path.exists(torch_home / "hub" / "checkpoints")  # nothing fetched, nothing cached

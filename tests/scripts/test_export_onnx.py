@@ -53,8 +53,11 @@ def test_export_checks_three_sizes_and_writes_the_file(exported, capsys, tmp_pat
         data = f.read()
     monkeypatch.setattr(export_onnx, "export_bytes", lambda *args: data)  # the printed checks, without exporting again
     output = tmp_path / "again.onnx"
-    assert export_onnx.main(["--ckpt", exported[0], "--output", str(output), "--check_sizes", *CHECK_SIZES]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    assert export_onnx.main(["--ckpt", exported[0], "--output", str(output), "--check_sizes", *CHECK_SIZES,
+                             "--calibration_images", "8"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == "warning: --calibration_images is not used: --int8 is off\n"
+    lines = printed.out.splitlines()
     checks = [line for line in lines if "argmax agreement" in line]
     assert [line.split(":")[0] for line in checks] == ["96x64, batch 2", "97x75, batch 1", "64x96, batch 1"]
     assert all(line.endswith(": ok") for line in checks)
@@ -105,8 +108,9 @@ def test_classes_yaml_colours_go_into_the_file_and_predict_draws_with_them(expor
     classes = tmp_path / "classes.yaml"
     classes.write_text("names: [sky, road, car]\npalette: [[10, 20, 30], [200, 0, 0], [0, 0, 250]]\n")
     output = str(tmp_path / "m.onnx")
-    assert export_onnx.main(["--ckpt", exported[0], "--output", output, "--classes", str(classes),
-                             "--check_sizes", *CHECK_SIZES]) == 0
+    assert export_onnx.main(["--ckpt", exported[0], "--output", output, "--classes", str(classes), "--dataset",
+                             "cityscapes", "--check_sizes", *CHECK_SIZES]) == 0
+    assert capsys.readouterr().err == "warning: --dataset is not used: --classes gives the names and colours to record\n"
     meta = OnnxSegmenter(output).metadata
     assert meta.class_names == ("sky", "road", "car") and meta.palette == ((10, 20, 30), (200, 0, 0), (0, 0, 250))
     images = _images(tmp_path / "in", ((96, 64),))
@@ -268,6 +272,7 @@ def test_predict_refuses_onnx_files_that_do_not_segment(tmp_path, capsys):
     (["--amp", "bf16"], "--amp bf16 needs PyTorch"),
     (["--channels_last"], "--channels_last needs PyTorch"),
     (["--device", "cuda"], "--device cuda needs PyTorch"),
+    (["--device", "mps"], "--device mps needs PyTorch"),
     (["--model", "deeplabv3_mobilenet"], "--model comes from the ONNX file's metadata with --onnx; drop it"),
     (["--ckpt", "best.pth"], "--ckpt and --onnx are both given"),
 ])

@@ -338,11 +338,11 @@ def test_the_evaluation_recipe_is_said_once_and_unused_window_flags_are_noted(vo
     ckpt = _ckpt(voc)
     assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt, "--window", "64", "--stride", "32",
                                    "--eval_scales", "0.5", "1.0", "--eval_flip")) == 0
-    out = capsys.readouterr().out
-    assert "note: --window and --stride shape the windows of --eval_slide; without it they are not used" in out
+    out, err = capsys.readouterr()
+    assert "warning: --window, --stride are not used: --eval_slide is off\n" in err
     assert "Evaluation: scales 0.5 1, flipped copies, whole images" in out
     assert "global batch" not in out and "Train set" not in out  # --test_only trains nothing
     assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt, "--eval_slide", "--window", "24",
                                    "--stride", "16")) == 0
-    out = capsys.readouterr().out
-    assert "Evaluation: single scale, no flip, windows of 24 every 16 pixels" in out and "note: --window" not in out
+    out, err = capsys.readouterr()
+    assert "Evaluation: single scale, no flip, windows of 24 every 16 pixels" in out and "--window" not in err

@@ -37,7 +37,14 @@ def test_test_only_evaluates_it(voc, original, capsys):
 def test_continue_training_resumes_with_best_score_as_a_float(voc, original, capsys):
     assert train_script.main(_args(voc, "--ckpt", original, "--continue_training",
                                    "--total_itrs", str(ORIGINAL_ITRS + 1), "--val_interval", "100")) == 0
-    assert f"restored from {original} at iteration {ORIGINAL_ITRS}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"restored from {original} at iteration {ORIGINAL_ITRS}" in out
+    # its PolyLR state holds max_iters 30000: the --total_itrs given wins and is said; nothing else is recorded
+    assert f"Resuming with this run's settings from iteration {ORIGINAL_ITRS + 1}: --total_itrs 30000 -> " \
+           f"{ORIGINAL_ITRS + 1}\n" in out
+    assert (f"note: {original} records no settings beyond its optimizer's and schedule's (--lr_policy, --total_itrs, "
+            "--lr, --weight_decay), as the original's checkpoints: the others are this run's flags, else the "
+            "defaults\n") in out
     saved = torch.load(_ckpt(voc), weights_only=True)  # no NumPy allowed: best_score is a Python float now
     assert saved["cur_itrs"] == ORIGINAL_ITRS + 1
     assert type(saved["best_score"]) is float and saved["best_score"] == 0.25

@@ -171,7 +171,9 @@ def test_inputs_sharing_a_stem_keep_their_extension():
 
 def test_num_classes_that_the_checkpoint_does_not_have_is_an_error(tmp_path, inputs, ckpt, capsys):
     code, _ = _run(tmp_path, ckpt[0], "--num_classes", "5")
-    assert code == 1 and "another class count than 5" in capsys.readouterr().err
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (f"error: checkpoint {ckpt[0]} predicts {NUM_CLASSES} classes, not the 5 "
+                                               "of --num_classes; drop --num_classes (the checkpoint's count is used)")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

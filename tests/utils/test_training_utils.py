@@ -38,23 +38,22 @@ def _stepped(policy: str, total_itrs: int, step_size: int, lr: float, weight_dec
     return opt, sched
 
 
-@pytest.mark.parametrize("policy, old, new, changes", [
-    ("poly", (10, 0, 0.1, 1e-4), (40, 0, 0.1, 1e-4), ["--total_itrs 10 -> 40"]),
-    ("step", (100, 4, 0.1, 1e-4), (100, 2, 0.1, 1e-4), ["--step_size 4 -> 2"]),
-    ("poly", (10, 0, 0.1, 1e-4), (10, 0, 0.02, 5e-4), ["--lr 0.1 -> 0.02", "--weight_decay 0.0001 -> 0.0005"]),
-    ("step", (100, 4, 0.1, 1e-4), (100, 4, 0.3, 1e-4), ["--lr 0.1 -> 0.3"]),
-    ("poly", (10, 0, 0.1, 1e-4), (10, 0, 0.1, 1e-4), []),
+@pytest.mark.parametrize("policy, old, new", [
+    ("poly", (10, 0, 0.1, 1e-4), (40, 0, 0.1, 1e-4)),
+    ("step", (100, 4, 0.1, 1e-4), (100, 2, 0.1, 1e-4)),
+    ("poly", (10, 0, 0.1, 1e-4), (10, 0, 0.02, 5e-4)),
+    ("step", (100, 4, 0.1, 1e-4), (100, 4, 0.3, 1e-4)),
+    ("poly", (10, 0, 0.1, 1e-4), (10, 0, 0.1, 1e-4)),
 ])
-def test_a_retargeted_resume_steps_with_the_new_settings_at_once(policy, old, new, changes):
+def test_a_retargeted_resume_steps_with_the_new_settings_at_once(policy, old, new):
     """Resumed at iteration 6 with another --total_itrs (poly), --step_size (step), --lr or --weight_decay: the
-    next step uses what the new settings give at iteration 6, as if they had been used from the start, and the
-    changes are reported."""
+    next step uses what the new settings give at iteration 6, as if they had been used from the start."""
     opt, sched = _stepped(policy, *old, steps=6)
     resumed_opt, resumed = _stepped(policy, *new, steps=0)
     resumed_opt.load_state_dict(opt.state_dict())
     resumed.load_state_dict(sched.state_dict())
     total_itrs, step_size, lr, weight_decay = new
-    assert retarget(resumed, total_itrs, step_size, [0.1 * lr, lr], weight_decay) == changes
+    retarget(resumed, total_itrs, step_size, [0.1 * lr, lr], weight_decay)
     fresh_opt, fresh = _stepped(policy, *new, steps=6)
     for key in ("lr", "initial_lr", "weight_decay"):
         assert [g[key] for g in resumed_opt.param_groups] == pytest.approx([g[key] for g in fresh_opt.param_groups])
