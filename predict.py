@@ -22,11 +22,14 @@ from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_co
 from utils.device import (add_speed_options, compile_model, native_bf16, resolve_device, resolve_num_workers,
                           resolve_speed_options)
 from utils.atomic import require_writable
+from utils.bands import BandSpec, band_list, normalize_bands
+from utils.geotiff import PREVIEW_MAX_SIDE, predict_scene
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                              check_recipe_options, fuse_conv_activations, normalize)
 from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names
+from utils.raster import RasterError
 from utils.results import OVERLAY_ALPHA
 from utils.video import VideoError, import_av
 
@@ -81,6 +84,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--slide", action=argparse.BooleanOptionalAction, default=False,
                         help="sliding-window inference for images larger than the training crop")
     add_window_options(parser, "--slide")
+    parser.add_argument("--rgb_bands", type=band_list, default=None, metavar="3,2,1",
+                        help="multi-band models: the bands (1-based) the overlay shows as R, G, B (default: those the "
+                             "model records, else the first band as gray)")
     return parser
 
 
@@ -166,6 +172,55 @@ def predict_video(opts, path: str, stem: str, predictor: SegmentationPredictor, 
     return writer.frames
 
 
+def check_scene_options(opts) -> None:
+    """What a multi-band model cannot do: benchmark label ids, and --crop_val (a scene is predicted at its own
+    resolution)."""
+    if "labelids" in opts.output:
+        raise PredictError("--output labelids writes benchmark ids of RGB images; for a multi-band model use --output "
+                           "label (a GeoTIFF of class indices)")
+    if opts.crop_val:
+        raise PredictError("--crop_val resizes RGB images; a multi-band scene is predicted at its own resolution: "
+                           "drop it")
+
+
+def predict_scenes(opts, files: List[Tuple[str, str]], predictor: SegmentationPredictor, drawing: Drawing,
+                   bands: BandSpec, stop: StopFlag) -> int:
+    """A multi-band model's inputs, each read, predicted in sliding windows (always: --window, --stride) and
+    written window by window (utils.geotiff); the exit status as :func:`run`'s."""
+    done, skipped = 0, 0
+    for (path, _), stem in zip(files, output_names(files)):
+        if stop.signal_name:
+            print(f"{stop.signal_name} received: stopped after {done} of {len(files)} inputs; the results in "
+                  f"{opts.save_val_results_to} are complete", file=sys.stderr)
+            return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+        if is_video(path):
+            print(f"skipped: {path}: a multi-band model does not read videos", file=sys.stderr)
+            skipped += 1
+            continue
+        try:
+            with torch.inference_mode():
+                info = predict_scene(path, os.path.join(opts.save_val_results_to, stem), bands,
+                                     predictor.probabilities, predictor.num_classes, opts.window, opts.stride,
+                                     opts.output, drawing.palette, opts.rgb_bands or bands.rgb_bands,
+                                     opts.overlay_alpha)
+        except (RasterError, InputTooSmallError) as exc:
+            print(f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}",
+                  file=sys.stderr)
+            skipped += 1
+            continue
+        except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
+            raise PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); the {done} inputs before "
+                               f"it are complete in {opts.save_val_results_to}; free space and run again") from exc
+        if "label" in opts.output and not info.georeferenced:
+            print(f"note: {path} has no CRS: its label map {stem}_label.tif is a plain TIFF, not georeferenced")
+        if max(info.width, info.height) > PREVIEW_MAX_SIDE and set(opts.output) & {"color", "overlay"}:
+            print(f"note: the PNG previews of {path} ({info.width}x{info.height}) are scaled down to at most "
+                  f"{PREVIEW_MAX_SIDE} pixels a side; the label GeoTIFF has every pixel")
+        done += 1
+    print(f"{done} done, {skipped} skipped; results in {opts.save_val_results_to}")
+    return 1 if skipped else 0
+
+
 def run(opts, stop: StopFlag) -> int:
     check_model_source(opts)
     check_sizes(opts)
@@ -197,6 +252,12 @@ def run(opts, stop: StopFlag) -> int:
     label_ids = label_id_table(opts.classes, opts.dataset) if "labelids" in opts.output else None
     drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids)
     writer = ImageWriter(opts.save_val_results_to, opts.output, drawing)
+    bands = model.metadata.bands if opts.onnx else spec.bands
+    if bands is not None:
+        check_scene_options(opts)
+        predictor = SegmentationPredictor(model, num_classes, recipe_from(opts), prepare=lambda values: normalize_bands(
+            values.to(device, non_blocking=True), bands))
+        return predict_scenes(opts, files, predictor, drawing, bands, stop)
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     names = output_names(files)

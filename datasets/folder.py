@@ -118,6 +118,8 @@ def _stems(folder: str, extensions: Sequence[str]) -> Dict[str, str]:
 class FolderSegmentation(PairedSegmentation):
     """Image/mask pairs from ``root``; ``split`` is 'train', 'val' or None (all pairs)."""
 
+    mask_extensions: Tuple[str, ...] = (".png",)
+
     def __init__(self, root: str, split: Optional[str] = "train", transform: Optional[Callable] = None,
                  classes_file: Optional[str] = None):
         self.root = os.path.expanduser(root)
@@ -130,7 +132,7 @@ class FolderSegmentation(PairedSegmentation):
         self.ignore_declared = "ignore_index" in _read_spec(classes_path)
         self.cmap = palette_table(palette)
         images = _stems(os.path.join(self.root, "images"), IMAGE_EXTENSIONS)
-        masks = _stems(os.path.join(self.root, "masks"), (".png",))
+        masks = _stems(os.path.join(self.root, "masks"), self.mask_extensions)
         stems = self._split_stems(split, images)
         missing = [s for s in stems if s not in masks]
         if missing:
