@@ -43,6 +43,17 @@ def _header(path: str) -> RasterInfo:
         return src.info
 
 
+def _picture_info(path: str, size: Tuple[int, int]) -> RasterInfo:
+    """What a mask picture (PNG) holds, for :func:`same_grid_problem`: a size, no georeferencing."""
+    return RasterInfo(path, size[0], size[1], 1, "uint8", (None,), None, None, ())
+
+
+def _check_grid(image: RasterInfo, mask: RasterInfo) -> None:
+    problem = same_grid_problem(image, mask)
+    if problem:
+        raise DatasetError(f"mask {mask.path} {problem}")
+
+
 class RasterFolderSegmentation(FolderSegmentation):
     """Image/mask pairs from ``root`` (see the module docstring); ``nodata`` is the value taken for files that
     declare none (a checkpoint's record), None to take only what each file declares."""
@@ -69,6 +80,8 @@ class RasterFolderSegmentation(FolderSegmentation):
         self.band_names = tuple(first.descriptions[band - 1] for band in self.bands)
         declared = first.nodata[self.bands[0] - 1]
         self.nodata = nodata if declared is None else declared
+        with ThreadPoolExecutor(min(MAX_READERS, len(self.images))) as pool:  # masks on their images' pixels, now
+            list(pool.map(lambda index: self._check_mask_header(index, headers[index]), range(len(self.images))))
 
     def read_bands(self, index: int, top: int = 0, bottom: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray,
                                                                                           RasterInfo]:
@@ -92,21 +105,28 @@ class RasterFolderSegmentation(FolderSegmentation):
             target[self.read_bands(index)[1]] = IGNORE_INDEX
         return target
 
+    def _check_mask_header(self, index: int, image: RasterInfo) -> None:
+        path = self.masks[index]
+        if path.lower().endswith(TIFF_EXTENSIONS):
+            with RasterFile(path, "mask") as src:
+                _check_grid(image, src.info)
+        else:
+            with Image.open(path) as mask:
+                _check_grid(image, _picture_info(path, mask.size))
+
     def read_mask(self, index: int, image: Optional[RasterInfo] = None) -> Image.Image:
         """The stored mask of sample ``index`` (a PIL image), checked to lie on ``image``'s pixels when given."""
         path = self.masks[index]
         if not path.lower().endswith(TIFF_EXTENSIONS):
             mask = super().read_mask(index)
-            if image is not None and mask.size != (image.width, image.height):
-                raise DatasetError(f"mask {path} is {mask.size[0]}x{mask.size[1]} but image {image.path} is "
-                                   f"{image.width}x{image.height}; they must be the same size")
+            if image is not None:
+                _check_grid(image, _picture_info(path, mask.size))
             return mask
         with RasterFile(path, "mask") as src:
             if src.info.count != 1:
                 raise DatasetError(f"mask {path} has {src.info.count} bands; save it as a single band of class indices")
-            problem = same_grid_problem(image, src.info) if image is not None else None
-            if problem:
-                raise DatasetError(f"mask {path} {problem}")
+            if image is not None:
+                _check_grid(image, src.info)
             values = src.read((1,))[0][0]
         if values.dtype != np.uint8:
             if values.size and (values.min() < 0 or values.max() > 255 or not np.array_equal(values, np.round(values))):
