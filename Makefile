@@ -60,7 +60,8 @@ demo-geo: venv
 	$(PY) main.py --config configs/demo_geo.yaml --data_root $(GEO_ROOT)
 	$(PY) main.py --config configs/demo_geo.yaml --data_root $(GEO_ROOT) --bands 1,2,3 \
 		--checkpoint_dir checkpoints/demo_geo_rgb --results_dir results/demo_geo_rgb
-	$(PY) tools/compare_metrics.py "all bands=results/demo_geo/metrics.json" "bands 1,2,3=results/demo_geo_rgb/metrics.json"
+	$(PY) tools/compare_metrics.py "all bands=results/demo_geo/metrics.json" \
+		"bands 1,2,3=results/demo_geo_rgb/metrics.json"
 	$(PY) predict.py --input $(GEO_ROOT)/scene.tif --ckpt $(GEO_CKPT) --output label color overlay \
 		--save_val_results_to results/demo_geo_predictions
 

@@ -91,8 +91,8 @@ def main() -> None:
             write_scene(scene, args.size, args.bands)
         if not os.path.isfile(ckpt):
             write_checkpoint(ckpt, args.model, args.bands, args.size)
-        seconds, peak_mib = measured_run([os.path.join(REPO, "predict.py"), "--input", scene, "--ckpt", ckpt, "--output",
-                                          "label", "--save_val_results_to", os.path.join(tmp, "out")])
+        seconds, peak_mib = measured_run([os.path.join(REPO, "predict.py"), "--input", scene, "--ckpt", ckpt,
+                                          "--output", "label", "--save_val_results_to", os.path.join(tmp, "out")])
     megapixels = args.size * args.size / 1e6
     peak = peak_mib / MIB
     print(f"whole predict.py run (start-up included): {seconds:.1f} s, {seconds / megapixels:.2f} s per megapixel "

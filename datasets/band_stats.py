@@ -10,7 +10,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional, Sequence, Tuple
 
-import numpy as np
 from tqdm import tqdm
 
 from utils.atomic import atomic_write

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .demo import JPEG_QUALITY, NOISE_STD, DemoTexture, _pattern
 from .class_stats import compute_class_stats
-from .folder import CLASSES_FILE, FolderSegmentation, palette_table
+from .folder import FolderSegmentation, palette_table, write_splits_and_classes
 from .utils import generate_once
 
 __all__ = ["make_crack_dataset", "crack_statistics", "CLASS_NAMES", "PALETTE"]
@@ -145,12 +145,7 @@ def _write(folder: str, num_train: int, num_val: int, size: int, seed: int) -> N
         mask_image = Image.fromarray(mask, mode="L").convert("P")
         mask_image.putpalette(palette)
         mask_image.save(os.path.join(folder, "masks", name + ".png"))
-    for split, split_names in (("train", names[:num_train]), ("val", names[num_train:])):
-        with open(os.path.join(folder, "splits", split + ".txt"), "w") as f:
-            f.write("\n".join(split_names) + "\n")
-    with open(os.path.join(folder, CLASSES_FILE), "w") as f:
-        f.write(f"names: [{', '.join(CLASS_NAMES)}]\n"
-                f"palette: [{', '.join(str(list(colour)) for colour in PALETTE)}]\n")
+    write_splits_and_classes(folder, {"train": names[:num_train], "val": names[num_train:]}, CLASS_NAMES, PALETTE)
 
 
 def make_crack_dataset(root: str, num_train: int = 160, num_val: int = 40, size: int = 160, seed: int = 0) -> str:

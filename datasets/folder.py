@@ -25,7 +25,7 @@ from .base import PairedSegmentation
 from .utils import DatasetError, check_mask_values, open_checked, read_split
 
 __all__ = ["FolderSegmentation", "read_classes", "read_class_ids", "palette_table", "default_palette",
-           "IMAGE_EXTENSIONS"]
+           "write_splits_and_classes", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASSES_FILE = "classes.yaml"
@@ -89,6 +89,19 @@ def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
         raise DatasetError(f"{path}: class names must be unique (reports are keyed by name), but {repeated} "
                            "appear more than once")
     return [str(n) for n in names], palette.astype(np.uint8), ignore_index
+
+
+def write_splits_and_classes(root: str, splits: Dict[str, Sequence[str]], names: Sequence[str],
+                             palette: Sequence[Sequence[int]]) -> None:
+    """``root/splits/{split}.txt`` for each of ``splits`` (split name -> stems) and ``root/classes.yaml`` with
+    ``names`` and ``palette``, as a generator of data in this layout writes them."""
+    os.makedirs(os.path.join(root, "splits"), exist_ok=True)
+    for split, stems in splits.items():
+        with open(os.path.join(root, "splits", split + ".txt"), "w") as f:
+            f.write("\n".join(stems) + "\n")
+    with open(os.path.join(root, CLASSES_FILE), "w") as f:
+        f.write(f"names: [{', '.join(names)}]\n"
+                f"palette: [{', '.join(str(list(colour)) for colour in palette)}]\n")
 
 
 def palette_table(palette: np.ndarray) -> np.ndarray:

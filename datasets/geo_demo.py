@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from utils.raster import import_rasterio, write_raster
 
-from .folder import CLASSES_FILE
+from .folder import write_splits_and_classes
 from .utils import generate_once
 
 __all__ = ["make_geo_dataset", "CLASS_NAMES", "PALETTE", "BAND_NAMES", "SCENE_FILE", "SCENE_TRUTH_FILE"]
@@ -107,12 +107,7 @@ def _write(folder: str, num_train: int, num_val: int, size: int, scene_size: int
         north = ORIGIN[1] - (index // per_row) * size * PIXEL_SIZE
         _write_tile(os.path.join(folder, "images", name + ".tif"), values, west, north, NODATA, BAND_NAMES)
         _write_tile(os.path.join(folder, "masks", name + ".tif"), classes[None], west, north)
-    for split, split_names in (("train", names[:num_train]), ("val", names[num_train:])):
-        with open(os.path.join(folder, "splits", split + ".txt"), "w") as f:
-            f.write("\n".join(split_names) + "\n")
-    with open(os.path.join(folder, CLASSES_FILE), "w") as f:
-        f.write(f"names: [{', '.join(CLASS_NAMES)}]\n"
-                f"palette: [{', '.join(str(list(colour)) for colour in PALETTE)}]\n")
+    write_splits_and_classes(folder, {"train": names[:num_train], "val": names[num_train:]}, CLASS_NAMES, PALETTE)
     values, classes = _sample(scene_size, np.random.default_rng([seed, len(names)]), swath_edge=True)
     west, north = ORIGIN[0], ORIGIN[1] - (per_row + 1) * size * PIXEL_SIZE  # south of the tiles
     _write_tile(os.path.join(folder, SCENE_FILE), values, west, north, NODATA, BAND_NAMES)

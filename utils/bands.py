@@ -18,7 +18,8 @@ import yaml
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .utils import Denormalize
 
-__all__ = ["RECORD_KEY", "BandSpec", "BandStats", "band_list", "default_rgb_bands", "read_band_stats_file", "normalize_bands",
+__all__ = ["RECORD_KEY", "BandSpec", "BandStats", "band_list", "default_rgb_bands", "read_band_stats_file",
+           "normalize_bands",
            "stretch_to_uint8", "display_rgb", "picture", "PREVIEW_PERCENTILES"]
 
 RECORD_KEY = "input_bands"  # the checkpoint's key for :meth:`BandSpec.to_record`

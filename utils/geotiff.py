@@ -1,6 +1,7 @@
 """Predicting a multi-band scene window by window: rows of bands read from the file, sliding windows whose
-probabilities are summed where they overlap, and rows of labels written to a georeferenced GeoTIFF as they are
-finished, so memory stays bounded whatever the scene's size.
+probabilities are summed where they overlap (each weighted down towards its own edges, so that no seam shows), and
+rows of labels written to a georeferenced GeoTIFF as they are finished, so memory stays bounded whatever the
+scene's size.
 
 Outputs, beside the ``stem`` given: ``_label.tif`` (single-band uint8 class indices on the input's grid: CRS,
 transform and size; 255 where the input is nodata; the palette as its colour table; tiled, DEFLATE), and the PNG
@@ -43,14 +44,13 @@ class GeoLabelWriter:
         rasterio = import_rasterio()
         info = self.info
         georeference = dict(crs=info.crs, transform=info.transform) if info.georeferenced else {}
-        tiled = dict(tiled=True, blockxsize=TILE_SIDE, blockysize=TILE_SIDE) \
-            if min(info.width, info.height) >= TILE_SIDE else {}
         with self._stack:
             target = self._stack.enter_context(atomic_write(self.path))
             self._stack.enter_context(not_georeferenced_is_fine())  # a scene without a CRS gives a plain TIFF
             self._dst = self._stack.enter_context(rasterio.open(
                 target, "w", driver="GTiff", width=info.width, height=info.height, count=1, dtype="uint8",
-                nodata=IGNORE_INDEX, compress="deflate", **tiled, **georeference))
+                nodata=IGNORE_INDEX, compress="deflate", tiled=True, blockxsize=TILE_SIDE,
+                blockysize=TILE_SIDE, **georeference))
             self._stack = self._stack.pop_all()
         return self
 
@@ -134,7 +134,8 @@ def predict_scene(path: str, base: str, spec: BandSpec, probabilities: Callable[
                     rgb = src.read(shown, top, top + len(labels))[0] if previews.rgb is not None else None
                     previews.add(top, labels, rgb)
 
-            sliding_window_rows(probabilities, read_rows, info.height, info.width, num_classes, window, stride, emit)
+            sliding_window_rows(probabilities, read_rows, info.height, info.width, num_classes, window, stride, emit,
+                                taper=True)
         if previews.kinds:
             previews.save(base, colour_table, overlay_alpha)
     return info

@@ -50,7 +50,8 @@ def test_any_entry_takes_n_bands_with_its_stem_adapted_in_place(name):
 def test_without_pretrained_weights_the_stem_starts_afresh():
     model = network.build_model("deeplabv3plus_mobilenet", 3, 16, pretrained_backbone=False, in_channels=13)
     stem = model.backbone.low_level_features[0][0]
-    assert stem.in_channels == 13 and stem.weight.shape[1] == 13 and "initialised afresh for 13 bands" in model.input_adaptation
+    assert stem.in_channels == 13 and stem.weight.shape[1] == 13
+    assert "initialised afresh for 13 bands" in model.input_adaptation
     assert network.build_model("deeplabv3plus_mobilenet", 3, pretrained_backbone=False).input_adaptation == ""
 
 

@@ -1,7 +1,6 @@
 """Multi-band GeoTIFFs end to end: main.py records the bands in its checkpoint, predict.py writes georeferenced
 label maps window by window (equal to predicting in memory), refuses inputs with other bands, and ONNX takes N bands.
 """
-import os
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from tests.helpers import UTM_33N, grid, write_raster_folder
 from utils.bands import normalize_bands
 from utils.checkpoint import load_checkpoint
 from utils.inference import InferenceRecipe, SegmentationPredictor, sliding_window_labels
-from utils.raster import RasterFile, import_rasterio, write_raster
+from utils.raster import RasterFile, write_raster
 
 rasterio = pytest.importorskip("rasterio", reason="rasterio is a test dependency (requirements-dev.txt)")
 
@@ -102,7 +101,8 @@ def test_windowed_prediction_from_the_file_equals_prediction_in_memory(trained, 
         values, missing = src.read(bands.bands, nodata=src.nodata_values(bands.bands))
     whole = torch.from_numpy(values)
     with torch.inference_mode():
-        expected = sliding_window_labels(predictor.probabilities, whole, spec.num_classes, int(WINDOW), int(STRIDE))
+        expected = sliding_window_labels(predictor.probabilities, whole, spec.num_classes, int(WINDOW), int(STRIDE),
+                                         taper=True)
         expected[torch.from_numpy(missing)] = 255
         assert np.array_equal(_labels(str(out / "scene_label.tif"))[0], expected.numpy())
         # one window as large as the scene is the whole-image prediction
