@@ -63,7 +63,7 @@ demo-geo: venv
 	$(PY) tools/compare_metrics.py "all bands=results/demo_geo/metrics.json" \
 		"bands 1,2,3=results/demo_geo_rgb/metrics.json"
 	$(PY) predict.py --input $(GEO_ROOT)/scene.tif --ckpt $(GEO_CKPT) --output label color overlay \
-		--save_val_results_to results/demo_geo_predictions
+		--window 128 --stride 96 --save_val_results_to results/demo_geo_predictions
 
 clean:
 	rm -rf $(VENV) .pytest_cache

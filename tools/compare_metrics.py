@@ -22,11 +22,13 @@ def read_runs(specs: List[str]) -> List[Tuple[str, dict]]:
 
 def table(runs: List[Tuple[str, dict]]) -> str:
     """Rows: Mean IoU, then each class's IoU (of the first run's classes); columns: the runs."""
+    column = max(12, *(len(label) + 2 for label, _ in runs))
+
     def cell(value: Optional[float]) -> str:
-        return f"{value:>12.4f}" if value is not None else f"{'-':>12}"
+        return f"{value:>{column}.4f}" if value is not None else f"{'-':>{column}}"
 
     width = max(len("Mean IoU"), *(len(name) for name in runs[0][1]["class_names"])) + 2
-    lines = [" " * width + "".join(f"{label:>12}" for label, _ in runs),
+    lines = [" " * width + "".join(f"{label:>{column}}" for label, _ in runs),
              f"{'Mean IoU':<{width}}" + "".join(cell(report["summary"].get("Mean IoU")) for _, report in runs)]
     for name in runs[0][1]["class_names"]:
         lines.append(f"{name:<{width}}" + "".join(cell(report["per_class"].get(name, {}).get("IoU"))
