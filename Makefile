@@ -7,7 +7,7 @@ export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 VIS_PORT ?= 13570
 VIS_ENV_PATH ?= $(HOME)/.visdom
 
-.PHONY: test demo demo-own venv browser visdom clean
+.PHONY: test demo demo-own demo-geo venv browser visdom clean
 
 venv: $(VENV)/.installed
 
@@ -49,6 +49,21 @@ demo-own: venv
 	$(PY) main.py --config configs/demo_own.yaml --data_root $(OWN_ROOT)
 	$(PY) predict.py --input "$(OWN_ROOT)/images/crack_0016*.jpg" --ckpt $(OWN_CKPT) --dataset folder \
 		--classes $(OWN_ROOT)/classes.yaml --output color overlay --save_val_results_to results/demo_own_predictions
+
+GEO_ROOT := datasets/data/geo_demo
+GEO_CKPT := checkpoints/demo_geo/best_deeplabv3plus_mobilenet_folder_os16.pth
+
+# Multi-band imagery, worked example: 4-band GeoTIFF tiles, trained with every band and with RGB alone (both mIoUs
+# side by side), then a larger georeferenced scene predicted to scene_label.tif.
+demo-geo: venv
+	$(PY) tools/make_geo_dataset.py --root $(GEO_ROOT)
+	$(PY) main.py --config configs/demo_geo.yaml --data_root $(GEO_ROOT)
+	$(PY) main.py --config configs/demo_geo.yaml --data_root $(GEO_ROOT) --bands 1,2,3 \
+		--checkpoint_dir checkpoints/demo_geo_rgb --results_dir results/demo_geo_rgb
+	$(PY) tools/compare_metrics.py "all bands=results/demo_geo/metrics.json" \
+		"bands 1,2,3=results/demo_geo_rgb/metrics.json"
+	$(PY) predict.py --input $(GEO_ROOT)/scene.tif --ckpt $(GEO_CKPT) --output label color overlay \
+		--window 128 --stride 96 --save_val_results_to results/demo_geo_predictions
 
 clean:
 	rm -rf $(VENV) .pytest_cache

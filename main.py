@@ -20,17 +20,21 @@ from tqdm import tqdm
 
 import network
 from datasets import Cityscapes, DatasetError, FolderSegmentation, VOCSegmentation, make_demo_dataset
+from datasets.band_stats import resolve_band_spec
 from datasets.class_stats import background_only_warning, load_class_stats
 from datasets.class_weights import resolve_class_weights
 from datasets.demo import STAMP_FILE, demo_data_root, holds_demo_data
 from datasets.utils import error_message, exclusive_lock
+from datasets.raster_folder import RasterFolderSegmentation, holds_rasters
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
-from network.trained_model import add_model_options, architecture_record, recorded_architecture, unused_output_stride
+from network.trained_model import (add_model_options, architecture_record, recorded_architecture, recorded_bands,
+                                   unused_output_stride)
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable
+from utils.bands import BANDS_KEY, BandSpec, band_list, picture
 from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
                               load_model_state, restore_process_rng_state, save_checkpoint, writer_lock)
 from utils.config import (ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, refuse_conflicts,
@@ -49,11 +53,11 @@ from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger,
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
 from utils.own_outputs import same_path
 from utils.results import save_val_result
-from utils.resume import RECORD_KEY, apply_recorded_settings, flags, recorded_settings, settings_record
+from utils.resume import SETTINGS_KEY, apply_recorded_settings, flags, recorded_settings, settings_record
 from utils.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
 from utils.training import forward_loss, optimize
-from utils.utils import Denormalize, set_bn_momentum
+from utils.utils import set_bn_momentum
 
 IMPORTS_SECONDS = process_age()  # the interpreter's start and the imports above: the time report's first phase
 
@@ -88,6 +92,18 @@ def get_argparser() -> argparse.ArgumentParser:
                         help="DataLoader workers (default: on a GPU the cores per GPU process less one, at most 16; "
                              "on the CPU min(4, cores))")
     add_max_image_pixels_option(parser)
+    # Multi-band imagery (--dataset folder): GeoTIFFs are read with all their bands unless --bands says otherwise
+    parser.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
+                        help="--dataset folder: read these bands (1-based, in this order) of multi-band images; also "
+                             "reads gray or 16-bit PNGs as 1 band with --bands 1 (default: every band of GeoTIFFs; "
+                             "8-bit RGB for pictures)")
+    parser.add_argument("--band_stats", default=None, metavar="FILE.yaml",
+                        help="per-band `mean: [...]` and `std: [...]` to normalise with, one per band of the files or "
+                             "per band read (default: computed over the training split and cached)")
+    parser.add_argument("--rgb_bands", type=band_list, default=None, metavar="3,2,1",
+                        help="the bands read that take ImageNet's R, G, B filters and are shown as colour (default: "
+                             "the bands described as R, G, B in the files, else the first three)")
+    parser.set_defaults(recorded_bands=None)  # not a flag: what --ckpt records of its bands (resolve_architecture)
     # Model
     add_model_options(parser, num_classes=False)  # the checkpoint's is --ckpt's; --num_classes is the dataset's
     parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
@@ -176,6 +192,33 @@ def get_argparser() -> argparse.ArgumentParser:
     return parser
 
 
+def reads_bands(opts) -> bool:
+    """Whether --dataset folder is read as multi-band imagery: asked for (--bands, --band_stats, --rgb_bands), a
+    checkpoint that reads bands, or GeoTIFFs in the folder."""
+    asked = [flag for flag in ("bands", "band_stats", "rgb_bands") if getattr(opts, flag) is not None]
+    if opts.dataset != "folder":
+        if asked:
+            raise TrainingError(f"--{asked[0]} is for multi-band imagery in --dataset folder, not --dataset "
+                                f"{opts.dataset}; drop it")
+        return False
+    return bool(asked) or opts.recorded_bands is not None or holds_rasters(opts.data_root)
+
+
+def band_datasets(opts, train_steps: List[Callable], val_steps: List[Callable]) -> Tuple[data.Dataset, data.Dataset]:
+    """Training and validation sets of multi-band imagery, normalised per band (see resolve_band_spec)."""
+    recorded = BandSpec.from_record(opts.recorded_bands) if opts.recorded_bands else None
+    bands = opts.bands or (recorded.bands if recorded else None)
+    nodata = recorded.nodata if recorded else None
+    train = RasterFolderSegmentation(opts.data_root, "train", bands=bands, nodata=nodata)
+    spec = resolve_band_spec(train, opts.rgb_bands, opts.band_stats, recorded, log=print)
+    normalize = [et.ExtToTensor(normalize=False), et.ExtNormalize(mean=spec.mean, std=spec.std)]
+    train.transform = et.ExtCompose(train_steps + normalize)
+    val = RasterFolderSegmentation(opts.data_root, "val", et.ExtCompose(val_steps + normalize), spec.bands,
+                                   nodata=spec.nodata)
+    train.band_spec = val.band_spec = spec
+    return train, val
+
+
 def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
     """Training and validation sets with the original's augmentation recipes."""
     normalize = et.ExtNormalize(mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -187,12 +230,14 @@ def get_dataset(opts) -> Tuple[data.Dataset, data.Dataset]:
         val_transform = et.ExtCompose([et.ExtToTensor(), normalize])
         return (Cityscapes(opts.data_root, split="train", transform=train_transform),
                 Cityscapes(opts.data_root, split="val", transform=val_transform))
-    train_transform = et.ExtCompose([
-        et.ExtRandomScale((0.5, 2.0)),
-        et.ExtRandomCrop(size=(opts.crop_size, opts.crop_size), pad_if_needed=True),
-        et.ExtRandomHorizontalFlip(), et.ExtToTensor(), normalize])
+    train_steps = [et.ExtRandomScale((0.5, 2.0)),
+                   et.ExtRandomCrop(size=(opts.crop_size, opts.crop_size), pad_if_needed=True),
+                   et.ExtRandomHorizontalFlip()]
+    train_transform = et.ExtCompose(train_steps + [et.ExtToTensor(), normalize])
     val_steps = [et.ExtResize(opts.crop_size), et.ExtCenterCrop(opts.crop_size)] if opts.crop_val else []
     val_transform = et.ExtCompose(val_steps + [et.ExtToTensor(), normalize])
+    if reads_bands(opts):
+        return band_datasets(opts, train_steps, val_steps)
     if opts.dataset == "folder":
         return (FolderSegmentation(opts.data_root, "train", train_transform),
                 FolderSegmentation(opts.data_root, "val", val_transform))
@@ -227,6 +272,8 @@ def resolve_architecture(opts, device: torch.device) -> None:
     record = from_process_zero(lambda: architecture_record(opts.ckpt), device) if opts.ckpt is not None else {}
     opts.model, opts.output_stride, opts.separable_conv = recorded_architecture(
         record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv)
+    recorded_bands(record, opts.ckpt)  # a malformed record is an error now
+    opts.recorded_bands = record.get(BANDS_KEY)  # a multi-band checkpoint's bands and normalisation
 
 
 def check_checkpoints_spare_inputs(opts) -> None:
@@ -313,7 +360,6 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
     broadcast_buffers_(predictor.model)
     metrics.reset()
     samples = []
-    denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
     decode = loader.dataset.decode_target
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
     shard = iter(shard)
@@ -328,7 +374,7 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
                 samples.append((images[0].float().numpy(), labels[0].cpu().numpy(), preds[0].cpu().numpy()))
             if opts.save_val_results:  # named by the sample's index in the dataset (shards never collide)
                 for image, target, pred in zip(images.float(), labels.cpu().numpy(), preds.cpu().numpy()):
-                    rgb = (denorm(image.numpy()) * 255).clip(0, 255).transpose(1, 2, 0).astype(np.uint8)
+                    rgb = picture(image.numpy(), loader.dataset.band_spec).transpose(1, 2, 0)
                     save_val_result(opts.results_dir, next(shard), rgb, target, pred, decode)
     # a process with an empty shard never moved its matrix to the device, where NCCL needs it
     metrics.confusion_matrix = all_reduce_sum_(metrics.confusion_matrix.to(device))
@@ -397,21 +443,26 @@ def resolve_num_classes(opts, train_dst) -> int:
     return fixed
 
 
-def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.Module, nn.Module]:
+def build_training_model(opts, env: DistEnv, device: torch.device,
+                         bands: Optional[BandSpec] = None) -> Tuple[nn.Module, nn.Module]:
     """(model to call, model to save): DDP-wrapped, with SyncBatchNorm where asked, under torchrun.
 
     The backbone starts from ImageNet weights as the entry does by default (as in the original), or as
     --pretrained_backbone says; with --ckpt or --init_from it is left initialised (nothing is fetched), since
-    their weights replace it.
+    their weights replace it. For multi-band ``bands`` the first convolution takes them (adapted from the RGB one:
+    see network.input_conv).
     """
     pretrained = False if opts.ckpt is not None or opts.init_from else opts.pretrained_backbone
     with node_main_first(env):  # downloads of pretrained weights: once per machine, into its cache
         model = network.build_model(opts.model, opts.num_classes, opts.output_stride, pretrained_backbone=pretrained,
-                                    separable_conv=opts.separable_conv)
+                                    separable_conv=opts.separable_conv, in_channels=bands.count if bands else 3,
+                                    rgb_positions=bands.rgb_positions if bands else None)
         filled, initialised, origin = (init_model_from(model, opts.model, opts.init_from) if opts.init_from
                                        else ((), (), model.backbone_weights))
     if env.is_main:
         print(f"Backbone weights: {backbone_origin(opts, origin, initialised)}")
+        if model.input_adaptation:
+            print(f"Input bands: {model.input_adaptation}")
     if opts.init_from and env.is_main:
         source = opts.init_from if origin == opts.init_from else f"{opts.init_from} ({origin})"
         print(f"--init_from {source}: filled {len(filled)} of {len(filled) + len(initialised)} tensors"
@@ -476,7 +527,7 @@ def group_learning_rates(lr: float) -> Tuple[float, float]:
 
 def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> Training:
     """Model, SGD with the backbone at BACKBONE_LR_FACTOR of --lr, schedule, loss (and class weights), loss scale."""
-    model, plain_model = build_training_model(opts, env, device)
+    model, plain_model = build_training_model(opts, env, device, train_dst.band_spec)
     backbone_lr, head_lr = group_learning_rates(opts.lr)
     optimizer = torch.optim.SGD(params=[
         {"params": plain_model.backbone.parameters(), "lr": backbone_lr},
@@ -520,7 +571,9 @@ def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) ->
             "separable_conv": opts.separable_conv, "class_names": list(dataset.class_names),
             # the colours predict.py and export_onnx.py draw the classes with
             "palette": dataset.cmap[:len(dataset.class_names)].tolist(),
-            RECORD_KEY: settings_record(opts),  # what --continue_training takes unless given again
+            SETTINGS_KEY: settings_record(opts),  # what --continue_training takes unless given again
+            # multi-band data: the bands, their order, normalisation and nodata that predict.py and the export read
+            **({BANDS_KEY: dataset.band_spec.to_record()} if dataset.band_spec else {}),
             **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
         }, path)
     return path
@@ -583,8 +636,7 @@ def evaluation_report(opts, results: dict, metrics: StreamSegMetrics, samples: l
     files that hold them (metrics.json keys: "checkpoint", and in training "best_checkpoint", None unless this
     evaluation made them the best)."""
     header = "" if opts.test_only else f"Validation at iteration {step}:\n"
-    denorm = Denormalize(IMAGENET_MEAN, IMAGENET_STD)
-    pictures = [np.concatenate(((denorm(img) * 255).clip(0, 255).astype(np.uint8),
+    pictures = [np.concatenate((picture(img, dataset.band_spec),
                                 dataset.decode_target(target).transpose(2, 0, 1).astype(np.uint8),
                                 dataset.decode_target(pred).transpose(2, 0, 1).astype(np.uint8)), axis=2)
                 for img, target, pred in samples]
@@ -636,6 +688,8 @@ def unused_options(opts, env: DistEnv, device: torch.device) -> List[Unused]:
         (("vis_num_samples",), not (opts.enable_vis or opts.tensorboard),
          "neither --enable_vis nor --tensorboard shows samples"),
         (("year", "download"), opts.dataset != "voc", f"--dataset {opts.dataset} is not Pascal VOC"),
+        (("bands", "band_stats", "rgb_bands"), opts.dataset != "folder",
+         f"--dataset {opts.dataset} holds RGB pictures (multi-band imagery is read by --dataset folder)"),
         (("pretrained_backbone",), opts.pretrained_backbone not in (None, False)
          and (opts.ckpt is not None or opts.init_from is not None),
          "the weights of --ckpt or --init_from replace the backbone's (nothing is fetched)"),

@@ -22,6 +22,8 @@ from utils.config import ConfigError, HelpFormatter, Unused, check_ranges, parse
 from utils.device import (add_device_options, add_speed_options, compile_model, native_bf16, resolve_device,
                           resolve_num_workers, resolve_speed_options, unused_gpu_id)
 from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable, write_advice
+from utils.bands import BandSpec, band_list, normalize_bands
+from utils.geotiff import PREVIEW_MAX_SIDE, predict_scene
 from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                              check_recipe_options, fuse_conv_activations, normalize)
@@ -29,6 +31,7 @@ from utils.interrupts import StopFlag, WorkerLoader
 from utils.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names, planned_outputs, video_outputs
 from utils.own_outputs import input_clashes, is_own_output
+from utils.raster import RasterError
 from utils.results import OVERLAY_ALPHA
 from utils.video import VideoError, import_av
 
@@ -82,6 +85,9 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--slide", action=argparse.BooleanOptionalAction, default=False,
                         help="sliding-window inference for images larger than the training crop")
     add_window_options(parser, "--slide")
+    parser.add_argument("--rgb_bands", type=band_list, default=None, metavar="3,2,1",
+                        help="multi-band models: the bands (1-based) the overlay shows as R, G, B (default: those the "
+                             "model records, else the first band as gray)")
     return parser
 
 
@@ -143,14 +149,14 @@ def check_sizes(opts) -> None:
     check_recipe_options(opts.tta_scales, "--tta_scales", True, opts.window, opts.stride)
 
 
-def unused_options(opts, device: torch.device) -> List[Unused]:
+def unused_options(opts, device: torch.device, bands: Optional[BandSpec]) -> List[Unused]:
     """The options this combination leaves unused, for :func:`warn_unused` (what the command line gives of them
-    is warned about)."""
+    is warned about); ``bands``: those of a multi-band model, whose scenes are always predicted in windows."""
     gpu_id = "--onnx runs ONNX Runtime on the CPU" if opts.onnx else unused_gpu_id(opts.device, opts.gpu_id, device)
     side = int(WHOLE_IMAGE_MAX_PIXELS ** 0.5)
     return [
         (("tta_scales", "tta_flip"), not opts.tta, "--tta is off"),
-        (("window", "stride"), not opts.slide,
+        (("window", "stride"), not opts.slide and bands is None,
          f"--slide is off: only images over {side}x{side} pixels are predicted in windows"),
         (("overlay_alpha",), "overlay" not in opts.output, "--output has no overlay"),
         (("crop_size",), not opts.crop_val, "--crop_val is off"),
@@ -249,6 +255,53 @@ def stopped_video_line(signal_name: str, path: str, frames: int, outputs: Dict[s
     return f"{signal_name} received: stopped after {frames} frames of {path}; they are in {partial} (playable){kept}"
 
 
+def check_scene_options(opts) -> None:
+    """What a multi-band model cannot do: benchmark label ids, and --crop_val (a scene is predicted at its own
+    resolution)."""
+    if "labelids" in opts.output:
+        raise PredictError("--output labelids writes benchmark ids of RGB images; for a multi-band model use --output "
+                           "label (a GeoTIFF of class indices)")
+    if opts.crop_val:
+        raise PredictError("--crop_val resizes RGB images; a multi-band scene is predicted at its own resolution: "
+                           "drop it")
+
+
+def predict_scenes(opts, files: List[Tuple[str, str]], stems: Sequence[str], videos: Sequence[Tuple[str, str]],
+                   predictor: SegmentationPredictor, drawing: Drawing, bands: BandSpec, stop: StopFlag) -> int:
+    """A multi-band model's inputs (``files``, written under ``stems``), each read, predicted in sliding windows
+    (always: --window, --stride) and written window by window (utils.geotiff); the exit status as :func:`run`'s."""
+    for path, _ in videos:
+        print(f"skipped: {path}: a multi-band model does not read videos", file=sys.stderr)
+    done, skipped = 0, len(videos)
+    for (path, _), stem in zip(files, stems):
+        if stop.signal_name:
+            print(f"{stop.signal_name} received: stopped after {done} of {len(files)} inputs; the results in "
+                  f"{opts.save_val_results_to} are complete", file=sys.stderr)
+            return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+        try:
+            with torch.inference_mode():
+                info = predict_scene(path, os.path.join(opts.save_val_results_to, stem), bands,
+                                     predictor.probabilities, predictor.num_classes, opts.window, opts.stride,
+                                     opts.output, drawing.palette, opts.rgb_bands or bands.rgb_bands,
+                                     opts.overlay_alpha)
+        except (RasterError, InputTooSmallError) as exc:
+            print(f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}",
+                  file=sys.stderr)
+            skipped += 1
+            continue
+        except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
+            raise PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); the {done} inputs before "
+                               f"it are complete in {opts.save_val_results_to}; free space and run again") from exc
+        if "label" in opts.output and not info.georeferenced:
+            print(f"note: {path} has no CRS: its label map {stem}_label.tif is a plain TIFF, not georeferenced")
+        if max(info.width, info.height) > PREVIEW_MAX_SIDE and set(opts.output) & {"color", "overlay"}:
+            print(f"note: the PNG previews of {path} ({info.width}x{info.height}) are scaled down to at most "
+                  f"{PREVIEW_MAX_SIDE} pixels a side; the label GeoTIFF has every pixel")
+        done += 1
+    print(f"{done} done, {skipped} skipped; results in {opts.save_val_results_to}")
+    return 1 if skipped else 0
+
+
 def run(opts, stop: StopFlag) -> int:
     check_model_source(opts)
     check_sizes(opts)
@@ -259,7 +312,6 @@ def run(opts, stop: StopFlag) -> int:
     else:
         device = resolve_device(opts.device, opts.gpu_id)
         resolve_speed_options(opts, device)
-    warn_unused(opts, unused_options(opts, device))
     opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
     if workers_note:
         print(workers_note)
@@ -273,7 +325,6 @@ def run(opts, stop: StopFlag) -> int:
                                              model.metadata.palette)
     else:
         model, spec = load_model(opts, device)
-        warn_unused(opts, [unused_output_stride(spec.model_name)])
         num_classes, class_names, colours = spec.num_classes, spec.class_names, spec.palette
     classes = resolve_classes(num_classes, opts.classes, opts.dataset, class_names, colours,
                               model=opts.onnx or opts.ckpt)
@@ -283,6 +334,14 @@ def run(opts, stop: StopFlag) -> int:
     label_ids = label_id_table(opts.classes, opts.dataset) if "labelids" in opts.output else None
     drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids)
     writer = ImageWriter(opts.save_val_results_to, opts.output, drawing)
+    bands = model.metadata.bands if opts.onnx else spec.bands
+    stride_rule = [] if opts.onnx else [unused_output_stride(spec.model_name)]
+    warn_unused(opts, unused_options(opts, device, bands) + stride_rule)
+    if bands is not None:
+        check_scene_options(opts)
+        predictor = SegmentationPredictor(model, num_classes, recipe_from(opts), prepare=lambda values: normalize_bands(
+            values.to(device, non_blocking=True), bands))
+        return predict_scenes(opts, files, names, videos, predictor, drawing, bands, stop)
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,

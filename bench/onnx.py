@@ -45,8 +45,8 @@ from utils.onnx_model import OnnxSegmenter  # noqa: E402
 CALIBRATION_IMAGES = 4
 
 
-def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> None:
-    """Set every BatchNorm's running statistics to those of ``images`` and leave ``model`` in eval mode.
+def calibrate_batchnorm(model: nn.Module, images: torch.Tensor, prepare=normalize) -> None:
+    """Set every BatchNorm's running statistics to those of ``prepare(images)`` and leave ``model`` in eval mode.
 
     With the initial statistics (mean 0, variance 1) random weights shrink the activations layer by layer and
     one class wins every pixel: masks that compress to nothing would make saving them unrealistically cheap.
@@ -56,7 +56,7 @@ def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> None:
             module.reset_running_stats()
             module.momentum = None  # a plain average over the batches seen
     with torch.no_grad():
-        model.train()(normalize(images))
+        model.train()(prepare(images))
     model.eval()
 
 

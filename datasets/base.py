@@ -27,6 +27,7 @@ class PairedSegmentation(data.Dataset):
     cmap: np.ndarray = np.zeros((256, 3), np.uint8)
     ignore_index: int = IGNORE_INDEX
     split_file: Optional[str] = None
+    band_spec = None  # multi-band data: the utils.bands.BandSpec it is read and normalised with; None for RGB
 
     def __init__(self, images: List[str], masks: List[str], transform: Optional[Callable] = None):
         if not images:

@@ -10,7 +10,6 @@ Run ``python tools/make_crack_dataset.py --root datasets/data/cracks``; train wi
 """
 import math
 import os
-import shutil
 from typing import Tuple
 
 import numpy as np
@@ -18,8 +17,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .demo import JPEG_QUALITY, NOISE_STD, DemoTexture, _pattern
 from .class_stats import compute_class_stats
-from .folder import CLASSES_FILE, FolderSegmentation, palette_table
-from .utils import DatasetError
+from .folder import FolderSegmentation, palette_table, write_splits_and_classes
+from .utils import generate_once
 
 __all__ = ["make_crack_dataset", "crack_statistics", "CLASS_NAMES", "PALETTE"]
 
@@ -135,17 +134,6 @@ def _sample(size: int, rng: np.random.Generator) -> Tuple[Image.Image, np.ndarra
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), (cracks > 0).astype(np.uint8)
 
 
-def _is_complete(root: str, expected: str, total: int) -> bool:
-    stamp = os.path.join(root, STAMP_FILE)
-    if not os.path.isfile(stamp):
-        return False
-    with open(stamp) as f:
-        if f.read().strip() != expected:
-            return False
-    return all(os.path.isdir(os.path.join(root, sub)) and len(os.listdir(os.path.join(root, sub))) == total
-               for sub in ("images", "masks"))
-
-
 def _write(folder: str, num_train: int, num_val: int, size: int, seed: int) -> None:
     for sub in ("images", "masks", "splits"):
         os.makedirs(os.path.join(folder, sub))
@@ -157,41 +145,22 @@ def _write(folder: str, num_train: int, num_val: int, size: int, seed: int) -> N
         mask_image = Image.fromarray(mask, mode="L").convert("P")
         mask_image.putpalette(palette)
         mask_image.save(os.path.join(folder, "masks", name + ".png"))
-    for split, split_names in (("train", names[:num_train]), ("val", names[num_train:])):
-        with open(os.path.join(folder, "splits", split + ".txt"), "w") as f:
-            f.write("\n".join(split_names) + "\n")
-    with open(os.path.join(folder, CLASSES_FILE), "w") as f:
-        f.write(f"names: [{', '.join(CLASS_NAMES)}]\n"
-                f"palette: [{', '.join(str(list(colour)) for colour in PALETTE)}]\n")
+    write_splits_and_classes(folder, {"train": names[:num_train], "val": names[num_train:]}, CLASS_NAMES, PALETTE)
 
 
 def make_crack_dataset(root: str, num_train: int = 160, num_val: int = 40, size: int = 160, seed: int = 0) -> str:
     """Write the crack dataset to ``root`` unless the same one is already there; return ``root``.
 
-    The data is written to ``ROOT.partial`` and renamed into place, so an interrupted run leaves no
-    ``root`` that looks complete; the next run rebuilds it. A ``root`` holding anything else is refused.
+    See :func:`datasets.utils.generate_once` for when it is written again.
     """
     if num_train < 1 or num_val < 1:
         raise ValueError(f"need at least one training and one validation image (got {num_train} and {num_val})")
     if size < 32:
         raise ValueError(f"size {size} is too small for cracks to branch; use 32 or more")
-    root = os.path.normpath(os.path.expanduser(root))
     expected = f"{VERSION} {num_train} {num_val} {size} {seed}"
-    if _is_complete(root, expected, num_train + num_val):
-        return root
-    if os.path.isdir(root) and os.listdir(root) and not os.path.isfile(os.path.join(root, STAMP_FILE)):
-        raise DatasetError(f"{root} holds files this generator did not write; choose another root or empty it")
-    if os.path.exists(root) and not os.path.isdir(root):
-        raise DatasetError(f"{root} is a file, not a folder; choose another root")
-    partial = root + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
-    _write(partial, num_train, num_val, size, seed)
-    with open(os.path.join(partial, STAMP_FILE), "w") as f:
-        f.write(expected + "\n")
-    if os.path.isdir(root):
-        shutil.rmtree(root)  # another version or size of this dataset
-    os.replace(partial, root)
-    return root
+    total = num_train + num_val
+    return generate_once(root, STAMP_FILE, expected, [("images", total), ("masks", total)],
+                         lambda folder: _write(folder, num_train, num_val, size, seed))
 
 
 def crack_statistics(root: str) -> Tuple[float, int, int]:

@@ -25,7 +25,7 @@ from .base import PairedSegmentation
 from .utils import DatasetError, check_mask_values, open_checked, read_split, read_utf8
 
 __all__ = ["FolderSegmentation", "read_classes", "read_class_ids", "palette_table", "default_palette",
-           "IMAGE_EXTENSIONS"]
+           "write_splits_and_classes", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASSES_FILE = "classes.yaml"
@@ -90,6 +90,19 @@ def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
     return [str(n) for n in names], palette.astype(np.uint8), ignore_index
 
 
+def write_splits_and_classes(root: str, splits: Dict[str, Sequence[str]], names: Sequence[str],
+                             palette: Sequence[Sequence[int]]) -> None:
+    """``root/splits/{split}.txt`` for each of ``splits`` (split name -> stems) and ``root/classes.yaml`` with
+    ``names`` and ``palette``, as a generator of data in this layout writes them."""
+    os.makedirs(os.path.join(root, "splits"), exist_ok=True)
+    for split, stems in splits.items():
+        with open(os.path.join(root, "splits", split + ".txt"), "w") as f:
+            f.write("\n".join(stems) + "\n")
+    with open(os.path.join(root, CLASSES_FILE), "w") as f:
+        f.write(f"names: [{', '.join(names)}]\n"
+                f"palette: [{', '.join(str(list(colour)) for colour in palette)}]\n")
+
+
 def palette_table(palette: np.ndarray) -> np.ndarray:
     """A 256x3 colour table for drawing masks: the classes' colours, black elsewhere (void included)."""
     table = np.zeros((256, 3), np.uint8)
@@ -117,6 +130,8 @@ def _stems(folder: str, extensions: Sequence[str]) -> Dict[str, str]:
 class FolderSegmentation(PairedSegmentation):
     """Image/mask pairs from ``root``; ``split`` is 'train', 'val' or None (all pairs)."""
 
+    mask_extensions: Tuple[str, ...] = (".png",)
+
     def __init__(self, root: str, split: Optional[str] = "train", transform: Optional[Callable] = None,
                  classes_file: Optional[str] = None):
         self.root = os.path.expanduser(root)
@@ -129,7 +144,7 @@ class FolderSegmentation(PairedSegmentation):
         self.ignore_declared = "ignore_index" in _read_spec(classes_path)
         self.cmap = palette_table(palette)
         images = _stems(os.path.join(self.root, "images"), IMAGE_EXTENSIONS)
-        masks = _stems(os.path.join(self.root, "masks"), (".png",))
+        masks = _stems(os.path.join(self.root, "masks"), self.mask_extensions)
         stems = self._split_stems(split, images)
         missing = [s for s in stems if s not in masks]
         if missing:

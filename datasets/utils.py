@@ -7,7 +7,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import BinaryIO, Iterable, Iterator, List, Optional, Union
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,7 +18,7 @@ from utils.image_limit import ImageTooLargeError, check_image_pixels
 
 __all__ = ["DatasetError", "error_message", "decode_utf8", "read_utf8", "read_split", "open_checked",
            "open_within_limit", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
-           "download_url", "extract_archive", "exclusive_lock"]
+           "download_url", "extract_archive", "exclusive_lock", "generate_once"]
 
 CHUNK_SIZE = 1 << 20
 
@@ -253,3 +253,42 @@ def exclusive_lock(path: str) -> Iterator[None]:
         finally:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _generated(root: str, stamp_file: str, expected: str, counts: Iterable[tuple]) -> bool:
+    stamp = os.path.join(root, stamp_file)
+    if not os.path.isfile(stamp):
+        return False
+    with open(stamp) as f:
+        if f.read().strip() != expected:
+            return False
+    return all(os.path.isdir(os.path.join(root, sub)) and len(os.listdir(os.path.join(root, sub))) == total
+               for sub, total in counts)
+
+
+def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tuple],
+                  write: Callable[[str], None]) -> str:
+    """Write a generated dataset to ``root`` with ``write(folder)`` unless the same one is already there; return
+    ``root``. The same one: ``stamp_file`` says ``expected`` (the generator's version and settings) and each
+    (subfolder, count) of ``counts`` holds that many files.
+
+    The data is written to ``ROOT.partial`` and renamed into place, so an interrupted run leaves no ``root`` that
+    looks complete; the next run rebuilds it. A ``root`` holding anything else is refused.
+    """
+    root = os.path.normpath(os.path.expanduser(root))
+    counts = list(counts)
+    if _generated(root, stamp_file, expected, counts):
+        return root
+    if os.path.isdir(root) and os.listdir(root) and not os.path.isfile(os.path.join(root, stamp_file)):
+        raise DatasetError(f"{root} holds files this generator did not write; choose another root or empty it")
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DatasetError(f"{root} is a file, not a folder; choose another root")
+    partial = root + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
+    write(partial)
+    with open(os.path.join(partial, stamp_file), "w") as f:
+        f.write(expected + "\n")
+    if os.path.isdir(root):
+        shutil.rmtree(root)  # another version or size of this dataset
+    os.replace(partial, root)
+    return root

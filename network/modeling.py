@@ -4,12 +4,13 @@ Each is ``entry(num_classes=21, output_stride=..., pretrained_backbone=...)`` an
 ``MODELS`` (or ``network.modeling.__dict__[name]``, as in the original). :func:`build_model` is the one
 function the scripts call.
 """
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Sequence, Union
 
 from torch import nn
 
 from ._deeplab import DeepLabHead, DeepLabHeadV3Plus, DeepLabV3, convert_to_separable_conv
 from .backbone import hrnetv2, mobilenetv2, resnet, xception
+from .input_conv import RGB_CHANNELS, set_input_bands
 from .utils import IntermediateLayerGetter
 from .weights import recording_origins
 
@@ -110,12 +111,17 @@ __all__ += list(MODELS)
 
 
 def build_model(name: str, num_classes: int, output_stride: int = 16, pretrained_backbone: Optional[Pretrained] = None,
-                separable_conv: bool = False) -> DeepLabV3:
+                separable_conv: bool = False, in_channels: int = RGB_CHANNELS,
+                rgb_positions: Optional[Sequence[int]] = None) -> DeepLabV3:
     """Build entry ``name``; ``separable_conv`` turns the head's 3x3 convolutions into separable ones.
 
     ``pretrained_backbone`` None is the entry's own default, as the original's ``main.py`` builds it: ImageNet
     weights for ResNet, MobileNetV2 and Xception, none for HRNet. The model's ``backbone_weights`` says where
     the backbone's weights came from: a file path or hub id, or "none (random initialisation)".
+
+    ``in_channels`` other than 3 (multi-band imagery) adapts the first convolution (see
+    :func:`network.input_conv.set_input_bands`; ``rgb_positions``: the bands, 0-based, that take the R, G, B
+    filters); the model's ``input_adaptation`` says what was done ("" for RGB).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
@@ -123,6 +129,7 @@ def build_model(name: str, num_classes: int, output_stride: int = 16, pretrained
     with recording_origins() as origins:
         model = MODELS[name](num_classes=num_classes, output_stride=output_stride, **chosen)
     model.backbone_weights = origins[0] if origins else "none (random initialisation)"
+    model.input_adaptation = set_input_bands(model, in_channels, rgb_positions, pretrained=bool(origins))
     if separable_conv:
         convert_to_separable_conv(model.classifier)
     return model

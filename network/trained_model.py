@@ -6,6 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from torch import nn
 
+from utils.bands import BANDS_KEY, BandSpec
 from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from utils.config import Unused
 from utils.inference import fold_batchnorm
@@ -13,7 +14,7 @@ from utils.inference import fold_batchnorm
 from .modeling import MODELS, SUPPORTED_OUTPUT_STRIDES, build_model
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_OUTPUT_STRIDE", "ModelSpec", "architecture_record", "recorded_architecture",
-           "add_model_options",
+           "recorded_bands", "add_model_options",
            "load_trained_model", "load_model_of", "unused_output_stride"]
 
 DEFAULT_MODEL = "deeplabv3plus_mobilenet"  # the original's defaults, for checkpoints that do not record theirs
@@ -30,6 +31,7 @@ class ModelSpec:
     num_classes: int
     class_names: Optional[Tuple[str, ...]] = None  # None: the checkpoint does not name its classes
     palette: Optional[Tuple[Tuple[int, int, int], ...]] = None  # their colours, when the checkpoint records them
+    bands: Optional[BandSpec] = None  # the input bands of a multi-band model; None: 8-bit RGB, ImageNet-normalised
 
 
 def recorded_architecture(checkpoint: Mapping[str, Any], path: str, model_name: Optional[str] = None,
@@ -55,12 +57,24 @@ def recorded_architecture(checkpoint: Mapping[str, Any], path: str, model_name: 
             bool(separable_conv if separable_conv is not None else recorded_separable))
 
 
-ARCHITECTURE_KEYS = ("model_name", "output_stride", "separable_conv")
+ARCHITECTURE_KEYS = ("model_name", "output_stride", "separable_conv", BANDS_KEY)
+
+
+def recorded_bands(checkpoint: Mapping[str, Any], path: str) -> Optional[BandSpec]:
+    """The input bands ``checkpoint`` records (multi-band models), None for an RGB one; CheckpointError when the
+    record is malformed."""
+    if checkpoint.get(BANDS_KEY) is None:
+        return None
+    try:
+        return BandSpec.from_record(checkpoint[BANDS_KEY])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path} has a {exc}; train it again or drop the {BANDS_KEY} entry") \
+            from None
 
 
 def architecture_record(path: str) -> Dict[str, Any]:
-    """What checkpoint ``path`` records of its architecture (:data:`ARCHITECTURE_KEYS`; nothing for the original's
-    files), read memory-mapped: the weights are not loaded for it."""
+    """What checkpoint ``path`` records of its architecture and input bands (:data:`ARCHITECTURE_KEYS`; nothing for
+    the original's files), read memory-mapped: the weights are not loaded for it."""
     checkpoint = load_checkpoint(path, mmap=True)
     return {key: checkpoint[key] for key in ARCHITECTURE_KEYS if key in checkpoint}
 
@@ -70,9 +84,10 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
                        num_classes: Optional[int] = None) -> Tuple[nn.Module, ModelSpec]:
     """The model of checkpoint ``path`` in eval mode with BatchNorm folded, on the CPU, and what it is.
 
-    The architecture comes from :func:`recorded_architecture`, the class names and palette from the checkpoint when
-    it records them, the class count from the classifier's weights (a ``num_classes`` given that differs is a
-    CheckpointError naming both). CheckpointError when the file cannot be read or does not fit the model.
+    The architecture comes from :func:`recorded_architecture`, the class names, palette and input bands from the
+    checkpoint when it records them, the class count from the classifier's weights (a ``num_classes`` given that
+    differs is a CheckpointError naming both). CheckpointError when the file cannot be read or does not fit the
+    model.
     """
     checkpoint = load_checkpoint(path)
     state = extract_model_state(checkpoint, path)
@@ -82,14 +97,14 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
     if num_classes is not None and num_classes != predicted:
         raise CheckpointError(f"checkpoint {path} predicts {predicted} classes, not the {num_classes} of "
                               "--num_classes; drop --num_classes (the checkpoint's count is used)")
-    spec = ModelSpec(*architecture, num_classes=predicted)
+    spec = ModelSpec(*architecture, num_classes=predicted, bands=recorded_bands(checkpoint, path))
     names, palette = checkpoint.get("class_names"), checkpoint.get("palette")
     if isinstance(names, (list, tuple)) and len(names) == spec.num_classes:
         spec = dataclasses.replace(spec, class_names=tuple(str(name) for name in names))
     if isinstance(palette, (list, tuple)) and len(palette) == spec.num_classes:
         spec = dataclasses.replace(spec, palette=tuple(tuple(int(c) for c in colour) for colour in palette))
     model = build_model(spec.model_name, spec.num_classes, spec.output_stride, pretrained_backbone=False,
-                        separable_conv=spec.separable_conv)
+                        separable_conv=spec.separable_conv, in_channels=spec.bands.count if spec.bands else 3)
     if load_model_state(model, state, path):  # its last 4-D tensor was not the classifier's
         raise CheckpointError(f"checkpoint {path} does not fit {spec.model_name} with {spec.num_classes} classes")
     return fold_batchnorm(model.eval()), spec

@@ -19,6 +19,8 @@ from torch import nn
 
 from utils.checkpoint import describe_load_error, file_problem, torch_load
 
+from .input_conv import take_stem_bands_of
+
 __all__ = ["PretrainedWeightsError", "WeightSource", "KeyRules", "FORMATS", "BACKBONE_SOURCES", "COCO_SOURCES",
            "hub_checkpoint_path", "read_state_dict", "detect_format", "model_format", "convert_state_dict",
            "load_backbone_weights", "recording_origins", "fill_model", "module_names", "init_model_from"]
@@ -285,6 +287,7 @@ def load_backbone_weights(model: nn.Module, name: str, pretrained: Union[bool, s
     else:
         state, origin = _fetch(name, BACKBONE_SOURCES[name], progress)
     state = convert_state_dict(state)
+    take_stem_bands_of(model, state, origin)  # a file for N bands (Sentinel-2, say) loads as it is
     own = {k: v for k, v in model.state_dict().items() if k in state or not k.startswith(_IMAGENET_HEADS)}
     missing = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]

@@ -113,3 +113,43 @@ def signal_group_when(cmd: Sequence[str], ready: Callable[[str], bool], signum: 
     proc.wait(timeout=timeout)
     reader.join(timeout=timeout)
     return proc.returncode, "".join(lines)
+
+
+UTM_33N = "EPSG:32633"
+
+
+def grid(west: float = 500000.0, north: float = 5100000.0, pixel: float = 10.0):
+    """The geotransform of a north-up grid with its north-west corner at (west, north)."""
+    from rasterio.transform import Affine
+
+    return Affine(pixel, 0.0, west, 0.0, -pixel, north)
+
+
+def write_raster_folder(root: str, num_train: int = 4, num_val: int = 2, size: int = 32, bands: int = 4,
+                        nodata: int = 0, classes: Sequence[str] = ("background", "object", "other"),
+                        seed: int = 0) -> str:
+    """A folder of ``bands``-band uint16 GeoTIFF tiles (band b holds values around 1000 * b; class 1 is brighter in
+    the last band), single-band GeoTIFF masks on the same grid, splits and classes.yaml. The first training tile's
+    top-left 4x4 pixels are nodata (every band ``nodata``)."""
+    from utils.raster import write_raster
+
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "masks", "splits"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    names = [f"t{i:03d}" for i in range(num_train + num_val)]
+    for index, name in enumerate(names):
+        labels = rng.integers(0, len(classes), (size, size)).astype(np.uint8)
+        values = (1000 * np.arange(1, bands + 1)[:, None, None] + rng.integers(0, 200, (bands, size, size)))
+        values[-1] += 3000 * (labels == 1)
+        if index == 0:
+            values[:, :4, :4] = nodata
+        transform = grid(500000.0 + index * size * 10.0)
+        write_raster(os.path.join(root, "images", name + ".tif"), values.astype(np.uint16), UTM_33N, transform,
+                     nodata)
+        write_raster(os.path.join(root, "masks", name + ".tif"), labels[None], UTM_33N, transform)
+    for split, split_names in (("train", names[:num_train]), ("val", names[num_train:])):
+        with open(os.path.join(root, "splits", split + ".txt"), "w") as f:
+            f.write("\n".join(split_names) + "\n")
+    with open(os.path.join(root, "classes.yaml"), "w") as f:
+        f.write(f"names: [{', '.join(classes)}]\n")
+    return root

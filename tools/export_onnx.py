@@ -6,7 +6,8 @@ Usage: python tools/export_onnx.py --ckpt best.pth --output model.onnx [--datase
 - The model is read as predict.py reads it (options left unset come from the checkpoint) and its BatchNorms are
   folded into the convolutions. The exporter is torch.export's (``dynamo=True``), opset 18: it traces sizes as
   symbols, so the ASPP image-pooling branch, the decoder's and the final resize follow the input's size.
-- Input ``image``: float32 NCHW RGB, ``(pixel / 255 - mean) / std`` with the ImageNet mean and std; output
+- Input ``image``: float32 NCHW RGB, ``(pixel / 255 - mean) / std`` with the ImageNet mean and std (a multi-band
+  checkpoint: its bands, ``(value - mean) / std`` with its band statistics, recorded as ``input_bands``); output
   ``logits``: (N, classes, H, W). Metadata (``metadata_props``): model_name, num_classes, class_names and palette
   (JSON; from --classes, else --dataset, else the checkpoint, else the indices in VOC's colours), output_stride,
   mean, std, precision, input, output.
@@ -135,14 +136,19 @@ class Check:
     expected: torch.Tensor
 
 
-def pytorch_checks(model: nn.Module, name: str, sizes: Sequence[Tuple[int, int]]) -> List[Check]:
+def pytorch_checks(model: nn.Module, name: str, sizes: Sequence[Tuple[int, int]], bands: int = 3) -> List[Check]:
     """PyTorch's logits for random images of each size (WxH; the first size with a batch of 2), computed before
-    the export so that a size the model cannot take is a clear error, not the exporter's."""
+    the export so that a size the model cannot take is a clear error, not the exporter's. A multi-band model
+    (``bands`` other than 3) gets standard normal values, as normalised bands are."""
     generator = torch.Generator().manual_seed(0)
     checks = []
     for index, (width, height) in enumerate(sizes):
         batch = EXAMPLE_BATCH if index == 0 else 1
-        images = normalize(torch.randint(0, 256, (batch, 3, height, width), generator=generator, dtype=torch.uint8))
+        if bands == 3:
+            images = normalize(torch.randint(0, 256, (batch, 3, height, width), generator=generator,
+                                             dtype=torch.uint8))
+        else:
+            images = torch.randn(batch, bands, height, width, generator=generator)
         try:
             with torch.inference_mode():
                 expected = model(images)
@@ -237,11 +243,16 @@ def run(opts: argparse.Namespace) -> None:
     set_max_image_pixels(opts.max_image_pixels)
     model, spec = load_model_of(opts)
     warn_unused(opts, [unused_output_stride(spec.model_name)])
+    if opts.int8 and spec.bands:
+        raise ExportError("--int8 calibrates on RGB images; it is not available for multi-band models yet: export "
+                          "without --int8")
     calibration = choose_calibration(opts, model) if opts.int8 else None
     classes = classes_of(opts, spec)
+    normalisation = dict(mean=spec.bands.mean, std=spec.bands.std, bands=spec.bands) if spec.bands else {}
     metadata = OnnxMetadata(spec.model_name, spec.num_classes, classes.names, spec.output_stride,
-                            palette=tuple(tuple(int(c) for c in colour) for colour in classes.palette))
-    checks = pytorch_checks(model, spec.model_name, opts.check_sizes)
+                            palette=tuple(tuple(int(c) for c in colour) for colour in classes.palette),
+                            **normalisation)
+    checks = pytorch_checks(model, spec.model_name, opts.check_sizes, spec.bands.count if spec.bands else 3)
     start = time.perf_counter()
     data = export_bytes(model, metadata, checks[0].images)
     print(f"exported {spec.model_name} ({spec.num_classes} classes, output stride {spec.output_stride}) in "

@@ -2,6 +2,10 @@
 
 Each transform takes and returns ``(image, mask)``: PIL images before :class:`ExtToTensor`, tensors
 after. Masks are always resampled with nearest neighbour and padded with the ignore index.
+
+The image may also be a (C, H, W) NumPy array of any number of bands (multi-band imagery), uint8 or float32:
+each band then goes through the very PIL operation an RGB image's channels go through (:func:`_each_band`), so
+a 3-band uint8 array gives exactly what its RGB image gives.
 """
 import numbers
 import random
@@ -21,14 +25,30 @@ __all__ = ["ExtCompose", "ExtRandomHorizontalFlip", "ExtRandomVerticalFlip", "Ex
 Size = Union[int, Tuple[int, int]]
 
 
+def _each_band(operation: Callable, img):
+    """``operation`` (on a PIL image) applied to ``img``: a PIL image as it is, a (C, H, W) array band by band, each
+    as an 8-bit 'L' (uint8 values) or a float32 'F' image, restacked."""
+    if not isinstance(img, np.ndarray):
+        return operation(img)
+    if img.dtype == np.uint8:
+        return np.stack([np.asarray(operation(Image.fromarray(band, "L"))) for band in img])
+    return np.stack([np.asarray(operation(Image.fromarray(np.ascontiguousarray(band, np.float32), "F")))
+                     for band in img])
+
+
+def _size(img) -> Tuple[int, int]:
+    """(width, height) of a PIL image or a (C, H, W) array, as PIL's ``size``."""
+    return (img.shape[2], img.shape[1]) if isinstance(img, np.ndarray) else img.size
+
+
 def _pair(size: Size) -> Tuple[int, int]:
     """``size`` as (height, width)."""
     return (int(size), int(size)) if isinstance(size, numbers.Number) else (int(size[0]), int(size[1]))
 
 
-def _check_same_size(img: Image.Image, lbl: Image.Image) -> None:
-    if img.size != lbl.size:
-        raise ValueError(f"image size {img.size} and mask size {lbl.size} differ")
+def _check_same_size(img, lbl: Image.Image) -> None:
+    if _size(img) != lbl.size:
+        raise ValueError(f"image size {_size(img)} and mask size {lbl.size} differ")
 
 
 class ExtCompose:
@@ -56,7 +76,7 @@ class _RandomFlip:
 
     def __call__(self, img, lbl):
         if random.random() < self.p:
-            return self.flip(img), self.flip(lbl)
+            return _each_band(self.flip, img), self.flip(lbl)
         return img, lbl
 
 
@@ -74,12 +94,12 @@ def _pad_to(img, lbl, size: Tuple[int, int]):
     """Pad both evenly up to ``size`` (h, w) where they are smaller: the image with 0, the mask with the
     ignore index, so padding never counts as background."""
     th, tw = size
-    w, h = img.size
+    w, h = _size(img)
     pad_w, pad_h = max(tw - w, 0), max(th - h, 0)
     if not (pad_w or pad_h):
         return img, lbl
     padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]
-    return F.pad(img, padding), F.pad(lbl, padding, fill=IGNORE_INDEX)
+    return _each_band(lambda band: F.pad(band, padding), img), F.pad(lbl, padding, fill=IGNORE_INDEX)
 
 
 class ExtCenterCrop:
@@ -92,7 +112,7 @@ class ExtCenterCrop:
     def __call__(self, img, lbl):
         _check_same_size(img, lbl)
         img, lbl = _pad_to(img, lbl, self.size)
-        return F.center_crop(img, list(self.size)), F.center_crop(lbl, list(self.size))
+        return _each_band(lambda band: F.center_crop(band, list(self.size)), img), F.center_crop(lbl, list(self.size))
 
 
 class ExtResize:
@@ -104,7 +124,8 @@ class ExtResize:
 
     def __call__(self, img, lbl):
         size = [self.size] if isinstance(self.size, numbers.Number) else list(self.size)
-        return (F.resize(img, size, F.InterpolationMode(_mode_name(self.interpolation)), antialias=True),
+        mode = F.InterpolationMode(_mode_name(self.interpolation))
+        return (_each_band(lambda band: F.resize(band, size, mode, antialias=True), img),
                 F.resize(lbl, size, F.InterpolationMode.NEAREST))
 
 
@@ -114,8 +135,9 @@ def _mode_name(pil_mode: int) -> str:
 
 def _scale_pair(img, lbl, scale: float, interpolation):
     _check_same_size(img, lbl)
-    size = (max(1, int(round(img.size[0] * scale))), max(1, int(round(img.size[1] * scale))))
-    return img.resize(size, interpolation), lbl.resize(size, Image.NEAREST)
+    width, height = _size(img)
+    size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+    return _each_band(lambda band: band.resize(size, interpolation), img), lbl.resize(size, Image.NEAREST)
 
 
 class ExtScale:
@@ -155,8 +177,8 @@ class ExtRandomRotation:
 
     def __call__(self, img, lbl):
         angle = random.uniform(*self.degrees)
-        img = F.rotate(img, angle, F.InterpolationMode.BILINEAR if self.resample else F.InterpolationMode.NEAREST,
-                       self.expand, self.center)
+        mode = F.InterpolationMode.BILINEAR if self.resample else F.InterpolationMode.NEAREST
+        img = _each_band(lambda band: F.rotate(band, angle, mode, self.expand, self.center), img)
         lbl = F.rotate(lbl, angle, F.InterpolationMode.NEAREST, self.expand, self.center, fill=IGNORE_INDEX)
         return img, lbl
 
@@ -168,16 +190,17 @@ class ExtPad:
         self.diviser = diviser
 
     def __call__(self, img, lbl):
-        w, h = img.size
+        w, h = _size(img)
         pad_w = (-w) % self.diviser
         pad_h = (-h) % self.diviser
         padding = [0, 0, pad_w, pad_h]
-        return F.pad(img, padding), F.pad(lbl, padding, fill=IGNORE_INDEX)
+        return _each_band(lambda band: F.pad(band, padding), img), F.pad(lbl, padding, fill=IGNORE_INDEX)
 
 
 class ExtToTensor:
     """Image to a float tensor (C, H, W) in [0, 1] (``normalize=True``) or 0-255; mask to an integer tensor
-    of ``target_type``."""
+    of ``target_type``. A band array's values are kept as they are, except that 8-bit ones are scaled as an
+    image's with ``normalize=True``."""
 
     # The original defaulted to 'uint8' and cast masks to long in its training loop. Here masks leave the
     # transform as the int64 class indices cross-entropy takes; 'uint8' (8x less to copy to a GPU) works
@@ -189,9 +212,14 @@ class ExtToTensor:
         self.target_type = target_type
 
     def __call__(self, img, lbl):
-        array = np.array(img.convert("RGB") if img.mode != "RGB" else img)  # a writable copy
-        tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-        tensor = tensor.float().div_(255) if self.normalize else tensor.float()
+        if isinstance(img, np.ndarray):
+            tensor = torch.from_numpy(np.array(img))  # a writable copy, already (C, H, W)
+            eight_bit = img.dtype == np.uint8
+        else:
+            array = np.array(img.convert("RGB") if img.mode != "RGB" else img)  # a writable copy
+            tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+            eight_bit = True
+        tensor = tensor.float().div_(255) if self.normalize and eight_bit else tensor.float()
         mask = torch.from_numpy(np.array(lbl, dtype=self.target_type))
         return tensor, mask
 
@@ -223,18 +251,18 @@ class ExtRandomCrop:
     def __call__(self, img, lbl):
         _check_same_size(img, lbl)
         if self.padding > 0:
-            img = F.pad(img, self.padding)
+            img = _each_band(lambda band: F.pad(band, self.padding), img)
             lbl = F.pad(lbl, self.padding, fill=IGNORE_INDEX)
         if self.pad_if_needed:
             img, lbl = _pad_to(img, lbl, self.size)
         th, tw = self.size
-        w, h = img.size
+        w, h = _size(img)
         if w < tw or h < th:
             raise ValueError(f"crop size {self.size} is larger than the image ({h}, {w}); use pad_if_needed=True")
         top = random.randint(0, h - th)
         left = random.randint(0, w - tw)
         box = (left, top, left + tw, top + th)
-        return img.crop(box), lbl.crop(box)
+        return _each_band(lambda band: band.crop(box), img), lbl.crop(box)
 
 
 class ExtColorJitter:

@@ -16,7 +16,8 @@ from torch.nn.utils import fuse_conv_bn_eval
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .device import autocast
 
-__all__ = ["normalize", "predict_logits", "sliding_window_labels", "InferenceRecipe", "SegmentationPredictor",
+__all__ = ["normalize", "predict_logits", "window_taper", "sliding_window_rows",
+           "sliding_window_labels", "InferenceRecipe", "SegmentationPredictor",
            "add_window_options", "check_recipe_options", "InputTooSmallError", "is_too_small",
            "fold_batchnorm", "fuse_conv_activations", "FusedConvActivation"]
 
@@ -70,32 +71,66 @@ def _starts(length: int, window: int, stride: int):
     return starts + [length - window]
 
 
-def sliding_window_labels(logits_fn: Logits, image: torch.Tensor, num_classes: int, window: int,
-                          stride: int) -> torch.Tensor:
-    """Per-pixel argmax (H, W) of ``logits_fn`` run on overlapping ``window`` crops of a (3, H, W) image.
+TAPER_FLOOR = 1e-3  # every pixel of a window keeps some weight: a pixel that one window alone covers is its
 
-    Scores of overlapping windows are summed (same argmax as their mean). Only a band of ``window``
-    rows of scores is kept at a time and finished rows are reduced to labels at once, so memory
-    grows with the image's width, not its area. An image smaller than the window is predicted whole, as plain inference does.
+
+def window_taper(height: int, width: int, overlap: int) -> torch.Tensor:
+    """(height, width) weights that fall from 1, ``overlap`` pixels from a window's edge, towards 0 at the edge, as the
+    square of the distance (never below TAPER_FLOOR): where windows overlap, each counts most away from its own
+    edge, where its model saw the most context."""
+    def ramp(length: int) -> torch.Tensor:
+        position = torch.arange(length, dtype=torch.float32)
+        distance = torch.minimum(position + 1, length - position)
+        return (distance / max(overlap, 1)).clamp(max=1.0).square().clamp(min=TAPER_FLOOR)
+
+    return ramp(height)[:, None] * ramp(width)[None, :]
+
+
+def sliding_window_rows(logits_fn: Logits, read_rows: Callable[[int, int], torch.Tensor], height: int, width: int,
+                        num_classes: int, window: int, stride: int, emit: Callable[[int, torch.Tensor], None],
+                        taper: bool = False) -> None:
+    """Per-pixel argmax of ``logits_fn`` run on overlapping ``window`` crops of an image of ``height`` x ``width``,
+    handed to ``emit(top, labels)`` band of rows by band of rows ((h, W) int64, from row ``top`` down, in order).
+
+    ``read_rows(top, bottom)`` returns the image's rows ``top:bottom`` (C, h, W): from memory, or from a file window
+    by window. Scores of overlapping windows are summed (same argmax as their mean); with ``taper`` each window's
+    weighted by :func:`window_taper`, so that no seam shows where a window's edge (little context) meets the middle
+    of the next. Only a band of ``window`` rows of scores is kept at a time and finished rows are emitted at once, so
+    memory grows with the image's width, not its area. An image smaller than the window is predicted whole, as plain
+    inference does.
     """
-    _, height, width = image.shape
-    labels = torch.empty(height, width, dtype=torch.int64)
     rows = _starts(height, window, stride)
     cols = _starts(width, window, stride)
+    h, w = min(window, height), min(window, width)
+    weights = window_taper(h, w, window - stride) if taper else None
     band_top = 0
-    band = torch.zeros(num_classes, min(window, height), width)
+    band = torch.zeros(num_classes, h, width)
     for top in rows:
         if top > band_top:  # rows above `top` are complete: emit them and slide the band down
             shift = top - band_top
-            labels[band_top:top] = band[:, :shift].max(0).indices
+            emit(band_top, band[:, :shift].max(0).indices)
             band = torch.cat([band[:, shift:], torch.zeros(num_classes, shift, width)], dim=1)
             band_top = top
-        h = min(window, height)
+        strip = read_rows(top, top + h)
         for left in cols:
-            w = min(window, width)
-            crop = image[:, top:top + h, left:left + w].unsqueeze(0)
-            band[:, :, left:left + w] += logits_fn(crop)[0].float().cpu()
-    labels[band_top:band_top + band.shape[1]] = band.max(0).indices
+            crop = strip[:, :, left:left + w].unsqueeze(0)
+            scores = logits_fn(crop)[0].float().cpu()
+            band[:, :, left:left + w] += scores if weights is None else scores * weights
+    emit(band_top, band.max(0).indices)
+
+
+def sliding_window_labels(logits_fn: Logits, image: torch.Tensor, num_classes: int, window: int,
+                          stride: int, taper: bool = False) -> torch.Tensor:
+    """Per-pixel argmax (H, W) of ``logits_fn`` run on overlapping ``window`` crops of a (C, H, W) image in memory
+    (see :func:`sliding_window_rows`)."""
+    _, height, width = image.shape
+    labels = torch.empty(height, width, dtype=torch.int64)
+
+    def emit(top: int, rows: torch.Tensor) -> None:
+        labels[top:top + rows.shape[0]] = rows
+
+    sliding_window_rows(logits_fn, lambda top, bottom: image[:, top:bottom], height, width, num_classes, window,
+                        stride, emit, taper)
     return labels
 
 
@@ -205,6 +240,13 @@ class SegmentationPredictor:
         scales = self.recipe.scales if scales is None else scales
         return predict_logits(self.model, self.prepare(images), self.recipe.amp, self.recipe.channels_last,
                               scales, self.recipe.flip)
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (N, C, H, W) of whole images, summed over the test-time variants."""
+        recipe = self.recipe
+        if list(recipe.scales) == [1.0] and not recipe.flip:
+            return self.logits(images).float().softmax(dim=1)
+        return self.logits(images)  # already summed probabilities
 
     def _slides(self, images: torch.Tensor) -> bool:
         recipe = self.recipe

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .atomic import missing_file
+from .bands import BANDS_KEY, BandSpec
 from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ONNX_PIP", "INPUT_NAME", "OUTPUT_NAME", "INPUT_LAYOUT", "OUTPUT_LAYOUT", "OnnxModelError",
@@ -22,6 +23,8 @@ ONNX_PIP = "pip install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0"  # a
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 INPUT_LAYOUT = ("float32 NCHW, RGB, normalised: (pixel / 255 - mean) / std per channel; "
                 "batch, height and width of any size")
+BANDS_INPUT_LAYOUT = (f"float32 NCHW, the bands of {BANDS_KEY} in that order, normalised: (value - mean) / std per "
+                      "band, in the files' units; batch, height and width of any size")
 OUTPUT_LAYOUT = "float32 NCHW class scores (logits) at the input's height and width; argmax over C is the label"
 EXPORTER = "tools/export_onnx.py"
 FLOAT_TENSOR = "tensor(float)"  # how ONNX Runtime names a float32 input or output
@@ -57,9 +60,10 @@ class OnnxMetadata:
     std: Tuple[float, ...] = IMAGENET_STD
     palette: Optional[Tuple[Tuple[int, int, int], ...]] = None  # the classes' colours (files of older exports lack it)
     precision: str = "fp32"  # of the weights and arithmetic: "int8" for a quantised file (export_onnx.py --int8)
+    bands: Optional[BandSpec] = None  # a multi-band model's input bands (mean and std are then theirs)
 
-    # what files of older exports lack: they draw with VOC's colours, and were all fp32
-    OPTIONAL = ("palette", "precision")
+    # what files of older exports lack: they draw with VOC's colours, and were all fp32; RGB models have no bands
+    OPTIONAL = ("palette", "precision", "bands")
 
     def to_props(self) -> Dict[str, str]:
         """The metadata as strings; lists are JSON, so class names may hold commas."""
@@ -67,7 +71,9 @@ class OnnxMetadata:
                 "class_names": json.dumps(list(self.class_names)), "output_stride": str(self.output_stride),
                 "mean": json.dumps(list(self.mean)), "std": json.dumps(list(self.std)), "precision": self.precision,
                 **({"palette": json.dumps([list(c) for c in self.palette])} if self.palette else {}),
-                "input": INPUT_LAYOUT, "output": OUTPUT_LAYOUT, "exported_by": EXPORTER}
+                **({BANDS_KEY: json.dumps(self.bands.to_record())} if self.bands else {}),
+                "input": BANDS_INPUT_LAYOUT if self.bands else INPUT_LAYOUT, "output": OUTPUT_LAYOUT,
+                "exported_by": EXPORTER}
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str) -> "OnnxMetadata":
@@ -83,7 +89,8 @@ class OnnxMetadata:
                        output_stride=int(props["output_stride"]),
                        mean=tuple(json.loads(props["mean"])), std=tuple(json.loads(props["std"])),
                        palette=tuple(tuple(colour) for colour in json.loads(props["palette"]))
-                       if "palette" in props else None, precision=props.get("precision", "fp32"))
+                       if "palette" in props else None, precision=props.get("precision", "fp32"),
+                       bands=BandSpec.from_record(json.loads(props[BANDS_KEY])) if BANDS_KEY in props else None)
         except (ValueError, TypeError) as exc:
             raise OnnxModelError(f"{source} has malformed metadata ({exc}); export it again with {EXPORTER}") from None
         if len(meta.class_names) != meta.num_classes or (meta.palette and len(meta.palette) != meta.num_classes):
@@ -119,7 +126,8 @@ def check_segmentation_graph(session, metadata: OnnxMetadata, source: str) -> No
 
 
 class OnnxSegmenter:
-    """An ONNX Runtime session (CPU) as a model: a float (N, 3, H, W) tensor in, (N, C, H, W) logits out.
+    """An ONNX Runtime session (CPU) as a model: a float (N, 3, H, W) tensor (N bands for a multi-band model) in,
+    (N, C, H, W) logits out.
 
     ``source`` is a file or the model's bytes (the exporter checks what it is about to write).
     """

@@ -21,11 +21,12 @@ from .own_outputs import save_png
 from .results import OVERLAY_ALPHA, overlay
 from .video import VideoFormat, open_encoder
 
-__all__ = ["Drawing", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render", "ImageWriter",
+__all__ = ["Drawing", "IMAGE_SUFFIXES", "SCENE_LABEL_SUFFIX", "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render", "ImageWriter",
            "video_kinds", "video_outputs", "VideoWriter", "planned_outputs", "output_files", "output_names"]
 
 # What each kind adds to an input's output stem (relative path without extension).
 IMAGE_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png", "labelids": "_labelIds.png"}
+SCENE_LABEL_SUFFIX = "_label.tif"  # a multi-band model's label map of a scene, a GeoTIFF (utils.geotiff)
 # For a video: encoded videos, or folders holding one PNG per frame.
 VIDEO_SUFFIXES = {"color": "_color.mp4", "overlay": "_overlay.mp4", "label": "_label", "labelids": "_labelIds"}
 PARTIAL = ".partial"  # what a video's outputs add to their names until the video is complete
@@ -199,8 +200,10 @@ class VideoWriter:
 def planned_outputs(folder: str, image_stems: Sequence[str], video_stems: Sequence[str],
                     kinds: Sequence[str]) -> Tuple[List[str], List[str]]:
     """(files, folders of frames) that predicting images and videos with these output stems (:func:`output_names`)
-    writes in ``folder``, partial ones included."""
-    files = [os.path.join(folder, stem + IMAGE_SUFFIXES[kind]) for stem in image_stems for kind in kinds]
+    writes in ``folder``, partial ones included, and the label GeoTIFFs of a multi-band model's scenes (the model is
+    not known yet when this is asked)."""
+    suffixes = [IMAGE_SUFFIXES[kind] for kind in kinds] + ([SCENE_LABEL_SUFFIX] if "label" in kinds else [])
+    files = [os.path.join(folder, stem + suffix) for stem in image_stems for suffix in suffixes]
     folders = []
     for stem in video_stems:
         for kind, pair in video_outputs(folder, stem, kinds).items():

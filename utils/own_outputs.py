@@ -8,12 +8,14 @@ from PIL import Image, PngImagePlugin
 
 from .atomic import atomic_write
 
-__all__ = ["OWN_MARK", "VIDEO_MARK_KEY", "save_png", "is_own_output", "same_path", "input_clashes",
+__all__ = ["OWN_MARK", "VIDEO_MARK_KEY", "TIFF_MARK_KEY", "save_png", "is_own_output", "same_path", "input_clashes",
            "refuse_writing_over"]
 
 OWN_MARK = "DeepLabV3Plus-Pytorch segmentation output"
 PNG_MARK_KEY = "Software"  # a PNG text chunk that PIL, exiftool and image viewers show
 VIDEO_MARK_KEY = "comment"  # container metadata that MP4 keeps (ffprobe shows it)
+TIFF_MARK_KEY = "TIFFTAG_SOFTWARE"  # GDAL's name of the TIFF Software tag (gdalinfo and exiftool show it)
+TIFF_SOFTWARE_TAG = 305
 PNG_COMPRESS_LEVEL = 1  # several times faster to write than the default 6, files a little larger
 
 
@@ -27,13 +29,16 @@ def save_png(image: Image.Image, path: str) -> None:
 
 
 def is_own_output(path: str) -> bool:
-    """Whether ``path`` is a PNG or MP4 that this project wrote (it carries :data:`OWN_MARK`); False for any
+    """Whether ``path`` is a PNG, label GeoTIFF or MP4 that this project wrote (it carries :data:`OWN_MARK`); False for any
     other file, and for one that cannot be read."""
     lower = path.lower()
     try:
         if lower.endswith(".png"):
             with Image.open(path) as image:  # reads the chunks before the pixels only
                 return image.info.get(PNG_MARK_KEY) == OWN_MARK
+        if lower.endswith((".tif", ".tiff")):
+            with Image.open(path) as image:  # the header only
+                return image.tag_v2.get(TIFF_SOFTWARE_TAG) == OWN_MARK
         if lower.endswith(".mp4"):
             with importlib.import_module("av").open(path) as container:
                 return container.metadata.get(VIDEO_MARK_KEY) == OWN_MARK

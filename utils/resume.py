@@ -1,6 +1,6 @@
 """What ``--continue_training`` takes from its checkpoint: the run's settings, except those the user gives again.
 
-A checkpoint records the settings of its run under :data:`RECORD_KEY` (beside the original's five keys, which
+A checkpoint records the settings of its run under :data:`SETTINGS_KEY` (beside the original's five keys, which
 stay as they were). The original's checkpoints, and this project's before the record, hold no record: their
 optimizer and scheduler state still tell the learning rate, the weight decay and the schedule
 (:func:`recorded_settings`), which is what the original restored; every other setting is then this run's.
@@ -10,10 +10,10 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from .config import given
 
-__all__ = ["RECORD_KEY", "RESUMED_OPTIONS", "settings_record", "recorded_settings", "apply_recorded_settings",
+__all__ = ["SETTINGS_KEY", "RESUMED_OPTIONS", "settings_record", "recorded_settings", "apply_recorded_settings",
            "flags"]
 
-RECORD_KEY = "training_options"
+SETTINGS_KEY = "training_options"
 RESUMED_OPTIONS = (
     # the optimisation and its schedule (the first four are also in the original's optimizer and scheduler state)
     "total_itrs", "step_size", "lr", "weight_decay", "lr_policy", "bn_momentum",
@@ -55,7 +55,7 @@ def _from_optimization_state(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
 def recorded_settings(checkpoint: Mapping[str, Any]) -> Tuple[Dict[str, Any], bool]:
     """(the settings ``checkpoint`` holds, whether it has a record of them): the record, else what its optimizer
     and scheduler state tell."""
-    record = checkpoint.get(RECORD_KEY)
+    record = checkpoint.get(SETTINGS_KEY)
     if isinstance(record, Mapping):
         return {name: record[name] for name in RESUMED_OPTIONS if name in record}, True
     return _from_optimization_state(checkpoint), False

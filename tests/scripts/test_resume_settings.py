@@ -8,7 +8,7 @@ import torch
 
 import main as train_script
 from tests.helpers import write_voc
-from utils.resume import RECORD_KEY
+from utils.resume import SETTINGS_KEY
 
 MODEL = "deeplabv3plus_mobilenet"
 
@@ -48,7 +48,7 @@ def test_the_printed_resume_command_continues_the_run_as_it_was(started, capsys,
     groups = resumed["optimizer_state"]["param_groups"]
     assert [g["initial_lr"] for g in groups] == pytest.approx([0.002, 0.02])  # not the default 0.01
     assert [g["weight_decay"] for g in groups] == [5e-4, 5e-4]
-    assert resumed[RECORD_KEY]["batch_size"] == 3 and resumed[RECORD_KEY]["total_itrs"] == 3
+    assert resumed[SETTINGS_KEY]["batch_size"] == 3 and resumed[SETTINGS_KEY]["total_itrs"] == 3
 
 
 def test_values_given_again_are_applied_and_said(started, tmp_path, capsys):
@@ -63,7 +63,7 @@ def test_values_given_again_are_applied_and_said(started, tmp_path, capsys):
     assert "global batch 2 = 1 x 2" in out
     resumed = _resumed(root)
     assert [g["initial_lr"] for g in resumed["optimizer_state"]["param_groups"]] == pytest.approx([0.005, 0.05])
-    assert resumed[RECORD_KEY]["batch_size"] == 2 and resumed[RECORD_KEY]["lr"] == 0.05
+    assert resumed[SETTINGS_KEY]["batch_size"] == 2 and resumed[SETTINGS_KEY]["lr"] == 0.05
 
 
 def test_a_weights_only_file_cannot_be_resumed(started, tmp_path, capsys):

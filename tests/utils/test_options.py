@@ -7,7 +7,7 @@ import torch
 
 from utils.config import ConfigError, check_ranges, given, given_on_command_line, parse_with_config, warn_unused
 from utils.device import DeviceError, resolve_device, unused_gpu_id
-from utils.resume import RECORD_KEY, RESUMED_OPTIONS, apply_recorded_settings, recorded_settings
+from utils.resume import SETTINGS_KEY, RESUMED_OPTIONS, apply_recorded_settings, recorded_settings
 from utils.scheduler import build_scheduler
 
 
@@ -81,7 +81,7 @@ def test_settings_not_given_come_from_the_record_and_given_ones_are_reported():
     record = {**vars(parse_with_config(_parser_of(RESUMED_OPTIONS), [])), "lr": 0.02, "batch_size": 16,
               "total_itrs": 6000, "crop_size": 513}
     del record["year"]  # a record from an older version
-    changed, taken, missing = apply_recorded_settings(opts, recorded_settings({RECORD_KEY: record})[0])
+    changed, taken, missing = apply_recorded_settings(opts, recorded_settings({SETTINGS_KEY: record})[0])
     assert changed == ["--lr 0.02 -> 0.05", "--batch_size 16 -> 8"]  # --crop_size given as recorded: not said
     assert (opts.lr, opts.batch_size, opts.total_itrs, opts.crop_size) == (0.05, 8, 6000, 513)
     assert taken == ["--total_itrs 6000"] and missing == ["year"]

@@ -77,3 +77,36 @@ def test_to_tensor_honours_target_type():
     assert m.dtype == torch.uint8 and torch.equal(m.long(), et.ExtToTensor()(img, mask)[1])
     with pytest.raises(ValueError, match="integer type"):
         et.ExtToTensor(target_type="float32")
+
+
+def _every_transform():
+    """Each joint transform the folder dataset and the training recipes use, with random draws."""
+    return et.ExtCompose([
+        et.ExtRandomScale((0.5, 2.0)), et.ExtRandomCrop((24, 28), padding=1, pad_if_needed=True),
+        et.ExtRandomHorizontalFlip(), et.ExtRandomVerticalFlip(), et.ExtRandomRotation(20, resample=True),
+        et.ExtPad(16), et.ExtResize(21), et.ExtCenterCrop((18, 30)), et.ExtScale(0.8), et.ExtToTensor()])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_band_arrays_go_exactly_the_way_of_rgb_images(seed):
+    """A 3-band uint8 array through every transform gives bit for bit what its RGB image gives."""
+    img, mask = _pair(37, 23)
+    pipeline = _every_transform()
+    random.seed(seed)
+    expected_img, expected_mask = pipeline(img, mask)
+    random.seed(seed)
+    got_img, got_mask = pipeline(np.asarray(img).transpose(2, 0, 1).copy(), mask)
+    assert torch.equal(got_img, expected_img) and torch.equal(got_mask, expected_mask)
+
+
+def test_float_bands_of_any_count_keep_their_values_and_the_mask_aligned():
+    bands = np.random.default_rng(1).uniform(0, 20000, (5, 10, 20)).astype(np.float32)
+    mask = Image.fromarray((np.arange(200).reshape(10, 20) % 3).astype(np.uint8))
+    out, out_mask = et.ExtCompose([et.ExtRandomHorizontalFlip(p=1.0), et.ExtRandomCrop((16, 24), pad_if_needed=True),
+                                   et.ExtToTensor(normalize=False)])(bands, mask)
+    assert out.shape == (5, 16, 24) and out_mask.shape == (16, 24)
+    inside = out_mask != 255
+    kept = out[:, inside].sort().values
+    assert inside.sum() == 200 and torch.equal(kept, torch.from_numpy(bands).flatten(1).sort().values)
+    scaled, _ = et.ExtScale(2.0)(bands, mask)
+    assert scaled.shape == (5, 20, 40) and scaled.dtype == np.float32 and scaled.max() > 255
