@@ -326,6 +326,9 @@ def run(opts, stop: StopFlag) -> int:
     else:
         model, spec = load_model(opts, device)
         num_classes, class_names, colours = spec.num_classes, spec.class_names, spec.palette
+    bands = model.metadata.bands if opts.onnx else spec.bands
+    stride_rule = [] if opts.onnx else [unused_output_stride(spec.model_name)]
+    warn_unused(opts, unused_options(opts, device, bands) + stride_rule)
     classes = resolve_classes(num_classes, opts.classes, opts.dataset, class_names, colours,
                               model=opts.onnx or opts.ckpt)
     if classes.from_indices and num_classes != len(VOCSegmentation.class_names):
@@ -334,9 +337,6 @@ def run(opts, stop: StopFlag) -> int:
     label_ids = label_id_table(opts.classes, opts.dataset) if "labelids" in opts.output else None
     drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids)
     writer = ImageWriter(opts.save_val_results_to, opts.output, drawing)
-    bands = model.metadata.bands if opts.onnx else spec.bands
-    stride_rule = [] if opts.onnx else [unused_output_stride(spec.model_name)]
-    warn_unused(opts, unused_options(opts, device, bands) + stride_rule)
     if bands is not None:
         check_scene_options(opts)
         predictor = SegmentationPredictor(model, num_classes, recipe_from(opts), prepare=lambda values: normalize_bands(

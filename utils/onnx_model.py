@@ -105,8 +105,8 @@ def _shape(arg) -> str:
 
 
 def check_segmentation_graph(session, metadata: OnnxMetadata, source: str) -> None:
-    """OnnxModelError (one line, naming ``source``) unless the graph takes float NCHW RGB images as ``INPUT_NAME``
-    and returns a (N, C, H, W) ``OUTPUT_NAME``, C the class count the metadata gives (where the graph states it)."""
+    """OnnxModelError (one line, naming ``source``) unless the graph takes float NCHW images as ``INPUT_NAME`` (RGB, or
+    the bands the metadata records) and returns a (N, C, H, W) ``OUTPUT_NAME``, C the class count the metadata gives (where the graph states it)."""
     inputs = {arg.name: arg for arg in session.get_inputs()}
     outputs = {arg.name: arg for arg in session.get_outputs()}
     image, logits = inputs.get(INPUT_NAME), outputs.get(OUTPUT_NAME)
@@ -114,8 +114,10 @@ def check_segmentation_graph(session, metadata: OnnxMetadata, source: str) -> No
         raise OnnxModelError(f"{source} takes {', '.join(inputs)} and returns {', '.join(outputs)}, not "
                              f"{INPUT_NAME!r} and {OUTPUT_NAME!r}: it was not exported by {EXPORTER}")
     channels = image.shape[1] if len(image.shape) == 4 else None  # an int, or a name or None where dynamic
-    if image.type != FLOAT_TENSOR or len(image.shape) != 4 or (isinstance(channels, int) and channels != 3):
-        raise OnnxModelError(f"{source} takes {image.type} {_shape(image)}, not float32 (N, 3, H, W) RGB images; "
+    bands = metadata.bands.count if metadata.bands else 3
+    if image.type != FLOAT_TENSOR or len(image.shape) != 4 or (isinstance(channels, int) and channels != bands):
+        what = f"images of the {bands} bands its metadata records" if metadata.bands else "RGB images"
+        raise OnnxModelError(f"{source} takes {image.type} {_shape(image)}, not float32 (N, {bands}, H, W) {what}; "
                              f"predict.py needs a segmentation model exported by {EXPORTER}")
     classes = logits.shape[1] if len(logits.shape) == 4 else None
     if logits.type != FLOAT_TENSOR or len(logits.shape) != 4 or (isinstance(classes, int)
