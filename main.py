@@ -27,7 +27,7 @@ from datasets.utils import exclusive_lock
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
-from network.trained_model import add_model_options, architecture_record, recorded_architecture
+from network.trained_model import add_model_options, architecture_record, recorded_architecture, recorded_timm_options
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.atomic import remove_orphaned_temporaries, require_writable
@@ -224,6 +224,8 @@ def resolve_architecture(opts, device: torch.device) -> None:
     record = from_process_zero(lambda: architecture_record(opts.ckpt), device) if opts.ckpt is not None else {}
     opts.model, opts.output_stride, opts.separable_conv = recorded_architecture(
         record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv)
+    opts.timm_options = recorded_timm_options(record, opts.model)
+    network.check_model(opts.model, opts.output_stride)  # a timm name or stride that cannot work: before any data
 
 
 @contextlib.contextmanager
@@ -364,7 +366,7 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
     pretrained = False if opts.ckpt is not None else opts.pretrained_backbone
     with node_main_first(env):  # downloads of pretrained weights: once per machine, into its cache
         model = network.build_model(opts.model, opts.num_classes, opts.output_stride, pretrained_backbone=pretrained,
-                                    separable_conv=opts.separable_conv)
+                                    separable_conv=opts.separable_conv, timm_options=opts.timm_options)
         filled, initialised = init_model_from(model, opts.model, opts.init_from) if opts.init_from else ((), ())
     if env.is_main:
         print(f"Backbone weights: {backbone_origin(opts, model.backbone_weights)}")
@@ -377,7 +379,7 @@ def build_training_model(opts, env: DistEnv, device: torch.device) -> Tuple[nn.M
         if device.type != "cuda":
             raise TrainingError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
                                 "drop it or pass --no-sync_bn")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = network.convert_sync_batchnorm(model)
     elif opts.batch_size // env.world_size < 2 and not opts.test_only:  # build_loaders checked it divides
         raise TrainingError(f"a batch of {opts.batch_size // env.world_size} image per process cannot train "
                             "BatchNorm (the ASPP image-pooling branch sees one value per channel); use --batch_size "
@@ -461,6 +463,7 @@ def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) ->
     rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
     if env.is_main:
         state, scaler = training.state, training.scaler
+        encoder = network.encoder_record(training.plain_model)
         save_checkpoint({
             "cur_itrs": state.cur_itrs, "model_state": training.plain_model.state_dict(),
             "optimizer_state": training.optimizer.state_dict(), "scheduler_state": training.scheduler.state_dict(),
@@ -468,6 +471,7 @@ def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) ->
             "model_name": opts.model,
             "num_classes": opts.num_classes, "output_stride": opts.output_stride,
             "separable_conv": opts.separable_conv, "class_names": list(dataset.class_names),
+            **({"timm_encoder": encoder} if encoder else {}),  # a tu- entry's timm name, options and version
             # the colours predict.py and export_onnx.py draw the classes with
             "palette": dataset.cmap[:len(dataset.class_names)].tolist(),
             **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
