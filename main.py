@@ -88,7 +88,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
                         help="ImageNet backbone weights: flag alone = the known source, or a file path "
                              "(default: the entry's default, as in the original: ImageNet for ResNet, MobileNetV2 "
-                             "and Xception, none for HRNet)")
+                             "and Xception, none for HRNet; timm's pretrained weights for the tu- entries)")
     parser.add_argument("--no-pretrained_backbone", dest="pretrained_backbone", action="store_false",
                         help="train the backbone from scratch (default: see --pretrained_backbone)")
     parser.add_argument("--init_from", default=None,

@@ -20,7 +20,7 @@ Goal: ours at least as fast as smp on each encoder.
 import argparse
 import os
 import sys
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -116,7 +116,8 @@ def report(encoder: str, opts: argparse.Namespace, speeds: Dict[str, float], set
         for label, speed in speeds.items():
             if not label.startswith(phase):
                 continue
-            ratios = "" if " smp " in label else f"   {speed / same:5.2f}x smp same setting   {speed / plain:5.2f}x smp fp32"
+            ratios = "" if " smp " in label else \
+                f"   {speed / same:5.2f}x smp same setting   {speed / plain:5.2f}x smp fp32"
             lines.append(f"  {label:32s} {speed:8.2f} images/s{ratios}")
     return lines
 
@@ -127,7 +128,7 @@ def gmacs(kind: str, encoder: str, crop: int) -> float:
     return count_macs(model, (1, 3, crop, crop)) / 1e9
 
 
-def main(argv: List[str] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoders", nargs="+", default=["resnet50", "convnext_tiny"], help="timm names")
     parser.add_argument("--crop", type=int, default=256)

@@ -10,7 +10,7 @@ training images/s (main.py's step: SGD, cross-entropy, batches of --batch random
 import argparse
 import os
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -62,7 +62,7 @@ def format_row(family: str, timm_name: str, found: Dict) -> str:
             f"{found['params_m']:8.2f} {found['gmacs']:8.2f} {speed}")
 
 
-def main(argv: List[str] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="square crop side for GMACs and training")
     parser.add_argument("--batch", type=int, default=2, help="crops per training step (at least 2: BatchNorm)")
