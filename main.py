@@ -30,7 +30,7 @@ from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
 from network import PretrainedWeightsError
 from network.trained_model import (add_model_options, architecture_record, recorded_architecture, recorded_bands,
-                                   unused_output_stride)
+                                   recorded_timm_options, unused_output_stride)
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
 from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable
@@ -109,7 +109,7 @@ def get_argparser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
                         help="ImageNet backbone weights: flag alone = the known source, or a file path "
                              "(default: the entry's default, as in the original: ImageNet for ResNet, MobileNetV2 "
-                             "and Xception, none for HRNet)")
+                             "and Xception, none for HRNet; timm's pretrained weights for the tu- entries)")
     parser.add_argument("--no-pretrained_backbone", dest="pretrained_backbone", action="store_false",
                         help="train the backbone from scratch (default: see --pretrained_backbone)")
     parser.add_argument("--init_from", default=None,
@@ -274,6 +274,9 @@ def resolve_architecture(opts, device: torch.device) -> None:
         record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv)
     recorded_bands(record, opts.ckpt)  # a malformed record is an error now
     opts.recorded_bands = record.get(BANDS_KEY)  # a multi-band checkpoint's bands and normalisation
+    opts.timm_options = recorded_timm_options(record, opts.model)
+    network.check_model(opts.model, opts.output_stride)  # a timm name or stride that cannot work: before any data
+
 
 
 def check_checkpoints_spare_inputs(opts) -> None:
@@ -455,7 +458,8 @@ def build_training_model(opts, env: DistEnv, device: torch.device,
     pretrained = False if opts.ckpt is not None or opts.init_from else opts.pretrained_backbone
     with node_main_first(env):  # downloads of pretrained weights: once per machine, into its cache
         model = network.build_model(opts.model, opts.num_classes, opts.output_stride, pretrained_backbone=pretrained,
-                                    separable_conv=opts.separable_conv, in_channels=bands.count if bands else 3,
+                                    separable_conv=opts.separable_conv, timm_options=opts.timm_options,
+                                    in_channels=bands.count if bands else 3,
                                     rgb_positions=bands.rgb_positions if bands else None)
         filled, initialised, origin = (init_model_from(model, opts.model, opts.init_from) if opts.init_from
                                        else ((), (), model.backbone_weights))
@@ -473,7 +477,7 @@ def build_training_model(opts, env: DistEnv, device: torch.device,
         if device.type != "cuda":
             raise TrainingError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU); "
                                 "drop it or pass --no-sync_bn")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = network.convert_sync_batchnorm(model)
     elif opts.batch_size // env.world_size < 2 and not opts.test_only:  # build_loaders checked it divides
         raise TrainingError(f"a batch of {opts.batch_size // env.world_size} image per process cannot train "
                             "BatchNorm (the ASPP image-pooling branch sees one value per channel); use --batch_size "
@@ -562,6 +566,7 @@ def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) ->
     rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
     if env.is_main:
         state, scaler = training.state, training.scaler
+        encoder = network.encoder_record(training.plain_model)
         save_checkpoint({
             "cur_itrs": state.cur_itrs, "model_state": training.plain_model.state_dict(),
             "optimizer_state": training.optimizer.state_dict(), "scheduler_state": training.scheduler.state_dict(),
@@ -569,6 +574,7 @@ def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) ->
             "model_name": opts.model,
             "num_classes": opts.num_classes, "output_stride": opts.output_stride,
             "separable_conv": opts.separable_conv, "class_names": list(dataset.class_names),
+            **({"timm_encoder": encoder} if encoder else {}),  # a tu- entry's timm name, options and version
             # the colours predict.py and export_onnx.py draw the classes with
             "palette": dataset.cmap[:len(dataset.class_names)].tolist(),
             SETTINGS_KEY: settings_record(opts),  # what --continue_training takes unless given again

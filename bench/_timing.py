@@ -1,5 +1,5 @@
 """Shared measurement helpers for the benchmarks: synchronised wall-clock timing of repeated work."""
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 
@@ -30,11 +30,11 @@ def native_settings(settings: Iterable[Tuple[str, str, bool]], device: torch.dev
             yield label, amp, channels_last
 
 
-def measure_training(model_name: str, crop: int, batch: int, device: torch.device, amp: str, channels_last: bool,
-                     warmup: int, steps: int, num_classes: int = 21) -> Dict[str, float]:
-    """Images/s and peak memory of the full training step (data already on the device)."""
-    torch.manual_seed(0)
-    model = network.build_model(model_name, num_classes, 16, pretrained_backbone=False).to(device).train()
+def training_step(model: torch.nn.Module, crop: int, batch: int, device: torch.device, amp: str, channels_last: bool,
+                  num_classes: int = 21) -> Callable[[], float]:
+    """One full training step of ``model`` (SGD with momentum, cross-entropy, as main.py) on a fixed random batch of
+    ``batch`` crops already on the device; ``model`` is put in training mode and, with ``channels_last``, NHWC."""
+    model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -42,9 +42,17 @@ def measure_training(model_name: str, crop: int, batch: int, device: torch.devic
     criterion = build_criterion("cross_entropy")
     images = torch.randn(batch, 3, crop, crop, device=device)
     labels = torch.randint(0, num_classes, (batch, crop, crop), device=device)
+    return lambda: train_step(model, optimizer, scaler, criterion, images, labels, device, amp, channels_last)
+
+
+def measure_training(model_name: str, crop: int, batch: int, device: torch.device, amp: str, channels_last: bool,
+                     warmup: int, steps: int, num_classes: int = 21, output_stride: int = 16) -> Dict[str, float]:
+    """Images/s and peak memory of the full training step (data already on the device)."""
+    torch.manual_seed(0)
+    model = network.build_model(model_name, num_classes, output_stride, pretrained_backbone=False)
+    step = training_step(model, crop, batch, device, amp, channels_last, num_classes)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = time_calls(lambda: train_step(model, optimizer, scaler, criterion, images, labels, device, amp,
-                                            channels_last), device, warmup, steps)
+    seconds = time_calls(step, device, warmup, steps)
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
     return {"images_per_s": batch / seconds, "peak_gib": peak}

@@ -1,24 +1,31 @@
-"""The 12 public DeepLab entries, ``deeplabv3[plus]_{resnet50,resnet101,mobilenet,xception,hrnetv2_32,hrnetv2_48}``.
+"""The 12 public DeepLab entries, ``deeplabv3[plus]_{resnet50,resnet101,mobilenet,xception,hrnetv2_32,hrnetv2_48}``,
+and ``deeplabv3[plus]_tu-<timm name>`` for any timm encoder with multi-scale features.
 
-Each is ``entry(num_classes=21, output_stride=..., pretrained_backbone=...)`` and is found by name in
+Each of the 12 is ``entry(num_classes=21, output_stride=..., pretrained_backbone=...)`` and is found by name in
 ``MODELS`` (or ``network.modeling.__dict__[name]``, as in the original). :func:`build_model` is the one
-function the scripts call.
+function the scripts call; it builds the timm entries too.
 """
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
+import torch
 from torch import nn
 
 from ._deeplab import DeepLabHead, DeepLabHeadV3Plus, DeepLabV3, convert_to_separable_conv
 from .backbone import hrnetv2, mobilenetv2, resnet, xception
+from .backbone.timm_encoder import TimmFeatures, create_features, import_timm
 from .input_conv import RGB_CHANNELS, set_input_bands
 from .utils import IntermediateLayerGetter
-from .weights import recording_origins
+from .weights import load_timm_weights, recording_origins
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "TIMM_PREFIX", "build_model", "split_timm_entry", "check_model", "encoder_record",
+           "convert_sync_batchnorm"]
 
 Pretrained = Union[bool, str]
 SUPPORTED_OUTPUT_STRIDES = (8, 16)
-ATROUS_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
+# DeepLab's rates at 16 and 8; at 32 (timm families that cannot dilate) halved again.
+ATROUS_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
+TIMM_PREFIX = "tu-"
+ARCHITECTURES = ("deeplabv3plus", "deeplabv3")
 HRNET_ATROUS_RATES = (12, 24, 36)
 
 
@@ -76,6 +83,25 @@ def _segm_hrnet(arch: str, backbone_name: str, num_classes: int, output_stride: 
                      HRNET_ATROUS_RATES)
 
 
+def _segm_timm(arch: str, timm_name: str, num_classes: int, output_stride: int, pretrained_backbone: Pretrained,
+               options: Optional[Dict[str, Any]] = None) -> DeepLabV3:
+    features = create_features(timm_name, output_stride, arch == "deeplabv3plus", options)
+    if pretrained_backbone:
+        load_timm_weights(features, pretrained_backbone)
+    classifier = _head(arch, features.out_channels, features.low_level_channels, num_classes,
+                       ATROUS_RATES[output_stride])
+    return DeepLabV3(features, classifier)
+
+
+def split_timm_entry(name: str) -> Optional[Tuple[str, str]]:
+    """(architecture, timm name) of a ``deeplabv3[plus]_tu-<timm name>`` entry; None for any other name."""
+    for arch in ARCHITECTURES:
+        prefix = f"{arch}_{TIMM_PREFIX}"
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return arch, name[len(prefix):]
+    return None
+
+
 def _entry(arch: str, backbone_name: str, segm: Callable, default_output_stride: int,
            default_pretrained: bool) -> Callable[..., DeepLabV3]:
     name = f"{arch}_{backbone_name.replace('mobilenetv2', 'mobilenet')}"
@@ -110,27 +136,66 @@ globals().update(MODELS)
 __all__ += list(MODELS)
 
 
+def _unknown_model(name: str) -> ValueError:
+    return ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}, or deeplabv3_{TIMM_PREFIX}<timm "
+                      f"name> / deeplabv3plus_{TIMM_PREFIX}<timm name> (e.g. deeplabv3plus_{TIMM_PREFIX}resnet50)")
+
+
 def build_model(name: str, num_classes: int, output_stride: int = 16, pretrained_backbone: Optional[Pretrained] = None,
-                separable_conv: bool = False, in_channels: int = RGB_CHANNELS,
-                rgb_positions: Optional[Sequence[int]] = None) -> DeepLabV3:
+                separable_conv: bool = False, timm_options: Optional[Dict[str, Any]] = None,
+                in_channels: int = RGB_CHANNELS, rgb_positions: Optional[Sequence[int]] = None) -> DeepLabV3:
     """Build entry ``name``; ``separable_conv`` turns the head's 3x3 convolutions into separable ones.
 
     ``pretrained_backbone`` None is the entry's own default, as the original's ``main.py`` builds it: ImageNet
-    weights for ResNet, MobileNetV2 and Xception, none for HRNet. The model's ``backbone_weights`` says where
-    the backbone's weights came from: a file path or hub id, or "none (random initialisation)".
+    weights for ResNet, MobileNetV2 and Xception, timm's default pretrained weights for a timm encoder, none for
+    HRNet. The model's ``backbone_weights`` says where the backbone's weights came from: a file path or hub id, or
+    "none (random initialisation)". ``timm_options``: the timm keywords a checkpoint recorded (:func:`encoder_record`).
 
     ``in_channels`` other than 3 (multi-band imagery) adapts the first convolution (see
     :func:`network.input_conv.set_input_bands`; ``rgb_positions``: the bands, 0-based, that take the R, G, B
     filters); the model's ``input_adaptation`` says what was done ("" for RGB).
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    chosen = {} if pretrained_backbone is None else {"pretrained_backbone": pretrained_backbone}
+    timm_entry = split_timm_entry(name)
+    if name not in MODELS and not timm_entry:
+        raise _unknown_model(name)
     with recording_origins() as origins:
-        model = MODELS[name](num_classes=num_classes, output_stride=output_stride, **chosen)
+        if timm_entry:
+            model = _segm_timm(*timm_entry, num_classes, output_stride,
+                               True if pretrained_backbone is None else pretrained_backbone, timm_options)
+        else:
+            chosen = {} if pretrained_backbone is None else {"pretrained_backbone": pretrained_backbone}
+            model = MODELS[name](num_classes=num_classes, output_stride=output_stride, **chosen)
     model.backbone_weights = origins[0] if origins else "none (random initialisation)"
     model.input_adaptation = set_input_bands(model, in_channels, rgb_positions, pretrained=bool(origins))
     if separable_conv:
         convert_to_separable_conv(model.classifier)
     return model
 
+
+def check_model(name: str, output_stride: int) -> None:
+    """The ValueError :func:`build_model` would raise for ``name`` at ``output_stride`` (an unknown name, a timm
+    name, stride or family that cannot work), found in a second or so: a timm encoder is built on the meta device."""
+    timm_entry = split_timm_entry(name)
+    if timm_entry:
+        arch, timm_name = timm_entry
+        with torch.device("meta"):
+            create_features(timm_name, output_stride, arch == "deeplabv3plus")
+    elif name not in MODELS:
+        raise _unknown_model(name)
+
+
+def encoder_record(model: nn.Module) -> Optional[Dict[str, Any]]:
+    """What a checkpoint records of a timm encoder to rebuild it: its timm name, the keywords it was built with and
+    the timm version (None for the 12 entries)."""
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, TimmFeatures):
+        return None
+    return {"name": backbone.name, "options": dict(backbone.options), "timm_version": import_timm().__version__}
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Every BatchNorm as a SyncBatchNorm; with a timm encoder by timm's converter, which keeps the activation of
+    its BatchNorm + activation layers (PyTorch's would drop it). The state_dict keys stay the same."""
+    if isinstance(getattr(model, "backbone", None), TimmFeatures):
+        return import_timm().layers.convert_sync_batchnorm(model)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -11,10 +11,10 @@ from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoi
 from utils.config import Unused
 from utils.inference import fold_batchnorm
 
-from .modeling import MODELS, SUPPORTED_OUTPUT_STRIDES, build_model
+from .modeling import MODELS, SUPPORTED_OUTPUT_STRIDES, TIMM_PREFIX, build_model
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_OUTPUT_STRIDE", "ModelSpec", "architecture_record", "recorded_architecture",
-           "recorded_bands", "add_model_options",
+           "recorded_bands", "recorded_timm_options", "add_model_options",
            "load_trained_model", "load_model_of", "unused_output_stride"]
 
 DEFAULT_MODEL = "deeplabv3plus_mobilenet"  # the original's defaults, for checkpoints that do not record theirs
@@ -57,7 +57,6 @@ def recorded_architecture(checkpoint: Mapping[str, Any], path: str, model_name: 
             bool(separable_conv if separable_conv is not None else recorded_separable))
 
 
-ARCHITECTURE_KEYS = ("model_name", "output_stride", "separable_conv", BANDS_KEY)
 
 
 def recorded_bands(checkpoint: Mapping[str, Any], path: str) -> Optional[BandSpec]:
@@ -70,6 +69,19 @@ def recorded_bands(checkpoint: Mapping[str, Any], path: str) -> Optional[BandSpe
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {path} has a {exc}; train it again or drop the {BANDS_KEY} entry") \
             from None
+
+
+def recorded_timm_options(checkpoint: Mapping[str, Any], model_name: str) -> Optional[Dict[str, Any]]:
+    """The timm keywords ``checkpoint`` records for its encoder (``timm_encoder``, written for the tu- entries) when
+    it holds ``model_name``; None otherwise (the timm entry then finds them again)."""
+    record = checkpoint.get("timm_encoder")
+    if checkpoint.get("model_name") != model_name or not isinstance(record, Mapping):
+        return None
+    options = record.get("options")
+    return dict(options) if isinstance(options, Mapping) else None
+
+
+ARCHITECTURE_KEYS = ("model_name", "output_stride", "separable_conv", "timm_encoder", BANDS_KEY)
 
 
 def architecture_record(path: str) -> Dict[str, Any]:
@@ -104,7 +116,9 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
     if isinstance(palette, (list, tuple)) and len(palette) == spec.num_classes:
         spec = dataclasses.replace(spec, palette=tuple(tuple(int(c) for c in colour) for colour in palette))
     model = build_model(spec.model_name, spec.num_classes, spec.output_stride, pretrained_backbone=False,
-                        separable_conv=spec.separable_conv, in_channels=spec.bands.count if spec.bands else 3)
+                        separable_conv=spec.separable_conv,
+                        timm_options=recorded_timm_options(checkpoint, spec.model_name),
+                        in_channels=spec.bands.count if spec.bands else 3)
     if load_model_state(model, state, path):  # its last 4-D tensor was not the classifier's
         raise CheckpointError(f"checkpoint {path} does not fit {spec.model_name} with {spec.num_classes} classes")
     return fold_batchnorm(model.eval()), spec
@@ -113,12 +127,14 @@ def load_trained_model(path: str, model_name: Optional[str] = None, output_strid
 def add_model_options(parser: argparse.ArgumentParser, num_classes: bool = True) -> None:
     """--model, --output_stride and --separable_conv (and with ``num_classes`` --num_classes), each defaulting to
     what the checkpoint records (:func:`recorded_architecture`); main.py, predict.py and the export share them."""
-    parser.add_argument("--model", type=str, default=None, choices=list(MODELS), metavar="MODEL",
-                        help=f"one of {', '.join(MODELS)} (default: the model the checkpoint records, else "
-                             f"{DEFAULT_MODEL})")
-    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16],
+    parser.add_argument("--model", type=str, default=None, metavar="MODEL",
+                        help=f"one of {', '.join(MODELS)}, or deeplabv3_{TIMM_PREFIX}NAME / deeplabv3plus_"
+                             f"{TIMM_PREFIX}NAME for timm's encoder NAME (default: the model the checkpoint records, "
+                             f"else {DEFAULT_MODEL})")
+    parser.add_argument("--output_stride", type=int, default=None, choices=[8, 16, 32],
                         help=f"backbone output stride (default: as the checkpoint records, else "
-                             f"{DEFAULT_OUTPUT_STRIDE}; HRNet always works at 4)")
+                             f"{DEFAULT_OUTPUT_STRIDE}; HRNet always works at 4; 32 for the {TIMM_PREFIX} encoders "
+                             "that cannot dilate, such as Swin and PVTv2)")
     parser.add_argument("--separable_conv", action=argparse.BooleanOptionalAction, default=None,
                         help="separable 3x3 convolutions in ASPP and the decoder (default: as the checkpoint records, "
                              "else off)")
@@ -128,7 +144,10 @@ def add_model_options(parser: argparse.ArgumentParser, num_classes: bool = True)
 
 def unused_output_stride(model_name: str) -> Unused:
     """For :func:`utils.config.warn_unused`: --output_stride is unused by an entry that always works at one stride
-    (its builder's default is none of the supported ones: HRNet keeps a stride-4 branch throughout)."""
+    (its builder's default is none of the supported ones: HRNet keeps a stride-4 branch throughout). A timm entry
+    takes the stride it is given (network.check_model refuses one its family cannot do)."""
+    if model_name not in MODELS:
+        return ("output_stride",), False, ""
     fixed = inspect.signature(MODELS[model_name]).parameters["output_stride"].default
     return ("output_stride",), fixed not in SUPPORTED_OUTPUT_STRIDES, f"{model_name} always works at stride {fixed}"
 

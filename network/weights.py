@@ -6,24 +6,31 @@
   in the spirit of timm's ``checkpoint_filter_fn``; :func:`detect_format` recognises a file's format.
 * :func:`load_backbone_weights` (``--pretrained_backbone``) and :func:`init_model_from`
   (``--init_from``) use them. Every file is read with ``weights_only=True``
-  (:func:`utils.checkpoint.torch_load`).
+  (:func:`utils.checkpoint.torch_load`), or with safetensors.
+* :func:`load_timm_weights`: a timm encoder's weights, timm's pretrained ones (found and converted by timm) or a
+  timm state_dict file; every tensor of the encoder must come from them, unchanged.
 """
 import contextlib
 import contextvars
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from utils.atomic import missing_file
 from utils.checkpoint import describe_load_error, file_problem, torch_load
+from utils.constants import IMAGENET_MEAN, IMAGENET_STD
+
+from .backbone.timm_encoder import TimmFeatures, first_line, import_timm
 
 from .input_conv import take_stem_bands_of
 
 __all__ = ["PretrainedWeightsError", "WeightSource", "KeyRules", "FORMATS", "BACKBONE_SOURCES", "COCO_SOURCES",
            "hub_checkpoint_path", "read_state_dict", "detect_format", "model_format", "convert_state_dict",
-           "load_backbone_weights", "recording_origins", "fill_model", "module_names", "init_model_from"]
+           "load_backbone_weights", "recording_origins", "fill_model", "module_names", "init_model_from",
+           "fill_timm_features", "load_timm_weights"]
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -132,15 +139,37 @@ def hub_checkpoint_path(filename: str) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
 
-def read_state_dict(path: str) -> StateDict:
-    """A state_dict from ``path`` (weights only), unwrapping common containers and ``module.`` prefixes."""
-    problem = file_problem(path)
-    if problem:
-        raise PretrainedWeightsError(f"weights file {path} {problem}")
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def _read_safetensors(path: str) -> StateDict:
+    missing = missing_file(path)
+    if missing:
+        raise PretrainedWeightsError(f"weights file {path} {missing}")
     try:
-        obj = torch_load(path)
-    except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise PretrainedWeightsError(f"cannot read weights file {path}: {describe_load_error(exc)}") from exc
+        from safetensors.torch import load_file
+    except ImportError:
+        raise PretrainedWeightsError(f"reading {path} needs safetensors: pip install safetensors") from None
+    try:
+        return load_file(path)
+    except Exception as exc:  # SafetensorError, OSError
+        raise PretrainedWeightsError(f"cannot read weights file {path}: {first_line(exc)} (truncated, or not a "
+                                     "safetensors file?)") from exc
+
+
+def read_state_dict(path: str) -> StateDict:
+    """A state_dict from ``path`` (weights only: a ``torch.save`` file, e.g. ``.pth`` or ``.bin``, or a
+    ``.safetensors`` file), unwrapping common containers and ``module.`` prefixes."""
+    if path.endswith(SAFETENSORS_SUFFIX):
+        obj = _read_safetensors(path)
+    else:
+        problem = file_problem(path)
+        if problem:
+            raise PretrainedWeightsError(f"weights file {path} {problem}")
+        try:
+            obj = torch_load(path)
+        except Exception as exc:  # torch raises many types for truncated or foreign files
+            raise PretrainedWeightsError(f"cannot read weights file {path}: {describe_load_error(exc)}") from exc
     for container in ("model_state", "state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(container), Mapping):
             obj = obj[container]
@@ -199,6 +228,15 @@ def _hub_reachable() -> bool:
         return False
 
 
+def _hub_offline() -> bool:
+    """Whether the Hugging Face hub client is told to stay offline (HF_HUB_OFFLINE=1)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return True
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def _from_timm(source: WeightSource) -> Optional[StateDict]:
     """Weights through timm: from its hub cache, else downloaded when the hub answers; None otherwise."""
     try:
@@ -212,9 +250,9 @@ def _from_timm(source: WeightSource) -> Optional[StateDict]:
             cached = hf_hub_download(f"timm/{source.timm_model}", filename, local_files_only=True)
         except Exception:  # not in the cache
             continue
-        overlay = dict(tag=tag, file=cached)
+        overlay = dict(tag=tag, state_dict=read_state_dict(cached))  # read weights-only, then timm converts it
         return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay).state_dict()
-    if not _hub_reachable():
+    if _hub_offline() or not _hub_reachable():
         return None
     try:
         return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(tag=tag)).state_dict()
@@ -296,6 +334,10 @@ def load_backbone_weights(model: nn.Module, name: str, pretrained: Union[bool, s
         raise PretrainedWeightsError(f"weights {origin} do not fit backbone {name}: {detail} "
                                      f"({len(missing)} missing, {len(wrong)} mismatched keys)")
     model.load_state_dict({k: state[k] for k in own}, strict=False)
+    _record_origin(origin)
+
+
+def _record_origin(origin: str) -> None:
     recording = _LOADED_FROM.get()
     if recording is not None:
         recording.append(origin)
@@ -335,3 +377,97 @@ def init_model_from(model: nn.Module, model_name: str, source: str,
     if not filled:
         raise PretrainedWeightsError(f"--init_from {origin}: no tensor fits {model_name} (format {fmt})")
     return filled, initialised, origin
+
+
+def _flat(key: str) -> str:
+    """A key with every dot as an underscore: timm's ``features_only`` models name flattened stages ``stages_0``
+    where the whole model has ``stages.0``."""
+    return key.replace(".", "_")
+
+
+def fill_timm_features(features: TimmFeatures, state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Copy into ``features`` the tensors of ``state``, a state_dict of timm's whole model (or of its features):
+    every tensor of the encoder must be there with its shape, and lands unchanged; the rest (the classifier) is
+    left out. PretrainedWeightsError naming ``origin`` otherwise."""
+    by_flat_key = {_flat(key): value for key, value in state.items()}
+    own = features.body.state_dict()
+    missing = [k for k in own if _flat(k) not in by_flat_key]
+    wrong = [k for k in own if k not in missing and by_flat_key[_flat(k)].shape != own[k].shape]
+    if missing or wrong:
+        detail = f"missing {missing[:3]}" if missing else f"shape mismatch at {wrong[:3]}"
+        raise PretrainedWeightsError(f"weights {origin} do not fit timm's {features.name}: {detail} ({len(missing)} "
+                                     f"missing, {len(wrong)} mismatched of {len(own)} tensors); a timm state_dict "
+                                     f"of {features.name} is needed")
+    features.body.load_state_dict({k: by_flat_key[_flat(k)] for k in own})
+
+
+def _timm_cached_file(cfg: Any) -> Optional[str]:
+    """The file of timm's pretrained config ``cfg`` in the Hugging Face cache or the torch hub cache, if there."""
+    from huggingface_hub import try_to_load_from_cache  # timm's own dependency
+
+    if cfg.hf_hub_id:
+        for filename in (cfg.hf_hub_filename,) if cfg.hf_hub_filename else TIMM_WEIGHT_FILES:
+            cached = try_to_load_from_cache(cfg.hf_hub_id, filename)
+            if isinstance(cached, str):  # else None, or a marker that the hub has no such file
+                return cached
+    if cfg.url and os.path.isfile(hub_checkpoint_path(_file_name(cfg.url))):
+        return hub_checkpoint_path(_file_name(cfg.url))
+    return None
+
+
+def _timm_advice(name: str, cfg: Any, why: str) -> str:
+    """One line: which file is missing, where timm looks for it, why it was not fetched, and the ways out."""
+    places, fetch = [], []
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants
+
+        filename = cfg.hf_hub_filename or TIMM_WEIGHT_FILES[0]
+        places.append(f"{filename} of {cfg.hf_hub_id} is not in the Hugging Face cache {constants.HF_HUB_CACHE}")
+        fetch.append(f"`hf download {cfg.hf_hub_id} {filename}` puts it there")
+    if cfg.url:
+        folder = os.path.dirname(hub_checkpoint_path(_file_name(cfg.url)))
+        places.append(f"{_file_name(cfg.url)} is not in {folder}")
+        fetch.append(f"or download {cfg.url} into {folder}")
+    return (f"tu-{name}: no pretrained weights: {' and '.join(places)}, and {why}; {' '.join(fetch)}, or pass "
+            "--pretrained_backbone PATH (a timm state_dict: .pth, .bin or .safetensors), or --no-pretrained_backbone "
+            "to train from scratch")
+
+
+def _timm_pretrained(name: str) -> Tuple[StateDict, str, Any]:
+    """timm's pretrained weights for ``name`` as a whole-model state_dict in timm's keys, found and converted by
+    timm (from its caches, else downloaded when the hub answers); (state, where from, timm's pretrained config)."""
+    timm = import_timm()
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        tagged = timm.list_pretrained(f"{name.partition('.')[0]}.*")
+        raise PretrainedWeightsError(f"timm has no pretrained weights for {name}"
+                                     + (f" (it has {', '.join(tagged[:3])})" if tagged else "")
+                                     + "; pass --no-pretrained_backbone or --pretrained_backbone PATH")
+    cached = _timm_cached_file(cfg)
+    if cached:
+        overlay = dict(state_dict=read_state_dict(cached))  # read weights-only; timm converts and loads it
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay).state_dict(), cached, cfg
+    if cfg.hf_hub_id and (_hub_offline() or not _hub_reachable()):
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the hub cannot be reached (offline?)"
+        raise PretrainedWeightsError(_timm_advice(name, cfg, why))
+    try:
+        state = timm.create_model(name, pretrained=True).state_dict()  # timm downloads into its cache
+    except Exception as exc:  # hub and download errors of many types
+        raise PretrainedWeightsError(_timm_advice(name, cfg, f"the download failed ({first_line(exc)})")) from exc
+    return state, cfg.hf_hub_id or cfg.url, cfg
+
+
+def load_timm_weights(features: TimmFeatures, pretrained: Union[bool, str]) -> None:
+    """Fill a timm encoder: ``True`` with timm's pretrained weights, a path with a timm state_dict file (``.pth``,
+    ``.bin``, ``.safetensors``). The origin is recorded (:func:`recording_origins`); weights trained on inputs
+    normalised otherwise than with the ImageNet mean and std, which this project uses, say so in it."""
+    if isinstance(pretrained, str):
+        fill_timm_features(features, read_state_dict(pretrained), pretrained)
+        _record_origin(pretrained)
+        return
+    state, origin, cfg = _timm_pretrained(features.name)
+    fill_timm_features(features, state, origin)
+    mean, std = tuple(cfg.mean or IMAGENET_MEAN), tuple(cfg.std or IMAGENET_STD)
+    if not torch.allclose(torch.tensor(mean + std), torch.tensor(IMAGENET_MEAN + IMAGENET_STD), atol=1e-3):
+        origin += f" (note: trained on inputs normalised with mean {mean}, std {std}; this project uses ImageNet's)"
+    _record_origin(origin)

@@ -1,6 +1,7 @@
 """Model cost: parameters, multiply-adds, training activation memory and inference speed of the DeepLab entries.
 
 Usage: python tools/model_info.py --model deeplabv3plus_mobilenet [--size 512] [--batch 2] [--seconds 3]
+       python tools/model_info.py --model deeplabv3plus_tu-convnext_tiny --no-speed   (any timm encoder)
        python tools/model_info.py --all --no-speed [--json PATH]
 
 What each column is:
@@ -168,11 +169,13 @@ def format_table(rows: Dict[str, Dict[str, object]]) -> List[str]:
 def get_argparser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", choices=list(network.MODELS), help="one entry")
+    which.add_argument("--model", help="one entry: one of the 12 (--all lists them) or deeplabv3[plus]_tu-NAME for "
+                                       "timm's encoder NAME")
     which.add_argument("--all", action="store_true", help="every entry, one line each")
     parser.add_argument("--size", type=int, default=512, help="square input side in pixels")
     parser.add_argument("--num_classes", type=int, default=21, help="classes of the head")
-    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16], help="backbone output stride")
+    parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16, 32],
+                        help="backbone output stride (32: timm encoders that cannot dilate)")
     parser.add_argument("--separable_conv", action="store_true", help="separable 3x3 convolutions in the head")
     parser.add_argument("--no-speed", dest="speed", action="store_false",
                         help="parameters and multiply-adds only (no memory, no timing): quick")
@@ -190,6 +193,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_ranges(opts, ("size", "num_classes", "batch", "seconds"))
         if opts.speed and opts.batch < 2:
             raise ConfigError("--batch must be at least 2: BatchNorm in training needs more than one value per channel")
+        if opts.model:
+            network.check_model(opts.model, opts.output_stride)
         if opts.json:  # before minutes of measuring, not after
             require_writable_file(opts.json, "--json", "cost.json")
         device = resolve_device(opts.device, opts.gpu_id) if opts.speed else None

@@ -315,12 +315,24 @@ class SegmentationPredictor:
         return f"{what} smaller than this model takes{at}: at least {needed}x{needed} pixels"
 
 
+def _left_after_folding(bn: nn.Module) -> Optional[nn.Module]:
+    """What replaces BatchNorm ``bn`` once folded into the convolution before it: an Identity for a plain
+    BatchNorm2d; the dropout and activation of timm's BatchNorm + activation layers (a BatchNorm2d subclass with
+    ``drop`` and ``act``); None for any other module, which is not folded."""
+    if type(bn) is nn.BatchNorm2d:
+        return nn.Identity()
+    drop, act = getattr(bn, "drop", None), getattr(bn, "act", None)
+    if isinstance(bn, nn.BatchNorm2d) and isinstance(drop, nn.Module) and isinstance(act, nn.Module):
+        return nn.Sequential(drop, act)
+    return None
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm that directly follows a Conv2d into it, in place (inference only).
 
     Patterns folded: consecutive children of an ``nn.Sequential``, and sibling attributes
-    ``convK``/``bnK`` (ResNet, HRNet, Xception stems) or ``X``/``Xbn`` (Xception's skip). The folded
-    BatchNorm becomes an Identity.
+    ``convK``/``bnK`` (ResNet, HRNet, Xception stems, timm's ConvNormAct) or ``X``/``Xbn`` (Xception's skip).
+    The folded BatchNorm becomes an Identity (or, for timm's BatchNorm + activation, its activation).
     """
     if model.training:
         raise ValueError("fold_batchnorm is for inference: call model.eval() first")
@@ -329,15 +341,16 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         pairs = []
         if isinstance(module, nn.Sequential):
             pairs = [(a, b) for (a, ma), (b, mb) in zip(children, children[1:])
-                     if isinstance(ma, nn.Conv2d) and isinstance(mb, nn.BatchNorm2d)]
+                     if isinstance(ma, nn.Conv2d) and _left_after_folding(mb) is not None]
         names = dict(children)
         for name, child in children:
             partner = "bn" + name[4:] if name.startswith("conv") else name + "bn"
-            if isinstance(child, nn.Conv2d) and isinstance(names.get(partner), nn.BatchNorm2d):
+            if isinstance(child, nn.Conv2d) and _left_after_folding(names.get(partner)) is not None:
                 pairs.append((name, partner))
         for conv_name, bn_name in pairs:
-            setattr(module, conv_name, fuse_conv_bn_eval(getattr(module, conv_name), getattr(module, bn_name)))
-            setattr(module, bn_name, nn.Identity())
+            bn = getattr(module, bn_name)
+            setattr(module, conv_name, fuse_conv_bn_eval(getattr(module, conv_name), bn))
+            setattr(module, bn_name, _left_after_folding(bn))
     return model
 
 
