@@ -33,30 +33,31 @@ from network.trained_model import (add_model_options, architecture_record, recor
                                    recorded_timm_options, unused_output_stride)
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
-from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable
-from utils.bands import BANDS_KEY, BandSpec, band_list, picture
-from utils.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
-                              load_model_state, restore_process_rng_state, save_checkpoint, writer_lock)
+from utils.io.atomic import describe_removed, remove_orphaned_temporaries, require_writable
+from utils.io.bands import BANDS_KEY, BandSpec, band_list, picture
+from utils.io.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
+                                 load_model_state, restore_process_rng_state, save_checkpoint, writer_lock)
 from utils.config import (ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, refuse_conflicts,
                           warn_unused)
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from utils.device import (INFER, TRAIN, add_device_options, add_speed_options, compile_model, cudnn_benchmark,
-                          hardware_name, parse_auto_bool, resolve_cudnn_benchmark, resolve_num_workers,
-                          resolve_speed_options, unused_gpu_id)
-from utils.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup, from_process_zero,
-                               gather_to_process_zero, init_distributed, node_main_first, reduce_step_flags)
-from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels
-from utils.interrupts import StopFlag, WorkerLoader
-from utils.inference import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
-from utils.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
-                          require_tensorboard)
+from utils.runtime.device import (INFER, TRAIN, add_device_options, add_speed_options, compile_model, cudnn_benchmark,
+                                  hardware_name, parse_auto_bool, resolve_cudnn_benchmark, resolve_num_workers,
+                                  resolve_speed_options, unused_gpu_id)
+from utils.runtime.distributed import (DistEnv, all_reduce_sum_, barrier, broadcast_buffers_, cleanup,
+                                       from_process_zero, gather_to_process_zero, init_distributed, node_main_first,
+                                       reduce_step_flags)
+from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
+from utils.runtime.interrupts import StopFlag, WorkerLoader
+from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
+from utils.reporting.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
+                                    require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
-from utils.own_outputs import same_path
-from utils.results import save_val_result
-from utils.resume import SETTINGS_KEY, apply_recorded_settings, flags, recorded_settings, settings_record
-from utils.run_timer import RunTimer, process_age
+from utils.io.own_outputs import same_path
+from utils.reporting.results import save_val_result
+from utils.runtime.resume import SETTINGS_KEY, apply_recorded_settings, flags, recorded_settings, settings_record
+from utils.runtime.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
-from utils.training import forward_loss, optimize
+from utils.runtime.training import forward_loss, optimize
 from utils.utils import set_bn_momentum
 
 IMPORTS_SECONDS = process_age()  # the interpreter's start and the imports above: the time report's first phase

@@ -17,23 +17,25 @@ from datasets.class_info import NAMED_DATASETS, label_id_table, resolve_classes
 from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video
 from network import PretrainedWeightsError
 from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride
-from utils.checkpoint import CheckpointError
+from utils.io.checkpoint import CheckpointError
 from utils.config import ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, warn_unused
-from utils.device import (add_device_options, add_speed_options, compile_model, native_bf16, resolve_device,
-                          resolve_num_workers, resolve_speed_options, unused_gpu_id)
-from utils.atomic import describe_removed, remove_orphaned_temporaries, require_writable, write_advice
-from utils.bands import BandSpec, band_list, normalize_bands
-from utils.geotiff import PREVIEW_MAX_SIDE, predict_scene
-from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels
-from utils.inference import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
-                             check_recipe_options, fuse_conv_activations, normalize)
-from utils.interrupts import StopFlag, WorkerLoader
-from utils.onnx_model import OnnxModelError, OnnxSegmenter
-from utils.outputs import OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names, planned_outputs, video_outputs
-from utils.own_outputs import input_clashes, is_own_output
-from utils.raster import RasterError
-from utils.results import OVERLAY_ALPHA
-from utils.video import VideoError, import_av
+from utils.runtime.device import (add_device_options, add_speed_options, compile_model, native_bf16, resolve_device,
+                                  resolve_num_workers, resolve_speed_options, unused_gpu_id)
+from utils.io.atomic import describe_removed, remove_orphaned_temporaries, require_writable, write_advice
+from utils.io.bands import BandSpec, band_list, normalize_bands
+from utils.inference.geotiff import PREVIEW_MAX_SIDE, predict_scene
+from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
+from network.fusion import fuse_conv_activations
+from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
+                                       check_recipe_options, normalize)
+from utils.runtime.interrupts import StopFlag, WorkerLoader
+from utils.inference.onnx_model import OnnxModelError, OnnxSegmenter
+from utils.inference.outputs import (OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names, planned_outputs,
+                                     video_outputs)
+from utils.io.own_outputs import input_clashes, is_own_output
+from utils.io.raster import RasterError
+from utils.reporting.results import OVERLAY_ALPHA
+from utils.io.video import VideoError, import_av
 
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size", "num_classes")
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended

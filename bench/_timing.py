@@ -5,9 +5,9 @@ import torch
 
 import network
 from utils.loss import build_criterion
-from utils.device import cpu_kind, native_bf16
-from utils.run_timer import time_calls
-from utils.training import train_step
+from utils.runtime.device import cpu_kind, native_bf16
+from utils.runtime.run_timer import time_calls
+from utils.runtime.training import train_step
 
 
 def setting_skip_reason(device: torch.device, amp: str) -> Optional[str]:

@@ -21,9 +21,9 @@ import network  # noqa: E402
 from bench.onnx import calibrate_batchnorm  # noqa: E402
 from bench.original import REPO  # noqa: E402
 from bench.video import measured_run  # noqa: E402
-from utils.bands import BandSpec, normalize_bands  # noqa: E402
-from utils.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
-from utils.raster import import_rasterio  # noqa: E402
+from utils.io.bands import BandSpec, normalize_bands  # noqa: E402
+from utils.runtime.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
+from utils.io.raster import import_rasterio  # noqa: E402
 
 CLASSES = 10  # a land-cover legend
 STRIP_ROWS = 512

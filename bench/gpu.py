@@ -34,11 +34,12 @@ from bench import predict as predict_bench  # noqa: E402
 from bench import train as train_bench  # noqa: E402
 from bench._timing import setting_skip_reason  # noqa: E402
 from bench.original import demo_voc  # noqa: E402
-from utils.device import hardware_name, resolve_num_workers  # noqa: E402
-from utils.inference import fold_batchnorm, predict_logits  # noqa: E402
+from utils.runtime.device import hardware_name, resolve_num_workers  # noqa: E402
+from network.fusion import fold_batchnorm  # noqa: E402
+from utils.inference.predictor import predict_logits  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
-from utils.run_timer import peak_memory, restart_peak_memory, synchronize, time_calls  # noqa: E402
-from utils.training import train_step  # noqa: E402
+from utils.runtime.run_timer import peak_memory, restart_peak_memory, synchronize, time_calls  # noqa: E402
+from utils.runtime.training import train_step  # noqa: E402
 
 PARTS = ("step", "runs", "predict", "loader", "infer", "compile")
 

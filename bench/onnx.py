@@ -17,7 +17,8 @@ import os
 import sys
 import tempfile
 import time
-from typing import Dict
+from typing import (
+                    Dict)
 
 # This file is named onnx: drop its folder from the path so that `import onnx` finds the package, not this file.
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -38,9 +39,9 @@ from datasets import VOCSegmentation  # noqa: E402
 from datasets.image_files import ImageFiles, find_images  # noqa: E402
 from metrics import StreamSegMetrics  # noqa: E402
 from tools import export_onnx  # noqa: E402
-from utils.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
-from utils.inference import normalize  # noqa: E402
-from utils.onnx_model import OnnxSegmenter  # noqa: E402
+from utils.runtime.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
+from utils.inference.predictor import normalize  # noqa: E402
+from utils.inference.onnx_model import OnnxSegmenter  # noqa: E402
 
 CALIBRATION_IMAGES = 4
 

@@ -27,7 +27,7 @@ from bench.data import write_images  # noqa: E402
 from bench.original import REPO, best_of_interleaved, original_env, skip_reason  # noqa: E402
 from datasets import voc_cmap  # noqa: E402
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-from utils.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
+from utils.runtime.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
 
 
 def original_loop(model, paths, out_dir) -> None:

@@ -30,9 +30,11 @@ from torch import nn  # noqa: E402
 import network  # noqa: E402
 from bench._timing import training_step  # noqa: E402
 from tools.model_info import count_macs  # noqa: E402
-from utils.device import INFER, TRAIN, hardware_name, native_bf16, resolve_amp, resolve_channels_last  # noqa: E402
-from utils.inference import fold_batchnorm, fuse_conv_activations, predict_logits  # noqa: E402
-from utils.run_timer import time_calls  # noqa: E402
+from utils.runtime.device import (INFER, TRAIN, hardware_name, native_bf16, resolve_amp,  # noqa: E402
+                                  resolve_channels_last)
+from network.fusion import fold_batchnorm, fuse_conv_activations  # noqa: E402
+from utils.inference.predictor import predict_logits  # noqa: E402
+from utils.runtime.run_timer import time_calls  # noqa: E402
 
 NUM_CLASSES = 21
 OUTPUT_STRIDE = 16

@@ -20,8 +20,8 @@ import network  # noqa: E402
 from bench._timing import measure_training  # noqa: E402
 from network.backbone.timm_encoder import natural_strides  # noqa: E402
 from tools.model_info import count_macs, count_parameters  # noqa: E402
-from utils.device import TRAIN, hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
-from utils.inference import predict_logits, smallest_side  # noqa: E402
+from utils.runtime.device import TRAIN, hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
+from utils.inference.predictor import predict_logits, smallest_side  # noqa: E402
 
 # (family, timm name): the families the README's table lists
 ENCODERS = (("ResNet", "resnet50"), ("ResNeSt", "resnest50d"), ("EfficientNet", "efficientnet_b3"),

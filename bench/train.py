@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from bench._timing import measure_training, native_settings  # noqa: E402
 from bench.original import REPO, best_of_interleaved, demo_voc, original_env, skip_reason  # noqa: E402
-from utils.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
+from utils.runtime.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
 
 SETTINGS = (("fp32", "off", False), ("fp32 + channels_last", "off", True),
             ("bf16", "bf16", False), ("bf16 + channels_last", "bf16", True))

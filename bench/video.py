@@ -26,7 +26,7 @@ import network  # noqa: E402
 from bench.onnx import calibrate_batchnorm  # noqa: E402
 from bench.original import REPO  # noqa: E402
 from tools.export_onnx import image_size  # noqa: E402
-from utils.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
+from utils.runtime.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
 
 FPS = Fraction(25)
 KIB = 1024

@@ -12,8 +12,8 @@ from typing import Callable, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
-from utils.atomic import atomic_write
-from utils.bands import BandSpec, BandStats, default_rgb_bands, read_band_stats_file
+from utils.io.atomic import atomic_write
+from utils.io.bands import BandSpec, BandStats, default_rgb_bands, read_band_stats_file
 
 from .raster_folder import MAX_READERS, RasterFolderSegmentation
 from .utils import DatasetError, exclusive_lock

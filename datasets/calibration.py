@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from utils.inference import normalize
+from utils.inference.predictor import normalize
 
 from .image_files import find_images, is_video, to_rgb
 from .utils import DatasetError, open_within_limit

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from utils.atomic import atomic_write
+from utils.io.atomic import atomic_write
 
 from .base import PairedSegmentation
 from .utils import exclusive_lock

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import yaml
 
-from utils.atomic import missing_file
+from utils.io.atomic import missing_file
 
 from .class_stats import ClassStats, load_class_stats
 

@@ -14,7 +14,7 @@ from typing import Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from utils.raster import import_rasterio, write_raster
+from utils.io.raster import import_rasterio, write_raster
 
 from .folder import write_splits_and_classes
 from .utils import generate_once

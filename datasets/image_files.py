@@ -15,8 +15,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils import data
 
-from utils.own_outputs import same_path
-from utils.video import VideoError, VideoFormat, ffmpeg_reason, import_av, sound_is_copied
+from utils.io.own_outputs import same_path
+from utils.io.video import VideoError, VideoFormat, ffmpeg_reason, import_av, sound_is_copied
 
 from .folder import IMAGE_EXTENSIONS
 from .utils import DatasetError, as_rgb8, open_within_limit

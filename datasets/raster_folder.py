@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from utils.constants import IGNORE_INDEX
-from utils.raster import TIFF_EXTENSIONS, RasterFile, RasterInfo, is_raster_image, same_grid_problem
+from utils.io.raster import TIFF_EXTENSIONS, RasterFile, RasterInfo, is_raster_image, same_grid_problem
 
 from .folder import FolderSegmentation
 from .utils import DatasetError

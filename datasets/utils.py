@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from utils.constants import IGNORE_INDEX
-from utils.image_limit import ImageTooLargeError, check_image_pixels
+from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 
 __all__ = ["DatasetError", "error_message", "decode_utf8", "read_utf8", "read_split", "open_checked",
            "open_within_limit", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",

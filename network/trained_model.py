@@ -6,11 +6,11 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from torch import nn
 
-from utils.bands import BANDS_KEY, BandSpec
-from utils.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
+from utils.io.bands import BANDS_KEY, BandSpec
+from utils.io.checkpoint import CheckpointError, extract_model_state, load_checkpoint, load_model_state
 from utils.config import Unused
-from utils.inference import fold_batchnorm
 
+from .fusion import fold_batchnorm
 from .modeling import MODELS, SUPPORTED_OUTPUT_STRIDES, TIMM_PREFIX, build_model
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_OUTPUT_STRIDE", "ModelSpec", "architecture_record", "recorded_architecture",

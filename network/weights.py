@@ -19,8 +19,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from utils.atomic import missing_file
-from utils.checkpoint import describe_load_error, file_problem, torch_load
+from utils.io.atomic import missing_file
+from utils.io.checkpoint import describe_load_error, file_problem, torch_load
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 
 from .backbone.timm_encoder import TimmFeatures, first_line, import_timm

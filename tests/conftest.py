@@ -30,6 +30,6 @@ def torch_home(tmp_path, monkeypatch):
 def default_image_pixel_limit(monkeypatch):
     """Each test starts with the default --max_image_pixels: the scripts set it for the whole process (and the
     processes it starts) in an environment variable, which this restores afterwards."""
-    from utils.image_limit import LIMIT_VARIABLE
+    from utils.io.image_limit import LIMIT_VARIABLE
 
     monkeypatch.delenv(LIMIT_VARIABLE, raising=False)

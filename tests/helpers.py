@@ -131,7 +131,7 @@ def write_raster_folder(root: str, num_train: int = 4, num_val: int = 2, size: i
     """A folder of ``bands``-band uint16 GeoTIFF tiles (band b holds values around 1000 * b; class 1 is brighter in
     the last band), single-band GeoTIFF masks on the same grid, splits and classes.yaml. The first training tile's
     top-left 4x4 pixels are nodata (every band ``nodata``)."""
-    from utils.raster import write_raster
+    from utils.io.raster import write_raster
 
     rng = np.random.default_rng(seed)
     for sub in ("images", "masks", "splits"):

@@ -1,5 +1,6 @@
 """The packages import downward only: utils/ and metrics/ import no other package of ours; datasets/ and network/
-import utils/ but not each other or the scripts; tools/ never import bench/."""
+import utils/ but not each other or the scripts; tools/ never import bench/. Inside utils/ the same holds floor by
+floor: the root modules, then io/, then runtime/ and reporting/, then inference/ (as each __init__ says)."""
 import ast
 import glob
 import os
@@ -28,9 +29,49 @@ def _imported_packages(path: str):
                 yield top, node.lineno
 
 
+UTILS_ROOT = {"config", "constants", "ext_transforms", "loss", "scheduler", "utils", "visualizer"}
+UTILS_MAY_IMPORT = {"root": {"root"}, "io": {"root", "io"}, "runtime": {"root", "io", "runtime"},
+                    "reporting": {"root", "io", "reporting"},
+                    "inference": {"root", "io", "runtime", "reporting", "inference"}}
+
+
+def _utils_floor(module: str) -> str:
+    """The floor of ``utils.X[.Y]`` (or of the file utils/X[/Y].py): a sub-package's name, or "root"."""
+    part = module.split(".")[1] if "." in module else ""
+    return part if part in UTILS_MAY_IMPORT else "root"
+
+
 @pytest.mark.parametrize("package", sorted(MAY_IMPORT))
 def test_imports_run_downward(package):
     wrong = [f"{os.path.relpath(path, ROOT)}:{line} imports {top}"
              for path in glob.glob(os.path.join(ROOT, package, "**", "*.py"), recursive=True)
              for top, line in _imported_packages(path) if top != package and top not in MAY_IMPORT[package]]
     assert not wrong, wrong
+
+
+def test_utils_floors_import_downward():
+    wrong = []
+    for path in glob.glob(os.path.join(ROOT, "utils", "**", "*.py"), recursive=True):
+        module = os.path.splitext(os.path.relpath(path, ROOT))[0].replace(os.sep, ".")
+        tree = ast.parse(open(path).read(), path)
+        imported = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert all(node.level == 0 for node in imported), f"{module}: relative import (write utils.X in full)"
+        for node in imported:
+            if node.module == "utils":
+                targets = [f"utils.{alias.name}" for alias in node.names]
+            elif node.module and node.module.startswith("utils."):
+                targets = [node.module]
+            else:
+                continue
+            for target in targets:
+                if _utils_floor(target) not in UTILS_MAY_IMPORT[_utils_floor(module)]:
+                    wrong.append(f"{module}:{node.lineno} imports {target}")
+    assert not wrong, wrong
+
+
+def test_utils_root_holds_the_original_helpers_and_at_most_a_few_more():
+    modules = {os.path.splitext(name)[0] for name in os.listdir(os.path.join(ROOT, "utils")) if name.endswith(".py")}
+    assert modules - {"__init__"} == UTILS_ROOT and len(modules) <= 8
+    for package in UTILS_MAY_IMPORT.keys() - {"root"}:
+        doc = ast.get_docstring(ast.parse(open(os.path.join(ROOT, "utils", package, "__init__.py")).read()))
+        assert doc and "May import" in doc and len(doc.splitlines()) == 2, package

@@ -39,10 +39,10 @@ from datasets import make_demo_dataset  # noqa: E402
 from datasets.demo import demo_data_root  # noqa: E402
 from datasets.sampling import SeededSamples, ShardedRandomSampler  # noqa: E402
 from metrics import StreamSegMetrics  # noqa: E402
-from utils.atomic import atomic_write  # noqa: E402
-from utils.device import autocast  # noqa: E402
+from utils.io.atomic import atomic_write  # noqa: E402
+from utils.runtime.device import autocast  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
-from utils.training import train_step  # noqa: E402
+from utils.runtime.training import train_step  # noqa: E402
 from utils.utils import set_bn_momentum  # noqa: E402
 
 

@@ -16,8 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import network  # noqa: E402
 from network.weights import (FORMATS, PretrainedWeightsError, convert_state_dict, detect_format,  # noqa: E402
                              fill_model, model_format, module_names, read_state_dict)
-from utils.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
-from utils.own_outputs import refuse_writing_over  # noqa: E402
+from utils.io.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
+from utils.io.own_outputs import refuse_writing_over  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -37,16 +37,16 @@ from torch import nn  # noqa: E402
 from datasets import DatasetError  # noqa: E402
 from datasets.calibration import CalibrationImages, choose_calibration_images  # noqa: E402
 from datasets.class_info import NAMED_DATASETS, ClassInfo, resolve_classes  # noqa: E402
-from utils.atomic import atomic_write, require_writable_file  # noqa: E402
-from utils.checkpoint import CheckpointError  # noqa: E402
+from utils.io.atomic import atomic_write, require_writable_file  # noqa: E402
+from utils.io.checkpoint import CheckpointError  # noqa: E402
 from utils.config import ConfigError, check_ranges, parse_with_config, warn_unused  # noqa: E402
-from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
-from utils.inference import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
-from utils.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError, OnnxSegmenter,  # noqa: E402
-                              first_line, import_optional)
-from utils.own_outputs import refuse_writing_over  # noqa: E402
+from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
+from utils.inference.predictor import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
+from utils.inference.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError,  # noqa: E402
+                                        OnnxSegmenter, first_line, import_optional)
+from utils.io.own_outputs import refuse_writing_over  # noqa: E402
 from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride  # noqa: E402
-from utils.onnx_int8 import quantize_int8  # noqa: E402
+from utils.inference.onnx_int8 import quantize_int8  # noqa: E402
 
 OPSET = 18
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}

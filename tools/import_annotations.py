@@ -25,9 +25,9 @@ from datasets.annotations.classes import parse_class_list  # noqa: E402
 from datasets.annotations.folder_writer import check_output_folder  # noqa: E402
 from datasets.annotations.labelme import DEFAULT_LINE_WIDTH, DEFAULT_POINT_SIZE  # noqa: E402
 from datasets.utils import DatasetError  # noqa: E402
-from utils.atomic import atomic_folder, require_writable  # noqa: E402
+from utils.io.atomic import atomic_folder, require_writable  # noqa: E402
 from utils.constants import IGNORE_INDEX  # noqa: E402
-from utils.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
+from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 
 FORMATS = ("labelme", "coco")
 SHOWN_NAMES = 5  # stems listed in a summary line before "..."

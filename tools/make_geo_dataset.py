@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datasets.geo_demo import BAND_NAMES, CLASS_NAMES, SCENE_FILE, make_geo_dataset  # noqa: E402
 from datasets.utils import DatasetError  # noqa: E402
-from utils.raster import RasterError  # noqa: E402
+from utils.io.raster import RasterError  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -36,14 +36,14 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import network  # noqa: E402
 from network.trained_model import unused_output_stride  # noqa: E402
-from utils.run_timer import time_calls  # noqa: E402
-from utils.atomic import atomic_write, require_writable_file  # noqa: E402
+from utils.runtime.run_timer import time_calls  # noqa: E402
+from utils.io.atomic import atomic_write, require_writable_file  # noqa: E402
 from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config, warn_unused  # noqa: E402
-from utils.device import (add_device_options, add_speed_options, compile_model, hardware_name,  # noqa: E402
-                          resolve_device, resolve_speed_options, unused_gpu_id)
-from utils.inference import InputTooSmallError, is_too_small, predict_logits  # noqa: E402
+from utils.runtime.device import (add_device_options, add_speed_options, compile_model, hardware_name,  # noqa: E402
+                                  resolve_device, resolve_speed_options, unused_gpu_id)
+from utils.inference.predictor import InputTooSmallError, is_too_small, predict_logits  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
-from utils.training import forward_loss, train_step  # noqa: E402
+from utils.runtime.training import forward_loss, train_step  # noqa: E402
 
 WARMUP_CALLS = 2  # the first call also creates oneDNN / cuDNN kernels
 MIB = 2 ** 20

@@ -16,7 +16,7 @@ import torch
 import torchvision.transforms.functional as F
 from PIL import Image
 
-from .constants import IGNORE_INDEX
+from utils.constants import IGNORE_INDEX
 
 __all__ = ["ExtCompose", "ExtRandomHorizontalFlip", "ExtRandomVerticalFlip", "ExtCenterCrop", "ExtRandomScale",
            "ExtScale", "ExtRandomRotation", "ExtPad", "ExtToTensor", "ExtNormalize", "ExtRandomCrop", "ExtResize",

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import IGNORE_INDEX
+from utils.constants import IGNORE_INDEX
 
 __all__ = ["check_loss_options", "CrossEntropyLoss", "FocalLoss", "OhemCrossEntropyLoss", "DiceLoss", "CrossEntropyDiceLoss",
            "LOSS_TYPES", "build_criterion"]

@@ -11,7 +11,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
-from utils.atomic import missing_file
+from utils.io.atomic import missing_file
 
 from ..utils import DatasetError
 from .base import AnnotatedImage, Export, Problem, Region, is_text, read_json, size_of

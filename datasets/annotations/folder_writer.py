@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from utils.atomic import atomic_write
+from utils.io.atomic import atomic_write
 from utils.constants import IGNORE_INDEX
 
 from ..folder import CLASSES_FILE, FolderSegmentation, palette_table

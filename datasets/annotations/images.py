@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from utils.atomic import atomic_write
+from utils.io.atomic import atomic_write
 
 from ..folder import IMAGE_EXTENSIONS
 from ..utils import DatasetError, open_checked, open_within_limit

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from utils.image_limit import ImageTooLargeError, check_image_pixels
+from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 
 from ..utils import DatasetError
 from .base import AnnotatedImage, Export, Problem, Region, is_text, read_json, size_of

@@ -12,7 +12,7 @@ from datasets.raster_folder import RasterFolderSegmentation, holds_rasters
 from metrics import StreamSegMetrics
 from tests.helpers import UTM_33N, grid, write_raster_folder
 from utils.loss import build_criterion
-from utils.raster import RasterError, RasterFile, write_raster
+from utils.io.raster import RasterError, RasterFile, write_raster
 
 
 @pytest.fixture

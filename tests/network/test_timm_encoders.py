@@ -15,10 +15,10 @@ import network
 from network import PretrainedWeightsError
 from network.backbone.timm_encoder import TimmEncoderError, TimmFeatures
 from tests.conftest import ROOT
-from utils.device import resolve_amp, resolve_channels_last
-from utils.inference import fold_batchnorm
+from utils.runtime.device import resolve_amp, resolve_channels_last
+from network.fusion import fold_batchnorm
 from utils.loss import build_criterion
-from utils.training import train_step
+from utils.runtime.training import train_step
 
 timm = pytest.importorskip("timm", reason="timm is a test dependency (requirements-dev.txt)")
 safetensors_torch = pytest.importorskip("safetensors.torch")

@@ -20,8 +20,8 @@ from datasets.sampling import ShardSampler
 from metrics import StreamSegMetrics
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when, write_voc
-from utils.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_process_rng_state
-from utils.distributed import DistEnv, from_process_zero, gather_to_process_zero
+from utils.io.checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_process_rng_state
+from utils.runtime.distributed import DistEnv, from_process_zero, gather_to_process_zero
 
 MODEL = "deeplabv3plus_mobilenet"
 

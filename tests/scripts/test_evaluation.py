@@ -18,7 +18,7 @@ from tests.helpers import write_voc
 from utils import ext_transforms as et
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.loss import LOSS_TYPES, build_criterion
-from utils.training import train_step
+from utils.runtime.training import train_step
 
 MODEL = "deeplabv3plus_mobilenet"
 EXACT = ("--amp", "off", "--no-channels_last")  # the same arithmetic on every CPU kind

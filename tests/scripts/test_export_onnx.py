@@ -14,8 +14,9 @@ import predict
 from datasets import DatasetError
 from network.trained_model import ModelSpec
 from tools import export_onnx
-from utils.inference import fold_batchnorm, normalize
-from utils.onnx_model import ONNX_PIP, OnnxMetadata, OnnxSegmenter
+from network.fusion import fold_batchnorm
+from utils.inference.predictor import normalize
+from utils.inference.onnx_model import ONNX_PIP, OnnxMetadata, OnnxSegmenter
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

@@ -10,10 +10,10 @@ import main as train_script
 import predict
 from network.trained_model import load_trained_model
 from tests.helpers import UTM_33N, grid, write_raster_folder
-from utils.bands import normalize_bands
-from utils.checkpoint import load_checkpoint
-from utils.inference import InferenceRecipe, SegmentationPredictor, sliding_window_labels
-from utils.raster import RasterFile, write_raster
+from utils.io.bands import normalize_bands
+from utils.io.checkpoint import load_checkpoint
+from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, sliding_window_labels
+from utils.io.raster import RasterFile, write_raster
 
 rasterio = pytest.importorskip("rasterio", reason="rasterio is a test dependency (requirements-dev.txt)")
 
@@ -133,7 +133,7 @@ def test_inputs_with_other_bands_are_refused_and_a_scene_without_crs_gives_a_pla
 def test_onnx_takes_the_bands_and_its_masks_agree_with_pytorch(trained, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from tools import export_onnx
-    from utils.onnx_model import OnnxSegmenter
+    from utils.inference.onnx_model import OnnxSegmenter
 
     output = str(tmp_path / "model.onnx")
     assert export_onnx.main(["--ckpt", trained[1], "--output", output, "--check_sizes", "64x64", "80x48"]) == 0

@@ -11,7 +11,7 @@ from PIL import Image, PngImagePlugin
 
 import main as train_script
 from tests.scripts.test_main import _args, voc  # noqa: F401 (voc is a fixture)
-from utils.image_limit import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels, parse_max_image_pixels
+from utils.io.image_limit import DEFAULT_MAX_IMAGE_PIXELS, max_image_pixels, parse_max_image_pixels
 
 
 def _error_line(capsys) -> str:

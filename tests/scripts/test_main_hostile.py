@@ -12,8 +12,8 @@ import main as train_script
 import network
 from tests.conftest import ROOT
 from tests.scripts.test_main import MODEL, _args, _ckpt, voc  # noqa: F401 (voc is a fixture)
-from utils import checkpoint
-from utils.checkpoint import writer_lock
+from utils.io import checkpoint
+from utils.io.checkpoint import writer_lock
 
 
 def _one_error_line(capsys) -> str:
@@ -94,7 +94,7 @@ def test_total_itrs_below_the_resumed_iteration_is_an_error(voc, capsys):
 
 def _killed_during_a_save(folder) -> str:
     """A process that dies by SIGKILL in the middle of writing a checkpoint (as the OOM killer ends one)."""
-    code = ("import sys, time; from utils.atomic import atomic_write\n"
+    code = ("import sys, time; from utils.io.atomic import atomic_write\n"
             "with atomic_write(sys.argv[1], sync=True) as f:\n"
             "    f.write(b'x' * 4096); f.flush(); print('writing', flush=True); time.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code, str(folder / "latest_deeplabv3plus_mobilenet_voc_os16.pth")],

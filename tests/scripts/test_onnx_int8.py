@@ -14,10 +14,10 @@ import network
 import predict
 from datasets.calibration import CalibrationImages, choose_calibration_images
 from tools import export_onnx
-from utils.image_limit import set_max_image_pixels
-from utils.inference import normalize
-from utils.onnx_int8 import quantize_int8
-from utils.onnx_model import OnnxMetadata
+from utils.io.image_limit import set_max_image_pixels
+from utils.inference.predictor import normalize
+from utils.inference.onnx_int8 import quantize_int8
+from utils.inference.onnx_model import OnnxMetadata
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

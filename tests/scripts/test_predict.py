@@ -13,8 +13,8 @@ import network
 import predict
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when
-from utils import outputs
-from utils.inference import normalize, sliding_window_labels
+from utils.inference import outputs
+from utils.inference.predictor import normalize, sliding_window_labels
 
 MODEL = "deeplabv3plus_mobilenet"
 NUM_CLASSES = 3

@@ -8,7 +8,7 @@ import torch
 
 import main as train_script
 from tests.helpers import write_voc
-from utils.resume import SETTINGS_KEY
+from utils.runtime.resume import SETTINGS_KEY
 
 MODEL = "deeplabv3plus_mobilenet"
 

@@ -21,9 +21,9 @@ import predict
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when
 from tests.scripts.test_predict import MODEL, NUM_CLASSES
-from utils import outputs
-from utils.inference import normalize
-from utils.video import AV_PIP
+from utils.inference import outputs
+from utils.inference.predictor import normalize
+from utils.io.video import AV_PIP
 
 av = pytest.importorskip("av")
 from av.video.reformatter import ColorRange, Colorspace  # noqa: E402

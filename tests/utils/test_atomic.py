@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from utils.atomic import atomic_write, remove_orphaned_temporaries, write_advice
-from utils.checkpoint import CheckpointError, save_checkpoint
+from utils.io.atomic import atomic_write, remove_orphaned_temporaries, write_advice
+from utils.io.checkpoint import CheckpointError, save_checkpoint
 
-WRITER = ("import sys, time; from utils.atomic import atomic_write\n"
+WRITER = ("import sys, time; from utils.io.atomic import atomic_write\n"
           "with atomic_write(sys.argv[1]) as f:\n"
           "    f.write(b'x' * 4096); f.flush(); print('writing', flush=True); time.sleep(120)\n")
 

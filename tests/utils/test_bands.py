@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from utils.bands import (BandSpec, BandStats, band_list, default_rgb_bands, normalize_bands, read_band_stats_file,
-                         stretch_to_uint8)
-from utils.raster import RasterError, RasterFile, write_raster
+from utils.io.bands import (BandSpec, BandStats, band_list, default_rgb_bands, normalize_bands, read_band_stats_file,
+                            stretch_to_uint8)
+from utils.io.raster import RasterError, RasterFile, write_raster
 
 
 def test_band_lists_are_1_based_unique_numbers():
@@ -86,7 +86,7 @@ def test_nodata_is_where_every_band_read_holds_it_and_other_nans_are_refused(tmp
 def test_without_rasterio_the_error_is_one_line_with_the_pip_command(monkeypatch):
     import sys
 
-    from utils.raster import RASTERIO_PIP, import_rasterio
+    from utils.io.raster import RASTERIO_PIP, import_rasterio
 
     monkeypatch.setitem(sys.modules, "rasterio", None)  # as if it were not installed
     with pytest.raises(RasterError, match="needs rasterio, which is not installed: pip install rasterio==1.4.4"):

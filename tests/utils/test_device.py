@@ -9,9 +9,9 @@ import torch
 import main as train_script
 import predict as predict_script
 from tests.conftest import ROOT
-from utils import device as device_utils
+from utils.runtime import device as device_utils
 from utils.config import parse_with_config
-from utils.device import resolve_amp, resolve_channels_last
+from utils.runtime.device import resolve_amp, resolve_channels_last
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

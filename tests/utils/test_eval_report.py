@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from metrics import StreamSegMetrics
-from utils import eval_report
-from utils.eval_report import row_normalised, write_evaluation
+from utils.reporting import eval_report
+from utils.reporting.eval_report import row_normalised, write_evaluation
 
 VOC_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
              "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

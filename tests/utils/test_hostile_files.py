@@ -10,9 +10,9 @@ import torch
 import main as train_script
 import predict as predict_script
 from network.weights import PretrainedWeightsError, read_state_dict
-from utils import atomic
-from utils.atomic import check_writable
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, writer_lock
+from utils.io import atomic
+from utils.io.atomic import check_writable
+from utils.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, writer_lock
 
 FOREIGN_FILES = {
     "text.pth": (lambda p: p.write_text("hello\n"), "is not a PyTorch file"),

@@ -6,9 +6,10 @@ import torch
 
 import network
 from tools.make_reference_outputs import deterministic_state_dict
-from utils.device import autocast
-from utils.inference import (FusedConvActivation, InferenceRecipe, InputTooSmallError, SegmentationPredictor,
-                             fold_batchnorm, fuse_conv_activations, predict_logits, smallest_side)
+from utils.runtime.device import autocast
+from network.fusion import FusedConvActivation, fold_batchnorm, fuse_conv_activations
+from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, predict_logits,
+                                       smallest_side)
 
 
 @pytest.mark.parametrize("name", ["deeplabv3plus_mobilenet", "deeplabv3_resnet50", "deeplabv3plus_hrnetv2_32",

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from metrics import StreamSegMetrics
-from utils.logger import (ConsoleSink, EvaluationReport, RunLogger, TensorBoardSink, VisdomSink, build_logger,
-                          heatmap_image)
+from utils.reporting.logger import (ConsoleSink, EvaluationReport, RunLogger, TensorBoardSink, VisdomSink, build_logger,
+                                    heatmap_image)
 
 
 class RecordingVisualizer:
@@ -108,7 +108,7 @@ def test_tensorboard_event_file_reads_back(tmp_path):
 def test_missing_tensorboard_is_one_clear_error(monkeypatch, tmp_path):
     import sys
 
-    from utils.logger import LoggerError
+    from utils.reporting.logger import LoggerError
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(LoggerError, match=r"--tensorboard needs the tensorboard package.*pip install tensorboard"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from utils.config import ConfigError, check_ranges, given, given_on_command_line, parse_with_config, warn_unused
-from utils.device import DeviceError, resolve_device, unused_gpu_id
-from utils.resume import SETTINGS_KEY, RESUMED_OPTIONS, apply_recorded_settings, recorded_settings
+from utils.runtime.device import DeviceError, resolve_device, unused_gpu_id
+from utils.runtime.resume import SETTINGS_KEY, RESUMED_OPTIONS, apply_recorded_settings, recorded_settings
 from utils.scheduler import build_scheduler
 
 

@@ -10,7 +10,7 @@ import torch
 from network import PretrainedWeightsError
 from network.weights import read_state_dict
 from tests.helpers import NUMPY1_SCALAR, NUMPY2_SCALAR, write_original_checkpoint
-from utils.checkpoint import CheckpointError, load_checkpoint, torch_load
+from utils.io.checkpoint import CheckpointError, load_checkpoint, torch_load
 
 ORIGINAL_KEYS = {"cur_itrs", "model_state", "optimizer_state", "scheduler_state", "best_score"}
 

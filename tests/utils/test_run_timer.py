@@ -4,8 +4,8 @@ import time
 import pytest
 import torch
 
-from utils import run_timer
-from utils.run_timer import RunTimer, process_age
+from utils.runtime import run_timer
+from utils.runtime.run_timer import RunTimer, process_age
 
 CUDA = torch.device("cuda")
 

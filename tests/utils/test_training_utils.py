@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import network
-from utils.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from utils.io.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from utils.config import parse_with_config
-from utils.device import check_amp, cudnn_benchmark
+from utils.runtime.device import check_amp, cudnn_benchmark
 from utils.loss import FocalLoss, build_criterion
 from utils.scheduler import PolyLR, build_scheduler, retarget
 

@@ -1,7 +1,7 @@
 """Sliding windows over a scene: tapered sums leave no seam where one window's edge meets the next one's middle."""
 import torch
 
-from utils.inference import TAPER_FLOOR, sliding_window_labels, window_taper
+from utils.inference.predictor import TAPER_FLOOR, sliding_window_labels, window_taper
 
 BORDER = 4
 

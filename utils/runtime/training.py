@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from .device import autocast
+from utils.runtime.device import autocast
 
 __all__ = ["forward_loss", "optimize", "train_step"]
 

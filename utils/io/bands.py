@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import yaml
 
-from .constants import IMAGENET_MEAN, IMAGENET_STD
-from .utils import Denormalize
+from utils.constants import IMAGENET_MEAN, IMAGENET_STD
+from utils.utils import Denormalize
 
 __all__ = ["BANDS_KEY", "BandSpec", "BandStats", "band_list", "default_rgb_bands", "read_band_stats_file",
            "normalize_bands",

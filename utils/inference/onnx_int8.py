@@ -15,7 +15,7 @@ from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .onnx_model import INPUT_NAME, OnnxMetadata, import_optional
+from utils.inference.onnx_model import INPUT_NAME, OnnxMetadata, import_optional
 
 __all__ = ["quantize_int8"]
 

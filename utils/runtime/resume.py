@@ -8,7 +8,7 @@ optimizer and scheduler state still tell the learning rate, the weight decay and
 import argparse
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from .config import given
+from utils.config import given
 
 __all__ = ["SETTINGS_KEY", "RESUMED_OPTIONS", "settings_record", "recorded_settings", "apply_recorded_settings",
            "flags"]

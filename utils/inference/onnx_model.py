@@ -12,9 +12,9 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .atomic import missing_file
-from .bands import BANDS_KEY, BandSpec
-from .constants import IMAGENET_MEAN, IMAGENET_STD
+from utils.io.atomic import missing_file
+from utils.io.bands import BANDS_KEY, BandSpec
+from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ONNX_PIP", "INPUT_NAME", "OUTPUT_NAME", "INPUT_LAYOUT", "OUTPUT_LAYOUT", "OnnxModelError",
            "import_optional", "first_line", "OnnxMetadata", "check_segmentation_graph", "OnnxSegmenter"]

@@ -6,7 +6,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .own_outputs import save_png
+from utils.io.own_outputs import save_png
 
 __all__ = ["overlay", "save_val_result"]
 

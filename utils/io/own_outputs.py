@@ -6,7 +6,7 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from PIL import Image, PngImagePlugin
 
-from .atomic import atomic_write
+from utils.io.atomic import atomic_write
 
 __all__ = ["OWN_MARK", "VIDEO_MARK_KEY", "TIFF_MARK_KEY", "save_png", "is_own_output", "same_path", "input_clashes",
            "refuse_writing_over"]
@@ -29,8 +29,8 @@ def save_png(image: Image.Image, path: str) -> None:
 
 
 def is_own_output(path: str) -> bool:
-    """Whether ``path`` is a PNG, label GeoTIFF or MP4 that this project wrote (it carries :data:`OWN_MARK`); False for any
-    other file, and for one that cannot be read."""
+    """Whether ``path`` is a PNG, label GeoTIFF or MP4 that this project wrote (it carries :data:`OWN_MARK`); False
+    for any other file, and for one that cannot be read."""
     lower = path.lower()
     try:
         if lower.endswith(".png"):

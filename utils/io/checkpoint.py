@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .atomic import atomic_write, missing_file, write_advice
+from utils.io.atomic import atomic_write, missing_file, write_advice
 
 try:
     import fcntl

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from .device import resolve_device
+from utils.runtime.device import resolve_device
 
 __all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "node_main_first", "from_process_zero",
            "gather_to_process_zero", "broadcast_buffers_", "all_reduce_sum_", "reduce_step_flags"]

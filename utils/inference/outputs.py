@@ -17,12 +17,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .own_outputs import save_png
-from .results import OVERLAY_ALPHA, overlay
-from .video import VideoFormat, open_encoder
+from utils.io.own_outputs import save_png
+from utils.reporting.results import OVERLAY_ALPHA, overlay
+from utils.io.video import VideoFormat, open_encoder
 
-__all__ = ["Drawing", "IMAGE_SUFFIXES", "SCENE_LABEL_SUFFIX", "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render", "ImageWriter",
-           "video_kinds", "video_outputs", "VideoWriter", "planned_outputs", "output_files", "output_names"]
+__all__ = ["Drawing", "IMAGE_SUFFIXES", "SCENE_LABEL_SUFFIX", "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render",
+           "ImageWriter", "video_kinds", "video_outputs", "VideoWriter", "planned_outputs", "output_files", "output_names"]
 
 # What each kind adds to an input's output stem (relative path without extension).
 IMAGE_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png", "labelids": "_labelIds.png"}

@@ -13,8 +13,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write
-from .own_outputs import OWN_MARK, VIDEO_MARK_KEY
+from utils.io.atomic import atomic_write
+from utils.io.own_outputs import OWN_MARK, VIDEO_MARK_KEY
 
 __all__ = ["AV_PIP", "VideoError", "import_av", "ffmpeg_reason", "pick_codec", "sound_is_copied", "VideoFormat",
            "VideoEncoder", "open_encoder"]

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from utils.atomic import atomic_write
+from utils.io.atomic import atomic_write
 
 __all__ = ["row_normalised", "write_evaluation", "cell_fontsize", "confusion_figure", "confusion_matrix_png"]
 

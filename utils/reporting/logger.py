@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .atomic import write_advice
-from .eval_report import confusion_matrix_png, row_normalised, write_evaluation
-from .visualizer import Visualizer
+from utils.io.atomic import write_advice
+from utils.reporting.eval_report import confusion_matrix_png, row_normalised, write_evaluation
+from utils.visualizer import Visualizer
 
 __all__ = ["EvaluationReport", "Sink", "ConsoleSink", "VisdomSink", "TensorBoardSink", "EvaluationFilesSink",
            "RunLogger", "LoggerError", "build_logger", "heatmap_image", "require_tensorboard"]
