@@ -36,7 +36,8 @@ from utils import ext_transforms as et
 from utils.io.atomic import describe_removed, remove_orphaned_temporaries, require_writable
 from utils.io.bands import BANDS_KEY, BandSpec, band_list, picture
 from utils.io.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
-                                 load_model_state, restore_process_rng_state, save_checkpoint, writer_lock)
+                                 load_model_state, restore_process_rng_state, save_checkpoint, share_checkpoint,
+                                 writer_lock)
 from utils.config import (ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, refuse_conflicts,
                           warn_unused)
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -70,6 +71,9 @@ POSITIVE_OPTIONS = ("batch_size", "val_batch_size", "crop_size", "total_itrs", "
 NON_NEGATIVE_OPTIONS = ("num_workers", "weight_decay", "focal_gamma")
 # With --amp fp16 the GradScaler skips steps whose gradients overflow; the schedule still follows iterations.
 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+
+
+Report = Callable[[Dict[str, Optional[str]]], None]  # an evaluation's report, given the files holding its weights
 
 
 class TrainingError(RuntimeError):
@@ -561,9 +565,11 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
     return Training(model, plain_model, optimizer, scheduler, scaler, criterion, TrainState())
 
 
-def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) -> str:
-    """Write the ``kind`` ('latest' or 'best') checkpoint in the original's format plus what a resume needs."""
-    path = checkpoint_path(opts, kind)
+def save_training(opts, env: DistEnv, training: Training, dataset, best: bool) -> str:
+    """Write the ``latest_*`` checkpoint in the original's format plus what a resume needs, and return its path;
+    ``best``: these weights are the best so far, and ``best_*`` becomes the same file (its bytes are not written a
+    second time: see utils.io.checkpoint.share_checkpoint)."""
+    path = checkpoint_path(opts, "latest")
     rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
     if env.is_main:
         state, scaler = training.state, training.scaler
@@ -583,6 +589,8 @@ def save_training(opts, env: DistEnv, training: Training, dataset, kind: str) ->
             **({BANDS_KEY: dataset.band_spec.to_record()} if dataset.band_spec else {}),
             **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
         }, path)
+        if best:
+            share_checkpoint(path, checkpoint_path(opts, "best"))
     return path
 
 
@@ -778,29 +786,27 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     sample_ids = np.random.randint(0, len(val_loader), opts.vis_num_samples, np.int32) if shows_samples else ()
     timer.lap("set-up")
 
-    def evaluate_and_report(checkpoint: Optional[str], step: Optional[int], best_score: Optional[float] = None) -> dict:
-        """Evaluate, then report; in training (``best_score`` given) the report names the best_* file too when
-        these weights beat ``best_score`` (they are saved there next)."""
+    def validate(step: Optional[int]) -> Tuple[dict, Report]:
+        """Evaluate; return the scores, and how to report them once the files that hold these weights are known
+        (metrics.json names them: "checkpoint", and in training "best_checkpoint")."""
         with timer.phase("evaluation"):
             results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
-            checkpoints = {"checkpoint": checkpoint}
-            if best_score is not None:
-                checkpoints["best_checkpoint"] = checkpoint_path(opts, "best") if results["Mean IoU"] > best_score \
-                    else None
-            logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step,
-                                                           checkpoints, predictor.recipe, device))
-        return results
 
-    def save(kind: str) -> str:
+        def report(checkpoints: Dict[str, Optional[str]]) -> None:
+            with timer.phase("evaluation"):
+                logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step,
+                                                               checkpoints, predictor.recipe, device))
+        return results, report
+
+    def save(best: bool) -> str:
         with timer.phase("checkpoint writes"):
-            return save_training(opts, env, training, train_dst, kind)
+            return save_training(opts, env, training, train_dst, best)
 
     try:
         if opts.test_only:
-            evaluate_and_report(opts.ckpt, checkpoint_itrs)
+            validate(checkpoint_itrs)[1]({"checkpoint": opts.ckpt})
         else:
-            train_and_validate(opts, training, train_loader, env, device, logger, timer, evaluate_and_report, save,
-                               log)
+            train_and_validate(opts, training, train_loader, env, device, logger, timer, validate, save, log)
         logger.text("Time report", state.cur_itrs, timer.report())
         logger.scalars(state.cur_itrs, timer.scalars(), "time")
         return 0
@@ -810,23 +816,26 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
 
 def train_and_validate(opts, training: "Training", train_loader: data.DataLoader, env: DistEnv,
                        device: torch.device, logger: RunLogger, timer: RunTimer,
-                       evaluate_and_report: Callable[[Optional[str], Optional[int], Optional[float]], dict],
-                       save: Callable[[str], str], log) -> None:
-    """Train to --total_itrs, saving ``latest_*`` and validating every --val_interval (``best_*`` on a new best),
-    or until a signal: then save and say how to resume."""
+                       validate: Callable[[Optional[int]], Tuple[dict, Report]], save: Callable[[bool], str],
+                       log) -> None:
+    """Train to --total_itrs, validating every --val_interval, then saving ``latest_*`` once (and ``best_*`` as the
+    same file on a new best), or until a signal: then save and say how to resume."""
     state = training.state
     batches = training_batches(train_loader, state)
     with StopFlag() as stop:
         while state.cur_itrs < opts.total_itrs:
             next_val = min((state.cur_itrs // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
             stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device, timer)
-            latest = save("latest")  # before validating
+            report, best = None, False
             if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
-                results = evaluate_and_report(latest, state.cur_itrs, state.best_score)
-                if results["Mean IoU"] > state.best_score:
-                    state.best_score = results["Mean IoU"]
-                    log(f"New best Mean IoU {state.best_score:.4f}: saved {save('best')}")
-                    save("latest")  # with the new best score: resumed from, it must not rate a worse model best
+                results, report = validate(state.cur_itrs)
+                best = results["Mean IoU"] > state.best_score
+                state.best_score = max(state.best_score, results["Mean IoU"])  # saved with the weights it rates
+            latest = save(best)
+            if best:
+                log(f"New best Mean IoU {state.best_score:.4f}: saved {checkpoint_path(opts, 'best')}")
+            if report:
+                report({"checkpoint": latest, "best_checkpoint": checkpoint_path(opts, "best") if best else None})
             if stopped:
                 log(f"{stop.signal_name or 'A signal to another process'} received: saved {latest} at "
                     f"iteration {state.cur_itrs}; resume with --ckpt {latest} --continue_training")

@@ -258,8 +258,9 @@ def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatc
     assert (info["checkpoint"], info["best_checkpoint"]) == (_ckpt(voc), _ckpt(voc, "best"))
     best = torch.load(_ckpt(voc, "best"), weights_only=True)
     stale = torch.load(_ckpt(voc), weights_only=True)
-    stale["best_score"] = 0.0  # as a latest_* saved before that validation holds it
-    torch.save(stale, _ckpt(voc))
+    stale["best_score"] = 0.0  # as a latest_* saved before that validation holds it, written as this project
+    torch.save(stale, str(voc / "stale.pth"))  # writes every checkpoint: a new file renamed over the old one
+    os.replace(voc / "stale.pth", _ckpt(voc))
     capsys.readouterr()
     _validation_scoring(monkeypatch, 0.3)
     assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2", "--ckpt", _ckpt(voc),
@@ -270,6 +271,25 @@ def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatc
     kept = torch.load(_ckpt(voc, "best"), weights_only=True)
     assert kept["cur_itrs"] == best["cur_itrs"] == 2 and kept["best_score"] == 0.5
     assert torch.load(_ckpt(voc), weights_only=True)["best_score"] == 0.5
+
+
+def test_a_validation_writes_the_weights_once_and_best_shares_them(voc, monkeypatch):
+    """One checkpoint write per validation: on a new best, best_* is a second name of the latest_* just written (a
+    hard link), so it costs no second write; the next latest_* is a new file, and best_* keeps the best weights."""
+    writes = []
+    real = train_script.save_checkpoint
+    monkeypatch.setattr(train_script, "save_checkpoint", lambda state, path: writes.append(path) or real(state, path))
+    _validation_scoring(monkeypatch, 0.5)
+    assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
+    assert writes == [_ckpt(voc)] and os.path.samefile(_ckpt(voc), _ckpt(voc, "best"))
+    best = torch.load(_ckpt(voc, "best"), weights_only=True)
+    assert (best["cur_itrs"], best["best_score"]) == (2, 0.5)
+    _validation_scoring(monkeypatch, 0.25)
+    assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2", "--ckpt", _ckpt(voc),
+                                   "--continue_training")) == 0
+    assert writes == [_ckpt(voc)] * 2 and not os.path.samefile(_ckpt(voc), _ckpt(voc, "best"))
+    assert torch.load(_ckpt(voc, "best"), weights_only=True)["cur_itrs"] == 2
+    assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 4
 
 
 def test_focal_gamma_0_trains_as_cross_entropy(voc, capsys):

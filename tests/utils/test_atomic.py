@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from utils.io.atomic import atomic_write, remove_orphaned_temporaries, write_advice
+from utils.io.atomic import atomic_link, atomic_write, remove_orphaned_temporaries, write_advice
 from utils.io.checkpoint import CheckpointError, save_checkpoint
 
 WRITER = ("import sys, time; from utils.io.atomic import atomic_write\n"
@@ -99,3 +99,24 @@ def test_a_folder_in_the_way_of_a_checkpoint_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=f"Is a directory; no file was left behind; a folder is in the way at "
                                               f"{path}"):
         save_checkpoint({"w": torch.zeros(2)}, str(path))
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_a_linked_file_is_a_second_name_until_its_source_is_written_again(tmp_path, monkeypatch, links):
+    """atomic_link: a hard link renamed into place (no byte written again), or where links fail (FAT, some network
+    shares) a copy; either way the target keeps those bytes when its source is later replaced by atomic_write."""
+    source, target = tmp_path / "latest.pth", tmp_path / "best.pth"
+    target.write_bytes(b"an older best")
+    with atomic_write(str(source)) as f:
+        f.write(b"weights of iteration 2")
+    if not links:
+        def no_links(*args):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_links)
+    atomic_link(str(source), str(target))
+    assert target.read_bytes() == b"weights of iteration 2" and os.path.samefile(source, target) == links
+    atomic_link(str(source), str(target))  # already one file: nothing changes, nothing is left behind
+    assert _temporaries(tmp_path) == [] and target.read_bytes() == b"weights of iteration 2"
+    with atomic_write(str(source)) as f:
+        f.write(b"weights of iteration 4")
+    assert target.read_bytes() == b"weights of iteration 2" and not os.path.samefile(source, target)

@@ -19,10 +19,11 @@ try:
 except ImportError:  # Windows: no flock; an open file cannot be deleted there, which tells the same
     fcntl = None
 
-__all__ = ["atomic_write", "atomic_folder", "check_writable", "require_writable", "require_writable_file",
+__all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable", "require_writable_file",
            "missing_file",
            "remove_orphaned_temporaries", "describe_removed", "write_advice"]
 
+COPY_CHUNK_BYTES = 16 << 20
 TEMPORARY_NAME = re.compile(r"^\.tmp-(?P<target>.+)-\d+-[0-9a-f]{8}$")  # what _temporary_name makes
 
 
@@ -50,6 +51,27 @@ def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def atomic_link(source: str, path: str, sync: bool = False) -> None:
+    """Make ``path`` a second name of the complete file ``source`` without writing its bytes again: a hard link made
+    beside ``path``, then renamed over it. Where the file system has no hard links (FAT, some network shares), a
+    copy through :func:`atomic_write` (``sync`` as there). Either way ``path`` is its old file or the new one, never
+    half of one; a later :func:`atomic_write` of ``source`` gives ``source`` a new file and leaves ``path`` as it is.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, _temporary_name(name))
+    try:
+        os.link(source, tmp)
+    except OSError:
+        with open(source, "rb") as original, atomic_write(path, sync) as f:
+            shutil.copyfileobj(original, f, COPY_CHUNK_BYTES)
+        return
+    try:
+        os.replace(tmp, path)
+    finally:  # rename leaves both names when they already were one file
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
 
 
 def _locked_temporary(folder: str, name: str) -> Tuple[str, BinaryIO]:

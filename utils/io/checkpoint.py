@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.io.atomic import atomic_write, missing_file, write_advice
+from utils.io.atomic import atomic_link, atomic_write, missing_file, write_advice
 
 try:
     import fcntl
@@ -26,7 +26,7 @@ except ImportError:  # Windows: no advisory locks; runs sharing a folder are not
     fcntl = None
 
 __all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "file_problem", "describe_load_error",
-           "save_checkpoint", "writer_lock", "load_checkpoint", "extract_model_state", "load_model_state",
+           "save_checkpoint", "share_checkpoint", "writer_lock", "load_checkpoint", "extract_model_state", "load_model_state",
            "capture_rng_state", "restore_rng_state", "restore_process_rng_state"]
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
@@ -58,10 +58,25 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
     A write that fails (a full disk, a folder that became read-only) is a CheckpointError saying so; the
     previous file at ``path`` is left as it was.
     """
-    existed = os.path.isfile(path)
-    try:
+    with _write_errors(path):
         with atomic_write(path, sync=True) as f:
             torch.save(state, f)
+
+
+def share_checkpoint(source: str, path: str) -> None:
+    """Make checkpoint ``path`` hold what checkpoint ``source`` holds, without writing the weights again (a hard
+    link where the file system has them, else a synced copy); atomic, with errors as :func:`save_checkpoint`'s."""
+    with _write_errors(path):
+        atomic_link(source, path, sync=True)
+
+
+@contextlib.contextmanager
+def _write_errors(path: str) -> Iterator[None]:
+    """An OSError while ``path`` is written (torch wraps some in a RuntimeError) as a CheckpointError that says what
+    happened, that the previous file is unchanged, and what to do."""
+    existed = os.path.isfile(path)
+    try:
+        yield
     except (OSError, RuntimeError) as exc:
         cause = _os_error(exc)
         if cause is None:
