@@ -24,7 +24,7 @@ from datasets.band_stats import resolve_band_spec
 from datasets.class_stats import background_only_warning, load_class_stats
 from datasets.class_weights import resolve_class_weights
 from datasets.demo import STAMP_FILE, demo_data_root, holds_demo_data
-from datasets.utils import error_message, exclusive_lock
+from datasets.utils import error_message
 from datasets.raster_folder import RasterFolderSegmentation, holds_rasters
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
@@ -36,7 +36,7 @@ from utils import ext_transforms as et
 from utils.io.atomic import describe_removed, remove_orphaned_temporaries, require_writable
 from utils.io.bands import BANDS_KEY, BandSpec, band_list, picture
 from utils.io.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
-                                 load_model_state, restore_process_rng_state, save_checkpoint, writer_lock)
+                                 load_model_state, restore_process_rng_state, save_checkpoint)
 from utils.config import (ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, refuse_conflicts,
                           warn_unused)
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -47,6 +47,7 @@ from utils.runtime.distributed import (DistEnv, all_reduce_sum_, barrier, broadc
                                        from_process_zero, gather_to_process_zero, init_distributed, node_main_first,
                                        reduce_step_flags)
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
+from utils.io.locks import LockHeldError, file_lock
 from utils.runtime.interrupts import StopFlag, WorkerLoader
 from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.reporting.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
@@ -255,7 +256,7 @@ def prepare_data(opts) -> None:
     does it; machines that share the folder take turns, so a later one finds the data complete."""
     if not (opts.dataset == "demo" or (opts.dataset == "voc" and opts.download)):
         return
-    with exclusive_lock(os.path.join(opts.data_root, ".prepare.lock")):
+    with file_lock(os.path.join(opts.data_root, ".prepare.lock")):
         if opts.dataset == "demo":
             make_demo_dataset(demo_data_root(opts.data_root))
         else:
@@ -319,6 +320,10 @@ def resume_settings(opts, device: torch.device, log) -> None:
         log(f"note: {opts.ckpt} does not record {flags(missing)}: this run's flags, else the defaults, are used")
 
 
+CHECKPOINTS_HELD_BY = ("{owner} is already writing these checkpoints (lock {path}); wait for it, or give this run "
+                       "another --checkpoint_dir")
+
+
 @contextlib.contextmanager
 def output_guard(opts, env: DistEnv) -> Iterator[None]:
     """On process 0: check that the output folders can be written and, when training, hold the checkpoints'
@@ -333,7 +338,8 @@ def output_guard(opts, env: DistEnv) -> Iterator[None]:
         return
     require_writable(opts.checkpoint_dir, "--checkpoint_dir")
     check_checkpoints_spare_inputs(opts)
-    with writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0]):  # hidden, and not a *.pth
+    lock = os.path.splitext(checkpoint_path(opts, ".lock"))[0]  # hidden, and not a *.pth
+    with file_lock(lock, wait=False, held_by=CHECKPOINTS_HELD_BY):
         names = [os.path.basename(checkpoint_path(opts, kind)) for kind in ("latest", "best")]
         removed = remove_orphaned_temporaries(opts.checkpoint_dir, names)
         if removed:
@@ -918,7 +924,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         finally:
             cleanup()
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,
-            ValueError) as exc:
+            LockHeldError, ValueError) as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)
         return 1
     except (torch.distributed.DistError, RuntimeError) as exc:

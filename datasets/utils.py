@@ -1,5 +1,4 @@
 """Reading images and masks with errors that name the file, downloading with md5 and resume, safe extraction."""
-import contextlib
 import hashlib
 import os
 import shutil
@@ -7,7 +6,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Union
+from typing import BinaryIO, Callable, Iterable, List, Optional, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,14 +17,9 @@ from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 
 __all__ = ["DatasetError", "error_message", "decode_utf8", "read_utf8", "read_split", "open_checked",
            "open_within_limit", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
-           "download_url", "extract_archive", "exclusive_lock", "generate_once"]
+           "download_url", "extract_archive", "generate_once"]
 
 CHUNK_SIZE = 1 << 20
-
-try:
-    import fcntl
-except ImportError:  # Windows: one machine, and torchrun's first process prepares data alone there
-    fcntl = None
 
 
 class DatasetError(RuntimeError):
@@ -230,29 +224,6 @@ def extract_archive(archive: str, root: str) -> None:
             tf.extractall(root, members=members, filter="data")
     except tarfile.TarError as exc:
         raise DatasetError(f"cannot extract {archive}: {exc} (corrupt or not an archive; delete it and download again)") from exc
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` (created if needed) for the block.
-
-    Machines of a multi-node run that share a filesystem then download or generate data one at a time;
-    the later ones find it complete. Advisory (``flock``), so NFS needs lock support; none on Windows.
-    """
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handle = open(path, "a")
-    except OSError:  # a read-only folder: nobody can write the data there, so there is nothing to serialise
-        yield
-        return
-    with handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _generated(root: str, stamp_file: str, expected: str, counts: Iterable[tuple]) -> bool:

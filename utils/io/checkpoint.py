@@ -6,13 +6,11 @@ Reading also accepts NumPy number scalars: the original saved ``best_score`` as 
 The dict keeps the original's keys (``cur_itrs``, ``model_state``, ``optimizer_state``,
 ``scheduler_state``, ``best_score``) so tools written for it read ours; new keys are added beside them.
 """
-import contextlib
 import os
-import platform
 import random
 import re
 import zipfile
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -20,13 +18,8 @@ from torch import nn
 
 from utils.io.atomic import atomic_write, missing_file, write_advice
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; runs sharing a folder are not detected there
-    fcntl = None
-
 __all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "file_problem", "describe_load_error",
-           "save_checkpoint", "writer_lock", "load_checkpoint", "extract_model_state", "load_model_state",
+           "save_checkpoint", "load_checkpoint", "extract_model_state", "load_model_state",
            "capture_rng_state", "restore_rng_state", "restore_process_rng_state"]
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
@@ -69,29 +62,6 @@ def save_checkpoint(state: Dict[str, Any], path: str) -> None:
         kept = f"the previous {os.path.basename(path)} is unchanged" if existed else "no file was left behind"
         advice = write_advice(cause, os.path.dirname(os.path.abspath(path)))
         raise CheckpointError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}; {advice}") from exc
-
-
-@contextlib.contextmanager
-def writer_lock(path: str) -> Iterator[None]:
-    """Hold the lock file ``path`` while the block runs; CheckpointError at once if another process holds it.
-
-    Two runs that write the same checkpoints would overwrite each other's files in turn (each file stays
-    whole, but neither run's is the one it resumes from). The lock is ``flock``: released when the process
-    ends, however it ends, so a crashed run never leaves a stale lock.
-    """
-    with open(path, "a+") as handle:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                owner = handle.read().strip() or "another process"
-                raise CheckpointError(f"{owner} is already writing these checkpoints (lock {path}); wait for it, "
-                                      "or give this run another --checkpoint_dir") from None
-        handle.truncate(0)
-        handle.write(f"process {os.getpid()} on {platform.node()}")
-        handle.flush()
-        yield
 
 
 def _os_error(exc: BaseException) -> Optional[OSError]:
