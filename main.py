@@ -49,12 +49,12 @@ from utils.runtime.distributed import (DistEnv, all_reduce_sum_, barrier, broadc
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.io.locks import LockHeldError, file_lock
 from utils.runtime.interrupts import StopFlag, WorkerLoader
+from utils.inference.outputs import save_val_result
 from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.reporting.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                                     require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
 from utils.io.own_outputs import same_path
-from utils.reporting.results import save_val_result
 from utils.runtime.resume import SETTINGS_KEY, apply_recorded_settings, flags, recorded_settings, settings_record
 from utils.runtime.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
@@ -370,7 +370,6 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
     broadcast_buffers_(predictor.model)
     metrics.reset()
     samples = []
-    decode = loader.dataset.decode_target
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
     shard = iter(shard)
     predictor.model.eval()
@@ -385,7 +384,7 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
             if opts.save_val_results:  # named by the sample's index in the dataset (shards never collide)
                 for image, target, pred in zip(images.float(), labels.cpu().numpy(), preds.cpu().numpy()):
                     rgb = picture(image.numpy(), loader.dataset.band_spec).transpose(1, 2, 0)
-                    save_val_result(opts.results_dir, next(shard), rgb, target, pred, decode)
+                    save_val_result(opts.results_dir, next(shard), rgb, target, pred, loader.dataset.cmap)
     # a process with an empty shard never moved its matrix to the device, where NCCL needs it
     metrics.confusion_matrix = all_reduce_sum_(metrics.confusion_matrix.to(device))
     return metrics.get_results(), samples
