@@ -24,7 +24,7 @@ from datasets.band_stats import resolve_band_spec
 from datasets.class_stats import background_only_warning, load_class_stats
 from datasets.class_weights import resolve_class_weights
 from datasets.demo import STAMP_FILE, demo_data_root, holds_demo_data
-from datasets.utils import error_message, exclusive_lock
+from datasets.utils import error_message
 from datasets.raster_folder import RasterFolderSegmentation, holds_rasters
 from datasets.sampling import SeededSamples, ShardedRandomSampler, ShardSampler
 from metrics import StreamSegMetrics
@@ -36,8 +36,7 @@ from utils import ext_transforms as et
 from utils.io.atomic import describe_removed, remove_orphaned_temporaries, require_writable
 from utils.io.bands import BANDS_KEY, BandSpec, band_list, picture
 from utils.io.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
-                                 load_model_state, restore_process_rng_state, save_checkpoint, share_checkpoint,
-                                 writer_lock)
+                                 load_model_state, restore_process_rng_state, save_checkpoint, share_checkpoint)
 from utils.config import (ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, refuse_conflicts,
                           warn_unused)
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -48,13 +47,14 @@ from utils.runtime.distributed import (DistEnv, all_reduce_sum_, barrier, broadc
                                        from_process_zero, gather_to_process_zero, init_distributed, node_main_first,
                                        reduce_step_flags)
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
+from utils.io.locks import LockHeldError, file_lock
 from utils.runtime.interrupts import StopFlag, WorkerLoader
+from utils.inference.outputs import save_val_result
 from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.reporting.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                                     require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
 from utils.io.own_outputs import same_path
-from utils.reporting.results import save_val_result
 from utils.runtime.resume import SETTINGS_KEY, apply_recorded_settings, flags, recorded_settings, settings_record
 from utils.runtime.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
@@ -259,7 +259,7 @@ def prepare_data(opts) -> None:
     does it; machines that share the folder take turns, so a later one finds the data complete."""
     if not (opts.dataset == "demo" or (opts.dataset == "voc" and opts.download)):
         return
-    with exclusive_lock(os.path.join(opts.data_root, ".prepare.lock")):
+    with file_lock(os.path.join(opts.data_root, ".prepare.lock")):
         if opts.dataset == "demo":
             make_demo_dataset(demo_data_root(opts.data_root))
         else:
@@ -323,6 +323,10 @@ def resume_settings(opts, device: torch.device, log) -> None:
         log(f"note: {opts.ckpt} does not record {flags(missing)}: this run's flags, else the defaults, are used")
 
 
+CHECKPOINTS_HELD_BY = ("{owner} is already writing these checkpoints (lock {path}); wait for it, or give this run "
+                       "another --checkpoint_dir")
+
+
 @contextlib.contextmanager
 def output_guard(opts, env: DistEnv) -> Iterator[None]:
     """On process 0: check that the output folders can be written and, when training, hold the checkpoints'
@@ -337,7 +341,8 @@ def output_guard(opts, env: DistEnv) -> Iterator[None]:
         return
     require_writable(opts.checkpoint_dir, "--checkpoint_dir")
     check_checkpoints_spare_inputs(opts)
-    with writer_lock(os.path.splitext(checkpoint_path(opts, ".lock"))[0]):  # hidden, and not a *.pth
+    lock = os.path.splitext(checkpoint_path(opts, ".lock"))[0]  # hidden, and not a *.pth
+    with file_lock(lock, wait=False, held_by=CHECKPOINTS_HELD_BY):
         names = [os.path.basename(checkpoint_path(opts, kind)) for kind in ("latest", "best")]
         removed = remove_orphaned_temporaries(opts.checkpoint_dir, names)
         if removed:
@@ -368,7 +373,6 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
     broadcast_buffers_(predictor.model)
     metrics.reset()
     samples = []
-    decode = loader.dataset.decode_target
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
     shard = iter(shard)
     predictor.model.eval()
@@ -383,7 +387,7 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
             if opts.save_val_results:  # named by the sample's index in the dataset (shards never collide)
                 for image, target, pred in zip(images.float(), labels.cpu().numpy(), preds.cpu().numpy()):
                     rgb = picture(image.numpy(), loader.dataset.band_spec).transpose(1, 2, 0)
-                    save_val_result(opts.results_dir, next(shard), rgb, target, pred, decode)
+                    save_val_result(opts.results_dir, next(shard), rgb, target, pred, loader.dataset.cmap)
     # a process with an empty shard never moved its matrix to the device, where NCCL needs it
     metrics.confusion_matrix = all_reduce_sum_(metrics.confusion_matrix.to(device))
     return metrics.get_results(), samples
@@ -927,7 +931,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         finally:
             cleanup()
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,
-            ValueError) as exc:
+            LockHeldError, ValueError) as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)
         return 1
     except (torch.distributed.DistError, RuntimeError) as exc:

@@ -30,11 +30,10 @@ from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, Segm
                                        check_recipe_options, normalize)
 from utils.runtime.interrupts import StopFlag, WorkerLoader
 from utils.inference.onnx_model import OnnxModelError, OnnxSegmenter
-from utils.inference.outputs import (OUTPUT_KINDS, Drawing, ImageWriter, VideoWriter, output_names, planned_outputs,
-                                     video_outputs)
+from utils.inference.outputs import (OUTPUT_KINDS, OVERLAY_ALPHA, Drawing, ImageWriter, VideoWriter, output_names,
+                                     planned_outputs, video_outputs)
 from utils.io.own_outputs import input_clashes, is_own_output
 from utils.io.raster import RasterError
-from utils.reporting.results import OVERLAY_ALPHA
 from utils.io.video import VideoError, import_av
 
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size", "num_classes")

@@ -34,20 +34,17 @@ from utils.runtime.device import (INFER, TRAIN, hardware_name, native_bf16, reso
                                   resolve_channels_last)
 from network.fusion import fold_batchnorm, fuse_conv_activations  # noqa: E402
 from utils.inference.predictor import predict_logits  # noqa: E402
+from utils.io.optional_packages import import_optional  # noqa: E402
 from utils.runtime.run_timer import time_calls  # noqa: E402
 
 NUM_CLASSES = 21
 OUTPUT_STRIDE = 16
-SMP_PIP = "pip install --no-deps segmentation-models-pytorch==0.6.0"
 Setting = Tuple[str, bool]  # (amp, channels_last)
 
 
 def import_smp():
-    try:
-        import segmentation_models_pytorch
-    except ImportError:
-        sys.exit(f"bench/smp.py needs segmentation_models_pytorch: {SMP_PIP}")
-    return segmentation_models_pytorch
+    """segmentation_models_pytorch, or the run ends with the pip command."""
+    return import_optional("segmentation_models_pytorch", "bench/smp.py", SystemExit)
 
 
 def build(kind: str, encoder: str) -> nn.Module:

@@ -14,9 +14,10 @@ from tqdm import tqdm
 
 from utils.io.atomic import atomic_write
 from utils.io.bands import BandSpec, BandStats, default_rgb_bands, read_band_stats_file
+from utils.io.locks import file_lock
 
 from .raster_folder import MAX_READERS, RasterFolderSegmentation
-from .utils import DatasetError, exclusive_lock
+from .utils import DatasetError
 
 __all__ = ["band_stats_key", "compute_band_stats", "load_band_stats", "resolve_band_spec"]
 
@@ -66,7 +67,7 @@ def load_band_stats(dataset: RasterFolderSegmentation, log: Callable[[str], None
     key = band_stats_key(dataset)
     folder = os.path.join(dataset.root, STATS_DIR)
     path = os.path.join(folder, f"{key[:32]}.json")
-    with exclusive_lock(os.path.join(folder, ".lock")):
+    with file_lock(os.path.join(folder, ".lock")):
         try:
             with open(path) as f:
                 cached = json.load(f)

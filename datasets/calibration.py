@@ -5,42 +5,26 @@ ONNX Runtime's calibration first asks how many images there are, then for them b
 chosen files are decoded once to find those that can be used, and again when asked for: whatever the folder holds,
 memory holds one image at a time, of at most ``max_pixels`` pixels. (Held at full size, 32 phone photos took 4.6 GB.)
 """
-import math
 import sys
 from collections.abc import Sequence
-from typing import List, Tuple
+from typing import List
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from utils.inference.predictor import normalize
 
-from .image_files import find_images, is_video, to_rgb
-from .utils import DatasetError, open_within_limit
+from .image_files import find_images, is_video
+from .utils import DatasetError, decode_image, scaled_size
 
-__all__ = ["scaled_size", "read_calibration_image", "CalibrationImages", "choose_calibration_images"]
-
-
-def scaled_size(size: Tuple[int, int], max_pixels: int) -> Tuple[int, int]:
-    """``size`` (width, height), or the largest size of its aspect ratio with at most ``max_pixels`` pixels."""
-    width, height = size
-    if width * height <= max_pixels:
-        return size
-    scale = math.sqrt(max_pixels / (width * height))
-    return max(1, int(width * scale)), max(1, int(height * scale))
+__all__ = ["read_calibration_image", "CalibrationImages", "choose_calibration_images"]
 
 
 def read_calibration_image(path: str, max_pixels: int) -> torch.Tensor:
     """The uint8 (3, H, W) pixels of ``path`` as predict.py decodes them (EXIF orientation applied, any mode as 8-bit
     RGB), scaled down to at most ``max_pixels`` pixels with their aspect ratio; DatasetError naming the file."""
-    try:
-        with open_within_limit(path, f"calibration image {path}") as img:
-            img.draft(None, scaled_size(img.size, max_pixels))  # JPEG: decode at 1/2, 1/4 or 1/8 where that is enough
-            img.load()
-            rgb = to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"cannot decode calibration image {path}: {exc}") from exc
+    rgb = decode_image(path, f"calibration image {path}", upright=True, rgb=True, draft_pixels=max_pixels)
     target = scaled_size(rgb.size, max_pixels)
     if rgb.size != target:
         rgb = rgb.resize(target, Image.BILINEAR)  # Pillow's filters widen as they shrink: no aliasing

@@ -14,9 +14,9 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.io.atomic import atomic_write
+from utils.io.locks import file_lock
 
 from .base import PairedSegmentation
-from .utils import exclusive_lock
 
 __all__ = ["ClassStats", "compute_class_stats", "load_class_stats", "background_only_warning"]
 
@@ -86,7 +86,7 @@ def load_class_stats(dataset: PairedSegmentation, log: Callable[[str], None] = p
     key = dataset.split_key()
     folder = os.path.join(dataset.root, STATS_DIR)
     path = os.path.join(folder, f"{key[:32]}-{dataset.num_classes}classes.json")
-    with exclusive_lock(os.path.join(folder, ".lock")):
+    with file_lock(os.path.join(folder, ".lock")):
         stats = _read_cache(path, key, dataset.num_classes)
         if stats is not None:
             return stats

@@ -22,7 +22,7 @@ from PIL import Image
 from utils.constants import IGNORE_INDEX
 
 from .base import PairedSegmentation
-from .utils import DatasetError, check_mask_values, open_checked, read_split, read_utf8
+from .utils import DatasetError, check_mask_values, decode_image, read_split, read_utf8
 
 __all__ = ["FolderSegmentation", "read_classes", "read_class_ids", "palette_table", "default_palette",
            "write_splits_and_classes", "IMAGE_EXTENSIONS"]
@@ -186,7 +186,7 @@ class FolderSegmentation(PairedSegmentation):
         return mask
 
     def read_mask(self, index: int, image: Optional[Image.Image] = None) -> Image.Image:
-        mask = open_checked(self.masks[index], "mask")  # may be RGB here, so not load_mask
+        mask = decode_image(self.masks[index], f"mask {self.masks[index]}")  # may be RGB here, so not load_mask
         if image is not None and mask.size != image.size:
             raise DatasetError(f"mask {self.masks[index]} is {mask.size[0]}x{mask.size[1]} but image "
                                f"{self.images[index]} is {image.size[0]}x{image.size[1]}; they must be the same size")

@@ -12,16 +12,15 @@ from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils import data
 
 from utils.io.own_outputs import same_path
 from utils.io.video import VideoError, VideoFormat, ffmpeg_reason, import_av, sound_is_copied
 
 from .folder import IMAGE_EXTENSIONS
-from .utils import DatasetError, as_rgb8, open_within_limit
+from .utils import DatasetError, decode_image
 
-__all__ = ["find_images", "ImageFiles", "to_rgb", "VIDEO_EXTENSIONS", "is_video", "FrameBatch", "VideoFrames"]
+__all__ = ["find_images", "ImageFiles", "VIDEO_EXTENSIONS", "is_video", "FrameBatch", "VideoFrames"]
 
 # Containers FFmpeg reads, by the extensions they are usually saved with (any codec inside them).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv",
@@ -79,13 +78,9 @@ def _any_case_extension(pattern: str) -> str:
     return stem + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in extension)
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Apply EXIF orientation (a phone photo shows upright) and convert any mode to 8-bit RGB."""
-    return as_rgb8(ImageOps.exif_transpose(img))
-
-
 class ImageFiles(data.Dataset):
-    """Item ``i`` is ``(i, uint8 tensor (3, H, W))``, or ``(i, error message)`` when the file cannot be decoded or is
+    """Item ``i`` is ``(i, uint8 tensor (3, H, W))``, upright (EXIF orientation applied: a phone photo shows as it was
+    taken) and 8-bit RGB whatever the file's mode; or ``(i, error message)`` when the file cannot be decoded or is
     over ``--max_image_pixels`` (predict.py bounds the memory of large images with sliding windows)."""
 
     def __init__(self, files: List[Tuple[str, str]]):
@@ -97,13 +92,9 @@ class ImageFiles(data.Dataset):
     def __getitem__(self, index: int) -> Tuple[int, object]:
         path = self.files[index][0]
         try:
-            with open_within_limit(path, f"image {path}") as img:
-                img.load()
-                rgb = to_rgb(img)
+            rgb = decode_image(path, f"image {path}", upright=True, rgb=True)
         except DatasetError as exc:
             return index, str(exc)
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-            return index, f"cannot decode {path}: {exc}"
         return index, torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
 
 

@@ -1,31 +1,27 @@
 """Reading images and masks with errors that name the file, downloading with md5 and resume, safe extraction."""
-import contextlib
 import hashlib
+import io
+import math
 import os
 import shutil
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from utils.constants import IGNORE_INDEX
 from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 
-__all__ = ["DatasetError", "error_message", "decode_utf8", "read_utf8", "read_split", "open_checked",
-           "open_within_limit", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
-           "download_url", "extract_archive", "exclusive_lock", "generate_once"]
+__all__ = ["DatasetError", "error_message", "decode_utf8", "read_utf8", "read_split", "scaled_size",
+           "decode_image", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
+           "download_url", "extract_archive", "generate_once"]
 
 CHUNK_SIZE = 1 << 20
-
-try:
-    import fcntl
-except ImportError:  # Windows: one machine, and torchrun's first process prepares data alone there
-    fcntl = None
 
 
 class DatasetError(RuntimeError):
@@ -75,30 +71,40 @@ def read_utf8(path: str, what: str) -> str:
         raise DatasetError(f"{what} {path} {exc}; save it as UTF-8") from None
 
 
-def open_checked(path: str, what: str) -> Image.Image:
-    """Open and fully decode ``path``; DatasetError naming the ``what`` and file when it cannot, or when it has more
-    pixels than ``--max_image_pixels`` allows (checked before decoding)."""
-    if not os.path.isfile(path):
-        raise DatasetError(f"{what} {path} does not exist")
-    try:
-        img = open_within_limit(path, f"{what} {path}")
-        img.load()  # decode now, so a truncated file fails here and not deep inside a transform
-    # ValueError: PIL's word for damage it finds in the structure (a PNG text chunk that inflates past its limit)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"cannot decode {what} {path}: {exc}") from exc
-    return img
+def scaled_size(size: Tuple[int, int], max_pixels: int) -> Tuple[int, int]:
+    """``size`` (width, height), or the largest size of its aspect ratio with at most ``max_pixels`` pixels."""
+    width, height = size
+    if width * height <= max_pixels:
+        return size
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
 
 
-def open_within_limit(source: Union[str, BinaryIO], name: str) -> Image.Image:
-    """``Image.open(source)``, not yet decoded; DatasetError naming ``name`` (and the file closed) when the image has
-    more pixels than ``--max_image_pixels`` allows. PIL's errors for what is not an image propagate."""
-    img = Image.open(source)
+def decode_image(source: Union[str, bytes], name: str, upright: bool = False, rgb: bool = False,
+                 draft_pixels: int = 0) -> Image.Image:
+    """The decoded image of ``source``, a file or the bytes of an image (embedded in an annotation export), refused
+    before decoding when it has more pixels than --max_image_pixels. DatasetError when it is missing, too large or
+    cannot be decoded, in one line naming ``name`` ("image PATH", "mask PATH"...).
+
+    ``upright``: its EXIF orientation applied, as viewers show a photo (prediction, INT8 calibration); training
+    reads the stored pixels, which its masks are drawn on. ``rgb``: any mode as 8-bit RGB (:func:`as_rgb8`).
+    ``draft_pixels``: a JPEG may decode at 1/2, 1/4 or 1/8 of its size where that leaves this many pixels.
+    """
+    if isinstance(source, str) and not os.path.isfile(source):
+        raise DatasetError(f"{name} does not exist")
     try:
-        check_image_pixels(img.size, name)
+        with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as img:  # closes the file only
+            check_image_pixels(img.size, name)
+            if draft_pixels:
+                img.draft(None, scaled_size(img.size, draft_pixels))
+            img.load()  # decode now, so a truncated file fails here and not deep inside a transform
+            decoded = ImageOps.exif_transpose(img) if upright else img
+            return as_rgb8(decoded) if rgb else decoded
     except ImageTooLargeError as exc:
-        img.close()
         raise DatasetError(str(exc)) from None
-    return img
+    # ValueError: PIL's word for damage it finds in the structure (a PNG text chunk that inflates past its limit)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"cannot decode {name}: {exc}") from exc
 
 
 def as_rgb8(img: Image.Image) -> Image.Image:
@@ -122,12 +128,12 @@ def load_image(path: str) -> Image.Image:
 
     EXIF orientation is not applied: masks carry none, and they are drawn on the stored pixels.
     """
-    return as_rgb8(open_checked(path, "image"))
+    return decode_image(path, f"image {path}", rgb=True)
 
 
 def load_mask(path: str, image: Optional[Image.Image] = None, image_path: str = "") -> Image.Image:
     """An index mask (mode P or L kept as indices); its size must equal ``image``'s when given."""
-    mask = open_checked(path, "mask")
+    mask = decode_image(path, f"mask {path}")
     if mask.mode not in ("P", "L"):
         raise DatasetError(f"mask {path} has mode {mask.mode}; expected an index PNG (mode P or L)")
     if image is not None and mask.size != image.size:
@@ -230,29 +236,6 @@ def extract_archive(archive: str, root: str) -> None:
             tf.extractall(root, members=members, filter="data")
     except tarfile.TarError as exc:
         raise DatasetError(f"cannot extract {archive}: {exc} (corrupt or not an archive; delete it and download again)") from exc
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: str) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` (created if needed) for the block.
-
-    Machines of a multi-node run that share a filesystem then download or generate data one at a time;
-    the later ones find it complete. Advisory (``flock``), so NFS needs lock support; none on Windows.
-    """
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handle = open(path, "a")
-    except OSError:  # a read-only folder: nobody can write the data there, so there is nothing to serialise
-        yield
-        return
-    with handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _generated(root: str, stamp_file: str, expected: str, counts: Iterable[tuple]) -> bool:

@@ -21,6 +21,7 @@ from torch import nn
 
 from utils.io.atomic import missing_file
 from utils.io.checkpoint import describe_load_error, file_problem, torch_load
+from utils.io.optional_packages import import_optional, optional_module
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 
 from .backbone.timm_encoder import TimmFeatures, first_line, import_timm
@@ -146,12 +147,9 @@ def _read_safetensors(path: str) -> StateDict:
     missing = missing_file(path)
     if missing:
         raise PretrainedWeightsError(f"weights file {path} {missing}")
+    safetensors = import_optional("safetensors.torch", f"reading {path}", PretrainedWeightsError)
     try:
-        from safetensors.torch import load_file
-    except ImportError:
-        raise PretrainedWeightsError(f"reading {path} needs safetensors: pip install safetensors") from None
-    try:
-        return load_file(path)
+        return safetensors.load_file(path)
     except Exception as exc:  # SafetensorError, OSError
         raise PretrainedWeightsError(f"cannot read weights file {path}: {first_line(exc)} (truncated, or not a "
                                      "safetensors file?)") from exc
@@ -230,24 +228,19 @@ def _hub_reachable() -> bool:
 
 def _hub_offline() -> bool:
     """Whether the Hugging Face hub client is told to stay offline (HF_HUB_OFFLINE=1)."""
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return True
-    return bool(constants.HF_HUB_OFFLINE)
+    hub = optional_module("huggingface_hub.constants")
+    return hub is None or bool(hub.HF_HUB_OFFLINE)
 
 
 def _from_timm(source: WeightSource) -> Optional[StateDict]:
     """Weights through timm: from its hub cache, else downloaded when the hub answers; None otherwise."""
-    try:
-        import timm
-        from huggingface_hub import hf_hub_download
-    except ImportError:
+    timm, hub = optional_module("timm"), optional_module("huggingface_hub")
+    if timm is None or hub is None:
         return None
     arch, tag = source.timm_model.split(".", 1)
     for filename in TIMM_WEIGHT_FILES:
         try:
-            cached = hf_hub_download(f"timm/{source.timm_model}", filename, local_files_only=True)
+            cached = hub.hf_hub_download(f"timm/{source.timm_model}", filename, local_files_only=True)
         except Exception:  # not in the cache
             continue
         overlay = dict(tag=tag, state_dict=read_state_dict(cached))  # read weights-only, then timm converts it

@@ -42,8 +42,8 @@ from utils.io.checkpoint import CheckpointError  # noqa: E402
 from utils.config import ConfigError, check_ranges, parse_with_config, warn_unused  # noqa: E402
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 from utils.inference.predictor import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
-from utils.inference.onnx_model import (INPUT_NAME, OUTPUT_NAME, OnnxMetadata, OnnxModelError,  # noqa: E402
-                                        OnnxSegmenter, first_line, import_optional)
+from utils.inference.onnx_model import (INPUT_NAME, ONNX_PACKAGES, OUTPUT_NAME, OnnxMetadata,  # noqa: E402
+                                        OnnxModelError, OnnxSegmenter, first_line, import_optional)
 from utils.io.own_outputs import refuse_writing_over  # noqa: E402
 from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride  # noqa: E402
 from utils.inference.onnx_int8 import quantize_int8  # noqa: E402
@@ -227,7 +227,7 @@ def quantize(fp32_data: bytes, calibration: CalibrationImages, metadata: OnnxMet
 
 
 def run(opts: argparse.Namespace) -> None:
-    for package in ("onnx", "onnxscript", "onnxruntime"):
+    for package in ONNX_PACKAGES:
         import_optional(package)
     if not opts.max_logit_diff > 0:
         raise ExportError(f"--max_logit_diff must be positive, not {opts.max_logit_diff}")

@@ -12,24 +12,20 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 
 from utils.io.atomic import missing_file
+from utils.io.optional_packages import import_optional
 
 from ..utils import DatasetError
 from .base import AnnotatedImage, Export, Problem, Region, is_text, read_json, size_of
 from .images import SourceImage, open_file
 
-__all__ = ["read_coco", "run_lengths", "COCO_PIP"]
+__all__ = ["read_coco", "run_lengths"]
 
-COCO_PIP = "pip install pycocotools==2.0.11"  # as pinned in requirements-dev.txt
 MIN_POLYGON_POINTS = 3
 
 
 def mask_api() -> ModuleType:
     """pycocotools.mask; a DatasetError with the pip command when pycocotools is not installed."""
-    try:
-        from pycocotools import mask
-    except ImportError as exc:
-        raise DatasetError(f"COCO import needs pycocotools ({exc}); {COCO_PIP}") from None
-    return mask
+    return import_optional("pycocotools.mask", "COCO import", DatasetError)
 
 
 def _is_number(value: object) -> bool:

@@ -5,17 +5,16 @@ reads the stored pixels. A rotated photo is therefore written upright, as PNG (a
 training does not read); every other image is copied byte for byte.
 """
 import dataclasses
-import io
 import os
 import shutil
 from typing import Optional, Tuple
 
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps
 
 from utils.io.atomic import atomic_write
 
 from ..folder import IMAGE_EXTENSIONS
-from ..utils import DatasetError, open_checked, open_within_limit
+from ..utils import DatasetError, decode_image
 
 __all__ = ["SourceImage", "open_file", "open_bytes"]
 
@@ -84,16 +83,12 @@ class SourceImage:
 
 def open_file(path: str) -> SourceImage:
     """An image file; DatasetError naming it when it is missing or cannot be decoded."""
-    return SourceImage(open_checked(path, "image"), path, os.path.splitext(path)[1], path=path)
+    return SourceImage(decode_image(path, f"image {path}"), path, os.path.splitext(path)[1], path=path)
 
 
 def open_bytes(data: bytes, name: str) -> SourceImage:
     """An image embedded in an export (LabelMe's ``imageData``); ``name`` says where, for messages."""
-    try:
-        image = open_within_limit(io.BytesIO(data), f"the image embedded in {name}")
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"cannot decode the image embedded in {name}: {exc}") from exc
+    image = decode_image(data, f"the image embedded in {name}")
     # a format training does not read (GIF, say) keeps its own extension, so that it is re-encoded
     extension = EXTENSION_OF_FORMAT.get(image.format, f".{str(image.format).lower()}")
     return SourceImage(image, f"the image embedded in {name}", extension, data=data)

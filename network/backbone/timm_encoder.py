@@ -6,17 +6,17 @@ so that it takes any size; such options are what :attr:`TimmFeatures.options` ho
 timm is optional: it is imported only for these encoders (:func:`import_timm`).
 """
 import difflib
-import importlib
 from types import ModuleType
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["TIMM_PIP", "LOW_LEVEL_STRIDE", "TimmEncoderError", "import_timm", "check_timm_name", "first_line",
+from utils.io.optional_packages import import_optional
+
+__all__ = ["LOW_LEVEL_STRIDE", "TimmEncoderError", "import_timm", "check_timm_name", "first_line",
            "TimmFeatures", "create_features", "natural_strides"]
 
-TIMM_PIP = "pip install timm==1.0.31"  # as pinned in requirements-dev.txt
 LOW_LEVEL_STRIDE = 4  # the DeepLabV3+ decoder's low-level input
 OUTPUT_STRIDES = (8, 16, 32)
 # Asked of every model (any input size, padded to the patch size where needed); one that does not take a keyword
@@ -31,10 +31,7 @@ class TimmEncoderError(ValueError):
 
 def import_timm() -> ModuleType:
     """The ``timm`` package; a TimmEncoderError with the pip command when it is not installed."""
-    try:
-        return importlib.import_module("timm")
-    except ImportError:
-        raise TimmEncoderError(f"the tu- encoders need timm, which is not installed: {TIMM_PIP}") from None
+    return import_optional("timm", "the tu- encoders", TimmEncoderError)
 
 
 def _close_names(timm: ModuleType, name: str) -> List[str]:

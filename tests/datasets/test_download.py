@@ -11,7 +11,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from datasets.utils import DatasetError, download_url, exclusive_lock, extract_archive
+from datasets.utils import DatasetError, download_url, extract_archive
+from utils.io.locks import file_lock
 
 
 @pytest.fixture
@@ -133,10 +134,10 @@ def test_exclusive_lock_makes_a_second_holder_wait(tmp_path):
     events = []
 
     def second():
-        with exclusive_lock(lock):
+        with file_lock(lock):
             events.append(("second", time.monotonic()))
 
-    with exclusive_lock(lock):
+    with file_lock(lock):
         thread = threading.Thread(target=second)
         thread.start()
         time.sleep(0.5)
@@ -148,6 +149,6 @@ def test_exclusive_lock_makes_a_second_holder_wait(tmp_path):
 def test_exclusive_lock_in_a_folder_that_cannot_be_written_still_runs_the_block(tmp_path):
     (tmp_path / "file").write_text("")
     ran = []
-    with exclusive_lock(str(tmp_path / "file" / ".prepare.lock")):  # its folder cannot exist
+    with file_lock(str(tmp_path / "file" / ".prepare.lock")):  # its folder cannot exist
         ran.append(True)
     assert ran == [True]

@@ -199,10 +199,10 @@ def _one_line_error(capsys) -> str:
 def test_missing_onnx_packages_name_the_pip_command(exported, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: importing it raises ImportError
     assert _predict(_images(tmp_path / "in"), tmp_path / "out", "--onnx", exported[1]) == 1
-    assert _one_line_error(capsys) == f"error: onnxruntime is not installed; the ONNX features need it: {ONNX_PIP}"
+    assert _one_line_error(capsys) == f"error: onnxruntime is not installed; it is needed for the ONNX features: {ONNX_PIP}"
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     assert export_onnx.main(["--ckpt", exported[0], "--output", str(tmp_path / "m.onnx")]) == 1
-    assert _one_line_error(capsys) == f"error: onnxscript is not installed; the ONNX features need it: {ONNX_PIP}"
+    assert _one_line_error(capsys) == f"error: onnxscript is not installed; it is needed for the ONNX features: {ONNX_PIP}"
     assert not (tmp_path / "m.onnx").exists()
 
 

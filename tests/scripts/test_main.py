@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import main as train_script
 import network
@@ -97,9 +98,11 @@ def test_test_only_equals_direct_metrics(voc, capsys):
     val = VOCSegmentation(str(voc / "data"), image_set="val", transform=transform)
     hist = np.zeros((21, 21))
     with torch.no_grad():
-        for image, target in val:
+        for index, (image, target) in enumerate(val):
             pred = model(image[None]).argmax(1)[0].numpy()
             t = target.numpy()
+            drawn = {kind: np.asarray(Image.open(voc / "res" / f"{index}_{kind}.png")) for kind in ("pred", "target")}
+            assert np.array_equal(drawn["pred"], val.cmap[pred]) and np.array_equal(drawn["target"], val.cmap[t])
             keep = t < 21
             np.add.at(hist, (t[keep], pred[keep]), 1)
     with np.errstate(invalid="ignore", divide="ignore"):

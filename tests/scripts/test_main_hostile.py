@@ -13,7 +13,7 @@ import network
 from tests.conftest import ROOT
 from tests.scripts.test_main import MODEL, _args, _ckpt, voc  # noqa: F401 (voc is a fixture)
 from utils.io import checkpoint
-from utils.io.checkpoint import writer_lock
+from utils.io.locks import file_lock
 
 
 def _one_error_line(capsys) -> str:
@@ -58,7 +58,7 @@ def test_training_from_a_checkpoint_that_it_would_overwrite_is_refused(voc, caps
 
 def test_a_second_run_on_the_same_checkpoints_is_refused(voc, capsys):
     (voc / "ck").mkdir()
-    with writer_lock(str(voc / "ck" / ".lock_deeplabv3plus_mobilenet_voc_os16")):
+    with file_lock(str(voc / "ck" / ".lock_deeplabv3plus_mobilenet_voc_os16")):
         assert train_script.main(_args(voc, "--total_itrs", "1")) == 1
     assert "is already writing these checkpoints" in _one_error_line(capsys)
 

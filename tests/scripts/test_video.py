@@ -23,7 +23,7 @@ from tests.helpers import signal_group_when
 from tests.scripts.test_predict import MODEL, NUM_CLASSES
 from utils.inference import outputs
 from utils.inference.predictor import normalize
-from utils.io.video import AV_PIP
+from utils.io.optional_packages import pip_install
 
 av = pytest.importorskip("av")
 from av.video.reformatter import ColorRange, Colorspace  # noqa: E402
@@ -376,7 +376,8 @@ def test_without_pyav_a_video_is_one_line(tmp_path, ckpt, capsys, monkeypatch):
     clip = write_clip(tmp_path / "clip.mkv", count=1)
     monkeypatch.setitem(sys.modules, "av", None)  # as if not installed: importing it raises ImportError
     assert _predict(clip, tmp_path / "out", ckpt[0]) == 1
-    assert capsys.readouterr().err.strip() == f"error: videos need PyAV, which is not installed: {AV_PIP}"
+    assert capsys.readouterr().err.strip() == ("error: av is not installed; it is needed for videos: "
+                                                    f"{pip_install('av')}")
 
 
 def _long_run(clip, out, ckpt_path):

@@ -1,5 +1,6 @@
 """Checkpoint files that are not what they claim, disks that fill up mid-write, config values of the wrong type."""
 import errno
+import os
 import pickle
 import re
 import zipfile
@@ -12,7 +13,8 @@ import predict as predict_script
 from network.weights import PretrainedWeightsError, read_state_dict
 from utils.io import atomic
 from utils.io.atomic import check_writable
-from utils.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, writer_lock
+from utils.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from utils.io.locks import LockHeldError, file_lock
 
 FOREIGN_FILES = {
     "text.pth": (lambda p: p.write_text("hello\n"), "is not a PyTorch file"),
@@ -103,11 +105,11 @@ def test_writable_check_and_writer_lock(tmp_path):
         check_writable(str(blocker / "ck"))
     check_writable(str(tmp_path / "new" / "ck"))
     lock = str(tmp_path / "run.lock")
-    with writer_lock(lock):
-        with pytest.raises(CheckpointError, match="is already writing these checkpoints"):
-            with writer_lock(lock):
+    with file_lock(lock, wait=False):
+        with pytest.raises(LockHeldError, match=f"process {os.getpid()} on .* holds the lock {lock}"):
+            with file_lock(lock, wait=False):
                 pass
-    with writer_lock(lock):  # released when the first run ends
+    with file_lock(lock, wait=False):  # released when the first run ends
         pass
 
 

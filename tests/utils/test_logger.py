@@ -111,7 +111,7 @@ def test_missing_tensorboard_is_one_clear_error(monkeypatch, tmp_path):
     from utils.reporting.logger import LoggerError
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
-    with pytest.raises(LoggerError, match=r"--tensorboard needs the tensorboard package.*pip install tensorboard"):
+    with pytest.raises(LoggerError, match=r"^tensorboard is not installed; it is needed for --tensorboard: pip install tensorboard==2\.21\.0$"):
         TensorBoardSink(str(tmp_path))
 
 

@@ -20,10 +20,9 @@ from utils.io.atomic import atomic_write
 from utils.io.bands import BandSpec, stretch_to_uint8
 from utils.constants import IGNORE_INDEX
 from utils.inference.predictor import sliding_window_rows
-from utils.inference.outputs import IMAGE_SUFFIXES, SCENE_LABEL_SUFFIX, save_png
+from utils.inference.outputs import IMAGE_SUFFIXES, OVERLAY_ALPHA, SCENE_LABEL_SUFFIX, overlay, save_png
 from utils.io.own_outputs import OWN_MARK, TIFF_MARK_KEY
 from utils.io.raster import RasterError, RasterFile, RasterInfo, import_rasterio, not_georeferenced_is_fine
-from utils.reporting.results import OVERLAY_ALPHA, overlay
 
 __all__ = ["PREVIEW_KINDS", "PREVIEW_MAX_SIDE", "GeoLabelWriter", "predict_scene"]
 

@@ -4,7 +4,6 @@ onnx, onnxscript and onnxruntime are optional: they are imported only on the ONN
 The graph's input is what PyTorch's model takes (:data:`INPUT_LAYOUT`), so ``predict.py`` runs both the same way.
 """
 import dataclasses
-import importlib
 import json
 from types import ModuleType
 from typing import Dict, Mapping, Optional, Tuple, Union
@@ -14,12 +13,14 @@ import torch
 
 from utils.io.atomic import missing_file
 from utils.io.bands import BANDS_KEY, BandSpec
+from utils.io.optional_packages import import_optional as import_package, pip_install
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["ONNX_PIP", "INPUT_NAME", "OUTPUT_NAME", "INPUT_LAYOUT", "OUTPUT_LAYOUT", "OnnxModelError",
+__all__ = ["ONNX_PACKAGES", "ONNX_PIP", "INPUT_NAME", "OUTPUT_NAME", "INPUT_LAYOUT", "OUTPUT_LAYOUT", "OnnxModelError",
            "import_optional", "first_line", "OnnxMetadata", "check_segmentation_graph", "OnnxSegmenter"]
 
-ONNX_PIP = "pip install onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0"  # as pinned in requirements-dev.txt
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # installed together
+ONNX_PIP = pip_install(*ONNX_PACKAGES)
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 INPUT_LAYOUT = ("float32 NCHW, RGB, normalised: (pixel / 255 - mean) / std per channel; "
                 "batch, height and width of any size")
@@ -35,11 +36,9 @@ class OnnxModelError(RuntimeError):
 
 
 def import_optional(name: str) -> ModuleType:
-    """Import ``name`` (onnx, onnxscript, onnxruntime); an OnnxModelError with the pip command if it is missing."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise OnnxModelError(f"{name} is not installed; the ONNX features need it: {ONNX_PIP}") from None
+    """Import ``name`` (onnx, onnxscript, onnxruntime, or a module of theirs); an OnnxModelError with the pip command
+    of the three if it is missing."""
+    return import_package(name, "the ONNX features", OnnxModelError, with_packages=ONNX_PACKAGES)
 
 
 def first_line(exc: Exception) -> str:

@@ -1,5 +1,6 @@
 """Writing predictions: one renderer per output kind, written as PNG files for images, and for videos as encoded
-videos (``color``, ``overlay``) or folders of per-frame PNGs (``label``, ``labelids``).
+videos (``color``, ``overlay``) or folders of per-frame PNGs (``label``, ``labelids``). main.py's
+``--save_val_results`` pictures are written by the same :class:`ImageWriter`.
 
 Every PNG is written atomically (:func:`utils.atomic.atomic_write`), so a stopped run leaves no truncated file.
 A video's outputs are written under names that say they are partial (``clip_overlay.partial.mp4``,
@@ -12,17 +13,17 @@ import itertools
 import os
 import re
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
 
 from utils.io.own_outputs import save_png
-from utils.reporting.results import OVERLAY_ALPHA, overlay
 from utils.io.video import VideoFormat, open_encoder
 
-__all__ = ["Drawing", "IMAGE_SUFFIXES", "SCENE_LABEL_SUFFIX", "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render",
-           "ImageWriter", "video_kinds", "video_outputs", "VideoWriter", "planned_outputs", "output_files", "output_names"]
+__all__ = ["OVERLAY_ALPHA", "overlay", "Drawing", "IMAGE_SUFFIXES", "VAL_RESULT_SUFFIXES", "SCENE_LABEL_SUFFIX",
+           "VIDEO_SUFFIXES", "OUTPUT_KINDS", "save_png", "render", "ImageWriter", "save_val_result", "video_kinds",
+           "video_outputs", "VideoWriter", "planned_outputs", "output_files", "output_names"]
 
 # What each kind adds to an input's output stem (relative path without extension).
 IMAGE_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.png", "labelids": "_labelIds.png"}
@@ -32,6 +33,16 @@ VIDEO_SUFFIXES = {"color": "_color.mp4", "overlay": "_overlay.mp4", "label": "_l
 PARTIAL = ".partial"  # what a video's outputs add to their names until the video is complete
 ENCODED_KINDS = ("color", "overlay")
 OUTPUT_KINDS = tuple(IMAGE_SUFFIXES)
+# main.py --save_val_results: the original's names ({index}_image.png ...); the target is drawn as ``color`` too
+VAL_RESULT_SUFFIXES = {"image": "_image.png", "color": "_pred.png", "overlay": "_overlay.png"}
+VAL_TARGET_SUFFIX = {"color": "_target.png"}
+OVERLAY_ALPHA = 0.7
+
+
+def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """Blend an (H, W, 3) uint8 colour mask over an (H, W, 3) uint8 image."""
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colour_mask.astype(np.float32)
+    return blended.round().astype(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +53,10 @@ class Drawing:
     palette: np.ndarray
     overlay_alpha: float = OVERLAY_ALPHA
     label_ids: Optional[np.ndarray] = None
+
+
+def _image(drawing: Drawing, image: np.ndarray, labels: np.ndarray) -> Image.Image:
+    return Image.fromarray(image)
 
 
 def _color(drawing: Drawing, image: np.ndarray, labels: np.ndarray) -> Image.Image:
@@ -64,25 +79,39 @@ def _labelids(drawing: Drawing, image: np.ndarray, labels: np.ndarray) -> Image.
 
 
 Renderer = Callable[[Drawing, np.ndarray, np.ndarray], Image.Image]
-RENDERERS: Dict[str, Renderer] = {"color": _color, "label": _label, "overlay": _overlay, "labelids": _labelids}
+RENDERERS: Dict[str, Renderer] = {"image": _image, "color": _color, "label": _label, "overlay": _overlay,
+                                  "labelids": _labelids}
 
 
 def render(kind: str, drawing: Drawing, image: np.ndarray, labels: np.ndarray) -> Image.Image:
-    """Output ``kind`` of an (H, W, 3) uint8 RGB ``image`` and its (H, W) uint8 class indices ``labels``."""
+    """Output ``kind`` of an (H, W, 3) uint8 RGB ``image`` and its (H, W) class indices ``labels`` (uint8, or any
+    integers 0..255); ``image`` is the photo itself."""
     return RENDERERS[kind](drawing, image, labels)
 
 
 class ImageWriter:
-    """The PNG of each asked ``kinds`` for an image, at ``folder``/stem + the kind's suffix."""
+    """The PNG of each asked ``kinds`` for an image, at ``folder``/stem + the kind's suffix (of ``suffixes``), each
+    written atomically."""
 
-    def __init__(self, folder: str, kinds: Sequence[str], drawing: Drawing):
-        self.folder, self.kinds, self.drawing = folder, tuple(kinds), drawing
+    def __init__(self, folder: str, kinds: Sequence[str], drawing: Drawing,
+                 suffixes: Mapping[str, str] = IMAGE_SUFFIXES):
+        self.folder, self.kinds, self.drawing, self.suffixes = folder, tuple(kinds), drawing, suffixes
 
     def write(self, stem: str, image: np.ndarray, labels: np.ndarray) -> None:
         """OSError when a file cannot be written (those written before it are whole)."""
         base = os.path.join(self.folder, stem)
         for kind in self.kinds:
-            save_png(render(kind, self.drawing, image, labels), base + IMAGE_SUFFIXES[kind])
+            save_png(render(kind, self.drawing, image, labels), base + self.suffixes[kind])
+
+
+def save_val_result(folder: str, index: int, image: np.ndarray, target: np.ndarray, pred: np.ndarray,
+                    palette: np.ndarray) -> None:
+    """``{index}_image.png``, ``_target.png``, ``_pred.png`` and ``_overlay.png`` in ``folder``, as the original's
+    --save_val_results names them: the (H, W, 3) uint8 ``image``, and the class indices of ``target`` and ``pred``
+    drawn with the 256x3 ``palette`` (the dataset's)."""
+    drawing = Drawing(palette)
+    ImageWriter(folder, tuple(VAL_RESULT_SUFFIXES), drawing, VAL_RESULT_SUFFIXES).write(str(index), image, pred)
+    ImageWriter(folder, tuple(VAL_TARGET_SUFFIX), drawing, VAL_TARGET_SUFFIX).write(str(index), image, target)
 
 
 def video_kinds(kinds: Sequence[str]) -> Tuple[str, ...]:

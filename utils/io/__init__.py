@@ -1,2 +1,2 @@
-"""Files in and out: atomic writes and temporary files, checkpoints and locks, outputs marked as ours and never written
-over inputs, image size limits, GeoTIFF bands (rasterio), videos (PyAV). May import: the utils root modules only."""
+"""Files in and out: atomic writes, checkpoints, locks, outputs marked as ours and never written over inputs, image
+size limits, GeoTIFF bands, videos, the optional packages and their pins. May import: the utils root modules only."""

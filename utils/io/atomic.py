@@ -14,10 +14,7 @@ import tempfile
 import uuid
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; an open file cannot be deleted there, which tells the same
-    fcntl = None
+from utils.io.locks import HAS_FLOCK, take_lock
 
 __all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable", "require_writable_file",
            "missing_file",
@@ -44,7 +41,7 @@ def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
             f.flush()
             if sync:
                 os.fsync(f.fileno())
-            if fcntl is None:
+            if not HAS_FLOCK:
                 f.close()  # Windows renames no open file (and holds no lock to keep)
             os.replace(tmp, path)  # before the file closes: the lock covers the temporary until it is gone
     except BaseException:
@@ -79,25 +76,13 @@ def _locked_temporary(folder: str, name: str) -> Tuple[str, BinaryIO]:
     while True:
         tmp = os.path.join(folder, _temporary_name(name))
         f = open(tmp, "xb")  # not mkstemp: the file gets the usual permissions (umask), not 0600
-        if not _lock(f.fileno(), wait=True) or _is_at(f.fileno(), tmp):
+        if not take_lock(f.fileno()) or _is_at(f.fileno(), tmp):
             return tmp, f
         f.close()  # a cleaner took it between its creation and the lock, and removed it: take a new name
 
 
 def _temporary_name(name: str) -> str:
     return f"{_temporary_prefix(name)}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the PID is for people only
-
-
-def _lock(fd: int, wait: bool) -> bool:
-    """Take the exclusive flock of ``fd``; False when another open file holds it (only with ``wait`` False) or
-    when the file system has no locks (some network mounts): nothing is known of its writer then."""
-    if fcntl is None:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except OSError:  # BlockingIOError: held; ENOLCK, EOPNOTSUPP...: no locks here
-        return False
-    return True
 
 
 def _is_at(fd: int, path: str) -> bool:
@@ -211,7 +196,7 @@ def describe_removed(removed: Sequence[Tuple[str, int]], what: str, folder: str)
 
 def _remove_if_unlocked(path: str) -> Optional[int]:
     """Delete ``path`` if no open file holds its lock; its size, or None when it is in use or gone."""
-    if fcntl is None:
+    if not HAS_FLOCK:  # Windows: an open file cannot be deleted there, which tells the same
         try:
             size = os.path.getsize(path)
             os.remove(path)  # refused while its writer has it open
@@ -223,7 +208,7 @@ def _remove_if_unlocked(path: str) -> Optional[int]:
     except OSError:  # gone meanwhile, or not ours to read
         return None
     try:
-        if not _lock(fd, wait=False) or not _is_at(fd, path):
+        if not take_lock(fd, wait=False) or not _is_at(fd, path):
             return None
         os.remove(path)  # still holding the lock: a writer that created it a moment ago waits, then sees it gone
         return os.fstat(fd).st_size

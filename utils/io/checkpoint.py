@@ -8,7 +8,6 @@ The dict keeps the original's keys (``cur_itrs``, ``model_state``, ``optimizer_s
 """
 import contextlib
 import os
-import platform
 import random
 import re
 import zipfile
@@ -20,13 +19,8 @@ from torch import nn
 
 from utils.io.atomic import atomic_link, atomic_write, missing_file, write_advice
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; runs sharing a folder are not detected there
-    fcntl = None
-
 __all__ = ["CheckpointError", "NUMPY_SCALAR_GLOBALS", "torch_load", "file_problem", "describe_load_error",
-           "save_checkpoint", "share_checkpoint", "writer_lock", "load_checkpoint", "extract_model_state", "load_model_state",
+           "save_checkpoint", "share_checkpoint", "load_checkpoint", "extract_model_state", "load_model_state",
            "capture_rng_state", "restore_rng_state", "restore_process_rng_state"]
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
@@ -84,29 +78,6 @@ def _write_errors(path: str) -> Iterator[None]:
         kept = f"the previous {os.path.basename(path)} is unchanged" if existed else "no file was left behind"
         advice = write_advice(cause, os.path.dirname(os.path.abspath(path)))
         raise CheckpointError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {kept}; {advice}") from exc
-
-
-@contextlib.contextmanager
-def writer_lock(path: str) -> Iterator[None]:
-    """Hold the lock file ``path`` while the block runs; CheckpointError at once if another process holds it.
-
-    Two runs that write the same checkpoints would overwrite each other's files in turn (each file stays
-    whole, but neither run's is the one it resumes from). The lock is ``flock``: released when the process
-    ends, however it ends, so a crashed run never leaves a stale lock.
-    """
-    with open(path, "a+") as handle:
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                owner = handle.read().strip() or "another process"
-                raise CheckpointError(f"{owner} is already writing these checkpoints (lock {path}); wait for it, "
-                                      "or give this run another --checkpoint_dir") from None
-        handle.truncate(0)
-        handle.write(f"process {os.getpid()} on {platform.node()}")
-        handle.flush()
-        yield
 
 
 def _os_error(exc: BaseException) -> Optional[OSError]:

@@ -6,7 +6,6 @@ Band values come back as uint8 when the file is 8-bit, else as float32 (exact fo
 """
 import contextlib
 import dataclasses
-import importlib
 import math
 import warnings
 from types import ModuleType
@@ -15,10 +14,11 @@ from typing import Iterator, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["RASTERIO_PIP", "RasterError", "import_rasterio", "is_raster_image", "RasterInfo", "RasterFile",
+from utils.io.optional_packages import import_optional
+
+__all__ = ["RasterError", "import_rasterio", "is_raster_image", "RasterInfo", "RasterFile",
            "same_grid_problem", "write_raster", "not_georeferenced_is_fine"]
 
-RASTERIO_PIP = "pip install rasterio==1.4.4"  # as pinned in requirements-dev.txt
 # The TIFF tags that georeference a GeoTIFF: ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory.
 GEOTIFF_TAGS = (33550, 33922, 34264, 34735)
 # What PIL opens as an ordinary picture (read as 8-bit RGB, as before multi-band support).
@@ -32,11 +32,7 @@ class RasterError(ValueError):
 
 def import_rasterio() -> ModuleType:
     """The ``rasterio`` package; a RasterError with the pip command when it is not installed."""
-    try:
-        return importlib.import_module("rasterio")
-    except ImportError:
-        raise RasterError(f"multi-band and GeoTIFF imagery needs rasterio, which is not installed: {RASTERIO_PIP}") \
-            from None
+    return import_optional("rasterio", "multi-band and GeoTIFF imagery", RasterError)
 
 
 def is_raster_image(path: str) -> bool:

@@ -6,7 +6,6 @@ PyAV is optional: it is imported only when an input is a video (:func:`import_av
 """
 import contextlib
 import dataclasses
-import importlib
 from fractions import Fraction
 from types import ModuleType
 from typing import Any, Iterator, Optional, Sequence
@@ -14,12 +13,12 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from utils.io.atomic import atomic_write
+from utils.io.optional_packages import import_optional, pip_install
 from utils.io.own_outputs import OWN_MARK, VIDEO_MARK_KEY
 
-__all__ = ["AV_PIP", "VideoError", "import_av", "ffmpeg_reason", "pick_codec", "sound_is_copied", "VideoFormat",
+__all__ = ["VideoError", "import_av", "ffmpeg_reason", "pick_codec", "sound_is_copied", "VideoFormat",
            "VideoEncoder", "open_encoder"]
 
-AV_PIP = "pip install av==18.1.0"  # as pinned in requirements-dev.txt
 # H.264 plays everywhere; MPEG-4 Part 2 is in every FFmpeg build, for those without libx264.
 PREFERRED_CODECS = ("libx264", "mpeg4")
 # 4:2:0 chroma, the only layout browsers and most players decode; it needs even sides.
@@ -36,10 +35,7 @@ class VideoError(ValueError):
 
 def import_av() -> ModuleType:
     """The ``av`` package; a VideoError with the pip command when it is not installed."""
-    try:
-        return importlib.import_module("av")
-    except ImportError:
-        raise VideoError(f"videos need PyAV, which is not installed: {AV_PIP}") from None
+    return import_optional("av", "videos", VideoError)
 
 
 def ffmpeg_reason(exc: BaseException) -> str:
@@ -62,7 +58,7 @@ def pick_codec() -> str:
     codec = next((name for name in PREFERRED_CODECS if _has_encoder(av, name)), None)
     if codec is None:
         raise VideoError(f"this FFmpeg build has none of the encoders {', '.join(PREFERRED_CODECS)}: install PyAV's "
-                         f"wheels ({AV_PIP})")
+                         f"wheels ({pip_install('av')})")
     return codec
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from utils.io.atomic import atomic_write
+from utils.io.optional_packages import optional_module, pip_install
 
 __all__ = ["row_normalised", "write_evaluation", "cell_fontsize", "confusion_figure", "confusion_matrix_png"]
 
-MATPLOTLIB_PIN = "matplotlib==3.11.2"
 PER_CLASS_KEYS = {"IoU": "Class IoU", "Precision": "Class Precision", "Recall": "Class Recall", "F1": "Class F1"}
 ANNOTATE_UP_TO = 30      # more classes than this: cells too small for their numbers
 INCHES_PER_CLASS = 0.45
@@ -115,19 +115,17 @@ def _write_csv(path: str, counts: np.ndarray, names: List[str]) -> str:
 @functools.lru_cache(maxsize=None)
 def _note_no_matplotlib() -> None:
     """Said once per process, however many evaluations are written."""
-    print(f"note: confusion_matrix.png skipped: matplotlib is not installed (pip install {MATPLOTLIB_PIN})",
+    print(f"note: confusion_matrix.png skipped: matplotlib is not installed ({pip_install('matplotlib')})",
           file=sys.stderr)
 
 
 def _figure_module():
     """matplotlib's Figure and Agg canvas (no pyplot: no global backend switch or figure registry), or None."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
+    backend, figure = optional_module("matplotlib.backends.backend_agg"), optional_module("matplotlib.figure")
+    if backend is None or figure is None:
         _note_no_matplotlib()
         return None
-    return Figure, FigureCanvasAgg
+    return figure.Figure, backend.FigureCanvasAgg
 
 
 def cell_fontsize(num_classes: int) -> float:

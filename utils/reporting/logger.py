@@ -19,13 +19,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils.io.atomic import write_advice
+from utils.io.optional_packages import import_optional
 from utils.reporting.eval_report import confusion_matrix_png, row_normalised, write_evaluation
 from utils.visualizer import Visualizer
 
 __all__ = ["EvaluationReport", "Sink", "ConsoleSink", "VisdomSink", "TensorBoardSink", "EvaluationFilesSink",
            "RunLogger", "LoggerError", "build_logger", "heatmap_image", "require_tensorboard"]
 
-TENSORBOARD_INSTALL = "pip install tensorboard==2.21.0"
 HEATMAP_CELL_PIXELS = 16  # TensorBoard shows the confusion matrix as an image: cells this many pixels wide
 
 
@@ -154,11 +154,7 @@ class VisdomSink(Sink):
 
 def require_tensorboard() -> type:
     """torch's SummaryWriter, or a LoggerError naming the pip command when tensorboard is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:
-        raise LoggerError(f"--tensorboard needs the tensorboard package ({exc}); {TENSORBOARD_INSTALL}") from exc
-    return SummaryWriter
+    return import_optional("torch.utils.tensorboard", "--tensorboard", LoggerError, package="tensorboard").SummaryWriter
 
 
 class TensorBoardSink(Sink):

@@ -1,0 +1,66 @@
+"""File locks (``flock``, advisory): one primitive for open files, and a lock file held for a block.
+
+The kernel drops a ``flock`` when its open file closes, and so when its process ends however it ends (SIGKILL,
+the OOM killer): a crashed run never leaves a stale lock. Windows has no ``flock``: nothing is locked there.
+Network file systems need lock support (NFS does with its lock daemon).
+"""
+import contextlib
+import os
+import platform
+from typing import Iterator, Optional
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+__all__ = ["HAS_FLOCK", "LockHeldError", "take_lock", "file_lock"]
+
+HAS_FLOCK = fcntl is not None
+HELD_BY = "{owner} holds the lock {path}"  # file_lock's message when another process holds its lock
+
+
+class LockHeldError(RuntimeError):
+    """Another process holds a lock that was not to be waited for; the message names it and what to do."""
+
+
+def take_lock(fd: int, wait: bool = True) -> Optional[bool]:
+    """Take the exclusive lock of the open file ``fd``: True once held; False when another open file holds it (only
+    with ``wait`` False); None where there are no locks (Windows; file systems that refuse them): nothing is known
+    of other holders then."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # ENOLCK, EOPNOTSUPP...: no locks here
+        return None
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(path: str, wait: bool = True, held_by: str = HELD_BY) -> Iterator[None]:
+    """Hold the exclusive lock of the file ``path`` (made, with its folder, if needed) while the block runs, with
+    this process written into it for others to name.
+
+    ``wait``: until the processes before are done (machines that share a data folder then prepare it in turn, and
+    the later ones find it complete). Else a LockHeldError at once, ``held_by`` formatted with ``owner`` (what
+    the holder wrote) and ``path``. A file that cannot be made (a read-only folder) runs the block unlocked:
+    nothing can be written there, so there is nothing to take turns on.
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handle = open(path, "a+")
+    except OSError:
+        yield
+        return
+    with handle:
+        if take_lock(handle.fileno(), wait) is False:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise LockHeldError(held_by.format(owner=owner, path=path))
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()} on {platform.node()}")
+        handle.flush()
+        yield
