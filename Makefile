@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
 VIS_PORT ?= 13570
+# pytest processes for `make test` (each runs one test file at a time, one thread each)
+TEST_WORKERS ?= 2
 VIS_ENV_PATH ?= $(HOME)/.visdom
 
 .PHONY: test demo demo-own demo-geo venv browser visdom clean
@@ -24,7 +26,7 @@ browser:
 	  else echo "note: chromium not found and cannot be installed here; the browser test will skip"; fi; }
 
 test: venv browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Install the dashboard's web assets from the npm registry, then serve it on 127.0.0.1 only.
 visdom: venv

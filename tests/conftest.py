@@ -4,7 +4,13 @@ import sys
 import urllib.error
 
 import pytest
-import torch
+
+# One thread per process, set before torch is imported (and inherited by the processes that tests start): `make test`
+# runs two pytest processes on two cores, and the tests' tiny tensors gain nothing from a second thread, whose OpenMP
+# spin-waits only take CPU time from the other process (several times the work on a busy machine).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:

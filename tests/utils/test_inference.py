@@ -31,7 +31,9 @@ def test_folded_model_gives_the_same_outputs(name):
 @pytest.mark.parametrize("name,expected_fused", [("deeplabv3plus_mobilenet", 42), ("deeplabv3_resnet50", 7),
                                                  ("deeplabv3plus_hrnetv2_32", 28)])
 def test_fused_conv_activations_give_the_same_numbers(name, expected_fused, amp):
-    """oneDNN applies ReLU/ReLU6 as the convolution writes its output: the same values, one pass fewer."""
+    """oneDNN applies ReLU/ReLU6 as the convolution writes its output, one pass fewer. The values are the same up to
+    the rounding of another kernel: oneDNN may pick one for the fused call (with one thread, or for one image, it
+    does here), so they agree to 1e-5 of the logits' scale in fp32 and to a bf16 step in bf16."""
     model = fold_batchnorm(network.build_model(name, 5, 16, pretrained_backbone=False).eval())
     model = model.to(memory_format=torch.channels_last)
     model.load_state_dict(deterministic_state_dict(model))
@@ -41,10 +43,12 @@ def test_fused_conv_activations_give_the_same_numbers(name, expected_fused, amp)
     assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6)) for m in fused.modules()) or name != \
         "deeplabv3plus_mobilenet"  # mobilenet's every activation follows a convolution in a Sequential
     x = torch.randn(2, 3, 65, 97).contiguous(memory_format=torch.channels_last)
+    tolerance = 1e-5 if amp == "off" else 2 ** -7
     with torch.inference_mode(), autocast(torch.device("cpu"), amp):
-        assert torch.equal(model(x), fused(x))
-        one, fused_one = model(x[:1]), fused(x[:1])  # fp32, one image: oneDNN may pick another kernel
-    assert float((fused_one - one).abs().max() / one.abs().max()) < 1e-5
+        for batch in (x, x[:1]):
+            plain, fused_out = model(batch).float(), fused(batch).float()
+            assert float((fused_out - plain).abs().max() / plain.abs().max()) < tolerance
+            assert float((fused_out.argmax(1) == plain.argmax(1)).float().mean()) > 0.999
 
 
 def test_trainable_convolutions_are_not_fused():
