@@ -85,116 +85,151 @@ def _pretrained_arg(value: str):
 
 
 def get_argparser() -> argparse.ArgumentParser:
+    """The original's flags (same names and defaults) and ours, in groups by concern."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--config", help="YAML file whose keys are these options (flags given here win)")
-    # Dataset
-    parser.add_argument("--data_root", type=str, default="./datasets/data",
-                        help="folder that holds the dataset (VOCdevkit, Cityscapes, or your own data's folder); "
-                             "--dataset demo writes its data into DATA_ROOT/demo")
-    parser.add_argument("--dataset", type=str, default="voc", choices=DATASETS, help="name of the dataset")
-    parser.add_argument("--num_classes", type=int, default=None, help="number of classes (default: the dataset's)")
-    parser.add_argument("--num_workers", type=int, default=None,
-                        help="DataLoader workers (default: on a GPU the cores per GPU process less one, at most 16; "
-                             "on the CPU min(4, cores))")
-    add_max_image_pixels_option(parser)
-    # Multi-band imagery (--dataset folder): GeoTIFFs are read with all their bands unless --bands says otherwise
-    parser.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
-                        help="--dataset folder: read these bands (1-based, in this order) of multi-band images; also "
-                             "reads gray or 16-bit PNGs as 1 band with --bands 1 (default: every band of GeoTIFFs; "
-                             "8-bit RGB for pictures)")
-    parser.add_argument("--band_stats", default=None, metavar="FILE.yaml",
-                        help="per-band `mean: [...]` and `std: [...]` to normalise with, one per band of the files or "
-                             "per band read (default: computed over the training split and cached)")
-    parser.add_argument("--rgb_bands", type=band_list, default=None, metavar="3,2,1",
-                        help="the bands read that take ImageNet's R, G, B filters and are shown as colour (default: "
-                             "the bands described as R, G, B in the files, else the first three)")
-    parser.set_defaults(recorded_bands=None)  # not a flag: what --ckpt records of its bands (resolve_architecture)
-    # Model
-    add_model_options(parser, num_classes=False)  # the checkpoint's is --ckpt's; --num_classes is the dataset's
-    parser.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
-                        help="ImageNet backbone weights: flag alone = the known source, or a file path "
-                             "(default: the entry's default, as in the original: ImageNet for ResNet, MobileNetV2 "
-                             "and Xception, none for HRNet; timm's pretrained weights for the tu- entries)")
-    parser.add_argument("--no-pretrained_backbone", dest="pretrained_backbone", action="store_false",
-                        help="train the backbone from scratch (default: see --pretrained_backbone)")
-    parser.add_argument("--init_from", default=None,
-                        help="start the whole model from 'torchvision_coco' (ResNet-50/101) or a checkpoint file in "
-                             "any supported format; reports which tensors were filled (default: none)")
-    # Train
-    parser.add_argument("--test_only", action=argparse.BooleanOptionalAction, default=False,
-                        help="evaluate --ckpt on the validation set and stop, without training")
-    parser.add_argument("--save_val_results", action=argparse.BooleanOptionalAction, default=False,
-                        help="save segmentation results to --results_dir")
-    parser.add_argument("--total_itrs", type=int, default=30000, help="training iterations")
-    parser.add_argument("--lr", type=float, default=0.01, help="learning rate of the head (the backbone's is 0.1x)")
-    parser.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"],
-                        help="poly: lr * (1 - iteration / total_itrs) ** 0.9; step: x0.1 every --step_size")
-    parser.add_argument("--step_size", type=int, default=10000, help="--lr_policy step: iterations per x0.1")
-    parser.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False,
-                        help="validate on images resized and centre-cropped to --crop_size (batched), not whole")
-    parser.add_argument("--batch_size", type=int, default=16, help="global batch size, split over torchrun processes")
-    parser.add_argument("--val_batch_size", type=int, default=4, help="validation batch size (with --crop_val)")
-    parser.add_argument("--crop_size", type=int, default=513, help="training crop (and --crop_val) size in pixels")
-    parser.add_argument("--ckpt", default=None, type=str,
-                        help="checkpoint to start from (weights; with --continue_training the whole training state) "
-                             "or, with --test_only, to evaluate (default: none)")
-    parser.add_argument("--continue_training", action=argparse.BooleanOptionalAction, default=False,
-                        help="with --ckpt: resume iteration, optimizer, scheduler, best score and RNG state")
-    parser.add_argument("--loss_type", type=str, default="cross_entropy", choices=LOSS_TYPES,
-                        help="ohem: hard pixels only (HRNet's Cityscapes recipe); dice, ce+dice: for rare classes")
-    parser.add_argument("--class_weights", default="none",
-                        help="none, auto (median-frequency balancing from the training masks, cached next to the "
-                             "data) or a YAML file listing one weight per class")
-    parser.add_argument("--ohem_thresh", type=float, default=0.7,
-                        help="ohem: keep pixels whose probability of the true class is below this")
-    parser.add_argument("--ohem_min_kept", type=int, default=100000,
-                        help="ohem: keep at least this many pixels per image, as mmsegmentation counts (its value)")
-    parser.add_argument("--dice_weight", type=float, default=1.0, help="ce+dice: weight of the Dice term")
-    parser.add_argument("--focal_gamma", type=float, default=2.0,
-                        help="focal loss focusing parameter (the paper's 2.0); 0 is plain cross-entropy, which is "
-                             "what the original's focal_loss computed: use 0 to reproduce its runs")
-    add_device_options(parser)
-    parser.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=None,
-                        help="SyncBatchNorm across processes (default: on for multi-GPU torchrun runs)")
-    parser.add_argument("--dist_timeout", type=float, default=1800,
-                        help="seconds a process waits for the others before the run stops with an error")
-    add_speed_options(parser)
-    parser.add_argument("--cudnn_benchmark", nargs="?", const=True, default="auto", type=parse_auto_bool,
-                        help="cuDNN autotuning for the training crops: auto/true/false (auto: on for runs of 1000 "
-                             "iterations or more, whose speed-up pays back its ~20 s of tuning)")
-    parser.add_argument("--weight_decay", type=float, default=1e-4, help="SGD weight decay")
-    parser.add_argument("--bn_momentum", type=float, default=0.01,
-                        help="backbone BatchNorm momentum: the original's 0.01 suits fine-tuning a pretrained "
-                             "backbone; use 0.1 for short runs from scratch")
-    parser.add_argument("--random_seed", type=int, default=1, help="random seed")
-    parser.add_argument("--print_interval", type=int, default=10, help="iterations between log lines")
-    parser.add_argument("--val_interval", type=int, default=100, help="iterations between validations")
-    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
-                        help="download Pascal VOC into --data_root")
-    parser.add_argument("--checkpoint_dir", type=str, default="checkpoints",
-                        help="where latest_* and best_* checkpoints are written")
-    parser.add_argument("--results_dir", type=str, default="results",
-                        help="metrics.json and the confusion matrix of every evaluation (and --save_val_results)")
-    # Evaluation recipe (--test_only, and the validations of a training run)
-    parser.add_argument("--eval_scales", type=float, nargs="+", default=[1.0],
-                        help="evaluate at these scales and sum the probabilities, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
-    parser.add_argument("--eval_flip", action=argparse.BooleanOptionalAction, default=False,
-                        help="add horizontally flipped copies to the evaluation")
-    parser.add_argument("--eval_slide", action=argparse.BooleanOptionalAction, default=False,
-                        help="evaluate in sliding windows of --window with step --stride (bounded memory)")
-    add_window_options(parser, "--eval_slide")
-    # PASCAL VOC
-    parser.add_argument("--year", type=str, default="2012", choices=VOC_YEARS, help="year of VOC")
-    # Visdom
-    parser.add_argument("--enable_vis", action=argparse.BooleanOptionalAction, default=False,
-                        help="use visdom for visualization")
-    parser.add_argument("--vis_port", type=str, default="13570", help="port for visdom")
-    parser.add_argument("--vis_host", type=str, default="http://localhost", help="address of the visdom server")
-    parser.add_argument("--vis_env", type=str, default="main", help="env for visdom")
-    parser.add_argument("--vis_num_samples", type=int, default=8, help="number of samples for visualization")
-    parser.add_argument("--tensorboard", default=None, metavar="DIR",
-                        help="also write TensorBoard event files to DIR (pip install tensorboard; default: none)")
+    _add_data_options(parser.add_argument_group("data"))
+    _add_architecture_options(parser.add_argument_group("model"))
+    _add_schedule_options(parser.add_argument_group("training"))
+    _add_loss_options(parser.add_argument_group("loss"))
+    _add_runtime_options(parser.add_argument_group("devices and speed"))
+    _add_run_options(parser.add_argument_group("optimizer, logging and files"))
+    _add_evaluation_options(parser.add_argument_group("evaluation (--test_only and a training run's validations)"))
+    _add_dashboard_options(parser.add_argument_group("dashboards"))
     return parser
+
+
+def _add_data_options(group: argparse._ActionsContainer) -> None:
+    """The dataset, its loading, and multi-band imagery (--dataset folder)."""
+    group.add_argument("--data_root", type=str, default="./datasets/data",
+                       help="folder that holds the dataset (VOCdevkit, Cityscapes, or your own data's folder); "
+                            "--dataset demo writes its data into DATA_ROOT/demo")
+    group.add_argument("--dataset", type=str, default="voc", choices=DATASETS, help="name of the dataset")
+    group.add_argument("--num_classes", type=int, default=None, help="number of classes (default: the dataset's)")
+    group.add_argument("--num_workers", type=int, default=None,
+                       help="DataLoader workers (default: on a GPU the cores per GPU process less one, at most 16; "
+                            "on the CPU min(4, cores))")
+    add_max_image_pixels_option(group)
+    # Multi-band imagery (--dataset folder): GeoTIFFs are read with all their bands unless --bands says otherwise
+    group.add_argument("--bands", type=band_list, default=None, metavar="4,3,2",
+                       help="--dataset folder: read these bands (1-based, in this order) of multi-band images; also "
+                            "reads gray or 16-bit PNGs as 1 band with --bands 1 (default: every band of GeoTIFFs; "
+                            "8-bit RGB for pictures)")
+    group.add_argument("--band_stats", default=None, metavar="FILE.yaml",
+                       help="per-band `mean: [...]` and `std: [...]` to normalise with, one per band of the files or "
+                            "per band read (default: computed over the training split and cached)")
+    group.add_argument("--rgb_bands", type=band_list, default=None, metavar="3,2,1",
+                       help="the bands read that take ImageNet's R, G, B filters and are shown as colour (default: "
+                            "the bands described as R, G, B in the files, else the first three)")
+    group.set_defaults(recorded_bands=None)  # not a flag: what --ckpt records of its bands (resolve_architecture)
+    group.add_argument("--year", type=str, default="2012", choices=VOC_YEARS, help="year of VOC")
+
+
+def _add_architecture_options(group: argparse._ActionsContainer) -> None:
+    """The architecture (shared with predict.py) and where its first weights come from."""
+    add_model_options(group, num_classes=False)  # the checkpoint's is --ckpt's; --num_classes is the dataset's
+    group.add_argument("--pretrained_backbone", nargs="?", const=True, default=None, type=_pretrained_arg,
+                       help="ImageNet backbone weights: flag alone = the known source, or a file path "
+                            "(default: the entry's default, as in the original: ImageNet for ResNet, MobileNetV2 "
+                            "and Xception, none for HRNet; timm's pretrained weights for the tu- entries)")
+    group.add_argument("--no-pretrained_backbone", dest="pretrained_backbone", action="store_false",
+                       help="train the backbone from scratch (default: see --pretrained_backbone)")
+    group.add_argument("--init_from", default=None,
+                       help="start the whole model from 'torchvision_coco' (ResNet-50/101) or a checkpoint file in "
+                            "any supported format; reports which tensors were filled (default: none)")
+
+
+def _add_schedule_options(group: argparse._ActionsContainer) -> None:
+    """What to run, the schedule, batches and crops, and the checkpoint to start from."""
+    group.add_argument("--test_only", action=argparse.BooleanOptionalAction, default=False,
+                       help="evaluate --ckpt on the validation set and stop, without training")
+    group.add_argument("--save_val_results", action=argparse.BooleanOptionalAction, default=False,
+                       help="save segmentation results to --results_dir")
+    group.add_argument("--total_itrs", type=int, default=30000, help="training iterations")
+    group.add_argument("--lr", type=float, default=0.01, help="learning rate of the head (the backbone's is 0.1x)")
+    group.add_argument("--lr_policy", type=str, default="poly", choices=["poly", "step"],
+                       help="poly: lr * (1 - iteration / total_itrs) ** 0.9; step: x0.1 every --step_size")
+    group.add_argument("--step_size", type=int, default=10000, help="--lr_policy step: iterations per x0.1")
+    group.add_argument("--crop_val", action=argparse.BooleanOptionalAction, default=False,
+                       help="validate on images resized and centre-cropped to --crop_size (batched), not whole")
+    group.add_argument("--batch_size", type=int, default=16, help="global batch size, split over torchrun processes")
+    group.add_argument("--val_batch_size", type=int, default=4, help="validation batch size (with --crop_val)")
+    group.add_argument("--crop_size", type=int, default=513, help="training crop (and --crop_val) size in pixels")
+    group.add_argument("--ckpt", default=None, type=str,
+                       help="checkpoint to start from (weights; with --continue_training the whole training state) "
+                            "or, with --test_only, to evaluate (default: none)")
+    group.add_argument("--continue_training", action=argparse.BooleanOptionalAction, default=False,
+                       help="with --ckpt: resume iteration, optimizer, scheduler, best score and RNG state")
+
+
+def _add_loss_options(group: argparse._ActionsContainer) -> None:
+    """The loss and its class weights."""
+    group.add_argument("--loss_type", type=str, default="cross_entropy", choices=LOSS_TYPES,
+                       help="ohem: hard pixels only (HRNet's Cityscapes recipe); dice, ce+dice: for rare classes")
+    group.add_argument("--class_weights", default="none",
+                       help="none, auto (median-frequency balancing from the training masks, cached next to the "
+                            "data) or a YAML file listing one weight per class")
+    group.add_argument("--ohem_thresh", type=float, default=0.7,
+                       help="ohem: keep pixels whose probability of the true class is below this")
+    group.add_argument("--ohem_min_kept", type=int, default=100000,
+                       help="ohem: keep at least this many pixels per image, as mmsegmentation counts (its value)")
+    group.add_argument("--dice_weight", type=float, default=1.0, help="ce+dice: weight of the Dice term")
+    group.add_argument("--focal_gamma", type=float, default=2.0,
+                       help="focal loss focusing parameter (the paper's 2.0); 0 is plain cross-entropy, which is "
+                            "what the original's focal_loss computed: use 0 to reproduce its runs")
+
+
+def _add_runtime_options(group: argparse._ActionsContainer) -> None:
+    """Devices, processes and precision."""
+    add_device_options(group)
+    group.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=None,
+                       help="SyncBatchNorm across processes (default: on for multi-GPU torchrun runs)")
+    group.add_argument("--dist_timeout", type=float, default=1800,
+                       help="seconds a process waits for the others before the run stops with an error")
+    add_speed_options(group)
+    group.add_argument("--cudnn_benchmark", nargs="?", const=True, default="auto", type=parse_auto_bool,
+                       help="cuDNN autotuning for the training crops: auto/true/false (auto: on for runs of 1000 "
+                            "iterations or more, whose speed-up pays back its ~20 s of tuning)")
+
+
+def _add_run_options(group: argparse._ActionsContainer) -> None:
+    """The optimizer, seeds, intervals, and where the run writes."""
+    group.add_argument("--weight_decay", type=float, default=1e-4, help="SGD weight decay")
+    group.add_argument("--bn_momentum", type=float, default=0.01,
+                       help="backbone BatchNorm momentum: the original's 0.01 suits fine-tuning a pretrained "
+                            "backbone; use 0.1 for short runs from scratch")
+    group.add_argument("--random_seed", type=int, default=1, help="random seed")
+    group.add_argument("--print_interval", type=int, default=10, help="iterations between log lines")
+    group.add_argument("--val_interval", type=int, default=100, help="iterations between validations")
+    group.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
+                       help="download Pascal VOC into --data_root")
+    group.add_argument("--checkpoint_dir", type=str, default="checkpoints",
+                       help="where latest_* and best_* checkpoints are written")
+    group.add_argument("--results_dir", type=str, default="results",
+                       help="metrics.json and the confusion matrix of every evaluation (and --save_val_results)")
+
+
+def _add_evaluation_options(group: argparse._ActionsContainer) -> None:
+    """How each evaluation predicts: scales, flips, sliding windows."""
+    group.add_argument("--eval_scales", type=float, nargs="+", default=[1.0],
+                       help="evaluate at these scales and sum the probabilities, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
+    group.add_argument("--eval_flip", action=argparse.BooleanOptionalAction, default=False,
+                       help="add horizontally flipped copies to the evaluation")
+    group.add_argument("--eval_slide", action=argparse.BooleanOptionalAction, default=False,
+                       help="evaluate in sliding windows of --window with step --stride (bounded memory)")
+    add_window_options(group, "--eval_slide")
+
+
+def _add_dashboard_options(group: argparse._ActionsContainer) -> None:
+    """Visdom and TensorBoard."""
+    group.add_argument("--enable_vis", action=argparse.BooleanOptionalAction, default=False,
+                       help="use visdom for visualization")
+    group.add_argument("--vis_port", type=str, default="13570", help="port for visdom")
+    group.add_argument("--vis_host", type=str, default="http://localhost", help="address of the visdom server")
+    group.add_argument("--vis_env", type=str, default="main", help="env for visdom")
+    group.add_argument("--vis_num_samples", type=int, default=8, help="number of samples for visualization")
+    group.add_argument("--tensorboard", default=None, metavar="DIR",
+                       help="also write TensorBoard event files to DIR (pip install tensorboard; default: none)")
 
 
 def reads_bands(opts) -> bool:
@@ -753,10 +788,10 @@ def process_zero_log(env: DistEnv) -> Callable[..., None]:
     return print if env.is_main else (lambda *args, **kwargs: None)
 
 
-def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
-    log = process_zero_log(env)
-    configure(opts, env, device, log)
-    timer.lap("set-up")
+def load_data(opts, env: DistEnv, device: torch.device, log) -> Tuple[data.Dataset, data.Dataset, data.DataLoader,
+                                                                       data.DataLoader]:
+    """Prepare the data (once per machine), build both splits and their loaders, set --num_classes, and log the
+    sizes."""
     if env.is_node_main:
         prepare_data(opts)
     barrier()
@@ -771,6 +806,14 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
                                                  f"{env.world_size} x {opts.batch_size // env.world_size}, ")
     log(f"Device: {device} x {env.world_size} process(es)  Dataset: {opts.dataset}, {training_line}"
         f"Val set: {len(val_dst)}")
+    return train_dst, val_dst, train_loader, val_loader
+
+
+def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
+    log = process_zero_log(env)
+    configure(opts, env, device, log)
+    timer.lap("set-up")
+    train_dst, val_dst, train_loader, val_loader = load_data(opts, env, device, log)
     timer.lap("data")
 
     training = build_training(opts, env, device, train_dst, log)

@@ -7,13 +7,13 @@ import argparse
 import os
 import signal
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm import tqdm
 
 from datasets import DatasetError, VOCSegmentation
-from datasets.class_info import NAMED_DATASETS, label_id_table, resolve_classes
+from datasets.class_info import NAMED_DATASETS, ClassInfo, label_id_table, resolve_classes
 from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video
 from network import PretrainedWeightsError
 from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride
@@ -245,15 +245,15 @@ def prepare_output_folder(opts, images: Sequence[Tuple[str, str]], image_stems: 
         print(describe_removed(removed, "temporary file(s) that a killed run left", out))
 
 
-def stopped_video_line(signal_name: str, path: str, frames: int, outputs: Dict[str, Tuple[str, str]]) -> str:
+def stopped_video_line(path: str, frames: int, outputs: Dict[str, Tuple[str, str]]) -> str:
     """What a stop signal left of the video at ``path``: its partial outputs, and the complete ones of an earlier
     run, which are kept."""
     if not frames:
-        return f"{signal_name} received: stopped before {path}; nothing of it was written"
+        return f"stopped before {path}; nothing of it was written"
     partial = ", ".join(part + ("" if part.endswith(".mp4") else os.sep) for _, part in outputs.values())
     complete = [final for final, _ in outputs.values() if os.path.exists(final)]
     kept = f"; the complete outputs of an earlier run are kept: {', '.join(complete)}" if complete else ""
-    return f"{signal_name} received: stopped after {frames} frames of {path}; they are in {partial} (playable){kept}"
+    return f"stopped after {frames} frames of {path}; they are in {partial} (playable){kept}"
 
 
 def check_scene_options(opts) -> None:
@@ -276,9 +276,8 @@ def predict_scenes(opts, files: List[Tuple[str, str]], stems: Sequence[str], vid
     done, skipped = 0, len(videos)
     for (path, _), stem in zip(files, stems):
         if stop.signal_name:
-            print(f"{stop.signal_name} received: stopped after {done} of {len(files)} inputs; the results in "
-                  f"{opts.save_val_results_to} are complete", file=sys.stderr)
-            return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+            return stopped(stop, f"stopped after {done} of {len(files)} inputs; the results in "
+                                 f"{opts.save_val_results_to} are complete")
         try:
             with torch.inference_mode():
                 info = predict_scene(path, os.path.join(opts.save_val_results_to, stem), bands,
@@ -286,13 +285,11 @@ def predict_scenes(opts, files: List[Tuple[str, str]], stems: Sequence[str], vid
                                      opts.output, drawing.palette, opts.rgb_bands or bands.rgb_bands,
                                      opts.overlay_alpha)
         except (RasterError, InputTooSmallError) as exc:
-            print(f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}",
-                  file=sys.stderr)
+            print(skipped_line(path, exc), file=sys.stderr)
             skipped += 1
             continue
         except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
-            raise PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); the {done} inputs before "
-                               f"it are complete in {opts.save_val_results_to}; free space and run again") from exc
+            raise write_failure(path, exc, opts.save_val_results_to, done, "inputs") from exc
         if "label" in opts.output and not info.georeferenced:
             print(f"note: {path} has no CRS: its label map {stem}_label.tif is a plain TIFF, not georeferenced")
         if max(info.width, info.height) > PREVIEW_MAX_SIDE and set(opts.output) & {"color", "overlay"}:
@@ -303,7 +300,50 @@ def predict_scenes(opts, files: List[Tuple[str, str]], stems: Sequence[str], vid
     return 1 if skipped else 0
 
 
+def stopped(stop: StopFlag, what: str) -> int:
+    """Say that ``stop``'s signal ended the run and ``what`` was done and kept; the exit status a shell reports."""
+    print(f"{stop.signal_name} received: {what}", file=sys.stderr)
+    return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+
+
+def skipped_line(path: str, exc: Exception) -> str:
+    """The line for an input that is skipped (a decoder's or reader's error names the file itself)."""
+    return f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}"
+
+
+def write_failure(path: str, exc: OSError, folder: str, done: Optional[int] = None,
+                  inputs: str = "images") -> PredictError:
+    """The error for results of ``path`` that cannot be written to ``folder``: the cause, the ``done`` inputs
+    before it that are complete (every file written is whole), and what to do about the cause."""
+    kept = "" if done is None else f"the {done} {inputs} before it are complete in {folder}; "
+    return PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); {kept}"
+                        f"{write_advice(exc, folder)}")
+
+
+def load_segmenter(opts, device: torch.device) -> Tuple[Any, int, ClassInfo, Optional[BandSpec]]:
+    """The model of --ckpt or --onnx, its class count, classes (names and colours, see :func:`resolve_classes`)
+    and the bands it reads (None for RGB); warns once about options that the model leaves unused."""
+    if opts.onnx:
+        model = OnnxSegmenter(opts.onnx)
+        meta = model.metadata
+        num_classes, class_names, colours, bands, stride_rule = (meta.num_classes, meta.class_names, meta.palette,
+                                                                 meta.bands, [])
+    else:
+        model, spec = load_model(opts, device)
+        num_classes, class_names, colours, bands = spec.num_classes, spec.class_names, spec.palette, spec.bands
+        stride_rule = [unused_output_stride(spec.model_name)]
+    warn_unused(opts, unused_options(opts, device, bands) + stride_rule)
+    classes = resolve_classes(num_classes, opts.classes, opts.dataset, class_names, colours,
+                              model=opts.onnx or opts.ckpt)
+    if classes.from_indices and num_classes != len(VOCSegmentation.class_names):
+        print(f"note: {opts.onnx or opts.ckpt} does not record its classes; the {num_classes} classes are drawn with "
+              "the VOC colours (give --classes classes.yaml for your own)")
+    return model, num_classes, classes, bands
+
+
 def run(opts, stop: StopFlag) -> int:
+    """Check the options and inputs, load the model, and predict every input; the exit status (1 when an input
+    was skipped, 128 + the signal's number when one stopped the run)."""
     check_model_source(opts)
     check_sizes(opts)
     require_writable(opts.save_val_results_to, "--save_val_results_to")
@@ -320,24 +360,9 @@ def run(opts, stop: StopFlag) -> int:
     files, names, videos = inputs_and_outputs(opts)
     if videos:
         import_av()  # a missing package is one line before any work
-    if opts.onnx:
-        model = OnnxSegmenter(opts.onnx)
-        num_classes, class_names, colours = (model.metadata.num_classes, model.metadata.class_names,
-                                             model.metadata.palette)
-    else:
-        model, spec = load_model(opts, device)
-        num_classes, class_names, colours = spec.num_classes, spec.class_names, spec.palette
-    bands = model.metadata.bands if opts.onnx else spec.bands
-    stride_rule = [] if opts.onnx else [unused_output_stride(spec.model_name)]
-    warn_unused(opts, unused_options(opts, device, bands) + stride_rule)
-    classes = resolve_classes(num_classes, opts.classes, opts.dataset, class_names, colours,
-                              model=opts.onnx or opts.ckpt)
-    if classes.from_indices and num_classes != len(VOCSegmentation.class_names):
-        print(f"note: {opts.onnx or opts.ckpt} does not record its classes; the {num_classes} classes are drawn with "
-              "the VOC colours (give --classes classes.yaml for your own)")
+    model, num_classes, classes, bands = load_segmenter(opts, device)
     label_ids = label_id_table(opts.classes, opts.dataset) if "labelids" in opts.output else None
     drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids)
-    writer = ImageWriter(opts.save_val_results_to, opts.output, drawing)
     if bands is not None:
         check_scene_options(opts)
         predictor = SegmentationPredictor(model, num_classes, recipe_from(opts), prepare=lambda values: normalize_bands(
@@ -347,20 +372,31 @@ def run(opts, stop: StopFlag) -> int:
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
                           pin_memory=device.type == "cuda")
+    counts = predict_images(opts, loader, files, names, predictor, ImageWriter(opts.save_val_results_to, opts.output,
+                                                                                drawing), stop)
+    if isinstance(counts, int):
+        return counts
+    return predict_videos(opts, videos, predictor, drawing, stop, *counts)
+
+
+def predict_images(opts, loader: Iterable, files: List[Tuple[str, str]], names: Sequence[str],
+                   predictor: SegmentationPredictor, writer: ImageWriter,
+                   stop: StopFlag) -> Union[int, Tuple[int, int]]:
+    """Predict the images of ``loader`` (index, image or the reason it was skipped), batching images of one size
+    up to --val_batch_size, and write them; (done, skipped), or the exit status when a signal stopped the run."""
     done, skipped = 0, 0
     pending: List[Tuple[int, torch.Tensor]] = []
 
     def flush() -> None:
-        nonlocal done
+        nonlocal done, skipped
         if not pending:
             return
-        nonlocal skipped
         try:
             with torch.inference_mode():
                 labels = predictor.labels(torch.stack([image for _, image in pending])).to(torch.uint8).cpu().numpy()
         except InputTooSmallError as exc:  # images of one size are batched together: skip them all
             for index, _ in pending:
-                print(f"skipped: {files[index][0]}: {exc}", file=sys.stderr)
+                print(skipped_line(files[index][0], exc), file=sys.stderr)
             skipped += len(pending)
             pending.clear()
             return
@@ -368,17 +404,14 @@ def run(opts, stop: StopFlag) -> int:
             try:
                 writer.write(names[index], image.permute(1, 2, 0).numpy(), label)
             except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
-                raise PredictError(f"cannot write the results of {files[index][0]} ({exc.strerror or exc}); the "
-                                   f"{done} images before it are complete in {opts.save_val_results_to}; "
-                                   f"{write_advice(exc, opts.save_val_results_to)}") from exc
+                raise write_failure(files[index][0], exc, opts.save_val_results_to, done) from exc
             done += 1
         pending.clear()
 
     for index, item in loader:
         if stop.signal_name:  # the images in pending are left for a rerun; every file written is whole
-            print(f"{stop.signal_name} received: stopped after {done} of {len(files)} images; the results in "
-                  f"{opts.save_val_results_to} are complete", file=sys.stderr)
-            return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+            return stopped(stop, f"stopped after {done} of {len(files)} images; the results in "
+                                 f"{opts.save_val_results_to} are complete")
         if isinstance(item, str):
             print(f"skipped: {item}", file=sys.stderr)
             skipped += 1
@@ -387,23 +420,27 @@ def run(opts, stop: StopFlag) -> int:
             flush()
         pending.append((index, item))
     flush()
+    return done, skipped
+
+
+def predict_videos(opts, videos: Sequence[Tuple[str, str]], predictor: SegmentationPredictor, drawing: Drawing,
+                   stop: StopFlag, done: int, skipped: int) -> int:
+    """Predict each video (path, output stem) frame by frame after ``done`` and ``skipped`` images; print the
+    totals and return the exit status as :func:`run` does."""
     for path, stem in videos:
         frames = 0
         try:
             if not stop.signal_name:
                 frames = predict_video(opts, path, stem, predictor, drawing, stop)
         except (VideoError, InputTooSmallError) as exc:
-            print(f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}",
-                  file=sys.stderr)
+            print(skipped_line(path, exc), file=sys.stderr)
             skipped += 1
             continue
         except OSError as exc:  # a full disk, a folder in the way
-            raise PredictError(f"cannot write the results of {path} ({exc.strerror or exc}); "
-                               f"{write_advice(exc, opts.save_val_results_to)}") from exc
+            raise write_failure(path, exc, opts.save_val_results_to) from exc
         if stop.signal_name:
-            print(stopped_video_line(stop.signal_name, path, frames, video_outputs(opts.save_val_results_to, stem,
-                                                                                   opts.output)), file=sys.stderr)
-            return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+            return stopped(stop, stopped_video_line(path, frames, video_outputs(opts.save_val_results_to, stem,
+                                                                                opts.output)))
         done += 1
     print(f"{done} done, {skipped} skipped; results in {opts.save_val_results_to}")
     return 1 if skipped else 0
