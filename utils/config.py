@@ -6,7 +6,7 @@ from typing import Callable, FrozenSet, List, Optional, Sequence, Tuple
 
 import yaml
 
-__all__ = ["HelpFormatter", "ConfigError", "Options", "parse_with_config", "given", "given_on_command_line",
+__all__ = ["HelpFormatter", "ConfigError", "read_yaml_file", "Options", "parse_with_config", "given", "given_on_command_line",
            "check_ranges", "Conflict", "refuse_conflicts", "Unused", "warn_unused"]
 
 
@@ -14,17 +14,24 @@ class ConfigError(ValueError):
     """A config file that is missing, malformed or names unknown options."""
 
 
-def _load(path: str) -> dict:
+def read_yaml_file(path: str, name: str, shape: str, error: type = ValueError, expected: type = dict):
+    """The value that YAML file ``path`` holds (an empty file is an empty mapping); ``error`` with one line that
+    names it as ``name`` when it is missing, not YAML, or not an ``expected`` (``shape`` says what it must hold)."""
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist")
+        raise error(f"{name} {path} does not exist")
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    return values
+            value = yaml.safe_load(f)
+    except yaml.YAMLError as exc:  # PyYAML's message spans lines
+        raise error(f"{name} {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+    value = {} if value is None and expected is dict else value
+    if not isinstance(value, expected):
+        raise error(f"{name} {path} must hold {shape}")
+    return value
+
+
+def _load(path: str) -> dict:
+    return read_yaml_file(path, "config file", "a mapping of option: value", ConfigError)
 
 
 def _typed(action: argparse.Action, value):

@@ -8,13 +8,12 @@ none: they keep the ImageNet normalisation of 8-bit RGB.
 import argparse
 import dataclasses
 import math
-import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import yaml
 
+from utils.config import read_yaml_file
 from utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from utils.utils import Denormalize
 
@@ -151,15 +150,7 @@ def read_band_stats_file(path: str, bands: Sequence[int], file_bands: int) -> Tu
     """(mean, std) of the ``bands`` read, from ``--band_stats FILE.yaml`` (``mean: [...]``, ``std: [...]``): one
     value per band of the files (the bands read are picked from them) or one per band read. ValueError naming the
     file otherwise."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--band_stats {path} does not exist")
-    try:
-        with open(path) as f:
-            spec = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--band_stats {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"--band_stats {path} must hold `mean: [...]` and `std: [...]`")
+    spec = read_yaml_file(path, "--band_stats", "`mean: [...]` and `std: [...]`")
     lists: List[Tuple[float, ...]] = []
     for key in ("mean", "std"):
         values = spec.get(key)
