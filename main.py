@@ -840,7 +840,7 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
             results, samples = evaluate(opts, predictor, val_loader, device, metrics, sample_ids)
 
         def report(checkpoints: Dict[str, Optional[str]]) -> None:
-            with timer.phase("evaluation"):
+            with timer.phase("evaluation", counts=False):  # the same evaluation's files and charts
                 logger.evaluation(step or 0, evaluation_report(opts, results, metrics, samples, val_dst, step,
                                                                checkpoints, predictor.recipe, device))
         return results, report

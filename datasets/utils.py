@@ -8,7 +8,7 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import Callable, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -238,40 +238,76 @@ def extract_archive(archive: str, root: str) -> None:
         raise DatasetError(f"cannot extract {archive}: {exc} (corrupt or not an archive; delete it and download again)") from exc
 
 
-def _generated(root: str, stamp_file: str, expected: str, counts: Iterable[tuple]) -> bool:
+def _files_below(root: str) -> List[str]:
+    """Every file below ``root``, as relative paths with ``/``, sorted."""
+    return sorted(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+                  for folder, _, names in os.walk(root) for name in names)
+
+
+def _read_stamp(root: str, stamp_file: str) -> Optional[Tuple[str, Optional[Set[str]]]]:
+    """(what generated ``root``, the files it wrote) from its stamp; the files are None in a stamp written before
+    they were listed there, and the whole is None without a stamp."""
     stamp = os.path.join(root, stamp_file)
     if not os.path.isfile(stamp):
-        return False
+        return None
     with open(stamp) as f:
-        if f.read().strip() != expected:
-            return False
+        lines = f.read().splitlines()
+    return (lines[0].strip() if lines else ""), (set(lines[1:]) if len(lines) > 1 else None)
+
+
+def _generated(root: str, stamp: Tuple[str, Optional[Set[str]]], expected: str, counts: Iterable[tuple]) -> bool:
+    """Whether ``root`` holds the dataset ``expected`` describes, whole: every file it wrote is there (files the
+    user added beside them are theirs to keep)."""
+    if stamp[0] != expected:
+        return False
+    if stamp[1] is not None:
+        return all(os.path.isfile(os.path.join(root, name)) for name in stamp[1])
     return all(os.path.isdir(os.path.join(root, sub)) and len(os.listdir(os.path.join(root, sub))) == total
                for sub, total in counts)
+
+
+def _not_generated(root: str, stamp: Tuple[str, Optional[Set[str]]], stamp_file: str, counts: Iterable[tuple],
+                   written: Sequence[str]) -> List[str]:
+    """The files below ``root`` that its generator did not write, by the stamp's list. A stamp without one vouches
+    for the files in the ``counts`` subfolders and for the names this version writes (``written``)."""
+    ours = {stamp_file} | (stamp[1] if stamp[1] is not None else set(written))
+    folders = {sub for sub, _ in counts} if stamp[1] is None else set()
+    return [name for name in _files_below(root) if name not in ours and name.split("/")[0] not in folders]
 
 
 def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tuple],
                   write: Callable[[str], None]) -> str:
     """Write a generated dataset to ``root`` with ``write(folder)`` unless the same one is already there; return
-    ``root``. The same one: ``stamp_file`` says ``expected`` (the generator's version and settings) and each
-    (subfolder, count) of ``counts`` holds that many files.
+    ``root``. The same one: ``stamp_file`` says ``expected`` (the generator's version and settings) and every file
+    it lists is there; files added beside them are kept. (A stamp from before the list: each (subfolder, count) of
+    ``counts`` holds that many files.)
 
     The data is written to ``ROOT.partial`` and renamed into place, so an interrupted run leaves no ``root`` that
-    looks complete; the next run rebuilds it. A ``root`` holding anything else is refused.
+    looks complete; the next run rebuilds it. A ``root`` that holds a file the generator did not write is refused,
+    never deleted.
     """
     root = os.path.normpath(os.path.expanduser(root))
     counts = list(counts)
-    if _generated(root, stamp_file, expected, counts):
-        return root
-    if os.path.isdir(root) and os.listdir(root) and not os.path.isfile(os.path.join(root, stamp_file)):
-        raise DatasetError(f"{root} holds files this generator did not write; choose another root or empty it")
     if os.path.exists(root) and not os.path.isdir(root):
         raise DatasetError(f"{root} is a file, not a folder; choose another root")
+    stamp = _read_stamp(root, stamp_file)
+    if stamp is not None and _generated(root, stamp, expected, counts):
+        return root
+    if os.path.isdir(root) and os.listdir(root) and stamp is None:
+        raise DatasetError(f"{root} holds files this generator did not write; choose another root or empty it")
     partial = root + ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
     write(partial)
+    written = _files_below(partial)
+    others = _not_generated(root, stamp, stamp_file, counts, written) if stamp is not None else []
+    if others:
+        shutil.rmtree(partial)
+        raise DatasetError(f"{root} holds files this generator did not write ({len(others)}, such as "
+                           f"{os.path.join(root, others[0])}); it would replace the folder: move them out, or "
+                           "choose another root")
     with open(os.path.join(partial, stamp_file), "w") as f:
-        f.write(expected + "\n")
+        f.write("\n".join([expected, *written]) + "\n")
     if os.path.isdir(root):
-        shutil.rmtree(root)  # another version or size of this dataset
+        shutil.rmtree(root)  # another version or size of this dataset, or a damaged copy: only files it wrote
     os.replace(partial, root)
     return root

@@ -86,3 +86,38 @@ def test_cli_prints_the_crack_share_and_one_line_errors(tmp_path, capsys):
     assert "% of pixels crack" in capsys.readouterr().out
     assert cli(["--root", str(tmp_path / "data2"), "--num_val", "0"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_files_a_user_added_are_kept_and_never_deleted_by_a_rebuild(tmp_path):
+    """The stamp lists what the generator wrote: a complete dataset keeps the user's additions beside it, and a
+    rebuild (other settings) that would replace the folder refuses while a file of the user's is in it."""
+    root = make_crack_dataset(str(tmp_path / "data"), **TINY)
+    mine = os.path.join(root, "images", "my_photo.jpg")
+    with open(mine, "w") as f:
+        f.write("mine")
+    make_crack_dataset(root, **TINY)  # complete: every listed file is there
+    assert open(mine).read() == "mine"
+    with pytest.raises(DatasetError, match=r"did not write \(1, such as .*my_photo.jpg\); .*move them out"):
+        make_crack_dataset(root, **{**TINY, "num_val": 2})
+    assert open(mine).read() == "mine" and len(os.listdir(os.path.join(root, "images"))) == 15
+    os.remove(mine)
+    make_crack_dataset(root, **{**TINY, "num_val": 2})
+    assert len(os.listdir(os.path.join(root, "images"))) == 12
+
+
+def test_a_stamp_without_a_file_list_is_rebuilt_unless_other_files_are_beside_it(tmp_path):
+    """Data generated before the stamp listed its files: its image and mask folders are the generator's."""
+    root = make_crack_dataset(str(tmp_path / "data"), **TINY)
+    stamp = os.path.join(root, STAMP_FILE)
+    with open(stamp) as f:
+        first = f.readline()
+    with open(stamp, "w") as f:
+        f.write(first.replace(first.split()[0], "0"))  # an older version, without the list
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="notes.txt"):
+        make_crack_dataset(root, **TINY)
+    os.remove(tmp_path / "data" / "notes.txt")
+    make_crack_dataset(root, **TINY)
+    with open(stamp) as f:
+        listed = f.read().splitlines()[1:]  # after the settings: every file written, the stamp aside
+    assert len(listed) == 14 + 14 + 3 and {"classes.yaml", "splits/val.txt", "images/crack_00013.jpg"} <= set(listed)

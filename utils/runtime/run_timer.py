@@ -103,10 +103,10 @@ class RunTimer:
         self.warmup_peak: Optional[Dict[str, float]] = None  # CUDA: peak memory during the warm-up steps
         self._mark = now
 
-    def _add(self, name: str, seconds: float, images: int = 0, data_seconds: float = 0.0) -> None:
+    def _add(self, name: str, seconds: float, images: int = 0, data_seconds: float = 0.0, counts: bool = True) -> None:
         total = self.totals.setdefault(name, PhaseTotal())
         total.seconds += seconds
-        total.count += 1
+        total.count += int(counts)
         total.images += images
         total.data_seconds += data_seconds
 
@@ -117,14 +117,15 @@ class RunTimer:
         self._mark = now
 
     @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Count the block's wall time as ``name`` (the device's queued work included)."""
+    def phase(self, name: str, counts: bool = True) -> Iterator[None]:
+        """Count the block's wall time as ``name`` (the device's queued work included); ``counts=False`` for the rest
+        of a phase already counted once (its "N x" stays the number of times it happened)."""
         began = time.perf_counter()
         try:
             yield
         finally:
             synchronize(self.device)
-            self._add(name, time.perf_counter() - began)
+            self._add(name, time.perf_counter() - began, counts=counts)
             self._mark = time.perf_counter()
 
     def step(self, seconds: float, images: int, data_seconds: float) -> None:
