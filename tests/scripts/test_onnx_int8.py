@@ -35,7 +35,8 @@ MIN_MARGIN, MARGIN_QUANTILE = 1.0, 0.1
 def _photo(seed: int, width: int = 64, height: int = 48) -> np.ndarray:
     """Smooth colour regions with noise: activations with a realistic range, unlike uniform noise."""
     rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+    small = rng.integers(0, 96, (height // 16, width // 16, 3), dtype=np.uint8)  # each region: one strong colour
+    np.put_along_axis(small, rng.integers(0, 3, (height // 16, width // 16, 1)), 255, axis=2)
     image = np.asarray(Image.fromarray(small).resize((width, height), Image.BILINEAR)).astype(np.int16)
     return np.clip(image + rng.integers(-10, 11, image.shape), 0, 255).astype(np.uint8)
 
@@ -53,6 +54,16 @@ def _has_margins(model: torch.nn.Module, images: torch.Tensor) -> bool:
     return bool(shares.min() >= MIN_CLASS_SHARE and margins.quantile(MARGIN_QUANTILE) >= MIN_MARGIN)
 
 
+def _settle_batchnorm(model: torch.nn.Module, images: torch.Tensor) -> None:
+    """Set every BatchNorm's running statistics to those of ``images`` under the current weights, so that the
+    model predicts in eval mode as it was just trained (an average over earlier steps' weights would not)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+    with torch.no_grad():
+        model(images)
+
+
 def _trained_model(photos: torch.Tensor) -> torch.nn.Module:
     """A model trained to tell reddish, greenish and bluish pixels apart, until it does so with margins: INT8
     rounding flips the labels of random weights, whose classes are near ties everywhere, but not of such a model.
@@ -62,7 +73,7 @@ def _trained_model(photos: torch.Tensor) -> torch.nn.Module:
     model = network.build_model(MODEL, NUM_CLASSES, 16, pretrained_backbone=False).train()
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # running statistics: the average over every step, settled after a few
+            module.momentum = None  # a cumulative average: after _settle_batchnorm, exactly one batch's statistics
     targets = photos.float().argmax(1)  # the strongest colour channel: three classes of similar size
     images = normalize(photos)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -70,6 +81,7 @@ def _trained_model(photos: torch.Tensor) -> torch.nn.Module:
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(images), targets).backward()
         optimizer.step()
+        _settle_batchnorm(model, images)
         if _has_margins(model, images):
             return model.eval()
     raise AssertionError(f"the fixture's model did not predict all {NUM_CLASSES} classes with margins within "
