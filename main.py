@@ -606,8 +606,8 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
 
 def save_training(opts, env: DistEnv, training: Training, dataset, best: bool) -> str:
     """Write the ``latest_*`` checkpoint in the original's format plus what a resume needs, and return its path;
-    ``best``: these weights are the best so far, and ``best_*`` becomes the same file (its bytes are not written a
-    second time: see utils.io.checkpoint.share_checkpoint)."""
+    ``best``: these weights are the best so far: they are written as ``best_*``, and ``latest_*`` becomes the same
+    file (its bytes are not written a second time: see utils.io.checkpoint.share_checkpoint)."""
     path = checkpoint_path(opts, "latest")
     rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
     if env.is_main:
@@ -627,9 +627,9 @@ def save_training(opts, env: DistEnv, training: Training, dataset, best: bool) -
             # multi-band data: the bands, their order, normalisation and nodata that predict.py and the export read
             **({BANDS_KEY: dataset.band_spec.to_record()} if dataset.band_spec else {}),
             **({"scaler_state": scaler.state_dict()} if scaler.is_enabled() else {}),
-        }, path)
-        if best:
-            share_checkpoint(path, checkpoint_path(opts, "best"))
+        }, checkpoint_path(opts, "best") if best else path)
+        if best:  # best_* first: a crash before latest_* follows leaves latest_* older and consistent
+            share_checkpoint(checkpoint_path(opts, "best"), path)
     return path
 
 
@@ -873,12 +873,16 @@ def train_and_validate(opts, training: "Training", train_loader: data.DataLoader
         while state.cur_itrs < opts.total_itrs:
             next_val = min((state.cur_itrs // opts.val_interval + 1) * opts.val_interval, opts.total_itrs)
             stopped = train_interval(opts, training, batches, next_val, stop, logger, env, device, timer)
+            validates = state.cur_itrs == next_val  # also when stopping here: a resume would not come back to it
+            if stopped and validates:  # the trained steps are on disk before a validation the stop may cut short
+                latest = save(False)
             report, best = None, False
-            if state.cur_itrs == next_val:  # also when stopping here: a resume would not come back to it
+            if validates:
                 results, report = validate(state.cur_itrs)
                 best = results["Mean IoU"] > state.best_score
                 state.best_score = max(state.best_score, results["Mean IoU"])  # saved with the weights it rates
-            latest = save(best)
+            if best or not (stopped and validates):
+                latest = save(best)
             if best:
                 log(f"New best Mean IoU {state.best_score:.4f}: saved {checkpoint_path(opts, 'best')}")
             if report:

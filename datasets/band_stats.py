@@ -17,11 +17,11 @@ from utils.io.bands import BandSpec, BandStats, default_rgb_bands, read_band_sta
 from utils.io.locks import file_lock
 
 from .raster_folder import MAX_READERS, RasterFolderSegmentation
-from .utils import DatasetError
+from .utils import BAND_STATS_DIR, DatasetError
 
 __all__ = ["band_stats_key", "compute_band_stats", "load_band_stats", "resolve_band_spec"]
 
-STATS_DIR = ".band_stats"
+STATS_DIR = BAND_STATS_DIR
 STATS_VERSION = 1  # bump when the computation changes, so old caches are computed again
 ROWS_PER_READ = 1024  # a block of rows at a time: a large image is never held whole
 

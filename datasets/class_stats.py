@@ -17,10 +17,11 @@ from utils.io.atomic import atomic_write
 from utils.io.locks import file_lock
 
 from .base import PairedSegmentation
+from .utils import CLASS_STATS_DIR
 
 __all__ = ["ClassStats", "compute_class_stats", "load_class_stats", "background_only_warning"]
 
-STATS_DIR = ".class_stats"
+STATS_DIR = CLASS_STATS_DIR
 STATS_VERSION = 1  # bump when the counting changes, so old caches are recounted
 MAX_READERS = 8  # threads decoding masks: PNG decoding releases the GIL
 BACKGROUND_ONLY_FRACTION = 0.9  # of training images: above it, a binary dataset mostly teaches "background"

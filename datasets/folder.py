@@ -48,7 +48,12 @@ def _read_spec(path: str) -> dict:
     if not os.path.isfile(path):
         raise DatasetError(f"classes file {path} does not exist; write one with `names: [background, ...]` "
                            "(see the README, 'Your own data')")
-    spec = yaml.safe_load(read_utf8(path, "classes file")) or {}
+    try:
+        spec = yaml.safe_load(read_utf8(path, "classes file")) or {}
+    except yaml.YAMLError as exc:  # PyYAML's message spans lines
+        raise DatasetError(f"classes file {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(spec, dict):
+        raise DatasetError(f"classes file {path} must hold `names: [background, ...]`")
     names = spec.get("names")
     if not isinstance(names, list) or len(names) < 2:
         raise DatasetError(f"{path}: `names` must list at least two class names")

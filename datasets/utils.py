@@ -238,6 +238,11 @@ def extract_archive(archive: str, root: str) -> None:
         raise DatasetError(f"cannot extract {archive}: {exc} (corrupt or not an archive; delete it and download again)") from exc
 
 
+# The caches that datasets keep inside their root (per-class pixel counts, per-band statistics): data of ours, which
+# a generator's rebuild may remove with the rest.
+CLASS_STATS_DIR, BAND_STATS_DIR = ".class_stats", ".band_stats"
+
+
 def _files_below(root: str) -> List[str]:
     """Every file below ``root``, as relative paths with ``/``, sorted."""
     return sorted(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
@@ -271,8 +276,19 @@ def _not_generated(root: str, stamp: Tuple[str, Optional[Set[str]]], stamp_file:
     """The files below ``root`` that its generator did not write, by the stamp's list. A stamp without one vouches
     for the files in the ``counts`` subfolders and for the names this version writes (``written``)."""
     ours = {stamp_file} | (stamp[1] if stamp[1] is not None else set(written))
-    folders = {sub for sub, _ in counts} if stamp[1] is None else set()
-    return [name for name in _files_below(root) if name not in ours and name.split("/")[0] not in folders]
+    folders = {CLASS_STATS_DIR, BAND_STATS_DIR} | ({sub for sub, _ in counts} if stamp[1] is None else set())
+    others = [name for name in _files_below(root) if name not in ours and name.split("/")[0] not in folders]
+    if stamp[1] is None:  # more files in a counted folder than the generator wrote: some are the user's
+        others += [f"{sub}/" for sub, total in counts if len(_files_below(os.path.join(root, sub))) > total]
+    return others
+
+
+def _write_stamp(root: str, stamp_file: str, expected: str) -> None:
+    """The stamp of a generated ``root``: what generated it, then every file in it (caches aside)."""
+    files = [name for name in _files_below(root) if name != stamp_file
+             and name.split("/")[0] not in (CLASS_STATS_DIR, BAND_STATS_DIR)]
+    with open(os.path.join(root, stamp_file), "w") as f:
+        f.write("\n".join([expected, *files]) + "\n")
 
 
 def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tuple],
@@ -286,12 +302,14 @@ def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tu
     looks complete; the next run rebuilds it. A ``root`` that holds a file the generator did not write is refused,
     never deleted.
     """
-    root = os.path.normpath(os.path.expanduser(root))
+    root = os.path.realpath(os.path.expanduser(root))  # a link to the folder: the folder is what is replaced
     counts = list(counts)
     if os.path.exists(root) and not os.path.isdir(root):
         raise DatasetError(f"{root} is a file, not a folder; choose another root")
     stamp = _read_stamp(root, stamp_file)
     if stamp is not None and _generated(root, stamp, expected, counts):
+        if stamp[1] is None:  # from before the stamp listed its files: list them now (all are the generator's)
+            _write_stamp(root, stamp_file, expected)
         return root
     if os.path.isdir(root) and os.listdir(root) and stamp is None:
         raise DatasetError(f"{root} holds files this generator did not write; choose another root or empty it")
@@ -305,8 +323,7 @@ def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tu
         raise DatasetError(f"{root} holds files this generator did not write ({len(others)}, such as "
                            f"{os.path.join(root, others[0])}); it would replace the folder: move them out, or "
                            "choose another root")
-    with open(os.path.join(partial, stamp_file), "w") as f:
-        f.write("\n".join([expected, *written]) + "\n")
+    _write_stamp(partial, stamp_file, expected)
     if os.path.isdir(root):
         shutil.rmtree(root)  # another version or size of this dataset, or a damaged copy: only files it wrote
     os.replace(partial, root)

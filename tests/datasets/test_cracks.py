@@ -117,7 +117,20 @@ def test_a_stamp_without_a_file_list_is_rebuilt_unless_other_files_are_beside_it
     with pytest.raises(DatasetError, match="notes.txt"):
         make_crack_dataset(root, **TINY)
     os.remove(tmp_path / "data" / "notes.txt")
+    (tmp_path / "data" / "images" / "mine.jpg").write_text("mine")  # more files than it wrote: one is the user's
+    with pytest.raises(DatasetError, match="images/"):
+        make_crack_dataset(root, **TINY)
+    os.remove(tmp_path / "data" / "images" / "mine.jpg")
     make_crack_dataset(root, **TINY)
     with open(stamp) as f:
         listed = f.read().splitlines()[1:]  # after the settings: every file written, the stamp aside
     assert len(listed) == 14 + 14 + 3 and {"classes.yaml", "splits/val.txt", "images/crack_00013.jpg"} <= set(listed)
+
+
+def test_the_datasets_own_caches_do_not_block_a_rebuild(tmp_path):
+    root = make_crack_dataset(str(tmp_path / "data"), **TINY)
+    for cache in (".class_stats", ".band_stats"):
+        os.makedirs(os.path.join(root, cache))
+        (tmp_path / "data" / cache / "stats.json").write_text("{}")
+    make_crack_dataset(root, **{**TINY, "num_val": 2})
+    assert len(os.listdir(os.path.join(root, "images"))) == 12 and not os.path.exists(os.path.join(root, ".band_stats"))

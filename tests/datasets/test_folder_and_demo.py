@@ -85,6 +85,12 @@ def test_missing_classes_file_and_unknown_keys(tmp_path):
     root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)], classes="names: [a, b]\ncolors: []\n")
     with pytest.raises(DatasetError, match="unknown keys"):
         FolderSegmentation(root)
+    for text, message in (("names: [a, b\n", r"classes file .*classes.yaml is not valid YAML \(while parsing"),
+                          ("- a\n- b\n", r"classes file .*classes.yaml must hold `names: \[background, ...\]`")):
+        with open(os.path.join(root, "classes.yaml"), "w") as f:
+            f.write(text)
+        with pytest.raises(DatasetError, match=message):
+            FolderSegmentation(root)
     os.remove(os.path.join(root, "classes.yaml"))
     with pytest.raises(DatasetError, match="classes file .* does not exist"):
         FolderSegmentation(root)

@@ -277,20 +277,21 @@ def test_a_resume_never_replaces_best_with_a_worse_model(voc, capsys, monkeypatc
 
 
 def test_a_validation_writes_the_weights_once_and_best_shares_them(voc, monkeypatch):
-    """One checkpoint write per validation: on a new best, best_* is a second name of the latest_* just written (a
-    hard link), so it costs no second write; the next latest_* is a new file, and best_* keeps the best weights."""
+    """One checkpoint write per validation: on a new best, the weights are written as best_* and latest_* becomes a
+    second name of that file (a hard link), so it costs no second write; the next latest_* is a new file, and best_*
+    keeps the best weights."""
     writes = []
     real = train_script.save_checkpoint
     monkeypatch.setattr(train_script, "save_checkpoint", lambda state, path: writes.append(path) or real(state, path))
     _validation_scoring(monkeypatch, 0.5)
     assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
-    assert writes == [_ckpt(voc)] and os.path.samefile(_ckpt(voc), _ckpt(voc, "best"))
+    assert writes == [_ckpt(voc, "best")] and os.path.samefile(_ckpt(voc), _ckpt(voc, "best"))
     best = torch.load(_ckpt(voc, "best"), weights_only=True)
     assert (best["cur_itrs"], best["best_score"]) == (2, 0.5)
     _validation_scoring(monkeypatch, 0.25)
     assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2", "--ckpt", _ckpt(voc),
                                    "--continue_training")) == 0
-    assert writes == [_ckpt(voc)] * 2 and not os.path.samefile(_ckpt(voc), _ckpt(voc, "best"))
+    assert writes == [_ckpt(voc, "best"), _ckpt(voc)] and not os.path.samefile(_ckpt(voc), _ckpt(voc, "best"))
     assert torch.load(_ckpt(voc, "best"), weights_only=True)["cur_itrs"] == 2
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 4
 
@@ -317,6 +318,20 @@ def test_a_signal_in_a_validation_step_still_validates(voc, capsys, monkeypatch)
     assert saved["cur_itrs"] == 2  # best_* too when the 2-step model scored above 0 (it depends on the CPU's kernels)
     assert os.path.isfile(_ckpt(voc, "best")) == (saved["best_score"] > 0)
     assert (f"New best Mean IoU {saved['best_score']:.4f}" in out) == (saved["best_score"] > 0)
+
+
+def test_a_stop_at_a_validation_step_saves_before_validating(voc, monkeypatch):
+    """A signal's grace period may end during the validation (or the validation may fail): the trained steps are
+    already in latest_*."""
+    _sigterm_in_step(monkeypatch, 2)
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the validation died")
+
+    monkeypatch.setattr(train_script, "evaluate", failing)
+    with pytest.raises(RuntimeError, match="the validation died"):
+        train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2"))
+    assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 2
 
 
 def test_test_only_takes_the_model_that_the_checkpoint_records(voc, capsys):

@@ -60,3 +60,20 @@ def test_an_installed_package_is_the_module_itself():
     import json
 
     assert import_optional("json", "nothing", RuntimeError, package="av") is json
+
+
+def test_an_installed_package_that_fails_to_import_says_why(monkeypatch):
+    """A version that does not fit (an ImportError other than a missing module) is not called "not installed"."""
+    real = importlib.import_module
+
+    def broken(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("cannot import name 'InferenceSession' from partially initialized module")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(SystemExit) as stopped:
+        import_optional("onnxruntime", "ONNX", SystemExit)
+    assert stopped.value.code == ("onnxruntime is installed but cannot be imported (cannot import name "
+                                  "'InferenceSession' from partially initialized module); it is needed for ONNX: "
+                                  "pip install onnxruntime==1.32.0")

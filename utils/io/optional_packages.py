@@ -35,11 +35,15 @@ def not_installed(package: str, needed_for: str, *with_packages: str) -> str:
     return f"{package} is not installed; it is needed for {needed_for}: {pip_install(*with_packages or (package,))}"
 
 
+def _import(module: str) -> ModuleType:
+    importlib.import_module(module.split(".")[0])  # the package first: its submodules may be imported already
+    return importlib.import_module(module)
+
+
 def optional_module(module: str) -> Optional[ModuleType]:
     """``module`` imported, or None when it (or what it needs) is not installed."""
     try:
-        importlib.import_module(module.split(".")[0])  # the package first: its submodules may be imported already
-        return importlib.import_module(module)
+        return _import(module)
     except ImportError:
         return None
 
@@ -47,8 +51,14 @@ def optional_module(module: str) -> Optional[ModuleType]:
 def import_optional(module: str, needed_for: str, error: Type[Exception], package: Optional[str] = None,
                     with_packages: tuple = ()) -> ModuleType:
     """``module`` imported; when it cannot be, ``error`` with :func:`not_installed`'s line for ``package`` (the key
-    of :data:`PINS` that installs it; default: the module's top name) and ``with_packages``."""
-    imported = optional_module(module)
-    if imported is None:
-        raise error(not_installed(package or module.split(".")[0], needed_for, *with_packages)) from None
-    return imported
+    of :data:`PINS` that installs it; default: the module's top name) and ``with_packages``, or, for a package
+    that is installed but fails to import (a version that does not fit), that import error and the same pip line."""
+    top = module.split(".")[0]
+    try:
+        return _import(module)
+    except ImportError as exc:
+        line = not_installed(package or top, needed_for, *with_packages)
+        if not isinstance(exc, ModuleNotFoundError):  # installed, but a version that does not fit
+            line = (f"{module} is installed but cannot be imported ({str(exc).splitlines()[0]}); it is needed for "
+                    f"{needed_for}: {pip_install(*with_packages or (package or top,))}")
+        raise error(line) from None
