@@ -11,7 +11,7 @@ import torch
 import main as train_script
 import network
 from tests.conftest import ROOT
-from tests.scripts.test_main import MODEL, _args, _ckpt, voc  # noqa: F401 (voc is a fixture)
+from tests.scripts.test_main import MODEL, _args, _ckpt, _validation_scoring, voc  # noqa: F401 (voc is a fixture)
 from utils.io import checkpoint
 from utils.io.locks import file_lock
 
@@ -68,21 +68,27 @@ def test_a_folder_as_ckpt_is_named(voc, capsys):
     assert "is a folder, not a file" in _one_error_line(capsys)
 
 
-def test_disk_full_mid_run_keeps_the_last_checkpoint(voc, capsys, monkeypatch):
+@pytest.mark.parametrize("second_score, written", [(0.25, "latest"), (0.75, "best")])
+def test_disk_full_mid_run_keeps_the_last_checkpoint(voc, capsys, monkeypatch, second_score, written):
+    """The save that fails is latest_* (no new best) or best_* (a new best is written there first); either way the
+    line names it, and the checkpoints already on disk are unchanged."""
+    _validation_scoring(monkeypatch, 0.5)
     assert train_script.main(_args(voc, "--total_itrs", "2", "--val_interval", "2")) == 0
-    saved = torch.load(_ckpt(voc), weights_only=True)["cur_itrs"]
+    saved = {kind: torch.load(_ckpt(voc, kind), weights_only=True)["cur_itrs"] for kind in ("latest", "best")}
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    _validation_scoring(monkeypatch, second_score)
     monkeypatch.setattr(checkpoint.torch, "save", full)
     capsys.readouterr()
     assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "2", "--ckpt", _ckpt(voc),
                                    "--continue_training")) == 1
     err = _one_error_line(capsys)
-    assert "No space left on device; the previous latest_" in err and "is unchanged" in err
+    assert f"cannot write checkpoint {_ckpt(voc, written)}: No space left on device; the previous {written}_" in err
+    assert "is unchanged" in err
     monkeypatch.undo()
-    assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == saved
+    assert {kind: torch.load(_ckpt(voc, kind), weights_only=True)["cur_itrs"] for kind in saved} == saved
 
 
 def test_total_itrs_below_the_resumed_iteration_is_an_error(voc, capsys):
