@@ -81,45 +81,31 @@ class WeightSource:
     aliases: Tuple[str, ...] = ()  # other names of the same weights in the hub cache (torchvision's later releases)
 
 
-def _torchvision_url(weights_enum: str) -> str:
-    """A weight URL from the installed torchvision (keeps hashes out of this file)."""
-    from torchvision import models
-
-    enum_name, member = weights_enum.split(".")
-    namespace = models.segmentation if "DeepLab" in enum_name else models
-    return getattr(getattr(namespace, enum_name), member).url
-
-
 def _file_name(url: str) -> str:
     return url.rsplit("/", 1)[-1]
 
 
-def _tv(weights_enum: str, fmt: str = "torchvision") -> WeightSource:
-    url = _torchvision_url(weights_enum)
-    return WeightSource(filename=_file_name(url), fmt=fmt, url=url)
-
-
-def _original(url: str, weights_enum: str) -> WeightSource:
+def _original(url: str, later: str) -> WeightSource:
     """The file the original downloads (``url``); torchvision's later release of the same ImageNet weights under
-    another name (``weights_enum``) counts too when it is in the cache."""
-    later = _file_name(_torchvision_url(weights_enum))
+    another name (``later``, its ``*_Weights.IMAGENET1K_V1`` file) counts too when it is in the cache."""
     return WeightSource(_file_name(url), "torchvision", url, aliases=(later,) if later != _file_name(url) else ())
 
 
 _TORCHVISION_MODELS = "https://download.pytorch.org/models/"
 BACKBONE_SOURCES: Dict[str, WeightSource] = {
-    # The original's own URLs (its network/backbone/resnet.py and mobilenetv2.py), as it downloads them.
-    **{name: _original(_TORCHVISION_MODELS + file, enum) for name, (file, enum) in {
-        "resnet18": ("resnet18-5c106cde.pth", "ResNet18_Weights.IMAGENET1K_V1"),
-        "resnet34": ("resnet34-333f7ec4.pth", "ResNet34_Weights.IMAGENET1K_V1"),
-        "resnet50": ("resnet50-19c8e357.pth", "ResNet50_Weights.IMAGENET1K_V1"),
-        "resnet101": ("resnet101-5d3b4d8f.pth", "ResNet101_Weights.IMAGENET1K_V1"),
-        "resnet152": ("resnet152-b121ed2d.pth", "ResNet152_Weights.IMAGENET1K_V1"),
-        "resnext50_32x4d": ("resnext50_32x4d-7cdf4587.pth", "ResNeXt50_32X4D_Weights.IMAGENET1K_V1"),
-        "resnext101_32x8d": ("resnext101_32x8d-8ba56ff5.pth", "ResNeXt101_32X8D_Weights.IMAGENET1K_V1"),
-        "wide_resnet50_2": ("wide_resnet50_2-95faca4d.pth", "Wide_ResNet50_2_Weights.IMAGENET1K_V1"),
-        "wide_resnet101_2": ("wide_resnet101_2-32ee1156.pth", "Wide_ResNet101_2_Weights.IMAGENET1K_V1"),
-        "mobilenet_v2": ("mobilenet_v2-b0353104.pth", "MobileNet_V2_Weights.IMAGENET1K_V1")}.items()},
+    # The original's own URLs (its network/backbone/resnet.py and mobilenetv2.py), as it downloads them, and the
+    # file names of torchvision's IMAGENET1K_V1 weights (tests/network/test_weights.py checks them).
+    **{name: _original(_TORCHVISION_MODELS + file, later) for name, (file, later) in {
+        "resnet18": ("resnet18-5c106cde.pth", "resnet18-f37072fd.pth"),
+        "resnet34": ("resnet34-333f7ec4.pth", "resnet34-b627a593.pth"),
+        "resnet50": ("resnet50-19c8e357.pth", "resnet50-0676ba61.pth"),
+        "resnet101": ("resnet101-5d3b4d8f.pth", "resnet101-63fe2227.pth"),
+        "resnet152": ("resnet152-b121ed2d.pth", "resnet152-394f9c45.pth"),
+        "resnext50_32x4d": ("resnext50_32x4d-7cdf4587.pth", "resnext50_32x4d-7cdf4587.pth"),
+        "resnext101_32x8d": ("resnext101_32x8d-8ba56ff5.pth", "resnext101_32x8d-8ba56ff5.pth"),
+        "wide_resnet50_2": ("wide_resnet50_2-95faca4d.pth", "wide_resnet50_2-95faca4d.pth"),
+        "wide_resnet101_2": ("wide_resnet101_2-32ee1156.pth", "wide_resnet101_2-32ee1156.pth"),
+        "mobilenet_v2": ("mobilenet_v2-b0353104.pth", "mobilenet_v2-b0353104.pth")}.items()},
     # The original's Cadene URL (its certificate has expired); timm's legacy_xception is the same file.
     "xception": WeightSource("xception-43020ad28.pth", "cadene_xception",
                              "http://data.lip6.fr/cadene/pretrainedmodels/xception-43020ad28.pth",
@@ -130,8 +116,9 @@ BACKBONE_SOURCES: Dict[str, WeightSource] = {
 }
 
 COCO_SOURCES: Dict[str, WeightSource] = {  # whole-model starts (--init_from torchvision_coco), 21 VOC classes
-    "resnet50": _tv("DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1", "torchvision_deeplabv3"),
-    "resnet101": _tv("DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1", "torchvision_deeplabv3"),
+    name: WeightSource(file, "torchvision_deeplabv3", _TORCHVISION_MODELS + file) for name, file in {
+        "resnet50": "deeplabv3_resnet50_coco-cd0a2569.pth",  # DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1
+        "resnet101": "deeplabv3_resnet101_coco-586e9e4e.pth"}.items()
 }
 
 

@@ -4,6 +4,8 @@ floor: the root modules, then io/, then runtime/ and reporting/, then inference/
 import ast
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +77,14 @@ def test_utils_root_holds_the_original_helpers_and_at_most_a_few_more():
     for package in UTILS_MAY_IMPORT.keys() - {"root"}:
         doc = ast.get_docstring(ast.parse(open(os.path.join(ROOT, "utils", package, "__init__.py")).read()))
         assert doc and "May import" in doc and len(doc.splitlines()) == 2, package
+
+
+def test_the_scripts_import_neither_torchvision_nor_torch_s_compiler():
+    """torchvision's package import loads torch._dynamo (about 2 s a process on a laptop CPU): the scripts and
+    tools start without it. (A training step still loads torch._dynamo: torch's optimizers import it.)"""
+    scripts = ["main", "predict"] + sorted(f"tools.{os.path.splitext(name)[0]}" for name in os.listdir(
+        os.path.join(ROOT, "tools")) if name.endswith(".py") and name != "__init__.py")
+    code = f"import sys\nfor name in {scripts!r}: __import__(name)\nprint(sorted(m for m in ('torchvision', " \
+           f"'torch._dynamo') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

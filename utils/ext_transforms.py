@@ -3,6 +3,11 @@
 Each transform takes and returns ``(image, mask)``: PIL images before :class:`ExtToTensor`, tensors
 after. Masks are always resampled with nearest neighbour and padded with the ignore index.
 
+The geometric operations are Pillow's own calls, as torchvision makes them for PIL images (its
+``transforms.functional``: same fill, rounding and size rules; tests/utils/test_ext_transforms.py compares): leaving
+torchvision out keeps ``import main`` and ``import predict`` from loading it, and torch's compiler with it (about
+2 s a process).
+
 The image may also be a (C, H, W) NumPy array of any number of bands (multi-band imagery), uint8 or float32:
 each band then goes through the very PIL operation an RGB image's channels go through (:func:`_each_band`), so
 a 3-band uint8 array gives exactly what its RGB image gives.
@@ -13,8 +18,7 @@ from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from utils.constants import IGNORE_INDEX
 
@@ -46,6 +50,46 @@ def _pair(size: Size) -> Tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, numbers.Number) else (int(size[0]), int(size[1]))
 
 
+def _fill(img: Image.Image, fill: float):
+    """``fill`` as Pillow takes it for ``img``: one value per band, integers except for 32-bit float images."""
+    value = fill if img.mode == "F" else int(fill)
+    bands = len(img.getbands())
+    return tuple([value] * bands) if bands > 1 else value
+
+
+def _pil_pad(img: Image.Image, padding, fill: float = 0) -> Image.Image:
+    """Pad with a constant: ``padding`` is one int for every side or (left, top, right, bottom)."""
+    border = padding if isinstance(padding, numbers.Number) else tuple(padding)
+    padded = ImageOps.expand(img, border=border, fill=_fill(img, fill))
+    if img.mode == "P":
+        padded.putpalette(img.getpalette())
+    return padded
+
+
+def _pil_center_crop(img: Image.Image, size: Tuple[int, int]) -> Image.Image:
+    """The centre (h, w) window of an image at least that large (the offsets rounded as torchvision rounds them)."""
+    (th, tw), (w, h) = size, img.size
+    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    return img.crop((left, top, left + tw, top + th))
+
+
+def _pil_resize(img: Image.Image, size: Sequence[int], resample: int) -> Image.Image:
+    """Resize to ``size``: [shorter side] keeps the aspect ratio (the longer side rounded down), [h, w] is exact."""
+    w, h = img.size
+    if len(size) == 1:
+        short, long = sorted((w, h))
+        new_short, new_long = size[0], int(size[0] * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    else:
+        new_h, new_w = size
+    return img if (new_w, new_h) == (w, h) else img.resize((new_w, new_h), resample)
+
+
+def _flip(img, method: int, dim: int):
+    """A PIL image transposed by ``method``; a tensor (after :class:`ExtToTensor`) flipped along ``dim``."""
+    return img.flip(dim) if isinstance(img, torch.Tensor) else img.transpose(method)
+
+
 def _check_same_size(img, lbl: Image.Image) -> None:
     if _size(img) != lbl.size:
         raise ValueError(f"image size {_size(img)} and mask size {lbl.size} differ")
@@ -69,7 +113,7 @@ class ExtCompose:
 class _RandomFlip:
     """Flip image and mask together with probability ``p``; subclasses choose the axis."""
 
-    flip = staticmethod(F.hflip)
+    flip = staticmethod(lambda img: _flip(img, Image.FLIP_LEFT_RIGHT, -1))
 
     def __init__(self, p: float = 0.5):
         self.p = p
@@ -87,7 +131,7 @@ class ExtRandomHorizontalFlip(_RandomFlip):
 class ExtRandomVerticalFlip(_RandomFlip):
     """Flip image and mask upside down with probability ``p``."""
 
-    flip = staticmethod(F.vflip)
+    flip = staticmethod(lambda img: _flip(img, Image.FLIP_TOP_BOTTOM, -2))
 
 
 def _pad_to(img, lbl, size: Tuple[int, int]):
@@ -99,7 +143,7 @@ def _pad_to(img, lbl, size: Tuple[int, int]):
     if not (pad_w or pad_h):
         return img, lbl
     padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]
-    return _each_band(lambda band: F.pad(band, padding), img), F.pad(lbl, padding, fill=IGNORE_INDEX)
+    return _each_band(lambda band: _pil_pad(band, padding), img), _pil_pad(lbl, padding, fill=IGNORE_INDEX)
 
 
 class ExtCenterCrop:
@@ -112,7 +156,7 @@ class ExtCenterCrop:
     def __call__(self, img, lbl):
         _check_same_size(img, lbl)
         img, lbl = _pad_to(img, lbl, self.size)
-        return _each_band(lambda band: F.center_crop(band, list(self.size)), img), F.center_crop(lbl, list(self.size))
+        return _each_band(lambda band: _pil_center_crop(band, self.size), img), _pil_center_crop(lbl, self.size)
 
 
 class ExtResize:
@@ -124,13 +168,8 @@ class ExtResize:
 
     def __call__(self, img, lbl):
         size = [self.size] if isinstance(self.size, numbers.Number) else list(self.size)
-        mode = F.InterpolationMode(_mode_name(self.interpolation))
-        return (_each_band(lambda band: F.resize(band, size, mode, antialias=True), img),
-                F.resize(lbl, size, F.InterpolationMode.NEAREST))
-
-
-def _mode_name(pil_mode: int) -> str:
-    return {Image.NEAREST: "nearest", Image.BILINEAR: "bilinear", Image.BICUBIC: "bicubic"}[pil_mode]
+        return (_each_band(lambda band: _pil_resize(band, size, self.interpolation), img),
+                _pil_resize(lbl, size, Image.NEAREST))
 
 
 def _scale_pair(img, lbl, scale: float, interpolation):
@@ -177,9 +216,9 @@ class ExtRandomRotation:
 
     def __call__(self, img, lbl):
         angle = random.uniform(*self.degrees)
-        mode = F.InterpolationMode.BILINEAR if self.resample else F.InterpolationMode.NEAREST
-        img = _each_band(lambda band: F.rotate(band, angle, mode, self.expand, self.center), img)
-        lbl = F.rotate(lbl, angle, F.InterpolationMode.NEAREST, self.expand, self.center, fill=IGNORE_INDEX)
+        mode = Image.BILINEAR if self.resample else Image.NEAREST
+        img = _each_band(lambda band: band.rotate(angle, mode, self.expand, self.center, fillcolor=_fill(band, 0)), img)
+        lbl = lbl.rotate(angle, Image.NEAREST, self.expand, self.center, fillcolor=_fill(lbl, IGNORE_INDEX))
         return img, lbl
 
 
@@ -194,7 +233,7 @@ class ExtPad:
         pad_w = (-w) % self.diviser
         pad_h = (-h) % self.diviser
         padding = [0, 0, pad_w, pad_h]
-        return _each_band(lambda band: F.pad(band, padding), img), F.pad(lbl, padding, fill=IGNORE_INDEX)
+        return _each_band(lambda band: _pil_pad(band, padding), img), _pil_pad(lbl, padding, fill=IGNORE_INDEX)
 
 
 class ExtToTensor:
@@ -251,8 +290,8 @@ class ExtRandomCrop:
     def __call__(self, img, lbl):
         _check_same_size(img, lbl)
         if self.padding > 0:
-            img = _each_band(lambda band: F.pad(band, self.padding), img)
-            lbl = F.pad(lbl, self.padding, fill=IGNORE_INDEX)
+            img = _each_band(lambda band: _pil_pad(band, self.padding), img)
+            lbl = _pil_pad(lbl, self.padding, fill=IGNORE_INDEX)
         if self.pad_if_needed:
             img, lbl = _pad_to(img, lbl, self.size)
         th, tw = self.size

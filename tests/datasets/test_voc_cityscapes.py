@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from datasets import Cityscapes, DatasetError, VOCSegmentation, voc_cmap
-from datasets.cityscapes import TRAIN_CLASS_NAMES
+from datasets.cityscapes import CITYSCAPES_CLASSES, TRAIN_CLASS_NAMES
+from datasets.voc import VOC_TARBALLS
 from tests.helpers import write_voc
 
 
@@ -144,3 +145,13 @@ def test_cityscapes_without_gt_fine_names_the_folder(tmp_path):
     os.makedirs(tmp_path / "leftImg8bit" / "train" / "aachen")
     with pytest.raises(DatasetError, match=r"gtFine.train does not exist; download .*gtFine_trainvaltest\.zip"):
         Cityscapes(str(tmp_path), split="train")
+
+
+def test_the_voc_tarballs_and_cityscapes_table_are_torchvision_s():
+    """Written out in datasets/ so that importing them needs no torchvision; the installed one agrees."""
+    voc = pytest.importorskip("torchvision.datasets.voc")
+    for year, source in VOC_TARBALLS.items():
+        theirs = voc.DATASET_YEAR_DICT[year]
+        assert (source["url"], source["md5"], source["base_dir"]) == (theirs["url"], theirs["md5"], theirs["base_dir"])
+    cityscapes = pytest.importorskip("torchvision.datasets").Cityscapes
+    assert [tuple(c) for c in CITYSCAPES_CLASSES] == [tuple(c) for c in cityscapes.classes]

@@ -180,6 +180,22 @@ def test_the_originals_file_and_torchvisions_later_name_both_count(torch_home):
     assert BACKBONE_SOURCES["resnet50"].url == "https://download.pytorch.org/models/resnet50-19c8e357.pth"
 
 
+def test_the_weight_files_are_torchvision_s():
+    """The file names written in network/weights.py (so that importing it needs no torchvision) are the ones the
+    installed torchvision's weight enums download."""
+    enums = {"resnet18": "ResNet18", "resnet34": "ResNet34", "resnet50": "ResNet50", "resnet101": "ResNet101",
+             "resnet152": "ResNet152", "resnext50_32x4d": "ResNeXt50_32X4D", "resnext101_32x8d": "ResNeXt101_32X8D",
+             "wide_resnet50_2": "Wide_ResNet50_2", "wide_resnet101_2": "Wide_ResNet101_2",
+             "mobilenet_v2": "MobileNet_V2"}
+    assert sorted(enums) == sorted(n for n, source in BACKBONE_SOURCES.items() if source.fmt == "torchvision")
+    for name, enum in enums.items():
+        later = getattr(torchvision.models, f"{enum}_Weights").IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+        assert later in (BACKBONE_SOURCES[name].filename, *BACKBONE_SOURCES[name].aliases), name
+    segmentation = torchvision.models.segmentation
+    assert COCO_SOURCES["resnet50"].url == segmentation.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1.url
+    assert COCO_SOURCES["resnet101"].url == segmentation.DeepLabV3_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1.url
+
+
 def test_truncated_file_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
     torch.save(mobilenetv2.MobileNetV2().state_dict(), path)

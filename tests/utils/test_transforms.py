@@ -110,3 +110,48 @@ def test_float_bands_of_any_count_keep_their_values_and_the_mask_aligned():
     assert inside.sum() == 200 and torch.equal(kept, torch.from_numpy(bands).flatten(1).sort().values)
     scaled, _ = et.ExtScale(2.0)(bands, mask)
     assert scaled.shape == (5, 20, 40) and scaled.dtype == np.float32 and scaled.max() > 255
+
+
+def _images(seed: int):
+    """An RGB photo, a palette mask, a grey image and a 32-bit float band of odd sizes."""
+    rng = np.random.default_rng(seed)
+    rgb = Image.fromarray(rng.integers(0, 255, (37, 50, 3), dtype=np.uint8))
+    mask = Image.fromarray(rng.integers(0, 21, (37, 50), dtype=np.uint8)).convert("P")
+    mask.putpalette(list(range(256)) * 3)
+    grey = Image.fromarray(rng.integers(0, 255, (37, 50), dtype=np.uint8))
+    band = Image.fromarray(rng.normal(size=(37, 50)).astype(np.float32), "F")
+    return rgb, mask, grey, band
+
+
+def _same(ours: Image.Image, theirs: Image.Image) -> None:
+    assert (ours.mode, ours.size) == (theirs.mode, theirs.size)
+    assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+    assert ours.getpalette() == theirs.getpalette()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_pillow_operations_equal_torchvision_s_for_pil_images(seed):
+    """The transforms call Pillow as torchvision's functional API does for PIL images: same pixels, mode and
+    palette, for every mode a transform meets (RGB, palette masks, grey, float bands)."""
+    tf = pytest.importorskip("torchvision.transforms.functional")
+    for img in _images(seed):
+        for fill in (0, 255):
+            for padding in (3, [0, 0, 5, 2], [1, 4, 2, 0]):
+                _same(et._pil_pad(img, padding, fill), tf.pad(img, padding, fill=fill))
+        for size in ((20, 30), (21, 50), (37, 11)):
+            _same(et._pil_center_crop(img, size), tf.center_crop(img, list(size)))
+        for size in ([24], [40], [30, 45], [37, 50]):
+            for resample, mode in ((Image.NEAREST, tf.InterpolationMode.NEAREST),
+                                   (Image.BILINEAR, tf.InterpolationMode.BILINEAR)):
+                _same(et._pil_resize(img, size, resample), tf.resize(img, size, mode, antialias=True))
+        _same(et.ExtRandomHorizontalFlip.flip(img), tf.hflip(img))
+        _same(et.ExtRandomVerticalFlip.flip(img), tf.vflip(img))
+        for fill in (0, 255):
+            _same(img.rotate(17.5, Image.NEAREST, True, None, fillcolor=et._fill(img, fill)),
+                  tf.rotate(img, 17.5, tf.InterpolationMode.NEAREST, True, None, fill=fill))
+
+
+def test_flips_also_take_tensors():
+    tensor = torch.arange(6.0).view(1, 2, 3)
+    assert torch.equal(et.ExtRandomHorizontalFlip.flip(tensor), tensor.flip(-1))
+    assert torch.equal(et.ExtRandomVerticalFlip.flip(tensor), tensor.flip(-2))
