@@ -25,7 +25,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Iterable, List, Sequence, Tuple
+from typing import Any, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -111,8 +111,8 @@ def classes_of(opts: argparse.Namespace, spec: ModelSpec) -> ClassInfo:
     return info
 
 
-def export_bytes(model: nn.Module, metadata: OnnxMetadata, example: torch.Tensor) -> bytes:
-    """``model`` as an ONNX file with batch, height and width dynamic and ``metadata``; turns off its in-place
+def onnx_graph(model: nn.Module, example: torch.Tensor) -> Any:
+    """``model`` traced to an ONNX ModelProto with batch, height and width dynamic; turns off its in-place
     activations."""
     for module in model.modules():
         # torch.export traces in-place activations through slow reference decompositions (mobilenet's ReLU6:
@@ -121,7 +121,12 @@ def export_bytes(model: nn.Module, metadata: OnnxMetadata, example: torch.Tensor
             module.inplace = False
     program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
                                 output_names=[OUTPUT_NAME], dynamic_shapes=(DYNAMIC_AXES,), verbose=False)
-    proto = program.model_proto  # built anew on each access
+    return program.model_proto  # built anew on each access
+
+
+def export_bytes(model: nn.Module, metadata: OnnxMetadata, example: torch.Tensor) -> bytes:
+    """``model`` as an ONNX file (:func:`onnx_graph`) that records ``metadata``."""
+    proto = onnx_graph(model, example)
     for key, value in metadata.to_props().items():
         proto.metadata_props.add(key=key, value=value)
     return proto.SerializeToString()

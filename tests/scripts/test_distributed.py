@@ -63,10 +63,20 @@ def _losses(text: str):
     return [float(v) for v in re.findall(r"Loss=([0-9.]+)", text)]
 
 
-def test_two_processes_write_one_checkpoint_and_validate_exactly(demo_root, tmp_path):
-    ck = tmp_path / "ck"
-    result = _torchrun(2, _args(demo_root, ck, "--total_itrs", "3", "--val_interval", "3"))
-    assert result.returncode == 0, result.stdout + result.stderr
+@pytest.fixture(scope="module")
+def two_process_run(demo_root, tmp_path_factory):
+    """One torchrun run of 2 processes, 3 steps and a validation, with OHEM, auto class weights, TensorBoard and
+    metrics.json: (its output, its checkpoint folder, the folder of TensorBoard and results)."""
+    folder = tmp_path_factory.mktemp("two_processes")
+    result = _torchrun(2, _args(demo_root, folder / "ck", "--total_itrs", "3", "--val_interval", "3",
+                                "--loss_type", "ohem", "--ohem_min_kept", "2000", "--class_weights", "auto",
+                                "--tensorboard", str(folder / "tb"), "--results_dir", str(folder / "res")))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result, folder / "ck", folder
+
+
+def test_two_processes_write_one_checkpoint_and_validate_exactly(demo_root, two_process_run, tmp_path):
+    result, ck, _ = two_process_run
     assert "global batch 4 = 2 x 2" in result.stdout
     assert result.stdout.count("Validation at iteration 3") == 1  # only rank 0 logs
     written = sorted(f for f in os.listdir(ck) if not f.startswith(".lock_"))  # the run's lock file stays
@@ -81,6 +91,16 @@ def test_two_processes_write_one_checkpoint_and_validate_exactly(demo_root, tmp_
                             capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=300)
     assert single.returncode == 0, single.stderr
     assert _mean_iou(single.stdout) == _mean_iou(result.stdout)
+
+
+def test_new_losses_weights_and_tensorboard_under_torchrun(two_process_run):
+    """OHEM with auto class weights trains on two processes: process 0 counts the masks and sends the weights,
+    and alone logs them and writes TensorBoard and metrics.json."""
+    result, _, folder = two_process_run
+    assert result.stdout.count("class weights (auto, median frequency): background") == 1
+    assert len(_losses(result.stdout)) == 3 and all(np.isfinite(_losses(result.stdout)))
+    assert len([f for f in os.listdir(folder / "tb") if f.startswith("events.out.tfevents")]) == 1
+    assert os.path.isfile(folder / "res" / "metrics.json")
 
 
 def test_two_processes_track_one_process_with_the_same_global_batch(demo_root, tmp_path):
@@ -142,43 +162,43 @@ def _tiny_segmenter() -> torch.nn.Sequential:
                                torch.nn.Conv2d(8, 21, 1)).eval()
 
 
-def _validate_in_process(rank: int, port: str, root: str, out: str, recipe: tuple) -> None:
-    """One process of a 2-process Gloo group: process 1's BatchNorm statistics are off, as they drift without
-    SyncBatchNorm. Process 0 writes the summed confusion matrix."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    model = _tiny_segmenter()
-    if rank == 1:
-        model[1].running_mean.fill_(3.0)
+RECIPES = [(), ("--eval_scales", "0.75", "1.0", "--eval_flip"), ("--eval_slide", "--window", "96", "--stride", "64")]
+
+
+def _confusion_matrix(root: str, recipe: tuple, model: torch.nn.Module, rank: int = 0, world: int = 1):
+    """The confusion matrix of ``model`` on this process's shard of the validation set, evaluated as main.py does."""
     opts = train_script.get_argparser().parse_args(["--data_root", root, "--dataset", "voc", "--amp", "off",
                                                     "--no-channels_last", *recipe])
     _, val = train_script.get_dataset(opts)
-    loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, 2))
+    loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, world))
     metrics = StreamSegMetrics(21)
     opts.num_classes = 21
     train_script.configure(opts, train_script.DistEnv(), torch.device("cpu"), lambda *args, **kwargs: None)
     train_script.evaluate(opts, train_script.build_predictor(opts, model, torch.device("cpu")), loader,
                           torch.device("cpu"), metrics)
+    return metrics.confusion_matrix
+
+
+def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
+    """One process of a 2-process Gloo group: process 1's BatchNorm statistics are off, as they drift without
+    SyncBatchNorm. Process 0 writes the summed confusion matrix of each recipe."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    model = _tiny_segmenter()
+    if rank == 1:
+        model[1].running_mean.fill_(3.0)
+    matrices = [_confusion_matrix(root, recipe, model, rank, 2) for recipe in RECIPES]
     if rank == 0:
-        torch.save(metrics.confusion_matrix, out)
+        torch.save(matrices, out)
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("recipe", [(), ("--eval_scales", "0.75", "1.0", "--eval_flip"),
-                                    ("--eval_slide", "--window", "96", "--stride", "64")])
-def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, tmp_path, recipe):
+def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, tmp_path):
     """Exact under every evaluation recipe: the shards' confusion matrices sum to the single-process one."""
     out = str(tmp_path / "confusion.pt")
-    torch.multiprocessing.spawn(_validate_in_process, args=(str(_free_port()), str(demo_root), out, recipe), nprocs=2)
-    opts = train_script.get_argparser().parse_args(["--data_root", str(demo_root), "--dataset", "voc", "--amp",
-                                                    "off", "--no-channels_last", *recipe])
-    _, val = train_script.get_dataset(opts)
-    single = StreamSegMetrics(21)
-    opts.num_classes = 21
-    train_script.configure(opts, train_script.DistEnv(), torch.device("cpu"), lambda *args, **kwargs: None)
-    train_script.evaluate(opts, train_script.build_predictor(opts, _tiny_segmenter(), torch.device("cpu")),
-                          torch.utils.data.DataLoader(val), torch.device("cpu"), single)
-    assert torch.equal(torch.load(out), single.confusion_matrix)
+    torch.multiprocessing.spawn(_validate_in_process, args=(str(_free_port()), str(demo_root), out), nprocs=2)
+    for recipe, distributed in zip(RECIPES, torch.load(out)):
+        assert torch.equal(distributed, _confusion_matrix(str(demo_root), recipe, _tiny_segmenter())), recipe
 
 
 def test_sync_bn_keeps_the_checkpoint_format_and_asks_for_cuda(tmp_path):
@@ -295,19 +315,6 @@ def test_a_validation_set_smaller_than_the_process_count(tmp_path):
                                 "--val_interval", "2", "--dist_timeout", "60"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation at iteration 2" in result.stdout and "Finished 2 iterations" in result.stdout
-
-
-def test_new_losses_weights_and_tensorboard_under_torchrun(demo_root, tmp_path):
-    """OHEM with auto class weights trains on two processes: process 0 counts the masks and sends the weights,
-    and alone logs them and writes TensorBoard and metrics.json."""
-    result = _torchrun(2, _args(demo_root, tmp_path / "ck", "--total_itrs", "2", "--val_interval", "2",
-                                "--loss_type", "ohem", "--ohem_min_kept", "2000", "--class_weights", "auto",
-                                "--tensorboard", str(tmp_path / "tb"), "--results_dir", str(tmp_path / "res")))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert result.stdout.count("class weights (auto, median frequency): background") == 1
-    assert all(np.isfinite(_losses(result.stdout)))
-    assert len([f for f in os.listdir(tmp_path / "tb") if f.startswith("events.out.tfevents")]) == 1
-    assert os.path.isfile(tmp_path / "res" / "metrics.json")
 
 
 def _fail_on_process_zero(rank: int, port: str, out: str) -> None:

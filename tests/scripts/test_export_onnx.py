@@ -65,8 +65,8 @@ def test_export_checks_three_sizes_and_writes_the_file(exported, capsys, tmp_pat
     assert output.read_bytes() == data and lines[-1].startswith(f"wrote {output}")
 
 
-@pytest.mark.parametrize("name", ["deeplabv3_mobilenet", "deeplabv3plus_resnet50", "deeplabv3plus_hrnetv2_32",
-                                  "deeplabv3plus_xception"])
+# MobileNetV2 with the v3+ head is the `exported` fixture's; the plain v3 head comes with ResNet here
+@pytest.mark.parametrize("name", ["deeplabv3_resnet50", "deeplabv3plus_hrnetv2_32", "deeplabv3plus_xception"])
 def test_every_backbone_family_exports_and_matches_pytorch(tmp_path, name, capsys):
     ckpt = _checkpoint(tmp_path, name)
     output = tmp_path / "model.onnx"
@@ -105,7 +105,10 @@ def test_metadata_says_what_the_model_is_and_takes(exported):
     assert meta.palette == ((0, 0, 0), (128, 0, 0), (0, 128, 0))
 
 
-def test_classes_yaml_colours_go_into_the_file_and_predict_draws_with_them(exported, tmp_path, capsys):
+def test_classes_yaml_colours_go_into_the_file_and_predict_draws_with_them(exported, tmp_path, capsys, monkeypatch):
+    graph = onnx.load(exported[1])
+    del graph.metadata_props[:]
+    monkeypatch.setattr(export_onnx, "onnx_graph", lambda *args: graph)  # the same model's graph, traced once
     classes = tmp_path / "classes.yaml"
     classes.write_text("names: [sky, road, car]\npalette: [[10, 20, 30], [200, 0, 0], [0, 0, 250]]\n")
     output = str(tmp_path / "m.onnx")
