@@ -168,16 +168,18 @@ def test_predict_warns_once_about_each_unused_option(image_and_checkpoint, capsy
     assert "warning" not in capsys.readouterr().err and (image_and_checkpoint / "out" / "a_overlay.png").is_file()
 
 
-@pytest.mark.parametrize("alpha", ["1.5", "-0.1", "nan"])
-def test_predict_refuses_an_overlay_opacity_outside_0_to_1_before_any_work(tmp_path, image_and_checkpoint, alpha):
-    """Run as a user runs it: a subprocess, its exit status and its only line."""
-    out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "predict.py", "--input", str(image_and_checkpoint / "in"), "--ckpt",
-                          str(image_and_checkpoint / "m.pth"), "--save_val_results_to", str(out), "--output", "overlay",
-                          "--overlay_alpha", alpha], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_predict_refuses_an_overlay_opacity_outside_0_to_1_before_any_work(tmp_path, image_and_checkpoint, capsys):
+    """Run as a user runs it (a subprocess, its exit status and its only line), then the other values in-process."""
+    model = ["--input", str(image_and_checkpoint / "in"), "--ckpt", str(image_and_checkpoint / "m.pth"),
+             "--save_val_results_to", str(tmp_path / "out"), "--output", "overlay"]
+    run = subprocess.run([sys.executable, "predict.py", *model, "--overlay_alpha", "1.5"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     assert (run.returncode, run.stdout) == (1, "")
-    assert run.stderr == f"error: --overlay_alpha must be between 0 and 1, not {float(alpha)}\n"
-    assert not out.exists()
+    assert run.stderr == "error: --overlay_alpha must be between 0 and 1, not 1.5\n"
+    for alpha in ("-0.1", "nan"):
+        assert predict.main([*model, "--overlay_alpha", alpha]) == 1
+        assert capsys.readouterr() == ("", f"error: --overlay_alpha must be between 0 and 1, not {float(alpha)}\n")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("device, message", [
