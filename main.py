@@ -377,7 +377,7 @@ def output_guard(opts, env: DistEnv) -> Iterator[None]:
     require_writable(opts.checkpoint_dir, "--checkpoint_dir")
     check_checkpoints_spare_inputs(opts)
     lock = os.path.splitext(checkpoint_path(opts, ".lock"))[0]  # hidden, and not a *.pth
-    with file_lock(lock, wait=False, held_by=CHECKPOINTS_HELD_BY):
+    with file_lock(lock, held_by=CHECKPOINTS_HELD_BY):
         names = [os.path.basename(checkpoint_path(opts, kind)) for kind in ("latest", "best")]
         removed = remove_orphaned_temporaries(opts.checkpoint_dir, names)
         if removed:

@@ -7,7 +7,7 @@ import argparse
 import os
 import signal
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -372,18 +372,27 @@ def run(opts, stop: StopFlag) -> int:
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
                           pin_memory=device.type == "cuda")
-    counts = predict_images(opts, loader, files, names, predictor, ImageWriter(opts.save_val_results_to, opts.output,
+    images = predict_images(opts, loader, files, names, predictor, ImageWriter(opts.save_val_results_to, opts.output,
                                                                                 drawing), stop)
-    if isinstance(counts, int):
-        return counts
-    return predict_videos(opts, videos, predictor, drawing, stop, *counts)
+    if images.stopped:  # the images in flight are left for a rerun; every file written is whole
+        return stopped(stop, f"stopped after {images.done} of {len(files)} images; the results in "
+                             f"{opts.save_val_results_to} are complete")
+    return predict_videos(opts, videos, predictor, drawing, stop, images.done, images.skipped)
+
+
+class ImagesDone(NamedTuple):
+    """What :func:`predict_images` did: images written and skipped, and whether a stop signal ended it early."""
+
+    done: int
+    skipped: int
+    stopped: bool
 
 
 def predict_images(opts, loader: Iterable, files: List[Tuple[str, str]], names: Sequence[str],
                    predictor: SegmentationPredictor, writer: ImageWriter,
-                   stop: StopFlag) -> Union[int, Tuple[int, int]]:
+                   stop: StopFlag) -> ImagesDone:
     """Predict the images of ``loader`` (index, image or the reason it was skipped), batching images of one size
-    up to --val_batch_size, and write them; (done, skipped), or the exit status when a signal stopped the run."""
+    up to --val_batch_size, and write them, until ``stop`` has a signal."""
     done, skipped = 0, 0
     pending: List[Tuple[int, torch.Tensor]] = []
 
@@ -409,9 +418,8 @@ def predict_images(opts, loader: Iterable, files: List[Tuple[str, str]], names: 
         pending.clear()
 
     for index, item in loader:
-        if stop.signal_name:  # the images in pending are left for a rerun; every file written is whole
-            return stopped(stop, f"stopped after {done} of {len(files)} images; the results in "
-                                 f"{opts.save_val_results_to} are complete")
+        if stop.signal_name:
+            return ImagesDone(done, skipped, stopped=True)
         if isinstance(item, str):
             print(f"skipped: {item}", file=sys.stderr)
             skipped += 1
@@ -420,7 +428,7 @@ def predict_images(opts, loader: Iterable, files: List[Tuple[str, str]], names: 
             flush()
         pending.append((index, item))
     flush()
-    return done, skipped
+    return ImagesDone(done, skipped, stopped=False)
 
 
 def predict_videos(opts, videos: Sequence[Tuple[str, str]], predictor: SegmentationPredictor, drawing: Drawing,

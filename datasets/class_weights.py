@@ -4,9 +4,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import yaml
 
-from utils.io.atomic import missing_file
+from utils.config import read_yaml_file
 
 from .class_stats import ClassStats, load_class_stats
 
@@ -40,19 +39,10 @@ def median_frequency_weights(stats: ClassStats, class_names: Sequence[str],
 
 def read_class_weights(path: str, class_names: Sequence[str]) -> torch.Tensor:
     """Weights from a YAML list of numbers, one per class (``[0.5, 4.0, 2.0]``); ValueError naming the file."""
-    missing = missing_file(path)
-    if missing:
-        raise ValueError(f"--class_weights {path} {missing}; give none, auto, or a YAML file listing one "
-                         "weight per class")
-    with open(path) as f:
-        try:
-            values = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            reason = " ".join(str(exc).split())  # PyYAML's message spans lines
-            raise ValueError(f"--class_weights {path} is not valid YAML ({reason}); write a list such as "
-                             "[1.0, 5.0]") from exc
-    if not isinstance(values, list) or not all(_is_number(v) for v in values):
-        raise ValueError(f"--class_weights {path} must be a YAML list of numbers, one per class, such as [1.0, 5.0]")
+    values = read_yaml_file(path, "--class_weights", "a YAML list of numbers, one per class, such as [1.0, 5.0]",
+                            expected=list, if_missing="; give none, auto, or a YAML file listing one weight per class")
+    if not all(_is_number(v) for v in values):
+        raise ValueError(f"--class_weights {path} must hold a YAML list of numbers, one per class, such as [1.0, 5.0]")
     if len(values) != len(class_names):
         raise ValueError(f"--class_weights {path} lists {len(values)} weights for {len(class_names)} classes "
                          f"({', '.join(class_names)}); give one per class")

@@ -16,13 +16,13 @@ import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 from PIL import Image
 
+from utils.config import read_yaml_file
 from utils.constants import IGNORE_INDEX
 
 from .base import PairedSegmentation
-from .utils import DatasetError, check_mask_values, decode_image, read_split, read_utf8
+from .utils import DatasetError, check_mask_values, decode_image, read_split
 
 __all__ = ["FolderSegmentation", "read_classes", "read_class_ids", "palette_table", "default_palette",
            "write_splits_and_classes", "IMAGE_EXTENSIONS"]
@@ -45,15 +45,8 @@ CLASSES_KEYS = ("names", "palette", "ignore_index", "ids")
 
 def _read_spec(path: str) -> dict:
     """The YAML mapping of a classes file, with its `names` and keys checked."""
-    if not os.path.isfile(path):
-        raise DatasetError(f"classes file {path} does not exist; write one with `names: [background, ...]` "
-                           "(see the README, 'Your own data')")
-    try:
-        spec = yaml.safe_load(read_utf8(path, "classes file")) or {}
-    except yaml.YAMLError as exc:  # PyYAML's message spans lines
-        raise DatasetError(f"classes file {path} is not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(spec, dict):
-        raise DatasetError(f"classes file {path} must hold `names: [background, ...]`")
+    spec = read_yaml_file(path, "classes file", "`names: [background, ...]`", DatasetError,
+                          if_missing="; write one with `names: [background, ...]` (see docs/own-data.md)")
     names = spec.get("names")
     if not isinstance(names, list) or len(names) < 2:
         raise DatasetError(f"{path}: `names` must list at least two class names")

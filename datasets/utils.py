@@ -14,10 +14,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from utils.config import decode_utf8
 from utils.constants import IGNORE_INDEX
 from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 
-__all__ = ["DatasetError", "error_message", "decode_utf8", "read_utf8", "read_split", "scaled_size",
+__all__ = ["DatasetError", "error_message", "read_utf8", "read_split", "scaled_size",
            "decode_image", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
            "download_url", "extract_archive", "generate_once"]
 
@@ -49,15 +50,6 @@ def read_split(path: str, hint: str = "") -> List[str]:
     if not names:
         raise DatasetError(f"split file {path} lists no samples")
     return names
-
-
-def decode_utf8(data: bytes) -> str:
-    """``data`` as UTF-8 text, a byte-order mark (as Windows editors write) dropped; a ValueError that completes
-    "FILE ...", saying where, when it is not UTF-8."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
 
 
 def read_utf8(path: str, what: str) -> str:

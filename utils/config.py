@@ -6,7 +6,7 @@ from typing import Callable, FrozenSet, List, Optional, Sequence, Tuple
 
 import yaml
 
-__all__ = ["HelpFormatter", "ConfigError", "read_yaml_file", "Options", "parse_with_config", "given", "given_on_command_line",
+__all__ = ["HelpFormatter", "ConfigError", "decode_utf8", "read_yaml_file", "Options", "parse_with_config", "given", "given_on_command_line",
            "check_ranges", "Conflict", "refuse_conflicts", "Unused", "warn_unused"]
 
 
@@ -14,14 +14,30 @@ class ConfigError(ValueError):
     """A config file that is missing, malformed or names unknown options."""
 
 
-def read_yaml_file(path: str, name: str, shape: str, error: type = ValueError, expected: type = dict):
-    """The value that YAML file ``path`` holds (an empty file is an empty mapping); ``error`` with one line that
-    names it as ``name`` when it is missing, not YAML, or not an ``expected`` (``shape`` says what it must hold)."""
-    if not os.path.isfile(path):
-        raise error(f"{name} {path} does not exist")
+def decode_utf8(data: bytes) -> str:
+    """``data`` as UTF-8 text, a byte-order mark (as Windows editors write) dropped; a ValueError that completes
+    "FILE ...", saying where, when it is not UTF-8."""
     try:
-        with open(path) as f:
-            value = yaml.safe_load(f)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
+
+
+def read_yaml_file(path: str, name: str, shape: str, error: type = ValueError, expected: type = dict,
+                   if_missing: str = ""):
+    """The value that YAML file ``path`` holds, read as UTF-8 (an empty file is an empty mapping); ``error`` with one
+    line that names it as ``name`` when it is missing (followed by ``if_missing``, what to do), unreadable, not UTF-8,
+    not YAML, or not an ``expected`` (``shape`` says what it must hold)."""
+    if not os.path.isfile(path):
+        raise error(f"{name} {path} {'is a folder, not a file' if os.path.isdir(path) else 'does not exist'}"
+                    f"{if_missing}")
+    try:
+        with open(path, "rb") as f:
+            value = yaml.safe_load(decode_utf8(f.read()))
+    except OSError as exc:
+        raise error(f"{name} {path} cannot be read ({exc.strerror})") from None
+    except ValueError as exc:  # not UTF-8
+        raise error(f"{name} {path} {exc}; save it as UTF-8") from None
     except yaml.YAMLError as exc:  # PyYAML's message spans lines
         raise error(f"{name} {path} is not valid YAML ({' '.join(str(exc).split())})") from None
     value = {} if value is None and expected is dict else value

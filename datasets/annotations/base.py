@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..utils import decode_utf8
+from utils.config import decode_utf8
 from .images import SourceImage
 
 __all__ = ["Region", "Problem", "AnnotatedImage", "Export", "size_of", "is_text", "read_json"]

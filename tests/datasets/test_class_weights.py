@@ -51,8 +51,8 @@ def test_weights_file(tmp_path):
     ("[1.0, -2.0, 1.0]", "weights must be finite and 0 or more, not -2.0"),
     ("[1.0, .nan, 1.0]", "weights must be finite and 0 or more, not nan"),
     ("[0, 0, 0]", "every weight is 0"),
-    ("{background: 1}", "must be a YAML list of numbers"),
-    ("[1.0, yes, 2.0]", "must be a YAML list of numbers"),
+    ("{background: 1}", "must hold a YAML list of numbers"),
+    ("[1.0, yes, 2.0]", "must hold a YAML list of numbers"),
     ("[1.0, 2.0", "is not valid YAML"),
 ])
 def test_weights_file_errors_name_the_file(tmp_path, text, message):

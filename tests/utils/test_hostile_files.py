@@ -105,11 +105,12 @@ def test_writable_check_and_writer_lock(tmp_path):
         check_writable(str(blocker / "ck"))
     check_writable(str(tmp_path / "new" / "ck"))
     lock = str(tmp_path / "run.lock")
-    with file_lock(lock, wait=False):
-        with pytest.raises(LockHeldError, match=f"process {os.getpid()} on .* holds the lock {lock}"):
-            with file_lock(lock, wait=False):
+    held_by = "{owner} holds the lock {path}; wait for it"
+    with file_lock(lock, held_by):
+        with pytest.raises(LockHeldError, match=f"^process {os.getpid()} on .* holds the lock {lock}; wait for it$"):
+            with file_lock(lock, held_by):
                 pass
-    with file_lock(lock, wait=False):  # released when the first run ends
+    with file_lock(lock, held_by):  # released when the first run ends
         pass
 
 

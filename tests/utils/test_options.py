@@ -1,11 +1,17 @@
 """utils.config's record of the options a user gave (command line, --config), the unused-option warnings and the
-range checks; utils.resume's settings for --continue_training; utils.device's one-line device errors."""
+range checks, the YAML files' one-line errors; utils.resume's settings for --continue_training; utils.device's one-line device errors."""
 import argparse
+import io
+import sys
 
 import pytest
 import torch
 
+from datasets import DatasetError
+from datasets.class_weights import read_class_weights
+from datasets.folder import read_classes
 from utils.config import ConfigError, check_ranges, given, given_on_command_line, parse_with_config, warn_unused
+from utils.io.bands import read_band_stats_file
 from utils.runtime.device import DeviceError, resolve_device, unused_gpu_id
 from utils.runtime.resume import SETTINGS_KEY, RESUMED_OPTIONS, apply_recorded_settings, recorded_settings
 from utils.scheduler import build_scheduler
@@ -123,3 +129,34 @@ def test_gpu_id_says_when_it_does_not_pick_the_gpu(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert unused_gpu_id("auto", "1", torch.device("cuda")) == ("under torchrun each process takes the GPU of its "
                                                                 "LOCAL_RANK")
+
+
+def _config_error(path: str) -> None:
+    """parse_with_config's error (argparse prints it and exits) as an exception."""
+    try:
+        parse_with_config(_parser(), ["--config", path])
+    except SystemExit:
+        raise ConfigError(sys.stderr.getvalue().splitlines()[-1].split("error: ", 1)[1]) from None
+
+
+@pytest.mark.parametrize("reader, name", [
+    (_config_error, "config file"),
+    (lambda path: read_classes(path), "classes file"),
+    (lambda path: read_class_weights(path, ["a", "b"]), "--class_weights"),
+    (lambda path: read_band_stats_file(path, [1, 2], 2), "--band_stats"),
+])
+def test_every_yaml_file_read_has_the_same_one_line_errors(tmp_path, monkeypatch, reader, name):
+    """One reader (utils.config.read_yaml_file) for the config, classes, class-weight and band-statistics files."""
+    path = tmp_path / "file.yaml"
+    cases = [(lambda: None, "does not exist"),
+             (lambda: path.mkdir(), "is a folder, not a file"),
+             (lambda: (path.rmdir(), path.write_bytes(b"a: caf\xe9\n")),
+              "is not UTF-8 text (byte 0xe9 at offset 6); save it as UTF-8"),
+             (lambda: path.write_text("a: [1, 2\n"), "is not valid YAML (while parsing a flow sequence")]
+    for make, message in cases:
+        make()
+        monkeypatch.setattr(sys, "stderr", io.StringIO())
+        with pytest.raises((ValueError, DatasetError)) as caught:
+            reader(str(path))
+        text = str(caught.value)
+        assert text.startswith(f"{name} {path} {message}") and "\n" not in text, text

@@ -1,6 +1,6 @@
 """Writing predictions: one renderer per output kind, written as PNG files for images, and for videos as encoded
 videos (``color``, ``overlay``) or folders of per-frame PNGs (``label``, ``labelids``). main.py's
-``--save_val_results`` pictures are written by the same :class:`ImageWriter`.
+``--save_val_results`` pictures are drawn by the same renderers.
 
 Every PNG is written atomically (:func:`utils.atomic.atomic_write`), so a stopped run leaves no truncated file.
 A video's outputs are written under names that say they are partial (``clip_overlay.partial.mp4``,
@@ -13,7 +13,7 @@ import itertools
 import os
 import re
 from collections import Counter
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -30,12 +30,11 @@ IMAGE_SUFFIXES = {"color": ".png", "label": "_label.png", "overlay": "_overlay.p
 SCENE_LABEL_SUFFIX = "_label.tif"  # a multi-band model's label map of a scene, a GeoTIFF (utils.geotiff)
 # For a video: encoded videos, or folders holding one PNG per frame.
 VIDEO_SUFFIXES = {"color": "_color.mp4", "overlay": "_overlay.mp4", "label": "_label", "labelids": "_labelIds"}
+# main.py --save_val_results: the original's names, {index} + each suffix
+VAL_RESULT_SUFFIXES = ("_image.png", "_target.png", "_pred.png", "_overlay.png")
 PARTIAL = ".partial"  # what a video's outputs add to their names until the video is complete
 ENCODED_KINDS = ("color", "overlay")
 OUTPUT_KINDS = tuple(IMAGE_SUFFIXES)
-# main.py --save_val_results: the original's names ({index}_image.png ...); the target is drawn as ``color`` too
-VAL_RESULT_SUFFIXES = {"image": "_image.png", "color": "_pred.png", "overlay": "_overlay.png"}
-VAL_TARGET_SUFFIX = {"color": "_target.png"}
 OVERLAY_ALPHA = 0.7
 
 
@@ -53,10 +52,6 @@ class Drawing:
     palette: np.ndarray
     overlay_alpha: float = OVERLAY_ALPHA
     label_ids: Optional[np.ndarray] = None
-
-
-def _image(drawing: Drawing, image: np.ndarray, labels: np.ndarray) -> Image.Image:
-    return Image.fromarray(image)
 
 
 def _color(drawing: Drawing, image: np.ndarray, labels: np.ndarray) -> Image.Image:
@@ -79,29 +74,28 @@ def _labelids(drawing: Drawing, image: np.ndarray, labels: np.ndarray) -> Image.
 
 
 Renderer = Callable[[Drawing, np.ndarray, np.ndarray], Image.Image]
-RENDERERS: Dict[str, Renderer] = {"image": _image, "color": _color, "label": _label, "overlay": _overlay,
+RENDERERS: Dict[str, Renderer] = {"color": _color, "label": _label, "overlay": _overlay,
                                   "labelids": _labelids}
 
 
 def render(kind: str, drawing: Drawing, image: np.ndarray, labels: np.ndarray) -> Image.Image:
     """Output ``kind`` of an (H, W, 3) uint8 RGB ``image`` and its (H, W) class indices ``labels`` (uint8, or any
-    integers 0..255); ``image`` is the photo itself."""
+    integers 0..255)."""
     return RENDERERS[kind](drawing, image, labels)
 
 
 class ImageWriter:
-    """The PNG of each asked ``kinds`` for an image, at ``folder``/stem + the kind's suffix (of ``suffixes``), each
-    written atomically."""
+    """The PNG of each asked ``kinds`` for an image, at ``folder``/stem + the kind's suffix, each written
+    atomically."""
 
-    def __init__(self, folder: str, kinds: Sequence[str], drawing: Drawing,
-                 suffixes: Mapping[str, str] = IMAGE_SUFFIXES):
-        self.folder, self.kinds, self.drawing, self.suffixes = folder, tuple(kinds), drawing, suffixes
+    def __init__(self, folder: str, kinds: Sequence[str], drawing: Drawing):
+        self.folder, self.kinds, self.drawing = folder, tuple(kinds), drawing
 
     def write(self, stem: str, image: np.ndarray, labels: np.ndarray) -> None:
         """OSError when a file cannot be written (those written before it are whole)."""
         base = os.path.join(self.folder, stem)
         for kind in self.kinds:
-            save_png(render(kind, self.drawing, image, labels), base + self.suffixes[kind])
+            save_png(render(kind, self.drawing, image, labels), base + IMAGE_SUFFIXES[kind])
 
 
 def save_val_result(folder: str, index: int, image: np.ndarray, target: np.ndarray, pred: np.ndarray,
@@ -110,8 +104,10 @@ def save_val_result(folder: str, index: int, image: np.ndarray, target: np.ndarr
     --save_val_results names them: the (H, W, 3) uint8 ``image``, and the class indices of ``target`` and ``pred``
     drawn with the 256x3 ``palette`` (the dataset's)."""
     drawing = Drawing(palette)
-    ImageWriter(folder, tuple(VAL_RESULT_SUFFIXES), drawing, VAL_RESULT_SUFFIXES).write(str(index), image, pred)
-    ImageWriter(folder, tuple(VAL_TARGET_SUFFIX), drawing, VAL_TARGET_SUFFIX).write(str(index), image, target)
+    pictures = (Image.fromarray(image), render("color", drawing, image, target), render("color", drawing, image, pred),
+                render("overlay", drawing, image, pred))
+    for suffix, picture in zip(VAL_RESULT_SUFFIXES, pictures):
+        save_png(picture, os.path.join(folder, str(index) + suffix))
 
 
 def video_kinds(kinds: Sequence[str]) -> Tuple[str, ...]:

@@ -17,7 +17,6 @@ except ImportError:  # Windows
 __all__ = ["HAS_FLOCK", "LockHeldError", "take_lock", "file_lock"]
 
 HAS_FLOCK = fcntl is not None
-HELD_BY = "{owner} holds the lock {path}"  # file_lock's message when another process holds its lock
 
 
 class LockHeldError(RuntimeError):
@@ -40,14 +39,14 @@ def take_lock(fd: int, wait: bool = True) -> Optional[bool]:
 
 
 @contextlib.contextmanager
-def file_lock(path: str, wait: bool = True, held_by: str = HELD_BY) -> Iterator[None]:
+def file_lock(path: str, held_by: Optional[str] = None) -> Iterator[None]:
     """Hold the exclusive lock of the file ``path`` (made, with its folder, if needed) while the block runs, with
     this process written into it for others to name.
 
-    ``wait``: until the processes before are done (machines that share a data folder then prepare it in turn, and
-    the later ones find it complete). Else a LockHeldError at once, ``held_by`` formatted with ``owner`` (what
-    the holder wrote) and ``path``. A file that cannot be made (a read-only folder) runs the block unlocked:
-    nothing can be written there, so there is nothing to take turns on.
+    Without ``held_by``, wait until the processes before are done (machines that share a data folder then prepare
+    it in turn, and the later ones find it complete). With it, a LockHeldError at once whose message is ``held_by``
+    (what to do then) formatted with ``owner`` (what the holder wrote) and ``path``. A file that cannot be made (a
+    read-only folder) runs the block unlocked: nothing can be written there, so there is nothing to take turns on.
     """
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -56,7 +55,7 @@ def file_lock(path: str, wait: bool = True, held_by: str = HELD_BY) -> Iterator[
         yield
         return
     with handle:
-        if take_lock(handle.fileno(), wait) is False:
+        if take_lock(handle.fileno(), wait=held_by is None) is False:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             raise LockHeldError(held_by.format(owner=owner, path=path))
