@@ -19,21 +19,15 @@ AUG_YEAR = "2012_aug"
 AUG_MASK_DIR = "SegmentationClassAug"
 YEARS = ("2007", "2008", "2009", "2010", "2011", "2012", AUG_YEAR)
 _VOC_MIRROR = "https://thor.robots.ox.ac.uk/pascal/VOC/"
-# Each year's train+val tarball (the mirror torchvision downloads from), its MD5 and the folder it unpacks to.
-VOC_TARBALLS = {
-    "2007": {"url": _VOC_MIRROR + "voc2007/VOCtrainval_06-Nov-2007.tar", "md5": "c52e279531787c972589f7e41ab4ae64",
-             "base_dir": "VOCdevkit/VOC2007"},
-    "2008": {"url": _VOC_MIRROR + "voc2008/VOCtrainval_14-Jul-2008.tar", "md5": "2629fa636546599198acfcfbfcf1904a",
-             "base_dir": "VOCdevkit/VOC2008"},
-    "2009": {"url": _VOC_MIRROR + "voc2009/VOCtrainval_11-May-2009.tar", "md5": "a3e00b113cfcfebf17e343f59da3caa1",
-             "base_dir": "VOCdevkit/VOC2009"},
-    "2010": {"url": _VOC_MIRROR + "voc2010/VOCtrainval_03-May-2010.tar", "md5": "da459979d0c395079b5c75ee67908abb",
-             "base_dir": "VOCdevkit/VOC2010"},
-    "2011": {"url": _VOC_MIRROR + "voc2011/VOCtrainval_25-May-2011.tar", "md5": "6c3384ef61512963050cb5d687e5bf1e",
-             "base_dir": "TrainVal/VOCdevkit/VOC2011"},
-    "2012": {"url": _VOC_MIRROR + "voc2012/VOCtrainval_11-May-2012.tar", "md5": "6cd6e144f989b92b3379bac3b3de84fd",
-             "base_dir": "VOCdevkit/VOC2012"},
-}
+# Each year's train+val tarball (on the mirror torchvision downloads from), its MD5 and the folder it unpacks to.
+VOC_TARBALLS = {year: {"url": _VOC_MIRROR + path, "md5": md5, "base_dir": base_dir} for year, (path, md5, base_dir) in {
+    "2007": ("voc2007/VOCtrainval_06-Nov-2007.tar", "c52e279531787c972589f7e41ab4ae64", "VOCdevkit/VOC2007"),
+    "2008": ("voc2008/VOCtrainval_14-Jul-2008.tar", "2629fa636546599198acfcfbfcf1904a", "VOCdevkit/VOC2008"),
+    "2009": ("voc2009/VOCtrainval_11-May-2009.tar", "a3e00b113cfcfebf17e343f59da3caa1", "VOCdevkit/VOC2009"),
+    "2010": ("voc2010/VOCtrainval_03-May-2010.tar", "da459979d0c395079b5c75ee67908abb", "VOCdevkit/VOC2010"),
+    "2011": ("voc2011/VOCtrainval_25-May-2011.tar", "6c3384ef61512963050cb5d687e5bf1e", "TrainVal/VOCdevkit/VOC2011"),
+    "2012": ("voc2012/VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd", "VOCdevkit/VOC2012"),
+}.items()}
 
 
 def voc_cmap(n: int = 256, normalized: bool = False) -> np.ndarray:
