@@ -25,7 +25,7 @@ from datasets.annotations.classes import parse_class_list  # noqa: E402
 from datasets.annotations.folder_writer import check_output_folder  # noqa: E402
 from datasets.annotations.labelme import DEFAULT_LINE_WIDTH, DEFAULT_POINT_SIZE  # noqa: E402
 from datasets.utils import DatasetError  # noqa: E402
-from utils.io.atomic import atomic_folder, require_writable  # noqa: E402
+from utils.io.atomic import atomic_folder, describe_removed, remove_orphaned_temporaries, require_writable  # noqa: E402
 from utils.constants import IGNORE_INDEX  # noqa: E402
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 
@@ -127,6 +127,10 @@ def import_checked(args: argparse.Namespace, export: Export, label_map: LabelMap
                                                                                             np.ndarray]:
     """Import into a new folder beside --out, read it back as training does, then rename it to --out: a failed
     import leaves --out as it was. Returns the result, the class names and the pixels of each mask value."""
+    parent, name = os.path.split(os.path.abspath(args.out))
+    removed = remove_orphaned_temporaries(parent, [name])
+    if removed:
+        print(describe_removed(removed, "unfinished import folder(s) that a killed run left", parent))
     try:
         with atomic_folder(args.out) as staging:
             result = import_to_folder(export, staging, label_map, 0 if args.background == "class" else IGNORE_INDEX,

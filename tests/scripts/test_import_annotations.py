@@ -297,6 +297,32 @@ def test_a_failed_import_leaves_no_out_and_a_rerun_works(tmp_path, capsys):
     assert "imported 2 image(s)" in out and sorted(os.listdir(tmp_path / "out" / "masks")) == ["a.png", "b.png"]
 
 
+HANGING_IMPORT = ("import runpy, sys, time; import datasets.annotations as annotations\n"
+                  "def hang(*args, **kwargs):\n    print('importing', flush=True); time.sleep(120)\n"
+                  "annotations.import_to_folder = hang; sys.argv = sys.argv[1:]\n"
+                  "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+def test_a_killed_import_s_hidden_folder_goes_with_the_next_import(tmp_path, capsys):
+    """SIGKILL (the OOM killer, a power cut) gives no chance to clean up: the next import of that --out removes the
+    folder the killed one was building, says so, and imports."""
+    lm = tmp_path / "lm"
+    _labelme(lm, "a", [("cat", "rectangle", [[0, 0], [9, 9]])])
+    argv = ["tools/import_annotations.py", "--from", "labelme", str(lm), "--out", str(tmp_path / "out")]
+    killed = subprocess.Popen([sys.executable, "-c", HANGING_IMPORT, *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert killed.stdout.readline().strip() == "importing"  # inside its staging folder
+        (hidden,) = [name for name in os.listdir(tmp_path) if name.startswith(".tmp-out-")]
+    finally:
+        killed.kill()
+        killed.wait()
+    code, out, err = _run(capsys, *argv[1:])
+    assert code == 0, err
+    assert f"Removed 1 unfinished import folder(s) that a killed run left in {tmp_path}" in out and hidden in out
+    assert sorted(os.listdir(tmp_path)) == ["lm", "out"]
+
+
 def test_an_out_folder_that_overlaps_the_input_is_refused(tmp_path, capsys):
     lm = tmp_path / "lm"
     _labelme(lm, "a", [("cat", "rectangle", [[0, 0], [9, 9]])])

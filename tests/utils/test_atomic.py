@@ -1,5 +1,5 @@
-"""Temporary files of atomic writes: a live writer's are kept, a killed writer's are removed whatever its process id;
-write errors say what is in the way."""
+"""Temporary files of atomic writes and staging folders: a live writer's are kept, a killed writer's are removed
+whatever its process id; write errors say what is in the way."""
 import errno
 import os
 import signal
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from utils.io.atomic import atomic_link, atomic_write, remove_orphaned_temporaries, write_advice
+from utils.io.atomic import atomic_folder, atomic_link, atomic_write, remove_orphaned_temporaries, write_advice
 from utils.io.checkpoint import CheckpointError, save_checkpoint
 
 WRITER = ("import sys, time; from utils.io.atomic import atomic_write\n"
@@ -63,6 +63,31 @@ def test_names_limit_the_removal_to_those_targets(tmp_path):
     (removed, _), = remove_orphaned_temporaries(str(tmp_path), ["a.pth"])
     assert os.path.basename(removed).startswith(".tmp-a.pth-")
     assert [name[:11] for name in _temporaries(tmp_path)] == [".tmp-b.pth-"]
+
+
+FOLDER_MAKER = ("import sys, time; from utils.io.atomic import atomic_folder\n"
+                "with atomic_folder(sys.argv[1]) as staging:\n"
+                "    open(staging + '/a.png', 'wb').write(b'x' * 1000); print('filling', flush=True); time.sleep(120)\n")
+
+
+def test_a_killed_atomic_folder_s_staging_folder_is_removed_and_a_live_one_kept(tmp_path):
+    """Like the files: the staging folder's lock file is free once its maker is gone, whatever its pid; a folder
+    that only looks like one (no lock file) and this process's own staging folder stay."""
+    child = subprocess.Popen([sys.executable, "-c", FOLDER_MAKER, str(tmp_path / "out")], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "filling"
+        (live,) = _temporaries(tmp_path)
+        assert remove_orphaned_temporaries(str(tmp_path)) == []
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    (tmp_path / ".tmp-out-1-0123abcd").mkdir()  # named like a staging folder, without the lock file
+    with atomic_folder(str(tmp_path / "mine")) as staging:
+        assert remove_orphaned_temporaries(str(tmp_path)) == [(str(tmp_path / live), 1000)]
+        assert os.path.isdir(staging)
+    assert _temporaries(tmp_path) == [".tmp-out-1-0123abcd"]
+    assert sorted(os.listdir(tmp_path / "mine")) == []  # the lock file does not come along
 
 
 def test_write_errors_name_their_cause(tmp_path):

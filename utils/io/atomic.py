@@ -1,9 +1,9 @@
 """Files and folders that appear whole or not at all: written beside their target, then renamed over it.
 
-Every temporary file is locked (``flock``) by its writer for as long as it is open; the kernel drops the lock
-when the writer ends, however it ends (SIGKILL, the OOM killer). A temporary whose lock can be taken therefore
-belongs to a dead run, whatever its process id (every run may be PID 1 in its own container), and
-:func:`remove_orphaned_temporaries` removes it. Where a write fails, :func:`write_advice` says what to do.
+Every temporary file is locked (``flock``) by its writer for as long as it is open, and every staging folder
+holds a lock file its maker keeps locked; the kernel drops a lock when its holder ends, however it ends (SIGKILL,
+the OOM killer). A temporary whose lock can be taken therefore belongs to a dead run, whatever its process id
+(every run may be PID 1 in its own container), and :func:`remove_orphaned_temporaries` removes it. Where a write fails, :func:`write_advice` says what to do.
 """
 import contextlib
 import errno
@@ -21,6 +21,7 @@ __all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "re
            "remove_orphaned_temporaries", "describe_removed", "write_advice"]
 
 COPY_CHUNK_BYTES = 16 << 20
+STAGING_LOCK = ".staging.lock"  # in an atomic_folder's staging folder, locked by its process until the rename
 TEMPORARY_NAME = re.compile(r"^\.tmp-(?P<target>.+)-\d+-[0-9a-f]{8}$")  # what _temporary_name makes
 
 
@@ -99,19 +100,26 @@ def atomic_folder(path: str) -> Iterator[str]:
     """A new folder to fill in place of ``path``, which must be absent or empty; on success it is renamed to ``path``
     (it is made beside it, on the same file system), on an exception (Ctrl-C included) it is removed, so ``path`` is
     never left half-filled. An existing empty ``path`` is kept and the entries move into it, one rename each. A kill
-    (SIGKILL, power loss) leaves the hidden folder beside ``path``, named ``.tmp-NAME-PID-...``."""
+    (SIGKILL, power loss) leaves the hidden folder beside ``path``, named ``.tmp-NAME-PID-...``, with its lock file
+    (``STAGING_LOCK``) free: :func:`remove_orphaned_temporaries` removes it then."""
     parent, name = os.path.split(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f"{_temporary_prefix(name)}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging = os.path.join(parent, _temporary_name(name))
     os.mkdir(staging)  # not mkdtemp: the folder gets the usual permissions (umask), not 0700
+    lock_path = os.path.join(staging, STAGING_LOCK)
     try:
-        yield staging
-        if os.path.isdir(path):  # kept (a mount point, a shell's current folder): what was made moves into it
-            for entry in sorted(os.listdir(staging)):
-                os.rename(os.path.join(staging, entry), os.path.join(path, entry))
-            os.rmdir(staging)
-        else:
-            os.rename(staging, path)
+        with open(lock_path, "xb") as lock:
+            take_lock(lock.fileno())
+            yield staging
+            if not HAS_FLOCK:
+                lock.close()  # Windows deletes no open file (and holds no lock to keep)
+            os.remove(lock_path)  # still held: a cleaner that opened it finds it gone (_is_at)
+            if os.path.isdir(path):  # kept (a mount point, a shell's current folder): what was made moves into it
+                for entry in sorted(os.listdir(staging)):
+                    os.rename(os.path.join(staging, entry), os.path.join(path, entry))
+                os.rmdir(staging)
+            else:
+                os.rename(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -171,10 +179,11 @@ def _temporary_prefix(name: str) -> str:
 
 
 def remove_orphaned_temporaries(folder: str, names: Optional[Sequence[str]] = None) -> List[Tuple[str, int]]:
-    """Remove the temporary files that :func:`atomic_write` left in ``folder`` (for targets called ``names``, or
-    any) when its process died before it could clean up (SIGKILL, the OOM killer, a power cut); return their
-    paths and sizes. A temporary is its dead writer's when its lock can be taken: those being written, by this
-    process or any other, are left alone. Where the file system has no locks nothing is removed.
+    """Remove the temporary files that :func:`atomic_write` and the staging folders that :func:`atomic_folder` left
+    in ``folder`` (for targets called ``names``, or any) when their process died before it could clean up (SIGKILL,
+    the OOM killer, a power cut); return their paths and sizes. A temporary is its dead writer's when its lock can be
+    taken: those being written, by this process or any other, are left alone. Where the file system has no locks
+    nothing is removed.
     """
     if not os.path.isdir(folder):
         return []
@@ -195,7 +204,10 @@ def describe_removed(removed: Sequence[Tuple[str, int]], what: str, folder: str)
 
 
 def _remove_if_unlocked(path: str) -> Optional[int]:
-    """Delete ``path`` if no open file holds its lock; its size, or None when it is in use or gone."""
+    """Delete the temporary file or staging folder ``path`` if no open file holds its lock; its size in bytes, or
+    None when it is in use or gone."""
+    if os.path.isdir(path):
+        return _remove_folder_if_unlocked(path)
     if not HAS_FLOCK:  # Windows: an open file cannot be deleted there, which tells the same
         try:
             size = os.path.getsize(path)
@@ -212,6 +224,24 @@ def _remove_if_unlocked(path: str) -> Optional[int]:
             return None
         os.remove(path)  # still holding the lock: a writer that created it a moment ago waits, then sees it gone
         return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+def _remove_folder_if_unlocked(path: str) -> Optional[int]:
+    """Delete the staging folder ``path`` if its lock file is there and free (its maker died); its size, or None.
+    A folder without the file is being made or renamed, or is not ours: it is left alone."""
+    lock_path = os.path.join(path, STAGING_LOCK)
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if not take_lock(fd, wait=False) or not _is_at(fd, lock_path):
+            return None
+        size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+        shutil.rmtree(path, ignore_errors=True)
+        return size
     finally:
         os.close(fd)
 
