@@ -11,7 +11,7 @@ from torch import nn
 import network
 from tests.conftest import ROOT
 from tools import model_info
-from tools.model_info import activation_bytes, count_macs, count_parameters
+from tools.model_info import activation_bytes, count_macs, count_parameters, without_batchnorm
 
 FLOAT_BYTES = 4
 
@@ -38,6 +38,14 @@ def test_macs_of_convolutions_are_the_hand_formula_and_nothing_else_counts():
 def test_counting_on_the_meta_device_matches_a_real_forward():
     real = network.build_model("deeplabv3plus_mobilenet", 21, 16, pretrained_backbone=False)
     assert count_macs(_on_meta("deeplabv3plus_mobilenet"), (1, 3, 64, 64)) == count_macs(real, (1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus_hrnetv2_32", "deeplabv3plus_tu-test_resnet"])
+def test_the_batchnorms_count_no_macs(name):
+    """The table counts without them (much faster on the meta device): the same MACs, timm's BatchNormAct2d too."""
+    model = _on_meta(name)
+    assert count_macs(without_batchnorm(_on_meta(name)), (1, 3, 64, 64)) == count_macs(model, (1, 3, 64, 64))
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def test_macs_grow_with_the_pixel_count():
