@@ -21,6 +21,7 @@ SCRIPTS = ("main.py", "predict.py")
 
 
 def main() -> None:
+    """Time each script's --help, ours and (with --original) the original's, and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--original", default=None, help="a checkout of VainF/DeepLabV3Plus-Pytorch")
     parser.add_argument("--rounds", type=int, default=7)

@@ -6,8 +6,8 @@ from typing import Callable, FrozenSet, List, Optional, Sequence, Tuple
 
 import yaml
 
-__all__ = ["HelpFormatter", "ConfigError", "decode_utf8", "read_yaml_file", "Options", "parse_with_config", "given", "given_on_command_line",
-           "check_ranges", "Conflict", "refuse_conflicts", "Unused", "warn_unused"]
+__all__ = ["HelpFormatter", "ConfigError", "decode_utf8", "read_yaml_file", "Options", "parse_with_config", "given",
+           "given_on_command_line", "check_ranges", "Conflict", "refuse_conflicts", "Unused", "warn_unused"]
 
 
 class ConfigError(ValueError):
@@ -33,13 +33,15 @@ def read_yaml_file(path: str, name: str, shape: str, error: type = ValueError, e
                     f"{if_missing}")
     try:
         with open(path, "rb") as f:
-            value = yaml.safe_load(decode_utf8(f.read()))
+            text = decode_utf8(f.read())
     except OSError as exc:
         raise error(f"{name} {path} cannot be read ({exc.strerror})") from None
-    except ValueError as exc:  # not UTF-8
+    except ValueError as exc:
         raise error(f"{name} {path} {exc}; save it as UTF-8") from None
-    except yaml.YAMLError as exc:  # PyYAML's message spans lines
-        raise error(f"{name} {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+    try:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as exc:  # PyYAML's message spans lines; a bad date is a ValueError
+        raise error(f"{name} {path} is not valid YAML ({' '.join(str(exc).split())}); it must hold {shape}") from None
     value = {} if value is None and expected is dict else value
     if not isinstance(value, expected):
         raise error(f"{name} {path} must hold {shape}")

@@ -4,7 +4,7 @@ Each transform takes and returns ``(image, mask)``: PIL images before :class:`Ex
 after. Masks are always resampled with nearest neighbour and padded with the ignore index.
 
 The geometric operations are Pillow's own calls, as torchvision makes them for PIL images (its
-``transforms.functional``: same fill, rounding and size rules; tests/utils/test_ext_transforms.py compares): leaving
+``transforms.functional``: same fill, rounding and size rules; tests/utils/test_transforms.py compares): leaving
 torchvision out keeps ``import main`` and ``import predict`` from loading it, and torch's compiler with it (about
 2 s a process).
 
@@ -83,6 +83,11 @@ def _pil_resize(img: Image.Image, size: Sequence[int], resample: int) -> Image.I
     else:
         new_h, new_w = size
     return img if (new_w, new_h) == (w, h) else img.resize((new_w, new_h), resample)
+
+
+def _pil_rotate(img: Image.Image, angle: float, resample: int, expand: bool, center, fill: float) -> Image.Image:
+    """Rotate by ``angle`` degrees counter-clockwise; the corners that come in get ``fill``."""
+    return img.rotate(angle, resample, expand, center, fillcolor=_fill(img, fill))
 
 
 def _flip(img, method: int, dim: int):
@@ -217,8 +222,8 @@ class ExtRandomRotation:
     def __call__(self, img, lbl):
         angle = random.uniform(*self.degrees)
         mode = Image.BILINEAR if self.resample else Image.NEAREST
-        img = _each_band(lambda band: band.rotate(angle, mode, self.expand, self.center, fillcolor=_fill(band, 0)), img)
-        lbl = lbl.rotate(angle, Image.NEAREST, self.expand, self.center, fillcolor=_fill(lbl, IGNORE_INDEX))
+        img = _each_band(lambda band: _pil_rotate(band, angle, mode, self.expand, self.center, 0), img)
+        lbl = _pil_rotate(lbl, angle, Image.NEAREST, self.expand, self.center, IGNORE_INDEX)
         return img, lbl
 
 

@@ -170,7 +170,7 @@ def _confusion_matrix(root: str, recipe: tuple, model: torch.nn.Module, rank: in
     opts = train_script.get_argparser().parse_args(["--data_root", root, "--dataset", "voc", "--amp", "off",
                                                     "--no-channels_last", *recipe])
     _, val = train_script.get_dataset(opts)
-    loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, world))
+    loader = torch.utils.data.DataLoader(val, sampler=ShardSampler(len(val), rank, world) if world > 1 else None)
     metrics = StreamSegMetrics(21)
     opts.num_classes = 21
     train_script.configure(opts, train_script.DistEnv(), torch.device("cpu"), lambda *args, **kwargs: None)

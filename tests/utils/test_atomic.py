@@ -2,6 +2,7 @@
 whatever its process id; write errors say what is in the way."""
 import errno
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from utils.io.atomic import atomic_folder, atomic_link, atomic_write, remove_orphaned_temporaries, write_advice
+from utils.io.atomic import (STAGING_LOCK, atomic_folder, atomic_link, atomic_write, remove_orphaned_temporaries,
+                             write_advice)
 from utils.io.checkpoint import CheckpointError, save_checkpoint
 
 WRITER = ("import sys, time; from utils.io.atomic import atomic_write\n"
@@ -67,7 +69,8 @@ def test_names_limit_the_removal_to_those_targets(tmp_path):
 
 FOLDER_MAKER = ("import sys, time; from utils.io.atomic import atomic_folder\n"
                 "with atomic_folder(sys.argv[1]) as staging:\n"
-                "    open(staging + '/a.png', 'wb').write(b'x' * 1000); print('filling', flush=True); time.sleep(120)\n")
+                "    open(staging + '/a.png', 'wb').write(b'x' * 1000)\n"
+                "    print('filling', flush=True); time.sleep(120)\n")
 
 
 def test_a_killed_atomic_folder_s_staging_folder_is_removed_and_a_live_one_kept(tmp_path):
@@ -84,10 +87,22 @@ def test_a_killed_atomic_folder_s_staging_folder_is_removed_and_a_live_one_kept(
         child.wait()
     (tmp_path / ".tmp-out-1-0123abcd").mkdir()  # named like a staging folder, without the lock file
     with atomic_folder(str(tmp_path / "mine")) as staging:
-        assert remove_orphaned_temporaries(str(tmp_path)) == [(str(tmp_path / live), 1000)]
+        holder = f"process {child.pid} on {platform.node()}"  # what the lock file says, for people and cleaners
+        assert remove_orphaned_temporaries(str(tmp_path)) == [(str(tmp_path / live), 1000 + len(holder))]
         assert os.path.isdir(staging)
     assert _temporaries(tmp_path) == [".tmp-out-1-0123abcd"]
     assert sorted(os.listdir(tmp_path / "mine")) == []  # the lock file does not come along
+
+
+def test_a_dead_staging_folder_of_another_machine_is_left_alone(tmp_path):
+    """On a network file system each machine may keep its own locks: a free lock there says nothing."""
+    staging = tmp_path / ".tmp-out-7-0123abcd"
+    staging.mkdir()
+    (staging / STAGING_LOCK).write_text("process 7 on another-machine")
+    assert remove_orphaned_temporaries(str(tmp_path)) == [] and staging.is_dir()
+    here = f"process 7 on {platform.node()}"
+    (staging / STAGING_LOCK).write_text(here)
+    assert remove_orphaned_temporaries(str(tmp_path), ["out"]) == [(str(staging), len(here))]
 
 
 def test_write_errors_name_their_cause(tmp_path):

@@ -1,5 +1,6 @@
-"""utils.config's record of the options a user gave (command line, --config), the unused-option warnings and the
-range checks, the YAML files' one-line errors; utils.resume's settings for --continue_training; utils.device's one-line device errors."""
+"""utils.config's record of the options a user gave (command line, --config), the unused-option warnings, the
+range checks and the YAML files' one-line errors; utils.resume's settings for --continue_training; utils.device's
+one-line device errors."""
 import argparse
 import io
 import sys
@@ -152,7 +153,8 @@ def test_every_yaml_file_read_has_the_same_one_line_errors(tmp_path, monkeypatch
              (lambda: path.mkdir(), "is a folder, not a file"),
              (lambda: (path.rmdir(), path.write_bytes(b"a: caf\xe9\n")),
               "is not UTF-8 text (byte 0xe9 at offset 6); save it as UTF-8"),
-             (lambda: path.write_text("a: [1, 2\n"), "is not valid YAML (while parsing a flow sequence")]
+             (lambda: path.write_text("a: [1, 2\n"), "is not valid YAML (while parsing a flow sequence"),
+             (lambda: path.write_text("a: 2024-13-45\n"), "is not valid YAML (month must be in 1..12)")]
     for make, message in cases:
         make()
         monkeypatch.setattr(sys, "stderr", io.StringIO())

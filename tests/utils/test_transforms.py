@@ -1,4 +1,5 @@
 """Joint transforms: nearest-neighbour masks, ignore-index padding, tensor types."""
+import itertools
 import random
 
 import numpy as np
@@ -113,14 +114,14 @@ def test_float_bands_of_any_count_keep_their_values_and_the_mask_aligned():
 
 
 def _images(seed: int):
-    """An RGB photo, a palette mask, a grey image and a 32-bit float band of odd sizes."""
+    """An RGB photo, a palette mask, a grey image, a 32-bit integer and a 32-bit float band of odd sizes."""
     rng = np.random.default_rng(seed)
     rgb = Image.fromarray(rng.integers(0, 255, (37, 50, 3), dtype=np.uint8))
     mask = Image.fromarray(rng.integers(0, 21, (37, 50), dtype=np.uint8)).convert("P")
     mask.putpalette(list(range(256)) * 3)
     grey = Image.fromarray(rng.integers(0, 255, (37, 50), dtype=np.uint8))
     band = Image.fromarray(rng.normal(size=(37, 50)).astype(np.float32), "F")
-    return rgb, mask, grey, band
+    return rgb, mask, grey, grey.convert("I"), band
 
 
 def _same(ours: Image.Image, theirs: Image.Image) -> None:
@@ -146,9 +147,11 @@ def test_the_pillow_operations_equal_torchvision_s_for_pil_images(seed):
                 _same(et._pil_resize(img, size, resample), tf.resize(img, size, mode, antialias=True))
         _same(et.ExtRandomHorizontalFlip.flip(img), tf.hflip(img))
         _same(et.ExtRandomVerticalFlip.flip(img), tf.vflip(img))
-        for fill in (0, 255):
-            _same(img.rotate(17.5, Image.NEAREST, True, None, fillcolor=et._fill(img, fill)),
-                  tf.rotate(img, 17.5, tf.InterpolationMode.NEAREST, True, None, fill=fill))
+        for (resample, mode), expand, center, fill in itertools.product(
+                ((Image.NEAREST, tf.InterpolationMode.NEAREST), (Image.BILINEAR, tf.InterpolationMode.BILINEAR)),
+                (False, True), (None, (5, 9)), (0, 255)):
+            _same(et._pil_rotate(img, 17.5, resample, expand, center, fill),
+                  tf.rotate(img, 17.5, mode, expand, center, fill=fill))
 
 
 def test_flips_also_take_tensors():

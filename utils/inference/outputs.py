@@ -106,7 +106,7 @@ def save_val_result(folder: str, index: int, image: np.ndarray, target: np.ndarr
     drawing = Drawing(palette)
     pictures = (Image.fromarray(image), render("color", drawing, image, target), render("color", drawing, image, pred),
                 render("overlay", drawing, image, pred))
-    for suffix, picture in zip(VAL_RESULT_SUFFIXES, pictures):
+    for suffix, picture in zip(VAL_RESULT_SUFFIXES, pictures, strict=True):
         save_png(picture, os.path.join(folder, str(index) + suffix))
 
 

@@ -3,18 +3,20 @@
 Every temporary file is locked (``flock``) by its writer for as long as it is open, and every staging folder
 holds a lock file its maker keeps locked; the kernel drops a lock when its holder ends, however it ends (SIGKILL,
 the OOM killer). A temporary whose lock can be taken therefore belongs to a dead run, whatever its process id
-(every run may be PID 1 in its own container), and :func:`remove_orphaned_temporaries` removes it. Where a write fails, :func:`write_advice` says what to do.
+(every run may be PID 1 in its own container), and :func:`remove_orphaned_temporaries` removes it. Where a write
+fails, :func:`write_advice` says what to do.
 """
 import contextlib
 import errno
 import os
+import platform
 import re
 import shutil
 import tempfile
 import uuid
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 
-from utils.io.locks import HAS_FLOCK, take_lock
+from utils.io.locks import HAS_FLOCK, take_lock, this_process
 
 __all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable", "require_writable_file",
            "missing_file",
@@ -104,16 +106,15 @@ def atomic_folder(path: str) -> Iterator[str]:
     (``STAGING_LOCK``) free: :func:`remove_orphaned_temporaries` removes it then."""
     parent, name = os.path.split(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, _temporary_name(name))
-    os.mkdir(staging)  # not mkdtemp: the folder gets the usual permissions (umask), not 0700
-    lock_path = os.path.join(staging, STAGING_LOCK)
+    staging, lock = _locked_staging_folder(parent, name)
     try:
-        with open(lock_path, "xb") as lock:
-            take_lock(lock.fileno())
+        with lock:
             yield staging
             if not HAS_FLOCK:
                 lock.close()  # Windows deletes no open file (and holds no lock to keep)
-            os.remove(lock_path)  # still held: a cleaner that opened it finds it gone (_is_at)
+            # still held: a cleaner that opened it finds it gone (_is_at). A kill from here to the rename leaves a
+            # folder without the file, which no cleaner touches (it cannot tell it from a user's)
+            os.remove(os.path.join(staging, STAGING_LOCK))
             if os.path.isdir(path):  # kept (a mount point, a shell's current folder): what was made moves into it
                 for entry in sorted(os.listdir(staging)):
                     os.rename(os.path.join(staging, entry), os.path.join(path, entry))
@@ -123,6 +124,24 @@ def atomic_folder(path: str) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _locked_staging_folder(parent: str, name: str) -> Tuple[str, BinaryIO]:
+    """A new staging folder for target ``name`` in ``parent`` and its lock file, open and locked by this process,
+    which the file names (:func:`this_process`: cleaners leave other machines' folders alone)."""
+    while True:
+        staging = os.path.join(parent, _temporary_name(name))
+        os.mkdir(staging)  # not mkdtemp: the folder gets the usual permissions (umask), not 0700
+        lock_path = os.path.join(staging, STAGING_LOCK)
+        try:
+            lock = open(lock_path, "xb")
+        except FileNotFoundError:  # a cleaner removed the folder in between: take a new name
+            continue
+        if not take_lock(lock.fileno()) or _is_at(lock.fileno(), lock_path):
+            lock.write(this_process().encode())
+            lock.flush()
+            return staging, lock
+        lock.close()  # a cleaner took it between its creation and the lock, and removed it: take a new name
 
 
 def check_writable(folder: str) -> None:
@@ -187,10 +206,10 @@ def remove_orphaned_temporaries(folder: str, names: Optional[Sequence[str]] = No
     """
     if not os.path.isdir(folder):
         return []
-    prefixes = tuple(_temporary_prefix(name) for name in names) if names is not None else (".tmp-",)
     removed = []
     for entry in sorted(os.listdir(folder)):
-        if entry.startswith(prefixes) and TEMPORARY_NAME.match(entry):
+        match = TEMPORARY_NAME.match(entry)
+        if match and (names is None or match["target"] in names):
             size = _remove_if_unlocked(os.path.join(folder, entry))
             if size is not None:
                 removed.append((os.path.join(folder, entry), size))
@@ -229,8 +248,9 @@ def _remove_if_unlocked(path: str) -> Optional[int]:
 
 
 def _remove_folder_if_unlocked(path: str) -> Optional[int]:
-    """Delete the staging folder ``path`` if its lock file is there and free (its maker died); its size, or None.
-    A folder without the file is being made or renamed, or is not ours: it is left alone."""
+    """Delete the staging folder ``path`` if its lock file is there and free and its maker ran on this machine (a
+    network file system may keep locks per machine); its size, or None. A folder without the file is being made
+    or renamed, or is not ours: it is left alone, as is one that could not be removed whole."""
     lock_path = os.path.join(path, STAGING_LOCK)
     try:
         fd = os.open(lock_path, os.O_RDONLY)
@@ -239,11 +259,21 @@ def _remove_folder_if_unlocked(path: str) -> Optional[int]:
     try:
         if not take_lock(fd, wait=False) or not _is_at(fd, lock_path):
             return None
-        size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
+        if not os.read(fd, 4096).decode(errors="replace").endswith(f" on {platform.node()}"):
+            return None
+        size = sum(_size_of(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
         shutil.rmtree(path, ignore_errors=True)
-        return size
+        return None if os.path.lexists(path) else size
     finally:
         os.close(fd)
+
+
+def _size_of(path: str) -> int:
+    """The size of the file or link ``path`` itself, 0 when it is gone."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
 
 
 def write_advice(exc: OSError, folder: str) -> str:

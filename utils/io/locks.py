@@ -14,7 +14,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["HAS_FLOCK", "LockHeldError", "take_lock", "file_lock"]
+__all__ = ["HAS_FLOCK", "LockHeldError", "take_lock", "this_process", "file_lock"]
 
 HAS_FLOCK = fcntl is not None
 
@@ -36,6 +36,11 @@ def take_lock(fd: int, wait: bool = True) -> Optional[bool]:
     except OSError:  # ENOLCK, EOPNOTSUPP...: no locks here
         return None
     return True
+
+
+def this_process() -> str:
+    """What a lock holder writes into its lock file for others to name: its process id and machine."""
+    return f"process {os.getpid()} on {platform.node()}"
 
 
 @contextlib.contextmanager
@@ -60,6 +65,6 @@ def file_lock(path: str, held_by: Optional[str] = None) -> Iterator[None]:
             owner = handle.read().strip() or "another process"
             raise LockHeldError(held_by.format(owner=owner, path=path))
         handle.truncate(0)
-        handle.write(f"process {os.getpid()} on {platform.node()}")
+        handle.write(this_process())
         handle.flush()
         yield
