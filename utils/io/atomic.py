@@ -9,14 +9,13 @@ fails, :func:`write_advice` says what to do.
 import contextlib
 import errno
 import os
-import platform
 import re
 import shutil
 import tempfile
 import uuid
-from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple
 
-from utils.io.locks import HAS_FLOCK, take_lock, this_process
+from utils.io.locks import HAS_FLOCK, take_lock, this_process, written_on_this_machine
 
 __all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable", "require_writable_file",
            "missing_file",
@@ -76,11 +75,16 @@ def atomic_link(source: str, path: str, sync: bool = False) -> None:
 
 def _locked_temporary(folder: str, name: str) -> Tuple[str, BinaryIO]:
     """A new temporary file for target ``name`` in ``folder``, open for writing and locked by this process."""
+    return _open_locked(lambda: os.path.join(folder, _temporary_name(name)))
+
+
+def _open_locked(new_path: Callable[[], str]) -> Tuple[str, BinaryIO]:
+    """A new file at ``new_path()`` (a new name at each call), open for writing and locked by this process."""
     while True:
-        tmp = os.path.join(folder, _temporary_name(name))
-        f = open(tmp, "xb")  # not mkstemp: the file gets the usual permissions (umask), not 0600
-        if not take_lock(f.fileno()) or _is_at(f.fileno(), tmp):
-            return tmp, f
+        path = new_path()
+        f = open(path, "xb")  # not mkstemp: the file gets the usual permissions (umask), not 0600
+        if not take_lock(f.fileno()) or _is_at(f.fileno(), path):
+            return path, f
         f.close()  # a cleaner took it between its creation and the lock, and removed it: take a new name
 
 
@@ -129,19 +133,15 @@ def atomic_folder(path: str) -> Iterator[str]:
 def _locked_staging_folder(parent: str, name: str) -> Tuple[str, BinaryIO]:
     """A new staging folder for target ``name`` in ``parent`` and its lock file, open and locked by this process,
     which the file names (:func:`this_process`: cleaners leave other machines' folders alone)."""
-    while True:
+    def new_lock_file() -> str:
         staging = os.path.join(parent, _temporary_name(name))
         os.mkdir(staging)  # not mkdtemp: the folder gets the usual permissions (umask), not 0700
-        lock_path = os.path.join(staging, STAGING_LOCK)
-        try:
-            lock = open(lock_path, "xb")
-        except FileNotFoundError:  # a cleaner removed the folder in between: take a new name
-            continue
-        if not take_lock(lock.fileno()) or _is_at(lock.fileno(), lock_path):
-            lock.write(this_process().encode())
-            lock.flush()
-            return staging, lock
-        lock.close()  # a cleaner took it between its creation and the lock, and removed it: take a new name
+        return os.path.join(staging, STAGING_LOCK)
+
+    lock_path, lock = _open_locked(new_lock_file)
+    lock.write(this_process().encode())
+    lock.flush()
+    return os.path.dirname(lock_path), lock
 
 
 def check_writable(folder: str) -> None:
@@ -223,43 +223,30 @@ def describe_removed(removed: Sequence[Tuple[str, int]], what: str, folder: str)
 
 
 def _remove_if_unlocked(path: str) -> Optional[int]:
-    """Delete the temporary file or staging folder ``path`` if no open file holds its lock; its size in bytes, or
-    None when it is in use or gone."""
-    if os.path.isdir(path):
-        return _remove_folder_if_unlocked(path)
-    if not HAS_FLOCK:  # Windows: an open file cannot be deleted there, which tells the same
+    """Delete the temporary file or staging folder ``path`` if no open file holds its lock (a folder's lock file,
+    which must name this machine: a network file system may keep locks per machine); its size in bytes, or None
+    when it is in use, gone, or not known to be ours (a folder without the lock file is being made or renamed, or
+    is the user's; one that could not be removed whole is left as it is)."""
+    is_folder = os.path.isdir(path)
+    lock_path = os.path.join(path, STAGING_LOCK) if is_folder else path
+    if not HAS_FLOCK:  # Windows: an open file cannot be deleted there, which tells the same (folders: unknown)
         try:
             size = os.path.getsize(path)
-            os.remove(path)  # refused while its writer has it open
+            os.remove(path)  # refused while its writer has it open; a folder is refused
         except OSError:
             return None
         return size
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # gone meanwhile, or not ours to read
-        return None
-    try:
-        if not take_lock(fd, wait=False) or not _is_at(fd, path):
-            return None
-        os.remove(path)  # still holding the lock: a writer that created it a moment ago waits, then sees it gone
-        return os.fstat(fd).st_size
-    finally:
-        os.close(fd)
-
-
-def _remove_folder_if_unlocked(path: str) -> Optional[int]:
-    """Delete the staging folder ``path`` if its lock file is there and free and its maker ran on this machine (a
-    network file system may keep locks per machine); its size, or None. A folder without the file is being made
-    or renamed, or is not ours: it is left alone, as is one that could not be removed whole."""
-    lock_path = os.path.join(path, STAGING_LOCK)
-    try:
         fd = os.open(lock_path, os.O_RDONLY)
-    except OSError:
+    except OSError:  # gone meanwhile, or not ours to read
         return None
     try:
         if not take_lock(fd, wait=False) or not _is_at(fd, lock_path):
             return None
-        if not os.read(fd, 4096).decode(errors="replace").endswith(f" on {platform.node()}"):
+        if not is_folder:
+            os.remove(path)  # still holding the lock: a writer that created it a moment ago waits, then sees it gone
+            return os.fstat(fd).st_size
+        if not written_on_this_machine(os.read(fd, 4096).decode(errors="replace")):
             return None
         size = sum(_size_of(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
         shutil.rmtree(path, ignore_errors=True)

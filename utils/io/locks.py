@@ -14,7 +14,8 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["HAS_FLOCK", "LockHeldError", "take_lock", "this_process", "file_lock"]
+__all__ = ["HAS_FLOCK", "LockHeldError", "take_lock", "this_process", "written_on_this_machine",
+           "file_lock"]
 
 HAS_FLOCK = fcntl is not None
 
@@ -41,6 +42,11 @@ def take_lock(fd: int, wait: bool = True) -> Optional[bool]:
 def this_process() -> str:
     """What a lock holder writes into its lock file for others to name: its process id and machine."""
     return f"process {os.getpid()} on {platform.node()}"
+
+
+def written_on_this_machine(holder: str) -> bool:
+    """Whether ``holder``, what :func:`this_process` wrote, names this machine."""
+    return holder.endswith(f" on {platform.node()}")
 
 
 @contextlib.contextmanager
