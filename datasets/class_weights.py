@@ -39,10 +39,11 @@ def median_frequency_weights(stats: ClassStats, class_names: Sequence[str],
 
 def read_class_weights(path: str, class_names: Sequence[str]) -> torch.Tensor:
     """Weights from a YAML list of numbers, one per class (``[0.5, 4.0, 2.0]``); ValueError naming the file."""
-    values = read_yaml_file(path, "--class_weights", "a YAML list of numbers, one per class, such as [1.0, 5.0]",
-                            expected=list, if_missing="; give none, auto, or a YAML file listing one weight per class")
+    shape = "a YAML list of numbers, one per class, such as [1.0, 5.0]"
+    values = read_yaml_file(path, "--class_weights", shape, expected=list,
+                            if_missing="; give none, auto, or a YAML file listing one weight per class")
     if not all(_is_number(v) for v in values):
-        raise ValueError(f"--class_weights {path} must hold a YAML list of numbers, one per class, such as [1.0, 5.0]")
+        raise ValueError(f"--class_weights {path} must hold {shape}")
     if len(values) != len(class_names):
         raise ValueError(f"--class_weights {path} lists {len(values)} weights for {len(class_names)} classes "
                          f"({', '.join(class_names)}); give one per class")

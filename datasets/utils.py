@@ -14,11 +14,11 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from utils.config import decode_utf8
+from utils.config import read_utf8
 from utils.constants import IGNORE_INDEX
 from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 
-__all__ = ["DatasetError", "error_message", "read_utf8", "read_split", "scaled_size",
+__all__ = ["DatasetError", "error_message", "read_split", "scaled_size",
            "decode_image", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
            "download_url", "extract_archive", "generate_once"]
 
@@ -46,21 +46,10 @@ def read_split(path: str, hint: str = "") -> List[str]:
     """Names listed one per line in a split file; an error naming the file if it is missing or empty."""
     if not os.path.isfile(path):
         raise DatasetError(f"split file {path} does not exist{'; ' + hint if hint else ''}")
-    names = [line.strip() for line in read_utf8(path, "split file").splitlines() if line.strip()]
+    names = [line.strip() for line in read_utf8(path, "split file", DatasetError).splitlines() if line.strip()]
     if not names:
         raise DatasetError(f"split file {path} lists no samples")
     return names
-
-
-def read_utf8(path: str, what: str) -> str:
-    """The text of ``path`` as UTF-8 whatever the system's locale (the files this project writes are UTF-8);
-    DatasetError naming the ``what`` and file when it is not UTF-8."""
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return decode_utf8(data)
-    except ValueError as exc:
-        raise DatasetError(f"{what} {path} {exc}; save it as UTF-8") from None
 
 
 def scaled_size(size: Tuple[int, int], max_pixels: int) -> Tuple[int, int]:

@@ -6,8 +6,8 @@ from typing import Callable, FrozenSet, List, Optional, Sequence, Tuple
 
 import yaml
 
-__all__ = ["HelpFormatter", "ConfigError", "decode_utf8", "read_yaml_file", "Options", "parse_with_config", "given",
-           "given_on_command_line", "check_ranges", "Conflict", "refuse_conflicts", "Unused", "warn_unused"]
+__all__ = ["HelpFormatter", "ConfigError", "decode_utf8", "read_utf8", "read_yaml_file", "Options", "parse_with_config",
+           "given", "given_on_command_line", "check_ranges", "Conflict", "refuse_conflicts", "Unused", "warn_unused"]
 
 
 class ConfigError(ValueError):
@@ -23,6 +23,20 @@ def decode_utf8(data: bytes) -> str:
         raise ValueError(f"is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
 
 
+def read_utf8(path: str, what: str, error: type = ValueError) -> str:
+    """The text of ``path`` as UTF-8 whatever the system's locale (the files this project writes are UTF-8);
+    ``error`` naming the ``what`` and file when it cannot be read or is not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise error(f"{what} {path} cannot be read ({exc.strerror})") from None
+    try:
+        return decode_utf8(data)
+    except ValueError as exc:
+        raise error(f"{what} {path} {exc}; save it as UTF-8") from None
+
+
 def read_yaml_file(path: str, name: str, shape: str, error: type = ValueError, expected: type = dict,
                    if_missing: str = ""):
     """The value that YAML file ``path`` holds, read as UTF-8 (an empty file is an empty mapping); ``error`` with one
@@ -31,13 +45,7 @@ def read_yaml_file(path: str, name: str, shape: str, error: type = ValueError, e
     if not os.path.isfile(path):
         raise error(f"{name} {path} {'is a folder, not a file' if os.path.isdir(path) else 'does not exist'}"
                     f"{if_missing}")
-    try:
-        with open(path, "rb") as f:
-            text = decode_utf8(f.read())
-    except OSError as exc:
-        raise error(f"{name} {path} cannot be read ({exc.strerror})") from None
-    except ValueError as exc:
-        raise error(f"{name} {path} {exc}; save it as UTF-8") from None
+    text = read_utf8(path, name, error)
     try:
         value = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError) as exc:  # PyYAML's message spans lines; a bad date is a ValueError
