@@ -85,27 +85,29 @@ def _file_name(url: str) -> str:
     return url.rsplit("/", 1)[-1]
 
 
-def _original(url: str, later: str) -> WeightSource:
+def _original(url: str, later: Optional[str]) -> WeightSource:
     """The file the original downloads (``url``); torchvision's later release of the same ImageNet weights under
-    another name (``later``, its ``*_Weights.IMAGENET1K_V1`` file) counts too when it is in the cache."""
-    return WeightSource(_file_name(url), "torchvision", url, aliases=(later,) if later != _file_name(url) else ())
+    another name (``later``, its ``*_Weights.IMAGENET1K_V1`` file, None where it kept the name) counts too when it
+    is in the cache."""
+    return WeightSource(_file_name(url), "torchvision", url, aliases=(later,) if later else ())
 
 
 _TORCHVISION_MODELS = "https://download.pytorch.org/models/"
 BACKBONE_SOURCES: Dict[str, WeightSource] = {
     # The original's own URLs (its network/backbone/resnet.py and mobilenetv2.py), as it downloads them, and the
-    # file names of torchvision's IMAGENET1K_V1 weights (tests/network/test_weights.py checks them).
+    # file names torchvision gave its IMAGENET1K_V1 weights later, where they differ (tests/network/test_weights.py
+    # checks them).
     **{name: _original(_TORCHVISION_MODELS + file, later) for name, (file, later) in {
         "resnet18": ("resnet18-5c106cde.pth", "resnet18-f37072fd.pth"),
         "resnet34": ("resnet34-333f7ec4.pth", "resnet34-b627a593.pth"),
         "resnet50": ("resnet50-19c8e357.pth", "resnet50-0676ba61.pth"),
         "resnet101": ("resnet101-5d3b4d8f.pth", "resnet101-63fe2227.pth"),
         "resnet152": ("resnet152-b121ed2d.pth", "resnet152-394f9c45.pth"),
-        "resnext50_32x4d": ("resnext50_32x4d-7cdf4587.pth", "resnext50_32x4d-7cdf4587.pth"),
-        "resnext101_32x8d": ("resnext101_32x8d-8ba56ff5.pth", "resnext101_32x8d-8ba56ff5.pth"),
-        "wide_resnet50_2": ("wide_resnet50_2-95faca4d.pth", "wide_resnet50_2-95faca4d.pth"),
-        "wide_resnet101_2": ("wide_resnet101_2-32ee1156.pth", "wide_resnet101_2-32ee1156.pth"),
-        "mobilenet_v2": ("mobilenet_v2-b0353104.pth", "mobilenet_v2-b0353104.pth")}.items()},
+        "resnext50_32x4d": ("resnext50_32x4d-7cdf4587.pth", None),
+        "resnext101_32x8d": ("resnext101_32x8d-8ba56ff5.pth", None),
+        "wide_resnet50_2": ("wide_resnet50_2-95faca4d.pth", None),
+        "wide_resnet101_2": ("wide_resnet101_2-32ee1156.pth", None),
+        "mobilenet_v2": ("mobilenet_v2-b0353104.pth", None)}.items()},
     # The original's Cadene URL (its certificate has expired); timm's legacy_xception is the same file.
     "xception": WeightSource("xception-43020ad28.pth", "cadene_xception",
                              "http://data.lip6.fr/cadene/pretrainedmodels/xception-43020ad28.pth",

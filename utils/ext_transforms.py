@@ -66,6 +66,11 @@ def _pil_pad(img: Image.Image, padding, fill: float = 0) -> Image.Image:
     return padded
 
 
+def _pad_pair(img, lbl: Image.Image, padding):
+    """Pad the image with 0 and the mask with the ignore index (``padding`` as :func:`_pil_pad` takes it)."""
+    return _each_band(lambda band: _pil_pad(band, padding), img), _pil_pad(lbl, padding, fill=IGNORE_INDEX)
+
+
 def _pil_center_crop(img: Image.Image, size: Tuple[int, int]) -> Image.Image:
     """The centre (h, w) window of an image at least that large (the offsets rounded as torchvision rounds them)."""
     (th, tw), (w, h) = size, img.size
@@ -147,8 +152,7 @@ def _pad_to(img, lbl, size: Tuple[int, int]):
     pad_w, pad_h = max(tw - w, 0), max(th - h, 0)
     if not (pad_w or pad_h):
         return img, lbl
-    padding = [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2]
-    return _each_band(lambda band: _pil_pad(band, padding), img), _pil_pad(lbl, padding, fill=IGNORE_INDEX)
+    return _pad_pair(img, lbl, [pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2])
 
 
 class ExtCenterCrop:
@@ -237,8 +241,7 @@ class ExtPad:
         w, h = _size(img)
         pad_w = (-w) % self.diviser
         pad_h = (-h) % self.diviser
-        padding = [0, 0, pad_w, pad_h]
-        return _each_band(lambda band: _pil_pad(band, padding), img), _pil_pad(lbl, padding, fill=IGNORE_INDEX)
+        return _pad_pair(img, lbl, [0, 0, pad_w, pad_h])
 
 
 class ExtToTensor:
@@ -295,8 +298,7 @@ class ExtRandomCrop:
     def __call__(self, img, lbl):
         _check_same_size(img, lbl)
         if self.padding > 0:
-            img = _each_band(lambda band: _pil_pad(band, self.padding), img)
-            lbl = _pil_pad(lbl, self.padding, fill=IGNORE_INDEX)
+            img, lbl = _pad_pair(img, lbl, self.padding)
         if self.pad_if_needed:
             img, lbl = _pad_to(img, lbl, self.size)
         th, tw = self.size
