@@ -26,7 +26,7 @@ browser:
 	  else echo "note: chromium not found and cannot be installed here; the browser test will skip"; fi; }
 
 test: venv browser
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # Install the dashboard's web assets from the npm registry, then serve it on 127.0.0.1 only.
 visdom: venv

@@ -32,6 +32,35 @@ def torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch_home"
 
 
+# The folders main.py and predict.py write to by default (--checkpoint_dir, --results_dir, --save_val_results_to),
+# relative to where they run: in a clone, the user's own runs may have filled them.
+DEFAULT_OUTPUT_FOLDERS = ("checkpoints", "results", "predictions")
+
+
+def _repository_state() -> dict:
+    """The repository's top-level names (Python's caches and hidden files aside) and what its default output
+    folders hold, with modification times."""
+    state = {"": sorted(name for name in os.listdir(ROOT) if not name.startswith(".") and name != "__pycache__")}
+    for folder in DEFAULT_OUTPUT_FOLDERS:
+        if os.path.isdir(os.path.join(ROOT, folder)):
+            state[folder] = sorted((entry.name, entry.stat().st_mtime_ns)
+                                   for entry in os.scandir(os.path.join(ROOT, folder)))
+    return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_left_as_found():
+    """Every test writes under its own temporary folder: a run that forgot --results_dir or --checkpoint_dir
+    would write into the clone (over the user's own results) and race the other pytest process there."""
+    before = _repository_state()
+    yield
+    after = _repository_state()
+    changed = sorted(key or "the repository's top level" for key in set(before) | set(after)
+                     if before.get(key) != after.get(key))
+    assert not changed, f"the tests wrote into {ROOT}: {', '.join(changed)} changed (give every run folders " \
+                        "under tmp_path)"
+
+
 @pytest.fixture(autouse=True)
 def default_image_pixel_limit(monkeypatch):
     """Each test starts with the default --max_image_pixels: the scripts set it for the whole process (and the
@@ -39,3 +68,25 @@ def default_image_pixel_limit(monkeypatch):
     from utils.io.image_limit import LIMIT_VARIABLE
 
     monkeypatch.delenv(LIMIT_VARIABLE, raising=False)
+
+
+# The files that take longest, slowest first (pytest's --durations on the 2-core AVX2 machine; docs/testing.md).
+# `make test` hands whole files to its two processes in collection order (pytest-xdist's --dist loadfile with
+# --no-loadscope-reorder; by default it would start the files with the most tests first): started first, they run
+# beside each other and the many short files fill in after them, so both processes finish together instead of one
+# waiting for the other's last long file.
+LONGEST_FILES = ("scripts/test_distributed.py", "scripts/test_export_onnx.py", "scripts/test_onnx_int8.py",
+                 "scripts/test_main.py", "network/test_modeling.py", "scripts/test_evaluation.py",
+                 "network/test_weights.py", "scripts/test_geotiff.py", "scripts/test_predict.py",
+                 "scripts/test_timm_entries.py", "scripts/test_video.py", "scripts/test_flags.py",
+                 "utils/test_visualizer.py", "scripts/test_check_precision.py", "scripts/test_model_info.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Move the tests of LONGEST_FILES to the front, in that order; the others keep theirs."""
+    def rank(item) -> int:
+        path = os.path.relpath(str(item.path), os.path.join(ROOT, "tests")).replace(os.sep, "/")
+        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)
+

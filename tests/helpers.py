@@ -106,8 +106,12 @@ def signal_group_when(cmd: Sequence[str], ready: Callable[[str], bool], signum: 
     deadline = time.time() + timeout
     while not ready("".join(lines)):
         if time.time() > deadline or proc.poll() is not None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(f"not ready within {timeout} s:\n{''.join(lines)}")
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended before it was ready, and its group with it
+                pass
+            reader.join(timeout=10)
+            raise AssertionError(f"not ready within {timeout} s (exit status {proc.poll()}):\n{''.join(lines)}")
         time.sleep(0.05)
     os.killpg(proc.pid, signum)
     proc.wait(timeout=timeout)

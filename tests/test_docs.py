@@ -26,7 +26,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--rdzv_id": "torchrun", "--node_rank": "torchrun", "--master_addr": "torchrun", "--master_port": "torchrun",
     "--shutdown_timeout": "torchrun", "--logdir": "tensorboard", "--original": "bench/*.py", "--budget": "bench/gpu.py",
     "--tiny": "bench/gpu.py", "--root": "tools/make_*_dataset.py", "--format": "tools/convert_weights.py",
-    "--dist": "pytest (pytest-xdist)",
+    "--dist": "pytest (pytest-xdist)", "--no-loadscope-reorder": "pytest (pytest-xdist)", "--durations": "pytest",
 }
 
 FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")

@@ -27,7 +27,7 @@ EXACT = ("--amp", "off", "--no-channels_last")  # the same arithmetic on every C
 def _args(root, *extra):
     return ["--data_root", str(root / "data"), "--dataset", "voc", "--model", MODEL, "--no-pretrained_backbone",
             "--crop_size", "32", "--batch_size", "2", "--num_workers", "0", "--checkpoint_dir", str(root / "ck"),
-            "--print_interval", "1", *extra]
+            "--results_dir", str(root / "res"), "--print_interval", "1", *extra]
 
 
 @pytest.fixture(scope="module")

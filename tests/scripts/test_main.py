@@ -179,7 +179,8 @@ def test_a_batch_of_one_is_a_clear_error(voc, capsys):
 def test_num_classes_conflict_and_missing_data(voc, tmp_path, capsys):
     assert train_script.main(_args(voc, "--num_classes", "5", "--total_itrs", "1")) == 1
     assert "--num_classes 5 does not match" in capsys.readouterr().err
-    assert train_script.main(["--data_root", str(tmp_path / "none"), "--no-pretrained_backbone"]) == 1
+    assert train_script.main(["--data_root", str(tmp_path / "none"), "--no-pretrained_backbone", "--checkpoint_dir",
+                              str(tmp_path / "ck"), "--results_dir", str(tmp_path / "res")]) == 1
     assert "pass --download" in capsys.readouterr().err
 
 

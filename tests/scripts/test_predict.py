@@ -141,7 +141,8 @@ def test_missing_checkpoint_and_empty_folder_are_errors(tmp_path, inputs, ckpt, 
     code, _ = _run(tmp_path, str(tmp_path / "missing.pth"))
     assert code == 1 and "missing.pth does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    code = predict.main(["--input", str(tmp_path / "empty"), "--ckpt", ckpt[0], "--model", MODEL])
+    code = predict.main(["--input", str(tmp_path / "empty"), "--ckpt", ckpt[0], "--model", MODEL,
+                         "--save_val_results_to", str(tmp_path / "out")])
     assert code == 1 and "holds no images" in capsys.readouterr().err
 
 

@@ -64,8 +64,8 @@ def trained(server, tmp_path_factory):
     make_demo_dataset(str(root), num_train=8, num_val=3, seed=2, as_voc=True)
     argv = ["--data_root", str(root), "--dataset", "voc", "--model", "deeplabv3plus_mobilenet", "--output_stride",
             "16", "--no-pretrained_backbone", "--crop_size", "64", "--batch_size", "2", "--num_workers", "0",
-            "--checkpoint_dir", str(root / "ck"), "--total_itrs", str(TOTAL_ITRS), "--val_interval",
-            str(VAL_INTERVAL), "--print_interval", "2", "--enable_vis", "--vis_port", str(server),
+            "--checkpoint_dir", str(root / "ck"), "--results_dir", str(root / "res"), "--total_itrs", str(TOTAL_ITRS),
+            "--val_interval", str(VAL_INTERVAL), "--print_interval", "2", "--enable_vis", "--vis_port", str(server),
             "--vis_env", VIS_ENV, "--vis_num_samples", str(NUM_SAMPLES)]
     result = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *argv], capture_output=True, text=True,
                             cwd=ROOT, timeout=300)
@@ -150,7 +150,8 @@ def test_training_without_a_server_finishes(tmp_path, capsys):
     make_demo_dataset(str(tmp_path), num_train=4, num_val=2, seed=3, as_voc=True)
     code = train_script.main(["--data_root", str(tmp_path), "--dataset", "voc", "--model", "deeplabv3plus_mobilenet",
                               "--no-pretrained_backbone", "--crop_size", "64", "--batch_size", "2", "--num_workers",
-                              "0", "--checkpoint_dir", str(tmp_path / "ck"), "--total_itrs", "2",
+                              "0", "--checkpoint_dir", str(tmp_path / "ck"), "--results_dir", str(tmp_path / "res"),
+                              "--total_itrs", "2",
                               "--enable_vis", "--vis_port", str(_free_port())])
     assert code == 0
     assert capsys.readouterr().err.count("warning:") == 1
