@@ -2,6 +2,7 @@
 import os
 import sys
 import urllib.error
+from typing import List
 
 import pytest
 
@@ -32,16 +33,22 @@ def torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch_home"
 
 
-# The folders main.py and predict.py write to by default (--checkpoint_dir, --results_dir, --save_val_results_to),
-# relative to where they run: in a clone, the user's own runs may have filled them.
-DEFAULT_OUTPUT_FOLDERS = ("checkpoints", "results", "predictions")
+def default_output_folders() -> List[str]:
+    """The folders main.py and predict.py write to when not told (--checkpoint_dir, --results_dir,
+    --save_val_results_to), relative to where they run: in a clone, the user's own runs may have filled them."""
+    import main
+    import predict
+
+    training = main.get_argparser()
+    return [training.get_default("checkpoint_dir"), training.get_default("results_dir"),
+            predict.get_argparser().get_default("save_val_results_to")]
 
 
-def _repository_state() -> dict:
-    """The repository's top-level names (Python's caches and hidden files aside) and what its default output
-    folders hold, with modification times."""
+def _repository_state(output_folders: List[str]) -> dict:
+    """The repository's top-level names (Python's caches and hidden files aside) and what ``output_folders`` hold,
+    with modification times."""
     state = {"": sorted(name for name in os.listdir(ROOT) if not name.startswith(".") and name != "__pycache__")}
-    for folder in DEFAULT_OUTPUT_FOLDERS:
+    for folder in output_folders:
         if os.path.isdir(os.path.join(ROOT, folder)):
             state[folder] = sorted((entry.name, entry.stat().st_mtime_ns)
                                    for entry in os.scandir(os.path.join(ROOT, folder)))
@@ -52,9 +59,10 @@ def _repository_state() -> dict:
 def repository_left_as_found():
     """Every test writes under its own temporary folder: a run that forgot --results_dir or --checkpoint_dir
     would write into the clone (over the user's own results) and race the other pytest process there."""
-    before = _repository_state()
+    output_folders = default_output_folders()
+    before = _repository_state(output_folders)
     yield
-    after = _repository_state()
+    after = _repository_state(output_folders)
     changed = sorted(key or "the repository's top level" for key in set(before) | set(after)
                      if before.get(key) != after.get(key))
     assert not changed, f"the tests wrote into {ROOT}: {', '.join(changed)} changed (give every run folders " \
@@ -89,4 +97,3 @@ def pytest_collection_modifyitems(items):
         return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
 
     items.sort(key=rank)
-

@@ -73,7 +73,7 @@ def two_process_run(demo_root, tmp_path_factory):
     folder = tmp_path_factory.mktemp("two_processes")
     result = _torchrun(2, _args(demo_root, folder / "ck", "--total_itrs", "3", "--val_interval", "3",
                                 "--loss_type", "ohem", "--ohem_min_kept", "2000", "--class_weights", "auto",
-                                "--tensorboard", str(folder / "tb"), "--results_dir", str(folder / "res")))
+                                "--tensorboard", str(folder / "tb")))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result, folder / "ck", folder
 
@@ -100,7 +100,7 @@ def test_new_losses_weights_and_tensorboard_under_torchrun(two_process_run):
     assert result.stdout.count("class weights (auto, median frequency): background") == 1
     assert len(_losses(result.stdout)) == 3 and all(np.isfinite(_losses(result.stdout)))
     assert len([f for f in os.listdir(folder / "tb") if f.startswith("events.out.tfevents")]) == 1
-    assert os.path.isfile(folder / "res" / "metrics.json")
+    assert os.path.isfile(folder / "ck_results" / "metrics.json")
 
 
 def test_two_processes_track_one_process_with_the_same_global_batch(demo_root, tmp_path, capsys):

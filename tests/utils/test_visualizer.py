@@ -151,7 +151,6 @@ def test_training_without_a_server_finishes(tmp_path, capsys):
     code = train_script.main(["--data_root", str(tmp_path), "--dataset", "voc", "--model", "deeplabv3plus_mobilenet",
                               "--no-pretrained_backbone", "--crop_size", "64", "--batch_size", "2", "--num_workers",
                               "0", "--checkpoint_dir", str(tmp_path / "ck"), "--results_dir", str(tmp_path / "res"),
-                              "--total_itrs", "2",
-                              "--enable_vis", "--vis_port", str(_free_port())])
+                              "--total_itrs", "2", "--enable_vis", "--vis_port", str(_free_port())])
     assert code == 0
     assert capsys.readouterr().err.count("warning:") == 1
