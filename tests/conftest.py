@@ -1,5 +1,6 @@
 """Make the repository root importable (``network``, ``datasets``, ``utils``, ...) from every test; shared fixtures."""
 import os
+import shutil
 import sys
 import urllib.error
 from typing import List
@@ -67,6 +68,34 @@ def repository_left_as_found():
                      if before.get(key) != after.get(key))
     assert not changed, f"the tests wrote into {ROOT}: {', '.join(changed)} changed (give every run folders " \
                         "under tmp_path)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_temp_folder(tmp_path_factory):
+    """The processes the tests start make their temporary files under pytest's folder (torchrun's agent leaves its
+    log folders behind), which goes with it when the run passes."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(tmp_path_factory.mktemp("subprocess_tmp")))
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_folders_removed(request, tmp_path_factory):
+    """What a test file's module fixtures wrote (a trained checkpoint, exported models, hub caches: up to 600 MB a
+    file) goes as soon as the file's tests have all passed, not at the end of the run, which once held 6.4 GB of
+    them at once; `tmp_path_retention_policy = failed` (pytest.ini) does the same for each passing test's tmp_path.
+    A file with a failure keeps its folders to look into."""
+    basetemp = tmp_path_factory.getbasetemp()
+    before = set(os.listdir(basetemp))
+    failures_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failures_before:
+        for name in set(os.listdir(basetemp)) - before:
+            path = os.path.join(basetemp, name)
+            if os.path.islink(path):  # pytest's "<name>current" links to the newest folder of a name
+                os.unlink(path)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
