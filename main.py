@@ -33,7 +33,7 @@ from network.trained_model import (add_model_options, architecture_record, recor
                                    recorded_timm_options, unused_output_stride)
 from network.weights import init_model_from, module_names
 from utils import ext_transforms as et
-from utils.io.atomic import describe_removed, remove_orphaned_temporaries, require_writable
+from utils.io.atomic import describe_removed, remove_orphaned_temporaries, removed_if_left_empty, require_writable
 from utils.io.bands import BANDS_KEY, BandSpec, band_list, picture
 from utils.io.checkpoint import (CheckpointError, capture_rng_state, extract_model_state, load_checkpoint,
                                  load_model_state, restore_process_rng_state, save_checkpoint, share_checkpoint)
@@ -364,17 +364,27 @@ CHECKPOINTS_HELD_BY = ("{owner} is already writing these checkpoints (lock {path
 
 @contextlib.contextmanager
 def output_guard(opts, env: DistEnv) -> Iterator[None]:
-    """On process 0: check that the output folders can be written and, when training, hold the checkpoints'
-    lock for the run, so a read-only folder or a second run on the same files fails at once. Under the lock,
-    what a killed save of these checkpoints left behind is removed (and said)."""
-    if env.is_main:
-        require_writable(opts.results_dir, "--results_dir")
-        if opts.tensorboard:
-            require_writable(opts.tensorboard, "--tensorboard")
-    if not env.is_main or opts.test_only:
+    """On process 0: check that the output folders can be written and, when training, hold the checkpoints' lock
+    for the run, so a read-only folder or a second run on the same files fails at once. The folders made here that
+    the run leaves empty go at its end: a run that fails before it writes anything leaves the user's folder as it
+    was."""
+    if not env.is_main:
         yield
         return
-    require_writable(opts.checkpoint_dir, "--checkpoint_dir")
+    outputs = {"--results_dir": opts.results_dir, "--tensorboard": opts.tensorboard,
+               "--checkpoint_dir": None if opts.test_only else opts.checkpoint_dir}
+    outputs = {flag: folder for flag, folder in outputs.items() if folder}
+    with removed_if_left_empty(outputs.values()):
+        for flag, folder in outputs.items():
+            require_writable(folder, flag)
+        with contextlib.nullcontext() if opts.test_only else checkpoints_lock(opts):
+            yield
+
+
+@contextlib.contextmanager
+def checkpoints_lock(opts) -> Iterator[None]:
+    """Hold the lock of this run's checkpoints in --checkpoint_dir; under it, remove (and say) what a killed save of
+    them left behind. The lock's file goes with the run when nothing else is in the folder."""
     check_checkpoints_spare_inputs(opts)
     lock = os.path.splitext(checkpoint_path(opts, ".lock"))[0]  # hidden, and not a *.pth
     with file_lock(lock, held_by=CHECKPOINTS_HELD_BY):
@@ -383,7 +393,12 @@ def output_guard(opts, env: DistEnv) -> Iterator[None]:
         if removed:
             print(describe_removed(removed, "temporary checkpoint file(s) that a killed save left",
                                    opts.checkpoint_dir))
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):  # the folder gone, or unreadable
+                if os.listdir(opts.checkpoint_dir) == [os.path.basename(lock)]:
+                    os.remove(lock)  # while it is held: a later run makes a new one
 
 
 def build_predictor(opts, model: nn.Module, device: torch.device, log=print) -> SegmentationPredictor:

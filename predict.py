@@ -21,7 +21,8 @@ from utils.io.checkpoint import CheckpointError
 from utils.config import ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, warn_unused
 from utils.runtime.device import (add_device_options, add_speed_options, compile_model, native_bf16, resolve_device,
                                   resolve_num_workers, resolve_speed_options, unused_gpu_id)
-from utils.io.atomic import describe_removed, remove_orphaned_temporaries, require_writable, write_advice
+from utils.io.atomic import (describe_removed, remove_orphaned_temporaries, removed_if_left_empty, require_writable,
+                             write_advice)
 from utils.io.bands import BandSpec, band_list, normalize_bands
 from utils.inference.geotiff import PREVIEW_MAX_SIDE, predict_scene
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
@@ -458,7 +459,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.stdout.reconfigure(errors="backslashreplace")  # a path that is not UTF-8 prints escaped, not as a crash
     opts = parse_with_config(get_argparser(), argv)
     try:
-        with StopFlag() as stop:  # from the start: a signal while the model loads also ends the run in one line
+        # from the start: a signal while the model loads also ends the run in one line; an output folder that
+        # this run made and wrote nothing in goes at its end
+        with StopFlag() as stop, removed_if_left_empty([opts.save_val_results_to]):
             return run(opts, stop)
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, PredictError, OnnxModelError,
             ValueError) as exc:

@@ -199,6 +199,12 @@ def _one_line_error(capsys) -> str:
     return err
 
 
+def test_a_failed_export_leaves_no_folder_made_for_output(tmp_path, capsys):
+    missing = tmp_path / "missing.pth"
+    assert export_onnx.main(["--ckpt", str(missing), "--output", str(tmp_path / "runs" / "model.onnx")]) == 1
+    assert f"{missing} does not exist" in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
 def test_missing_onnx_packages_name_the_pip_command(exported, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: importing it raises ImportError
     assert _predict(_images(tmp_path / "in"), tmp_path / "out", "--onnx", exported[1]) == 1

@@ -274,14 +274,15 @@ def test_coco_categories_that_share_a_name_are_one_class(tmp_path, capsys):
 
 
 def test_a_failed_import_leaves_no_out_and_a_rerun_works(tmp_path, capsys):
-    """The disk fills up (here: a file size limit) while the second image is copied: --out is not created, nothing
-    is left beside it, and the same command works once there is room."""
+    """The disk fills up (here: a file size limit) while the second image is copied: --out is not created, nor the
+    folder made for it, nothing is left beside it, and the same command works once there is room."""
     lm = tmp_path / "lm"
     _labelme(lm, "a", [("cat", "rectangle", [[0, 0], [9, 9]])])
     _labelme(lm, "b", [("dog", "rectangle", [[0, 0], [9, 9]])], image=False, size=(200, 200))
     noise = np.random.default_rng(1).integers(0, 255, (200, 200, 3), dtype=np.uint8)
     Image.fromarray(noise).save(lm / "b.jpg", quality=100)  # about 100 kB
-    argv = [sys.executable, "tools/import_annotations.py", "--from", "labelme", str(lm), "--out", str(tmp_path / "out")]
+    argv = [sys.executable, "tools/import_annotations.py", "--from", "labelme", str(lm), "--out",
+            str(tmp_path / "runs" / "out")]
 
     def file_size_limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
@@ -290,11 +291,12 @@ def test_a_failed_import_leaves_no_out_and_a_rerun_works(tmp_path, capsys):
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, preexec_fn=file_size_limit,
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
-        f"error: cannot write {tmp_path / 'out'} (File too large); nothing was written there")
+        f"error: cannot write {tmp_path / 'runs' / 'out'} (File too large); nothing was written there")
     assert sorted(os.listdir(tmp_path)) == ["lm"]
     code, out, err = _run(capsys, *argv[2:])
     assert code == 0, err
-    assert "imported 2 image(s)" in out and sorted(os.listdir(tmp_path / "out" / "masks")) == ["a.png", "b.png"]
+    assert "imported 2 image(s)" in out
+    assert sorted(os.listdir(tmp_path / "runs" / "out" / "masks")) == ["a.png", "b.png"]
 
 
 HANGING_IMPORT = ("import runpy, sys, time; import datasets.annotations as annotations\n"

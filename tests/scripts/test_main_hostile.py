@@ -38,6 +38,24 @@ def test_unusable_checkpoint_dir_fails_before_training(voc, capsys):
     assert "--checkpoint_dir" in _one_error_line(capsys)
 
 
+def test_a_run_that_fails_before_writing_leaves_no_folders(voc, capsys, monkeypatch):
+    """The output folders are made (and the checkpoints' lock taken) before the data is read; a run that fails
+    there removes the folders it made, here by default and nested ones, and a folder that was there stays without
+    the run's lock file."""
+    monkeypatch.chdir(voc)
+    args = ["--data_root", str(voc / "missing"), "--dataset", "voc", "--model", MODEL, "--no-pretrained_backbone",
+            "--total_itrs", "1"]
+    for extra in ([], ["--checkpoint_dir", "runs/a/ck", "--results_dir", "runs/a/res", "--tensorboard", "runs/tb"],
+                  ["--test_only", "--ckpt", "none.pth"]):
+        assert train_script.main(args + extra) == 1
+        assert "does not exist" in _one_error_line(capsys)
+        assert os.listdir(voc) == ["data"]
+    (voc / "ck").mkdir()
+    assert train_script.main(args + ["--checkpoint_dir", "ck"]) == 1
+    assert "does not exist" in _one_error_line(capsys)
+    assert sorted(os.listdir(voc)) == ["ck", "data"] and os.listdir(voc / "ck") == []
+
+
 def test_training_from_a_checkpoint_that_it_would_overwrite_is_refused(voc, capsys):
     """--ckpt without --continue_training, or --init_from, naming the latest_* or best_* file of this run (in any
     spelling): its first save would replace the weights it started from."""

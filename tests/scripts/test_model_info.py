@@ -102,6 +102,12 @@ def test_all_entries_without_speed_print_one_line_each(capsys):
     assert all("input too small" in line for line in rows if "xception" in line)  # its stride-16 map is 4x4
 
 
+def test_a_failed_measure_leaves_no_folder_made_for_json(tmp_path, capsys):
+    out = tmp_path / "runs" / "cost.json"
+    assert model_info.main(["--model", "deeplabv3plus_xception", "--no-speed", "--size", "64", "--json", str(out)]) == 1
+    assert "cannot take 64x64 inputs" in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("size", ["0", "-3"])
 def test_a_size_that_is_not_positive_is_a_one_line_error(capsys, size):
     assert model_info.main(["--model", "deeplabv3plus_mobilenet", "--size", size]) != 0

@@ -146,6 +146,20 @@ def test_missing_checkpoint_and_empty_folder_are_errors(tmp_path, inputs, ckpt, 
     assert code == 1 and "holds no images" in capsys.readouterr().err
 
 
+def test_a_run_that_fails_before_writing_leaves_no_output_folder(tmp_path, inputs, ckpt, capsys, monkeypatch):
+    """The default predictions/ and the folders on the way to --save_val_results_to, made to check that they can
+    be written, go when the run ends without writing there; a folder that was there stays."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--input", str(tmp_path / "nothing_here"), "--ckpt", ckpt[0], "--model", MODEL]
+    for extra in ([], ["--save_val_results_to", "runs/a/out"]):
+        assert predict.main(args + extra) == 1
+        assert "nothing_here does not exist" in capsys.readouterr().err
+        assert os.listdir(tmp_path) == ["in"]
+    (tmp_path / "kept").mkdir()
+    assert predict.main(args + ["--save_val_results_to", "kept"]) == 1
+    assert sorted(os.listdir(tmp_path)) == ["in", "kept"]
+
+
 def test_incompatible_checkpoint_is_a_clear_error(tmp_path, inputs, ckpt, capsys):
     code, _ = _run(tmp_path, ckpt[0], "--model", "deeplabv3_mobilenet")
     assert code == 1 and "does not fit this model" in capsys.readouterr().err

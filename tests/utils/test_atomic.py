@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import ROOT
 from utils.io.atomic import (STAGING_LOCK, atomic_folder, atomic_link, atomic_write, remove_orphaned_temporaries,
-                             write_advice)
+                             removed_if_left_empty, require_writable, write_advice)
 from utils.io.checkpoint import CheckpointError, save_checkpoint
 
 WRITER = ("import sys, time; from utils.io.atomic import atomic_write\n"
@@ -160,3 +160,18 @@ def test_a_linked_file_is_a_second_name_until_its_source_is_written_again(tmp_pa
     with atomic_write(str(source)) as f:
         f.write(b"weights of iteration 4")
     assert target.read_bytes() == b"weights of iteration 2" and not os.path.samefile(source, target)
+
+
+def test_folders_made_for_a_run_go_when_it_leaves_them_empty(tmp_path):
+    """Of the folders on the way to each output folder, those made during the block and left empty go (the deepest
+    first, even when the block fails); those written in, and those that were there, stay."""
+    (tmp_path / "there").mkdir()
+    outputs = [tmp_path / "a" / "b" / "empty", tmp_path / "a" / "written", tmp_path / "there" / "x" / "y"]
+    with pytest.raises(KeyError):
+        with removed_if_left_empty(str(path) for path in outputs):
+            for path in outputs:
+                require_writable(str(path), "--flag")
+            (outputs[1] / "metrics.json").write_text("{}")
+            raise KeyError("a failure after the folders were checked")
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
+        "a", "a/written", "a/written/metrics.json", "there"]

@@ -13,13 +13,12 @@ import re
 import shutil
 import tempfile
 import uuid
-from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from utils.io.locks import HAS_FLOCK, take_lock, this_process, written_on_this_machine
 
 __all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable", "require_writable_file",
-           "missing_file",
-           "remove_orphaned_temporaries", "describe_removed", "write_advice"]
+           "removed_if_left_empty", "missing_file", "remove_orphaned_temporaries", "describe_removed", "write_advice"]
 
 COPY_CHUNK_BYTES = 16 << 20
 STAGING_LOCK = ".staging.lock"  # in an atomic_folder's staging folder, locked by its process until the rename
@@ -173,16 +172,36 @@ def require_writable_file(path: str, flag: str, example_name: str) -> None:
     require_writable(os.path.dirname(os.path.abspath(path)), flag)
 
 
-def _existing_file_on(folder: str) -> str:
-    """The first existing non-folder on the way to ``folder`` (a folder cannot be made there), or ''."""
-    path = os.path.abspath(folder)
-    while True:
-        if os.path.exists(path):
-            return "" if os.path.isdir(path) else path
+def _nearest_existing(folder: str) -> Tuple[str, List[str]]:
+    """The nearest existing path at or above ``folder`` ('' when none), and the missing folders on the way to it,
+    deepest first: those that making ``folder`` makes."""
+    path, missing = os.path.abspath(folder), []
+    while not os.path.exists(path):
+        missing.append(path)
         parent = os.path.dirname(path)
         if parent == path:
-            return ""
+            return "", missing
         path = parent
+    return path, missing
+
+
+def _existing_file_on(folder: str) -> str:
+    """The first existing non-folder on the way to ``folder`` (a folder cannot be made there), or ''."""
+    existing = _nearest_existing(folder)[0]
+    return "" if not existing or os.path.isdir(existing) else existing
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folders: Iterable[str]) -> Iterator[None]:
+    """Run the block, then remove the folders that did not exist before it, on the way to each of ``folders``, and
+    that it left empty: a run that stops before it writes anything leaves no empty output folders behind."""
+    made = {path for folder in folders for path in _nearest_existing(folder)[1]}
+    try:
+        yield
+    finally:
+        for path in sorted(made, key=lambda path: path.count(os.sep), reverse=True):  # the deepest first
+            with contextlib.suppress(OSError):  # not empty (the run wrote there), or already gone
+                os.rmdir(path)
 
 
 def missing_file(path: str) -> Optional[str]:
