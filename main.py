@@ -366,14 +366,14 @@ CHECKPOINTS_HELD_BY = ("{owner} is already writing these checkpoints (lock {path
 def output_guard(opts, env: DistEnv) -> Iterator[None]:
     """On process 0: check that the output folders can be written and, when training, hold the checkpoints' lock
     for the run, so a read-only folder or a second run on the same files fails at once. The folders made here that
-    the run leaves empty go at its end: a run that fails before it writes anything leaves the user's folder as it
-    was."""
+    the run leaves empty go when it ends, so a run that fails before it writes anything leaves no empty folders
+    (a process killed outright, by SIGKILL or by SIGTERM before training starts, leaves them for the next run)."""
     if not env.is_main:
         yield
         return
     outputs = {"--results_dir": opts.results_dir, "--tensorboard": opts.tensorboard,
                "--checkpoint_dir": None if opts.test_only else opts.checkpoint_dir}
-    outputs = {flag: folder for flag, folder in outputs.items() if folder}
+    outputs = {flag: folder for flag, folder in outputs.items() if folder is not None}  # '' is refused below
     with removed_if_left_empty(outputs.values()):
         for flag, folder in outputs.items():
             require_writable(folder, flag)

@@ -84,7 +84,8 @@ def module_folders_removed(request, tmp_path_factory):
     """What a test file's module fixtures wrote (a trained checkpoint, exported models, hub caches: up to 600 MB a
     file) goes as soon as the file's tests have all passed, not at the end of the run, which once held 6.4 GB of
     them at once; `tmp_path_retention_policy = failed` (pytest.ini) does the same for each passing test's tmp_path.
-    A file with a failure keeps its folders to look into."""
+    A file with a failure keeps its folders to look into. Whatever appeared under pytest's folder while the file
+    ran goes: a session fixture's folder made there then would go after its first file (give it its own)."""
     basetemp = tmp_path_factory.getbasetemp()
     before = set(os.listdir(basetemp))
     failures_before = request.session.testsfailed

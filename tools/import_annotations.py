@@ -26,7 +26,7 @@ from datasets.annotations.folder_writer import check_output_folder  # noqa: E402
 from datasets.annotations.labelme import DEFAULT_LINE_WIDTH, DEFAULT_POINT_SIZE  # noqa: E402
 from datasets.utils import DatasetError  # noqa: E402
 from utils.io.atomic import (atomic_folder, describe_removed, remove_orphaned_temporaries,  # noqa: E402
-                             removed_if_left_empty, require_writable)
+                             folder_of, removed_if_left_empty, require_writable)
 from utils.constants import IGNORE_INDEX  # noqa: E402
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 prints escaped, not as a crash
         stream.reconfigure(errors="backslashreplace")
     args = parse_args(argv)
-    with removed_if_left_empty([os.path.dirname(os.path.abspath(args.out))]):  # a folder made for nothing
+    with removed_if_left_empty([folder_of(args.out)]):  # a folder made for nothing
         try:
             check_args(args)
             set_max_image_pixels(args.max_image_pixels)
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
             check_output_folder(args.out, inputs_of(args))
             export = read_export(args)
             label_map = LabelMap.build(labels_found(export), export.declared_labels, given, args.unknown == "ignore")
-            require_writable(os.path.dirname(os.path.abspath(args.out)), f"--out {args.out}: its folder")
+            require_writable(folder_of(args.out), f"--out {args.out}: its folder")
             result, names, counts = import_checked(args, export, label_map)
         except (DatasetError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 import network  # noqa: E402
 from network.trained_model import unused_output_stride  # noqa: E402
 from utils.runtime.run_timer import time_calls  # noqa: E402
-from utils.io.atomic import atomic_write, removed_if_left_empty, require_writable_file  # noqa: E402
+from utils.io.atomic import atomic_write, folder_of, removed_if_left_empty, require_writable_file  # noqa: E402
 from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config, warn_unused  # noqa: E402
 from utils.runtime.device import (add_device_options, add_speed_options, compile_model, hardware_name,  # noqa: E402
                                   resolve_device, resolve_speed_options, unused_gpu_id)
@@ -200,7 +200,7 @@ def get_argparser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     opts = parse_with_config(get_argparser(), argv)
-    with removed_if_left_empty([os.path.dirname(os.path.abspath(opts.json))] if opts.json else []):
+    with removed_if_left_empty([folder_of(opts.json)] if opts.json else []):
         return run(opts)  # a --json folder made for a run that fails goes with it
 
 

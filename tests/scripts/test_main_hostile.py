@@ -43,10 +43,11 @@ def test_a_run_that_fails_before_writing_leaves_no_folders(voc, capsys, monkeypa
     there removes the folders it made, here by default and nested ones, and a folder that was there stays without
     the run's lock file."""
     monkeypatch.chdir(voc)
-    args = ["--data_root", str(voc / "missing"), "--dataset", "voc", "--model", MODEL, "--no-pretrained_backbone",
-            "--total_itrs", "1"]
+    args = ["--data_root", str(voc / "missing"), "--dataset", "voc", "--model", MODEL, "--no-pretrained_backbone"]
+    model = voc / "data" / "model.pth"  # for --test_only, which reads the architecture from it before any folder
+    torch.save({"model_state": network.build_model(MODEL, 21, 16, pretrained_backbone=False).state_dict()}, model)
     for extra in ([], ["--checkpoint_dir", "runs/a/ck", "--results_dir", "runs/a/res", "--tensorboard", "runs/tb"],
-                  ["--test_only", "--ckpt", "none.pth"]):
+                  ["--test_only", "--ckpt", str(model), "--results_dir", "runs/../eval"]):
         assert train_script.main(args + extra) == 1
         assert "does not exist" in _one_error_line(capsys)
         assert os.listdir(voc) == ["data"]
@@ -54,6 +55,12 @@ def test_a_run_that_fails_before_writing_leaves_no_folders(voc, capsys, monkeypa
     assert train_script.main(args + ["--checkpoint_dir", "ck"]) == 1
     assert "does not exist" in _one_error_line(capsys)
     assert sorted(os.listdir(voc)) == ["ck", "data"] and os.listdir(voc / "ck") == []
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint_dir", "--results_dir"])
+def test_an_empty_folder_name_is_refused(voc, capsys, flag):
+    assert train_script.main(_args(voc, "--total_itrs", "1", flag, "")) == 1
+    assert f"{flag}  cannot be written" in _one_error_line(capsys)
 
 
 def test_training_from_a_checkpoint_that_it_would_overwrite_is_refused(voc, capsys):

@@ -3,6 +3,8 @@ import errno
 import os
 import pickle
 import re
+import threading
+import time
 import zipfile
 
 import pytest
@@ -112,6 +114,33 @@ def test_writable_check_and_writer_lock(tmp_path):
                 pass
     with file_lock(lock, held_by):  # released when the first run ends
         pass
+
+
+def _opened_by_this_process(path: str) -> int:
+    """How many of this process's open files are the file at ``path``."""
+    return sum(os.path.realpath(f"/proc/self/fd/{fd}") == path for fd in os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc to see the waiter's open file")
+def test_a_lock_file_its_holder_removes_is_made_again_for_the_waiting_process(tmp_path):
+    """main.py removes its checkpoints' lock file, while it holds it, when the run wrote nothing beside it: a
+    process already waiting on that file then locks a new file at the same path, not the removed one (which a
+    third process could never see, and so would not wait for)."""
+    lock = str(tmp_path / "run.lock")
+    found = []
+
+    def waiter():
+        with file_lock(lock):
+            found.append(os.path.exists(lock))
+
+    with file_lock(lock):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        while _opened_by_this_process(lock) < 2:  # until the waiter has the file open and waits for its lock
+            time.sleep(0.001)
+        os.remove(lock)
+    thread.join(timeout=30)
+    assert found == [True]
 
 
 @pytest.mark.parametrize("text, expected", [

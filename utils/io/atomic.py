@@ -15,10 +15,11 @@ import tempfile
 import uuid
 from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from utils.io.locks import HAS_FLOCK, take_lock, this_process, written_on_this_machine
+from utils.io.locks import HAS_FLOCK, is_still_at, take_lock, this_process, written_on_this_machine
 
-__all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable", "require_writable_file",
-           "removed_if_left_empty", "missing_file", "remove_orphaned_temporaries", "describe_removed", "write_advice"]
+__all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable",
+           "require_writable_file", "folder_of", "removed_if_left_empty", "missing_file", "remove_orphaned_temporaries",
+           "describe_removed", "write_advice"]
 
 COPY_CHUNK_BYTES = 16 << 20
 STAGING_LOCK = ".staging.lock"  # in an atomic_folder's staging folder, locked by its process until the rename
@@ -82,22 +83,13 @@ def _open_locked(new_path: Callable[[], str]) -> Tuple[str, BinaryIO]:
     while True:
         path = new_path()
         f = open(path, "xb")  # not mkstemp: the file gets the usual permissions (umask), not 0600
-        if not take_lock(f.fileno()) or _is_at(f.fileno(), path):
+        if not take_lock(f.fileno()) or is_still_at(f.fileno(), path):
             return path, f
         f.close()  # a cleaner took it between its creation and the lock, and removed it: take a new name
 
 
 def _temporary_name(name: str) -> str:
     return f"{_temporary_prefix(name)}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the PID is for people only
-
-
-def _is_at(fd: int, path: str) -> bool:
-    """Whether the open file ``fd`` is still the file at ``path``."""
-    try:
-        opened, named = os.fstat(fd), os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
 
 
 @contextlib.contextmanager
@@ -169,13 +161,14 @@ def require_writable_file(path: str, flag: str, example_name: str) -> None:
     (made if needed); a ValueError naming the option and what to do otherwise."""
     if os.path.isdir(path) or path.endswith(os.sep):
         raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, example_name)}")
-    require_writable(os.path.dirname(os.path.abspath(path)), flag)
+    require_writable(folder_of(path), flag)
 
 
 def _nearest_existing(folder: str) -> Tuple[str, List[str]]:
     """The nearest existing path at or above ``folder`` ('' when none), and the missing folders on the way to it,
-    deepest first: those that making ``folder`` makes."""
-    path, missing = os.path.abspath(folder), []
+    deepest first: those that ``os.makedirs(folder)`` makes. The path is not normalised: makedirs also makes the
+    ``a`` of ``a/../b``."""
+    path, missing = os.path.join(os.getcwd(), folder), []
     while not os.path.exists(path):
         missing.append(path)
         parent = os.path.dirname(path)
@@ -191,16 +184,22 @@ def _existing_file_on(folder: str) -> str:
     return "" if not existing or os.path.isdir(existing) else existing
 
 
+def folder_of(path: str) -> str:
+    """The folder that holds the file ``path`` (the current one for a bare name)."""
+    return os.path.dirname(os.path.abspath(path))
+
+
 @contextlib.contextmanager
 def removed_if_left_empty(folders: Iterable[str]) -> Iterator[None]:
-    """Run the block, then remove the folders that did not exist before it, on the way to each of ``folders``, and
-    that it left empty: a run that stops before it writes anything leaves no empty output folders behind."""
+    """Run the block, then remove the folders on the way to each of ``folders`` that did not exist before it and
+    are empty after it: a run that stops before it writes anything leaves no empty output folders behind. Only
+    empty folders go (``os.rmdir``), so nothing written there by this or another process is lost."""
     made = {path for folder in folders for path in _nearest_existing(folder)[1]}
     try:
         yield
     finally:
         for path in sorted(made, key=lambda path: path.count(os.sep), reverse=True):  # the deepest first
-            with contextlib.suppress(OSError):  # not empty (the run wrote there), or already gone
+            with contextlib.suppress(OSError, ValueError):  # not empty, already gone, or no path (a NUL in it)
                 os.rmdir(path)
 
 
@@ -260,7 +259,7 @@ def _remove_if_unlocked(path: str) -> Optional[int]:
     except OSError:  # gone meanwhile, or not ours to read
         return None
     try:
-        if not take_lock(fd, wait=False) or not _is_at(fd, lock_path):
+        if not take_lock(fd, wait=False) or not is_still_at(fd, lock_path):
             return None
         if not is_folder:
             os.remove(path)  # still holding the lock: a writer that created it a moment ago waits, then sees it gone

@@ -14,7 +14,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["HAS_FLOCK", "LockHeldError", "take_lock", "this_process", "written_on_this_machine",
+__all__ = ["HAS_FLOCK", "LockHeldError", "take_lock", "is_still_at", "this_process", "written_on_this_machine",
            "file_lock"]
 
 HAS_FLOCK = fcntl is not None
@@ -39,6 +39,15 @@ def take_lock(fd: int, wait: bool = True) -> Optional[bool]:
     return True
 
 
+def is_still_at(fd: int, path: str) -> bool:
+    """Whether the open file ``fd`` is still the file at ``path`` (not removed or replaced since it was opened)."""
+    try:
+        opened, named = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+
+
 def this_process() -> str:
     """What a lock holder writes into its lock file for others to name: its process id and machine."""
     return f"process {os.getpid()} on {platform.node()}"
@@ -58,19 +67,26 @@ def file_lock(path: str, held_by: Optional[str] = None) -> Iterator[None]:
     it in turn, and the later ones find it complete). With it, a LockHeldError at once whose message is ``held_by``
     (what to do then) formatted with ``owner`` (what the holder wrote) and ``path``. A file that cannot be made (a
     read-only folder) runs the block unlocked: nothing can be written there, so there is nothing to take turns on.
+    A holder may remove the file while it holds the lock (a run that wrote nothing beside it); a process that had
+    opened it then locks the file made after it instead.
     """
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        handle = open(path, "a+")
-    except OSError:
-        yield
-        return
-    with handle:
-        if take_lock(handle.fileno(), wait=held_by is None) is False:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            raise LockHeldError(held_by.format(owner=owner, path=path))
-        handle.truncate(0)
-        handle.write(this_process())
-        handle.flush()
-        yield
+    while True:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            handle = open(path, "a+")
+        except OSError:
+            yield
+            return
+        with handle:
+            held = take_lock(handle.fileno(), wait=held_by is None)
+            if held is False:
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                raise LockHeldError(held_by.format(owner=owner, path=path))
+            if held and not is_still_at(handle.fileno(), path):
+                continue  # its holder removed it (holders remove it only while they hold it): lock the new one
+            handle.truncate(0)
+            handle.write(this_process())
+            handle.flush()
+            yield
+            return

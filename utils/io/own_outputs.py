@@ -6,7 +6,7 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from PIL import Image, PngImagePlugin
 
-from utils.io.atomic import atomic_write
+from utils.io.atomic import atomic_write, folder_of
 
 __all__ = ["OWN_MARK", "VIDEO_MARK_KEY", "TIFF_MARK_KEY", "save_png", "is_own_output", "same_path", "input_clashes",
            "refuse_writing_over"]
@@ -69,7 +69,7 @@ def input_clashes(inputs: Sequence[str], outputs: Iterable[str], folders: Iterab
     clashes = {(output, owner[key]) for output in outputs for key in _identities(output) if key in owner}
     inside = {key: folder for folder in folders for key in _identities(folder)}
     for path in inputs:
-        for key in _identities(os.path.dirname(os.path.abspath(path))):
+        for key in _identities(folder_of(path)):
             if key in inside:
                 clashes.add((os.path.join(inside[key], os.path.basename(path)), path))
     return sorted(clashes)
