@@ -48,7 +48,7 @@ from utils.runtime.distributed import (DistEnv, all_reduce_sum_, barrier, broadc
                                        reduce_step_flags)
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.io.locks import LockHeldError, file_lock
-from utils.runtime.interrupts import StopFlag, WorkerLoader
+from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise
 from utils.inference.outputs import save_val_result
 from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.reporting.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
@@ -366,8 +366,8 @@ CHECKPOINTS_HELD_BY = ("{owner} is already writing these checkpoints (lock {path
 def output_guard(opts, env: DistEnv) -> Iterator[None]:
     """On process 0: check that the output folders can be written and, when training, hold the checkpoints' lock
     for the run, so a read-only folder or a second run on the same files fails at once. The folders made here that
-    the run leaves empty go when it ends, so a run that fails before it writes anything leaves no empty folders
-    (a process killed outright, by SIGKILL or by SIGTERM before training starts, leaves them for the next run)."""
+    the run leaves empty go when it ends, so a run that fails or is stopped before it writes anything leaves no
+    empty folders (a process killed outright, by SIGKILL, leaves them for the next run)."""
     if not env.is_main:
         yield
         return
@@ -981,17 +981,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     timer = RunTimer(IMPORTS_SECONDS if __name__ == "__main__" else 0.0)  # imported by a test: not our start-up
     opts = parse_with_config(get_argparser(), argv)
     try:
-        check_options(opts)
-        env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
-        timer.device = device
-        try:
-            resolve_architecture(opts, device)
-            if opts.continue_training:
-                resume_settings(opts, device, process_zero_log(env))
-            with output_guard(opts, env):
-                return run(opts, env, device, timer)
-        finally:
-            cleanup()
+        with stop_signals_raise():  # the training loop takes them over: it saves a checkpoint first
+            check_options(opts)
+            env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
+            timer.device = device
+            try:
+                resolve_architecture(opts, device)
+                if opts.continue_training:
+                    resume_settings(opts, device, process_zero_log(env))
+                with output_guard(opts, env):
+                    return run(opts, env, device, timer)
+            finally:
+                cleanup()
+    except StoppedBySignal as exc:
+        print(f"{exc.signal_name} received: stopped; every file written so far is whole (a signal during training "
+              "saves a resumable checkpoint first)", file=sys.stderr)
+        return exc.exit_status
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,
             LockHeldError, ValueError) as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)

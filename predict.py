@@ -29,7 +29,7 @@ from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixe
 from network.fusion import fuse_conv_activations
 from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                                        check_recipe_options, normalize)
-from utils.runtime.interrupts import StopFlag, WorkerLoader
+from utils.runtime.interrupts import STOPPED_BY_SIGNAL_EXIT, StopFlag, WorkerLoader
 from utils.inference.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.inference.outputs import (OUTPUT_KINDS, OVERLAY_ALPHA, Drawing, ImageWriter, VideoWriter, output_names,
                                      planned_outputs, video_outputs)
@@ -38,7 +38,6 @@ from utils.io.raster import RasterError
 from utils.io.video import VideoError, import_av
 
 POSITIVE_OPTIONS = ("window", "stride", "val_batch_size", "crop_size", "num_classes")
-STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
 
 class PredictError(RuntimeError):

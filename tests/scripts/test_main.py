@@ -152,6 +152,24 @@ def test_a_signal_to_the_process_group_saves_a_resumable_checkpoint(voc, signum)
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == saved + 1
 
 
+SLOW_DATA = ("import sys, time\nimport main\n"
+             "def slow(*args, **kwargs):\n    print('reading the data', flush=True); time.sleep(120)\n"
+             "main.load_data = slow\nsys.exit(main.main(sys.argv[1:]))\n")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_before_training_stops_in_one_line_and_leaves_no_folders(voc, signum):
+    """A signal while the run sets up (here while it reads the data, after its output folders were made) has no
+    step to finish: the run stops at once with the status a shell reports for it, in one line, not a traceback,
+    and the folders it made for its outputs go."""
+    cmd = [sys.executable, "-c", SLOW_DATA, *_args(voc, "--total_itrs", "1")]
+    code, out = signal_group_when(cmd, lambda out: "reading the data" in out, signum, cwd=ROOT)
+    assert code == 128 + signum, out
+    assert out.strip().splitlines()[-1] == (f"{signum.name} received: stopped; every file written so far is whole "
+                                            "(a signal during training saves a resumable checkpoint first)")
+    assert "Traceback" not in out and sorted(os.listdir(voc)) == ["data"]
+
+
 def test_nan_loss_stops_with_a_clear_message(voc, capsys, monkeypatch):
     class NaNLoss(torch.nn.Module):
         def forward(self, outputs, labels):

@@ -1,10 +1,12 @@
-"""Stopping on SIGINT/SIGTERM: a flag that the main loop polls, and DataLoader workers that leave the decision to it.
+"""Stopping on SIGINT/SIGTERM: a flag that the main loop polls, DataLoader workers that leave the decision to it, and
+an exception for the rest of a run (setting up, a --test_only evaluation), where there is no step to finish first.
 
 Ctrl-C, Slurm (scancel, preemption), systemd and job runners signal every process of a job, DataLoader
 workers included. A worker killed by SIGTERM makes torch raise "DataLoader worker ... is killed by
 signal" in the main process, wherever it happens to be, so the run would end without its checkpoint.
 """
 import atexit
+import contextlib
 import multiprocessing
 import multiprocessing.util  # noqa: F401  (registers its exit hook now, so the one below runs before it)
 import signal
@@ -12,9 +14,11 @@ from typing import Iterator, Optional
 
 from torch.utils import data
 
-__all__ = ["STOP_SIGNALS", "StopFlag", "ignore_stop_signals", "WorkerLoader"]
+__all__ = ["STOP_SIGNALS", "STOPPED_BY_SIGNAL_EXIT", "StopFlag", "StoppedBySignal", "stop_signals_raise",
+           "ignore_stop_signals", "WorkerLoader"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
 
 class StopFlag:
@@ -32,6 +36,32 @@ class StopFlag:
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class StoppedBySignal(BaseException):
+    """SIGINT or SIGTERM where no loop polls a :class:`StopFlag`: raised wherever the program is, so that its
+    ``finally`` blocks and atomic writes clean up (a BaseException, like KeyboardInterrupt: no ``except Exception``
+    swallows it)."""
+
+    def __init__(self, signum: int):
+        self.signal_name = signal.Signals(signum).name
+        self.exit_status = STOPPED_BY_SIGNAL_EXIT + signum
+        super().__init__(self.signal_name)
+
+
+@contextlib.contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise :class:`StoppedBySignal`; a StopFlag inside the block takes
+    them over for its own."""
+    def raise_stop(signum, frame):
+        raise StoppedBySignal(signum)
+
+    previous = {signum: signal.signal(signum, raise_stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
