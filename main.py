@@ -994,9 +994,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             finally:
                 cleanup()
     except StoppedBySignal as exc:
-        print(f"{exc.signal_name} received: stopped; every file written so far is whole (a signal during training "
-              "saves a resumable checkpoint first)", file=sys.stderr)
-        return exc.exit_status
+        return exc.say("every file written so far is whole (a signal during training saves a resumable checkpoint "
+                       "first)")
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,
             LockHeldError, ValueError) as exc:
         print(f"error: {error_message(exc)}", file=sys.stderr)

@@ -47,6 +47,7 @@ from utils.inference.onnx_model import (INPUT_NAME, ONNX_PACKAGES, OUTPUT_NAME, 
 from utils.io.own_outputs import refuse_writing_over  # noqa: E402
 from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride  # noqa: E402
 from utils.inference.onnx_int8 import quantize_int8  # noqa: E402
+from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise  # noqa: E402
 
 OPSET = 18
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
@@ -276,8 +277,10 @@ def run(opts: argparse.Namespace) -> None:
 def main(argv=None) -> int:
     opts = parse_with_config(get_argparser(), argv)
     try:
-        with removed_if_left_empty([folder_of(opts.output)]):  # a folder made for nothing
+        with stop_signals_raise(), removed_if_left_empty([folder_of(opts.output)]):  # a folder made for nothing
             run(opts)
+    except StoppedBySignal as exc:
+        return exc.say(f"nothing was written to {opts.output}")
     except (CheckpointError, ConfigError, DatasetError, OnnxModelError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

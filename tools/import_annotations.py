@@ -29,10 +29,10 @@ from utils.io.atomic import (atomic_folder, describe_removed, remove_orphaned_te
                              folder_of, removed_if_left_empty, require_writable)
 from utils.constants import IGNORE_INDEX  # noqa: E402
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
+from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise  # noqa: E402
 
 FORMATS = ("labelme", "coco")
 SHOWN_NAMES = 5  # stems listed in a summary line before "..."
-STOPPED_BY_CTRL_C = 130  # the status a shell reports for a command that SIGINT ended
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 prints escaped, not as a crash
         stream.reconfigure(errors="backslashreplace")
     args = parse_args(argv)
-    with removed_if_left_empty([folder_of(args.out)]):  # a folder made for nothing
+    with stop_signals_raise(), removed_if_left_empty([folder_of(args.out)]):  # a folder made for nothing
         try:
             check_args(args)
             set_max_image_pixels(args.max_image_pixels)
@@ -171,9 +171,8 @@ def main(argv=None) -> int:
         except (DatasetError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            print(f"stopped: nothing was written to {args.out}", file=sys.stderr)
-            return STOPPED_BY_CTRL_C
+        except StoppedBySignal as exc:
+            return exc.say(f"nothing was written to {args.out}")
     print_summary(args, result, export.notes)
     print(f"classes ({os.path.join(args.out, 'classes.yaml')}): {', '.join(names)}")
     print_pixels(names, counts)

@@ -2,6 +2,7 @@
 the metadata, predict's outputs, and the one-line errors (missing packages, bad files, PyTorch-only options)."""
 import argparse
 import os
+import signal
 import sys
 
 import numpy as np
@@ -13,6 +14,8 @@ import network
 import predict
 from datasets import DatasetError
 from network.trained_model import ModelSpec
+from tests.conftest import ROOT
+from tests.helpers import signal_group_when
 from tools import export_onnx
 from network.fusion import fold_batchnorm
 from utils.inference.predictor import normalize
@@ -203,6 +206,20 @@ def test_a_failed_export_leaves_no_folder_made_for_output(tmp_path, capsys):
     missing = tmp_path / "missing.pth"
     assert export_onnx.main(["--ckpt", str(missing), "--output", str(tmp_path / "runs" / "model.onnx")]) == 1
     assert f"{missing} does not exist" in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
+SLOW_EXPORT = ("import sys, time\nfrom tools import export_onnx\n"
+               "def slow(*args, **kwargs):\n    print('exporting', flush=True); time.sleep(120)\n"
+               "export_onnx.export_bytes = slow\nsys.exit(export_onnx.main(sys.argv[1:]))\n")
+
+
+def test_ctrl_c_during_an_export_is_one_line_and_writes_nothing(exported, tmp_path):
+    output = tmp_path / "runs" / "model.onnx"
+    cmd = [sys.executable, "-c", SLOW_EXPORT, "--ckpt", exported[0], "--output", str(output), "--check_sizes", "96x64"]
+    code, printed = signal_group_when(cmd, lambda printed: "exporting" in printed, signal.SIGINT, cwd=ROOT)
+    assert code == 128 + signal.SIGINT and "Traceback" not in printed, printed
+    assert printed.strip().splitlines()[-1] == f"SIGINT received: stopped; nothing was written to {output}"
+    assert os.listdir(tmp_path) == []
 
 
 def test_missing_onnx_packages_name_the_pip_command(exported, tmp_path, monkeypatch, capsys):

@@ -13,10 +13,10 @@ import numpy as np
 from PIL import Image
 
 import main as train_script
-from tests.helpers import coco_run_lengths
+from tests.conftest import ROOT
+from tests.helpers import coco_run_lengths, signal_group_when
 from tools import import_annotations as tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WIDTH, HEIGHT = 48, 40
 BACKGROUND, CAT, DOG, VOID = 0, 1, 2, 255
 
@@ -303,6 +303,18 @@ HANGING_IMPORT = ("import runpy, sys, time; import datasets.annotations as annot
                   "def hang(*args, **kwargs):\n    print('importing', flush=True); time.sleep(120)\n"
                   "annotations.import_to_folder = hang; sys.argv = sys.argv[1:]\n"
                   "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+def test_a_signal_during_an_import_leaves_nothing_and_says_so(tmp_path):
+    lm = tmp_path / "lm"
+    _labelme(lm, "a", [("cat", "rectangle", [[0, 0], [9, 9]])])
+    out = tmp_path / "runs" / "out"
+    cmd = [sys.executable, "-c", HANGING_IMPORT, "tools/import_annotations.py", "--from", "labelme", str(lm), "--out",
+           str(out)]
+    code, printed = signal_group_when(cmd, lambda printed: "importing" in printed, signal.SIGTERM, cwd=ROOT)
+    assert code == 128 + signal.SIGTERM, printed
+    assert printed.strip().splitlines()[-1] == f"SIGTERM received: stopped; nothing was written to {out}"
+    assert sorted(os.listdir(tmp_path)) == ["lm"]  # no staging folder, and not the folder made for --out
 
 
 def test_a_killed_import_s_hidden_folder_goes_with_the_next_import(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """tools/model_info.py: the counters agree with hand formulas, and the CLI prints the table."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ from torch import nn
 
 import network
 from tests.conftest import ROOT
+from tests.helpers import signal_group_when
 from tools import model_info
 from tools.model_info import activation_bytes, count_macs, count_parameters, without_batchnorm
 
@@ -106,6 +108,20 @@ def test_a_failed_measure_leaves_no_folder_made_for_json(tmp_path, capsys):
     out = tmp_path / "runs" / "cost.json"
     assert model_info.main(["--model", "deeplabv3plus_xception", "--no-speed", "--size", "64", "--json", str(out)]) == 1
     assert "cannot take 64x64 inputs" in capsys.readouterr().err and os.listdir(tmp_path) == []
+
+
+SLOW_MEASURE = ("import sys, time\nfrom tools import model_info\n"
+                "def slow(*args, **kwargs):\n    print('measuring', flush=True); time.sleep(120)\n"
+                "model_info.measure = slow\nsys.exit(model_info.main(sys.argv[1:]))\n")
+
+
+def test_a_signal_while_measuring_is_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "runs" / "cost.json"
+    cmd = [sys.executable, "-c", SLOW_MEASURE, "--model", "deeplabv3plus_mobilenet", "--no-speed", "--json", str(out)]
+    code, printed = signal_group_when(cmd, lambda printed: "measuring" in printed, signal.SIGTERM, cwd=ROOT)
+    assert code == 128 + signal.SIGTERM and "Traceback" not in printed, printed
+    assert printed.strip().splitlines()[-1] == f"SIGTERM received: stopped; nothing was written to {out}"
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("size", ["0", "-3"])

@@ -107,7 +107,7 @@ def atomic_folder(path: str) -> Iterator[str]:
             yield staging
             if not HAS_FLOCK:
                 lock.close()  # Windows deletes no open file (and holds no lock to keep)
-            # still held: a cleaner that opened it finds it gone (_is_at). A kill from here to the rename leaves a
+            # still held: a cleaner that opened it finds it gone (is_still_at). A kill from here to the rename leaves a
             # folder without the file, which no cleaner touches (it cannot tell it from a user's)
             os.remove(os.path.join(staging, STAGING_LOCK))
             if os.path.isdir(path):  # kept (a mount point, a shell's current folder): what was made moves into it

@@ -10,6 +10,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.util  # noqa: F401  (registers its exit hook now, so the one below runs before it)
 import signal
+import sys
 from typing import Iterator, Optional
 
 from torch.utils import data
@@ -48,6 +49,11 @@ class StoppedBySignal(BaseException):
         self.signal_name = signal.Signals(signum).name
         self.exit_status = STOPPED_BY_SIGNAL_EXIT + signum
         super().__init__(self.signal_name)
+
+    def say(self, what: str) -> int:
+        """Print the one line that ends the run, ``what`` saying what is (not) written; the exit status for it."""
+        print(f"{self.signal_name} received: stopped; {what}", file=sys.stderr)
+        return self.exit_status
 
 
 @contextlib.contextmanager
