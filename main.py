@@ -980,8 +980,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
     timer = RunTimer(IMPORTS_SECONDS if __name__ == "__main__" else 0.0)  # imported by a test: not our start-up
     opts = parse_with_config(get_argparser(), argv)
+    # Process 0 only: the others of a torchrun run own no output, and one waiting in a collective could not run a
+    # handler (stopped at once by the default instead). The training loop takes the signals over: it saves first.
+    stopping = stop_signals_raise() if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
     try:
-        with stop_signals_raise():  # the training loop takes them over: it saves a checkpoint first
+        with stopping:
             check_options(opts)
             env, device = init_distributed(opts.device, opts.gpu_id, opts.dist_timeout)
             timer.device = device

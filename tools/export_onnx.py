@@ -37,7 +37,8 @@ from torch import nn  # noqa: E402
 from datasets import DatasetError  # noqa: E402
 from datasets.calibration import CalibrationImages, choose_calibration_images  # noqa: E402
 from datasets.class_info import NAMED_DATASETS, ClassInfo, resolve_classes  # noqa: E402
-from utils.io.atomic import atomic_write, folder_of, removed_if_left_empty, require_writable_file  # noqa: E402
+from utils.io.atomic import (atomic_write, folder_of, path_state, removed_if_left_empty,  # noqa: E402
+                             require_writable_file)
 from utils.io.checkpoint import CheckpointError  # noqa: E402
 from utils.config import ConfigError, check_ranges, parse_with_config, warn_unused  # noqa: E402
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
@@ -276,11 +277,12 @@ def run(opts: argparse.Namespace) -> None:
 
 def main(argv=None) -> int:
     opts = parse_with_config(get_argparser(), argv)
+    before = path_state(opts.output)
     try:
         with stop_signals_raise(), removed_if_left_empty([folder_of(opts.output)]):  # a folder made for nothing
             run(opts)
     except StoppedBySignal as exc:
-        return exc.say(f"nothing was written to {opts.output}")
+        return exc.say_about(opts.output, before)
     except (CheckpointError, ConfigError, DatasetError, OnnxModelError, ExportError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -26,7 +26,7 @@ from datasets.annotations.folder_writer import check_output_folder  # noqa: E402
 from datasets.annotations.labelme import DEFAULT_LINE_WIDTH, DEFAULT_POINT_SIZE  # noqa: E402
 from datasets.utils import DatasetError  # noqa: E402
 from utils.io.atomic import (atomic_folder, describe_removed, remove_orphaned_temporaries,  # noqa: E402
-                             folder_of, removed_if_left_empty, require_writable)
+                             folder_of, path_state, removed_if_left_empty, require_writable)
 from utils.constants import IGNORE_INDEX  # noqa: E402
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise  # noqa: E402
@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 prints escaped, not as a crash
         stream.reconfigure(errors="backslashreplace")
     args = parse_args(argv)
+    before = path_state(args.out)
     with stop_signals_raise(), removed_if_left_empty([folder_of(args.out)]):  # a folder made for nothing
         try:
             check_args(args)
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except StoppedBySignal as exc:
-            return exc.say(f"nothing was written to {args.out}")
+            return exc.say_about(args.out, before)
     print_summary(args, result, export.notes)
     print(f"classes ({os.path.join(args.out, 'classes.yaml')}): {', '.join(names)}")
     print_pixels(names, counts)

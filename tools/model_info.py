@@ -38,7 +38,8 @@ import network  # noqa: E402
 from network.trained_model import unused_output_stride  # noqa: E402
 from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise  # noqa: E402
 from utils.runtime.run_timer import time_calls  # noqa: E402
-from utils.io.atomic import atomic_write, folder_of, removed_if_left_empty, require_writable_file  # noqa: E402
+from utils.io.atomic import (atomic_write, folder_of, path_state, removed_if_left_empty,  # noqa: E402
+                             require_writable_file)
 from utils.config import ConfigError, HelpFormatter, check_ranges, parse_with_config, warn_unused  # noqa: E402
 from utils.runtime.device import (add_device_options, add_speed_options, compile_model, hardware_name,  # noqa: E402
                                   resolve_device, resolve_speed_options, unused_gpu_id)
@@ -201,11 +202,12 @@ def get_argparser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     opts = parse_with_config(get_argparser(), argv)
+    before = path_state(opts.json) if opts.json else None
     try:
         with stop_signals_raise(), removed_if_left_empty([folder_of(opts.json)] if opts.json else []):
             return run(opts)  # a --json folder made for a run that fails goes with it
     except StoppedBySignal as exc:
-        return exc.say(f"nothing was written to {opts.json}" if opts.json else "the table was not printed")
+        return exc.say_about(opts.json, before) if opts.json else exc.say("nothing more is measured")
 
 
 def run(opts: argparse.Namespace) -> int:

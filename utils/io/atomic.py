@@ -16,9 +16,10 @@ import uuid
 from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from utils.io.locks import HAS_FLOCK, is_still_at, take_lock, this_process, written_on_this_machine
+from utils.io.stop_signals import stop_signals_held
 
 __all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable",
-           "require_writable_file", "folder_of", "removed_if_left_empty", "missing_file", "remove_orphaned_temporaries",
+           "require_writable_file", "path_state", "folder_of", "removed_if_left_empty", "missing_file", "remove_orphaned_temporaries",
            "describe_removed", "write_advice"]
 
 COPY_CHUNK_BYTES = 16 << 20
@@ -40,12 +41,13 @@ def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
     try:
         with f:
             yield f
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-            if not HAS_FLOCK:
-                f.close()  # Windows renames no open file (and holds no lock to keep)
-            os.replace(tmp, path)  # before the file closes: the lock covers the temporary until it is gone
+            with stop_signals_held():  # a stop signal from here on comes after the rename: the file is whole
+                f.flush()
+                if sync:
+                    os.fsync(f.fileno())
+                if not HAS_FLOCK:
+                    f.close()  # Windows renames no open file (and holds no lock to keep)
+                os.replace(tmp, path)  # before the file closes: the lock covers the temporary until it is gone
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -105,17 +107,18 @@ def atomic_folder(path: str) -> Iterator[str]:
     try:
         with lock:
             yield staging
-            if not HAS_FLOCK:
-                lock.close()  # Windows deletes no open file (and holds no lock to keep)
-            # still held: a cleaner that opened it finds it gone (is_still_at). A kill from here to the rename leaves a
-            # folder without the file, which no cleaner touches (it cannot tell it from a user's)
-            os.remove(os.path.join(staging, STAGING_LOCK))
-            if os.path.isdir(path):  # kept (a mount point, a shell's current folder): what was made moves into it
-                for entry in sorted(os.listdir(staging)):
-                    os.rename(os.path.join(staging, entry), os.path.join(path, entry))
-                os.rmdir(staging)
-            else:
-                os.rename(staging, path)
+            with stop_signals_held():  # the renames run whole: a stop signal comes after them
+                if not HAS_FLOCK:
+                    lock.close()  # Windows deletes no open file (and holds no lock to keep)
+                # still held: a cleaner that opened it finds it gone (is_still_at). A kill from here to the rename
+                # leaves a folder without the file, which no cleaner touches (it cannot tell it from a user's)
+                os.remove(os.path.join(staging, STAGING_LOCK))
+                if os.path.isdir(path):  # kept (a mount point, a shell's current folder): what was made moves in
+                    for entry in sorted(os.listdir(staging)):
+                        os.rename(os.path.join(staging, entry), os.path.join(path, entry))
+                    os.rmdir(staging)
+                else:
+                    os.rename(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -182,6 +185,16 @@ def _existing_file_on(folder: str) -> str:
     """The first existing non-folder on the way to ``folder`` (a folder cannot be made there), or ''."""
     existing = _nearest_existing(folder)[0]
     return "" if not existing or os.path.isdir(existing) else existing
+
+
+def path_state(path: str) -> Optional[Tuple[int, int, int]]:
+    """What tells the file or folder at ``path`` now (device, inode, modification time); None when there is none.
+    It changes when a write replaces or fills it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns
 
 
 def folder_of(path: str) -> str:

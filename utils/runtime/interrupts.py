@@ -11,14 +11,16 @@ import multiprocessing
 import multiprocessing.util  # noqa: F401  (registers its exit hook now, so the one below runs before it)
 import signal
 import sys
-from typing import Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from torch.utils import data
 
-__all__ = ["STOP_SIGNALS", "STOPPED_BY_SIGNAL_EXIT", "StopFlag", "StoppedBySignal", "stop_signals_raise",
+from utils.io.atomic import path_state
+from utils.io.stop_signals import STOP_SIGNALS, stop_signals_held
+
+__all__ = ["STOPPED_BY_SIGNAL_EXIT", "StopFlag", "StoppedBySignal", "stop_signals_raise",
            "ignore_stop_signals", "WorkerLoader"]
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
 
@@ -32,12 +34,17 @@ class StopFlag:
         self.signal_name = signal.Signals(signum).name
 
     def __enter__(self) -> "StopFlag":
-        self._previous = {s: signal.signal(s, self) for s in STOP_SIGNALS}
+        self._previous = set_handlers(dict.fromkeys(STOP_SIGNALS, self))
         return self
 
     def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        set_handlers(self._previous)
+
+
+def set_handlers(handlers: Dict[int, Any]) -> Dict[int, Any]:
+    """Give each signal its handler, none arriving in between (a half-done swap); returns the handlers before."""
+    with stop_signals_held():
+        return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
 
 
 class StoppedBySignal(BaseException):
@@ -55,20 +62,26 @@ class StoppedBySignal(BaseException):
         print(f"{self.signal_name} received: stopped; {what}", file=sys.stderr)
         return self.exit_status
 
+    def say_about(self, output: str, before: Optional[Tuple[int, int, int]]) -> int:
+        """:meth:`say` for a run that writes ``output`` in one commit (``before``: its :func:`path_state` when the
+        run began): whether the signal came before it or after."""
+        written = path_state(output) != before
+        return self.say(f"{output} had been written in full" if written else f"nothing was written to {output}")
+
 
 @contextlib.contextmanager
 def stop_signals_raise() -> Iterator[None]:
-    """While the block runs, SIGINT and SIGTERM raise :class:`StoppedBySignal`; a StopFlag inside the block takes
-    them over for its own."""
+    """While the block runs, SIGINT and SIGTERM raise :class:`StoppedBySignal`, once: later ones are ignored while
+    the program cleans up, until the block ends. A StopFlag inside the block takes them over for its own."""
     def raise_stop(signum, frame):
+        set_handlers(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN))  # once: a second Ctrl-C cuts no clean-up short
         raise StoppedBySignal(signum)
 
-    previous = {signum: signal.signal(signum, raise_stop) for signum in STOP_SIGNALS}
+    previous = set_handlers(dict.fromkeys(STOP_SIGNALS, raise_stop))
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        set_handlers(previous)
 
 
 def ignore_stop_signals(worker_id: int) -> None:
@@ -89,11 +102,8 @@ class WorkerLoader(data.DataLoader):
         super().__init__(*args, worker_init_fn=ignore_stop_signals, **kwargs)
 
     def __iter__(self) -> Iterator:
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        try:
+        with stop_signals_held():
             return super().__iter__()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 @atexit.register
