@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from utils.io.atomic import write_advice
 from utils.io.optional_packages import import_optional
+from utils.io.stop_signals import stop_signals_held
 from utils.reporting.eval_report import confusion_matrix_png, row_normalised, write_evaluation
 from utils.visualizer import Visualizer
 
@@ -257,8 +258,10 @@ class RunLogger:
             sink.text(name, step, message)
 
     def close(self) -> None:
-        for sink in self.sinks:
-            sink.close()
+        """Close every sink (TensorBoard flushes its last events); a stop signal waits until all are closed."""
+        with stop_signals_held():
+            for sink in self.sinks:
+                sink.close()
 
 
 def build_logger(is_main: bool, console: Optional[ConsoleSink], results_dir: Optional[str] = None,
