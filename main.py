@@ -384,7 +384,7 @@ def output_guard(opts, env: DistEnv) -> Iterator[None]:
 @contextlib.contextmanager
 def checkpoints_lock(opts) -> Iterator[None]:
     """Hold the lock of this run's checkpoints in --checkpoint_dir; under it, remove (and say) what a killed save of
-    them left behind. The lock's file goes with the run when nothing else is in the folder."""
+    them left behind. The lock's file goes with the run."""
     check_checkpoints_spare_inputs(opts)
     lock = os.path.splitext(checkpoint_path(opts, ".lock"))[0]  # hidden, and not a *.pth
     with file_lock(lock, held_by=CHECKPOINTS_HELD_BY):
@@ -396,9 +396,8 @@ def checkpoints_lock(opts) -> Iterator[None]:
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):  # the folder gone, or unreadable
-                if os.listdir(opts.checkpoint_dir) == [os.path.basename(lock)]:
-                    os.remove(lock)  # while it is held: a later run makes a new one
+            with contextlib.suppress(OSError):  # already gone with its folder
+                os.remove(lock)  # while it is held: a run waiting on it locks the file made after it (file_lock)
 
 
 def build_predictor(opts, model: nn.Module, device: torch.device, log=print) -> SegmentationPredictor:

@@ -276,8 +276,7 @@ def predict_scenes(opts, files: List[Tuple[str, str]], stems: Sequence[str], vid
     done, skipped = 0, len(videos)
     for (path, _), stem in zip(files, stems):
         if stop.signal_name:
-            return stopped(stop, f"stopped after {done} of {len(files)} inputs; the results in "
-                                 f"{opts.save_val_results_to} are complete")
+            return stopped(stop, progress_line(done, len(files), "inputs", opts.save_val_results_to))
         try:
             with torch.inference_mode():
                 info = predict_scene(path, os.path.join(opts.save_val_results_to, stem), bands,
@@ -304,6 +303,13 @@ def stopped(stop: StopFlag, what: str) -> int:
     """Say that ``stop``'s signal ended the run and ``what`` was done and kept; the exit status a shell reports."""
     print(f"{stop.signal_name} received: {what}", file=sys.stderr)
     return STOPPED_BY_SIGNAL_EXIT + signal.Signals[stop.signal_name]
+
+
+def progress_line(done: int, total: int, kind: str, folder: str) -> str:
+    """How far a stopped run got: ``done`` of ``total`` inputs (``kind``: images, inputs) written to ``folder``."""
+    if not done:
+        return f"stopped before the first of {total} {kind}; nothing was written"
+    return f"stopped after {done} of {total} {kind}; the results in {folder} are complete"
 
 
 def skipped_line(path: str, exc: Exception) -> str:
@@ -375,8 +381,7 @@ def run(opts, stop: StopFlag) -> int:
     images = predict_images(opts, loader, files, names, predictor, ImageWriter(opts.save_val_results_to, opts.output,
                                                                                 drawing), stop)
     if images.stopped:  # the images in flight are left for a rerun; every file written is whole
-        return stopped(stop, f"stopped after {images.done} of {len(files)} images; the results in "
-                             f"{opts.save_val_results_to} are complete")
+        return stopped(stop, progress_line(images.done, len(files), "images", opts.save_val_results_to))
     return predict_videos(opts, videos, predictor, drawing, stop, images.done, images.skipped)
 
 

@@ -154,6 +154,16 @@ def import_checked(args: argparse.Namespace, export: Export, label_map: LabelMap
     return result, names, counts
 
 
+def print_report(args: argparse.Namespace, result: ImportResult, names: Sequence[str], counts: np.ndarray,
+                 notes: Sequence[str]) -> None:
+    """What was imported, the classes and their pixels, and how to train on it."""
+    print_summary(args, result, notes)
+    print(f"classes ({os.path.join(args.out, 'classes.yaml')}): {', '.join(names)}")
+    print_pixels(names, counts)
+    print(f"checked: every image and mask of {args.out} loads as --dataset folder reads it; train with\n"
+          f"  python main.py --dataset folder --data_root {args.out} --model deeplabv3plus_mobilenet")
+
+
 def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 prints escaped, not as a crash
         stream.reconfigure(errors="backslashreplace")
@@ -169,16 +179,12 @@ def main(argv=None) -> int:
             label_map = LabelMap.build(labels_found(export), export.declared_labels, given, args.unknown == "ignore")
             require_writable(folder_of(args.out), f"--out {args.out}: its folder")
             result, names, counts = import_checked(args, export, label_map)
+            print_report(args, result, names, counts, export.notes)
         except (DatasetError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except StoppedBySignal as exc:
             return exc.say_about(args.out, before)
-    print_summary(args, result, export.notes)
-    print(f"classes ({os.path.join(args.out, 'classes.yaml')}): {', '.join(names)}")
-    print_pixels(names, counts)
-    print(f"checked: every image and mask of {args.out} loads as --dataset folder reads it; train with\n"
-          f"  python main.py --dataset folder --data_root {args.out} --model deeplabv3plus_mobilenet")
     return 0
 
 

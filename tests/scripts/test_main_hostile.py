@@ -47,6 +47,7 @@ def test_a_run_that_fails_before_writing_leaves_no_folders(voc, capsys, monkeypa
     model = voc / "data" / "model.pth"  # for --test_only, which reads the architecture from it before any folder
     torch.save({"model_state": network.build_model(MODEL, 21, 16, pretrained_backbone=False).state_dict()}, model)
     for extra in ([], ["--checkpoint_dir", "runs/a/ck", "--results_dir", "runs/a/res", "--tensorboard", "runs/tb"],
+                  ["--checkpoint_dir", "runs/ck", "--results_dir", "runs/ck/res", "--tensorboard", "runs/ck/tb"],
                   ["--test_only", "--ckpt", str(model), "--results_dir", "runs/../eval"]):
         assert train_script.main(args + extra) == 1
         assert "does not exist" in _one_error_line(capsys)

@@ -212,6 +212,25 @@ def test_a_signal_to_the_process_group_stops_with_whole_files(tmp_path, ckpt, si
             img.load()  # a truncated PNG raises here
 
 
+SLOW_LOAD = ("import signal, sys\nimport predict\nload = predict.load_segmenter\n"
+             "def slow(*args, **kwargs):\n    print('loading', flush=True); signal.pause(); return load(*args, **kwargs)\n"
+             "predict.load_segmenter = slow\nsys.exit(predict.main(sys.argv[1:]))\n")
+
+
+def test_a_signal_while_the_model_loads_writes_nothing_and_says_so(tmp_path, ckpt):
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        _rgb(40, 30, i).save(tmp_path / "in" / f"{i}.png")
+    out = tmp_path / "runs" / "out"
+    cmd = [sys.executable, "-c", SLOW_LOAD, "--input", str(tmp_path / "in"), "--ckpt", ckpt[0], "--model", MODEL,
+           "--save_val_results_to", str(out), "--num_workers", "0"]
+    code, printed = signal_group_when(cmd, lambda printed: "loading" in printed, signal.SIGTERM, cwd=ROOT)
+    assert code == 128 + signal.SIGTERM, printed
+    assert printed.strip().splitlines()[-1] == ("SIGTERM received: stopped before the first of 3 images; nothing "
+                                                "was written")
+    assert sorted(os.listdir(tmp_path)) == ["in"]  # and not the folder made for the outputs
+
+
 @pytest.mark.parametrize("flag, value", [("--stride", "0"), ("--window", "-5"), ("--val_batch_size", "0"),
                                          ("--crop_size", "0"), ("--tta_scales", "0")])
 def test_sizes_that_are_not_positive_are_a_one_line_error(tmp_path, inputs, ckpt, capsys, flag, value):

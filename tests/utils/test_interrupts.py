@@ -31,3 +31,15 @@ def test_a_signal_during_a_commit_comes_after_it():
                 steps.append("the rename after the signal")
             steps.append("after the commit")  # not reached: the signal is raised as the commit ends
     assert steps == ["the rename after the signal"]
+
+
+def test_an_error_of_the_code_a_stop_cut_short_is_that_stop():
+    """A stop that lands in an import or inside a library that wraps what cut it short in its own error (torch's
+    exporter does) still ends the run as the stop."""
+    with pytest.raises(StoppedBySignal) as stopped:
+        with stop_signals_raise():
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except BaseException as exc:
+                raise RuntimeError("partially initialized module") from exc
+    assert stopped.value.signal_name == "SIGTERM" and isinstance(stopped.value.__cause__, RuntimeError)

@@ -72,14 +72,22 @@ class StoppedBySignal(BaseException):
 @contextlib.contextmanager
 def stop_signals_raise() -> Iterator[None]:
     """While the block runs, SIGINT and SIGTERM raise :class:`StoppedBySignal`, once: later ones are ignored while
-    the program cleans up, until the block ends. A StopFlag inside the block takes them over for its own."""
+    the program cleans up, until the block ends; whatever error leaves the block after one is that stop. A StopFlag
+    inside the block takes them over for its own."""
+    received = []
+
     def raise_stop(signum, frame):
         set_handlers(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN))  # once: a second Ctrl-C cuts no clean-up short
+        received.append(signum)
         raise StoppedBySignal(signum)
 
     previous = set_handlers(dict.fromkeys(STOP_SIGNALS, raise_stop))
     try:
         yield
+    except BaseException as exc:
+        if received and not isinstance(exc, StoppedBySignal):  # code it cut short failed (an import half done,
+            raise StoppedBySignal(received[0]) from exc       # a library that wrapped it in its own error)
+        raise
     finally:
         set_handlers(previous)
 
