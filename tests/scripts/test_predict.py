@@ -213,7 +213,8 @@ def test_a_signal_to_the_process_group_stops_with_whole_files(tmp_path, ckpt, si
 
 
 SLOW_LOAD = ("import signal, sys\nimport predict\nload = predict.load_segmenter\n"
-             "def slow(*args, **kwargs):\n    print('loading', flush=True); signal.pause(); return load(*args, **kwargs)\n"
+             "def slow(*args, **kwargs):\n"
+             "    print('loading', flush=True); signal.pause(); return load(*args, **kwargs)\n"
              "predict.load_segmenter = slow\nsys.exit(predict.main(sys.argv[1:]))\n")
 
 

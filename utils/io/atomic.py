@@ -19,8 +19,8 @@ from utils.io.locks import HAS_FLOCK, is_still_at, take_lock, this_process, writ
 from utils.io.stop_signals import stop_signals_held
 
 __all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable",
-           "require_writable_file", "path_state", "folder_of", "removed_if_left_empty", "missing_file", "remove_orphaned_temporaries",
-           "describe_removed", "write_advice"]
+           "require_writable_file", "path_state", "folder_of", "removed_if_left_empty", "missing_file",
+           "remove_orphaned_temporaries", "describe_removed", "write_advice"]
 
 COPY_CHUNK_BYTES = 16 << 20
 STAGING_LOCK = ".staging.lock"  # in an atomic_folder's staging folder, locked by its process until the rename
