@@ -157,3 +157,35 @@ def write_raster_folder(root: str, num_train: int = 4, num_val: int = 2, size: i
     with open(os.path.join(root, "classes.yaml"), "w") as f:
         f.write(f"names: [{', '.join(classes)}]\n")
     return root
+
+
+def _shapes(value) -> List[Tuple[int, ...]]:
+    return [tuple(v.shape) for v in value] if isinstance(value, (list, tuple)) else [tuple(value.shape)]
+
+
+def repeated_blocks_dropped(model: nn.Module, example: torch.Tensor, block_types: Tuple[type, ...]) -> int:
+    """Replace by ``nn.Identity`` each block of ``block_types`` that keeps its input's shape (run on ``example``)
+    and follows a sibling of its type that does too; returns how many went. The model keeps one of each repeated
+    block, so every kind of layer, resize and fusion it has, with far fewer nodes for an exporter to trace."""
+    keeps_shape = {}
+
+    def record(module, inputs, output):
+        keeps_shape[module] = _shapes(inputs[0]) == _shapes(output)
+
+    hooks = [module.register_forward_hook(record) for module in model.modules() if isinstance(module, block_types)]
+    with torch.no_grad():
+        model(example)
+    for hook in hooks:
+        hook.remove()
+    dropped = 0
+    for parent in list(model.modules()):
+        kept_types = set()
+        for name, child in list(parent.named_children()):
+            if not keeps_shape.get(child):
+                kept_types = set()
+            elif type(child) in kept_types:
+                setattr(parent, name, nn.Identity())
+                dropped += 1
+            else:
+                kept_types.add(type(child))
+    return dropped
