@@ -178,25 +178,20 @@ def _confusion_matrix(root: str, recipe: tuple, model: torch.nn.Module, rank: in
     return metrics.confusion_matrix
 
 
-def _validate_in_process(rank: int, port: str, root: str, out: str) -> None:
-    """One process of a 2-process Gloo group: process 1's BatchNorm statistics are off, as they drift without
-    SyncBatchNorm. Process 0 writes the summed confusion matrix of each recipe."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+def _validate(rank: int, root: str, folder: str) -> None:
+    """Process 1's BatchNorm statistics are off, as they drift without SyncBatchNorm. Process 0 writes the summed
+    confusion matrix of each recipe."""
     model = _tiny_segmenter()
     if rank == 1:
         model[1].running_mean.fill_(3.0)
     matrices = [_confusion_matrix(root, recipe, model, rank, 2) for recipe in RECIPES]
     if rank == 0:
-        torch.save(matrices, out)
-    torch.distributed.destroy_process_group()
+        torch.save(matrices, os.path.join(folder, "confusion.pt"))
 
 
-def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, tmp_path):
+def test_distributed_validation_uses_process_zeros_batchnorm_statistics(demo_root, spawned_pair):
     """Exact under every evaluation recipe: the shards' confusion matrices sum to the single-process one."""
-    out = str(tmp_path / "confusion.pt")
-    torch.multiprocessing.spawn(_validate_in_process, args=(str(_free_port()), str(demo_root), out), nprocs=2)
-    for recipe, distributed in zip(RECIPES, torch.load(out)):
+    for recipe, distributed in zip(RECIPES, torch.load(spawned_pair / "confusion.pt")):
         assert torch.equal(distributed, _confusion_matrix(str(demo_root), recipe, _tiny_segmenter())), recipe
 
 
@@ -286,11 +281,9 @@ def test_sigterm_to_torchrun_s_process_group_saves_a_resumable_checkpoint(tmp_pa
     assert torch.load(latest, weights_only=True)["cur_itrs"] == saved + 1
 
 
-def _rng_round_trip(rank: int, port: str, folder: str) -> None:
-    """One process of 2: streams that differ by rank are saved as main.py saves them, then each process
-    restores its own and draws what it drew right after saving."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+def _rng_round_trip(rank: int, folder: str) -> None:
+    """Streams that differ by rank are saved as main.py saves them, then each process restores its own and draws
+    what it drew right after saving."""
     torch.manual_seed(0)
     torch.rand(rank + 1)  # the streams diverge
     states = gather_to_process_zero(capture_rng_state())
@@ -300,37 +293,49 @@ def _rng_round_trip(rank: int, port: str, folder: str) -> None:
     torch.distributed.barrier()
     note = restore_process_rng_state(load_checkpoint(os.path.join(folder, "ck.pth")), rank, 2)
     torch.save((note, expected, torch.rand(4)), os.path.join(folder, f"drawn{rank}.pt"))
-    torch.distributed.destroy_process_group()
 
 
-def test_every_process_resumes_its_own_random_stream(tmp_path):
-    torch.multiprocessing.spawn(_rng_round_trip, args=(str(_free_port()), str(tmp_path)), nprocs=2)
+def test_every_process_resumes_its_own_random_stream(spawned_pair):
     for rank in (0, 1):
-        note, expected, drawn = torch.load(tmp_path / f"drawn{rank}.pt")
+        note, expected, drawn = torch.load(spawned_pair / f"drawn{rank}.pt")
         assert note is None and torch.equal(drawn, expected), rank
-    note = restore_process_rng_state(load_checkpoint(str(tmp_path / "ck.pth")), 0, 1)  # another world size
+    note = restore_process_rng_state(load_checkpoint(str(spawned_pair / "ck.pth")), 0, 1)  # another world size
     assert "random state of 2 process(es) and this run has 1" in note
 
 
-def _fail_on_process_zero(rank: int, port: str, out: str) -> None:
+def _fail_on_process_zero(rank: int, folder: str) -> None:
     """Process 0 cannot read the checkpoint: every process gets its error, none waits in the broadcast."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
-
     def read():
         raise CheckpointError("checkpoint best.pth does not exist (check --ckpt)")
 
     try:
         from_process_zero(read, torch.device("cpu"))
     except CheckpointError as exc:
-        with open(f"{out}.{rank}", "w") as f:
+        with open(os.path.join(folder, f"error.{rank}"), "w") as f:
             f.write(str(exc))
+
+
+def _pair_checks(rank: int, port: str, root: str, folder: str) -> None:
+    """One process of a 2-process Gloo group (torch.multiprocessing.spawn): the checks of `spawned_pair`, one after
+    another, each writing what it found into ``folder``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=60))
+    _validate(rank, root, folder)
+    _rng_round_trip(rank, folder)
+    _fail_on_process_zero(rank, folder)
     torch.distributed.destroy_process_group()
 
 
-def test_an_error_on_process_zero_reaches_every_process(tmp_path):
-    out = str(tmp_path / "error")
-    torch.multiprocessing.spawn(_fail_on_process_zero, args=(str(_free_port()), out), nprocs=2)
+@pytest.fixture(scope="module")
+def spawned_pair(demo_root, tmp_path_factory):
+    """The folder where one spawned pair of processes (a new interpreter each: seconds to start) wrote what their
+    distributed validation, random-state round trip and failed checkpoint read gave."""
+    folder = tmp_path_factory.mktemp("spawned_pair")
+    torch.multiprocessing.spawn(_pair_checks, args=(str(_free_port()), str(demo_root), str(folder)), nprocs=2)
+    return folder
+
+
+def test_an_error_on_process_zero_reaches_every_process(spawned_pair):
     for rank in (0, 1):
-        with open(f"{out}.{rank}") as f:
+        with open(spawned_pair / f"error.{rank}") as f:
             assert f.read() == "checkpoint best.pth does not exist (check --ckpt)"
