@@ -66,20 +66,20 @@ def _losses(text: str):
     return [float(v) for v in re.findall(r"Loss=([0-9.]+)", text)]
 
 
+THREE_STEPS = ("--total_itrs", "3", "--val_interval", "3")
+
+
 @pytest.fixture(scope="module")
 def two_process_run(demo_root, tmp_path_factory):
-    """One torchrun run of 2 processes, 3 steps and a validation, with OHEM, auto class weights, TensorBoard and
-    metrics.json: (its output, its checkpoint folder, the folder of TensorBoard and results)."""
+    """One torchrun run of 2 processes, 3 steps and a validation: (its output, its checkpoint folder)."""
     folder = tmp_path_factory.mktemp("two_processes")
-    result = _torchrun(2, _args(demo_root, folder / "ck", "--total_itrs", "3", "--val_interval", "3",
-                                "--loss_type", "ohem", "--ohem_min_kept", "2000", "--class_weights", "auto",
-                                "--tensorboard", str(folder / "tb")))
+    result = _torchrun(2, _args(demo_root, folder / "ck", *THREE_STEPS))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result, folder / "ck", folder
+    return result, folder / "ck"
 
 
 def test_two_processes_write_one_checkpoint_and_validate_exactly(demo_root, two_process_run, tmp_path, capsys):
-    result, ck, _ = two_process_run
+    result, ck = two_process_run
     assert "global batch 4 = 2 x 2" in result.stdout
     assert result.stdout.count("Validation at iteration 3") == 1  # only rank 0 logs
     written = sorted(os.listdir(ck))  # the run's lock file went with it
@@ -93,25 +93,12 @@ def test_two_processes_write_one_checkpoint_and_validate_exactly(demo_root, two_
     assert _mean_iou(capsys.readouterr().out) == _mean_iou(result.stdout)
 
 
-def test_new_losses_weights_and_tensorboard_under_torchrun(two_process_run):
-    """OHEM with auto class weights trains on two processes: process 0 counts the masks and sends the weights,
-    and alone logs them and writes TensorBoard and metrics.json."""
-    result, _, folder = two_process_run
-    assert result.stdout.count("class weights (auto, median frequency): background") == 1
-    assert len(_losses(result.stdout)) == 3 and all(np.isfinite(_losses(result.stdout)))
-    assert len([f for f in os.listdir(folder / "tb") if f.startswith("events.out.tfevents")]) == 1
-    assert os.path.isfile(folder / "ck_results" / "metrics.json")
-
-
-def test_two_processes_track_one_process_with_the_same_global_batch(demo_root, tmp_path, capsys):
+def test_two_processes_track_one_process_with_the_same_global_batch(demo_root, two_process_run, tmp_path, capsys):
     """Same samples and augmentation per step (seeded by sample); only BatchNorm differs: on the CPU each
     process normalises with its own 2 images instead of all 4 (SyncBatchNorm needs CUDA), so losses
     agree closely but not exactly. Tolerance: 5% relative per iteration. The single process runs in this one."""
-    steps = ("--total_itrs", "3", "--val_interval", "100")
-    assert train_script.main(_args(demo_root, tmp_path / "a", *steps)) == 0
-    two = _torchrun(2, _args(demo_root, tmp_path / "b", *steps))
-    assert two.returncode == 0, two.stderr[-3000:]
-    single, dist = _losses(capsys.readouterr().out), _losses(two.stdout)
+    assert train_script.main(_args(demo_root, tmp_path / "a", *THREE_STEPS)) == 0
+    single, dist = _losses(capsys.readouterr().out), _losses(two_process_run[0].stdout)
     assert len(single) == len(dist) == 3
     for a, b in zip(single, dist):
         assert abs(a - b) / a < 0.05, (single, dist)
@@ -259,17 +246,38 @@ def test_two_machines_without_a_shared_filesystem(tmp_path):
     assert torch.load(latest, weights_only=True)["cur_itrs"] == 5
 
 
-def test_sigterm_to_torchrun_s_process_group_saves_a_resumable_checkpoint(tmp_path, capsys):
-    """A scheduler signals torchrun's group: the agent forwards SIGTERM to each process's own group (with its
-    DataLoader workers). Every process stops at the same step, process 0 saves, and a resume continues. The one
-    validation image, checked after each step, leaves process 1's shard empty, which must not stall process 0."""
-    root, ck = tmp_path / "data", tmp_path / "ck"
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A torchrun run of 2 processes, with OHEM, auto class weights and TensorBoard, that a scheduler stops with
+    SIGTERM after its second step. Its one validation image, checked after each step, leaves process 1's shard
+    empty. (its output, its data, checkpoint and TensorBoard folders)"""
+    folder = tmp_path_factory.mktemp("stopped_run")
+    root, ck, tb = folder / "data", folder / "ck", folder / "tb"
     write_voc(root, names_train=[f"t{i}" for i in range(4)], names_val=["v0"], size=(48, 40))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), os.path.join(ROOT, "main.py"),
            *_args(root, ck, "--crop_size", "32", "--total_itrs", "100000", "--val_interval", "1", "--num_workers",
-                  "1", "--dist_timeout", "60")]
+                  "1", "--dist_timeout", "60", "--loss_type", "ohem", "--ohem_min_kept", "500", "--class_weights",
+                  "auto", "--tensorboard", str(tb))]
     _, out = signal_group_when(cmd, lambda out: "Itrs 2/" in out, signal.SIGTERM, cwd=ROOT, env=_env())
+    return out, root, ck, tb
+
+
+def test_new_losses_weights_and_tensorboard_under_torchrun(stopped_run):
+    """OHEM with auto class weights trains on two processes: process 0 counts the masks and sends the weights,
+    and alone logs them and writes TensorBoard and metrics.json."""
+    out, _, ck, tb = stopped_run
+    assert out.count("class weights (auto, median frequency): background") == 1, out[-3000:]
+    assert len(_losses(out)) >= 2 and all(np.isfinite(_losses(out)))
+    assert len([f for f in os.listdir(tb) if f.startswith("events.out.tfevents")]) == 1
+    assert os.path.isfile(f"{ck}_results/metrics.json")
+
+
+def test_sigterm_to_torchrun_s_process_group_saves_a_resumable_checkpoint(stopped_run, capsys):
+    """A scheduler signals torchrun's group: the agent forwards SIGTERM to each process's own group (with its
+    DataLoader workers). Every process stops at the same step, process 0 saves, and a resume continues. Process 1's
+    empty validation shard did not stall process 0."""
+    out, root, ck, _ = stopped_run
     assert "Validation at iteration 1" in out and "SIGTERM received: saved" in out, out[-3000:]
     assert out.count("Traceback") == out.count("SignalException: Process"), out[-3000:]  # only torchrun's own
     latest = ck / f"latest_{MODEL}_voc_os16.pth"
