@@ -113,11 +113,11 @@ def default_image_pixel_limit(monkeypatch):
 # --no-loadscope-reorder; by default it would start the files with the most tests first): started first, they run
 # beside each other and the many short files fill in after them, so both processes finish together instead of one
 # waiting for the other's last long file.
-LONGEST_FILES = ("scripts/test_distributed.py", "scripts/test_export_onnx.py", "scripts/test_onnx_int8.py",
-                 "scripts/test_main.py", "network/test_modeling.py", "scripts/test_evaluation.py",
-                 "network/test_weights.py", "scripts/test_geotiff.py", "scripts/test_predict.py",
-                 "scripts/test_timm_entries.py", "scripts/test_video.py", "scripts/test_flags.py",
-                 "utils/test_visualizer.py", "scripts/test_check_precision.py", "scripts/test_model_info.py")
+LONGEST_FILES = ("scripts/test_distributed.py", "scripts/test_export_onnx.py", "scripts/test_main.py",
+                 "network/test_modeling.py", "scripts/test_onnx_int8.py", "scripts/test_evaluation.py",
+                 "network/test_weights.py", "scripts/test_predict.py", "scripts/test_geotiff.py",
+                 "scripts/test_video.py", "scripts/test_timm_entries.py", "scripts/test_flags.py",
+                 "scripts/test_check_precision.py", "scripts/test_model_info.py", "utils/test_visualizer.py")
 
 
 def pytest_collection_modifyitems(items):
