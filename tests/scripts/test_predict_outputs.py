@@ -109,3 +109,9 @@ def test_write_errors_say_what_is_in_the_way(tmp_path, ckpt, capsys):
         f"complete in {out}; a file is in the way at {out / 'sub'}, where a folder goes: move or rename it, or "
         "choose another folder")
     assert not [name for name in os.listdir(out) if name.startswith(".tmp")]
+    linked = tmp_path / "linked"
+    linked.symlink_to(tmp_path / "unmounted" / "results")  # the output folder: a link to a folder not there
+    assert _predict(photos, linked, ckpt[0]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: --save_val_results_to {linked} cannot be written (File exists); {linked} is a link to "
+        f"{tmp_path / 'unmounted' / 'results'}, which does not exist: create that folder, or choose another folder")

@@ -121,6 +121,12 @@ def test_write_errors_name_their_cause(tmp_path):
             pass
     assert made.value.errno == errno.EEXIST
     assert write_advice(made.value, folder).startswith(f"a file is in the way at {tmp_path / 'sub'}, where a folder")
+    (tmp_path / "link").symlink_to(tmp_path / "gone" / "deeper")  # a link to a folder not made (or unmounted)
+    with pytest.raises(OSError) as linked:
+        with atomic_write(str(tmp_path / "link" / "y.png")):
+            pass
+    assert write_advice(linked.value, folder) == (f"{tmp_path / 'link'} is a link to {tmp_path / 'gone' / 'deeper'}, "
+                                                  "which does not exist: create that folder, or choose another folder")
     with pytest.raises(OSError) as long_name:
         with atomic_write(str(tmp_path / ("n" * 300 + ".png"))):
             pass

@@ -298,6 +298,9 @@ def write_advice(exc: OSError, folder: str) -> str:
     """What to do about ``exc``, an error while writing into ``folder``, by its cause: the end of every "cannot
     write" message (a full disk is told to free space; a folder in the way, to move it; and so on)."""
     where = exc.filename2 or exc.filename or folder  # os.replace(src, dst) names dst second: the one in the way
+    if exc.errno == errno.EEXIST and os.path.islink(where) and not os.path.exists(where):
+        return f"{where} is a link to {os.readlink(where)}, which does not exist: create that folder, or choose " \
+               "another folder"
     in_the_way = "move or rename it, or choose another folder"
     advice = {
         errno.ENOSPC: f"free space in {folder} or choose another folder",
