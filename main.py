@@ -2,6 +2,10 @@
 
 Reads top to bottom: parse -> data -> model -> optimizer/scheduler -> restore -> train loop -> validate.
 """
+if __name__ == "__main__":  # first, before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
+    from utils.io.stop_signals import stop_quietly_while_starting
+    stop_quietly_while_starting()
+
 import argparse
 import contextlib
 import os
@@ -48,6 +52,7 @@ from utils.runtime.distributed import (DistEnv, all_reduce_sum_, barrier, broadc
                                        reduce_step_flags)
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.io.locks import LockHeldError, file_lock
+from utils.io.stop_signals import starting_handlers_gone
 from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise
 from utils.inference.outputs import save_val_result
 from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
@@ -981,7 +986,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     opts = parse_with_config(get_argparser(), argv)
     # Process 0 only: the others of a torchrun run own no output, and one waiting in a collective could not run a
     # handler (stopped at once by the default instead). The training loop takes the signals over: it saves first.
-    stopping = stop_signals_raise() if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    if os.environ.get("RANK", "0") == "0":
+        stopping = stop_signals_raise()
+    else:
+        starting_handlers_gone()
+        stopping = contextlib.nullcontext()
     try:
         with stopping:
             check_options(opts)

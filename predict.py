@@ -3,6 +3,10 @@
 ``python predict.py --input DIR --ckpt best.pth --model deeplabv3plus_mobilenet [--output color label overlay]``
 ``python predict.py --input DIR --onnx model.onnx [...]``: the same with ONNX Runtime (from tools/export_onnx.py)
 """
+if __name__ == "__main__":  # first, before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
+    from utils.io.stop_signals import stop_quietly_while_starting
+    stop_quietly_while_starting()
+
 import argparse
 import os
 import signal

@@ -15,9 +15,12 @@ import os
 import sys
 from typing import Dict, List, Sequence, Tuple
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
+    from utils.io.stop_signals import stop_quietly_while_starting
+    stop_quietly_while_starting()
+
+import numpy as np  # noqa: E402
 
 from datasets.annotations import (Export, ImportResult, LabelMap, check_folder, import_to_folder,  # noqa: E402
                                   read_coco, read_labelme_folder)

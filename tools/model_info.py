@@ -29,6 +29,9 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
+    from utils.io.stop_signals import stop_quietly_while_starting
+    stop_quietly_while_starting()
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402

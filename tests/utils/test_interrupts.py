@@ -1,11 +1,15 @@
 """Stop signals outside a training loop: raised once as StoppedBySignal, ignored while the program cleans up, held
-back while a write commits, and the handlers before them restored."""
+back while a write commits, and the handlers before them restored; while a script starts (torch loading), one line."""
+import os
 import signal
+import sys
 
 import pytest
 
-from utils.io.stop_signals import stop_signals_held
-from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise
+from tests.conftest import ROOT
+from tests.helpers import signal_group_when
+from utils.io.stop_signals import starting_handlers_gone, stop_quietly_while_starting, stop_signals_held
+from utils.runtime.interrupts import StopFlag, StoppedBySignal, stop_signals_raise
 
 
 def test_a_stop_signal_raises_once_and_a_second_one_cuts_no_clean_up_short():
@@ -43,3 +47,52 @@ def test_an_error_of_the_code_a_stop_cut_short_is_that_stop():
             except BaseException as exc:
                 raise RuntimeError("partially initialized module") from exc
     assert stopped.value.signal_name == "SIGTERM" and isinstance(stopped.value.__cause__, RuntimeError)
+
+
+def test_the_start_up_handler_gives_way_to_python_s_defaults_once_a_script_s_own_handling_took_over():
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    try:
+        stop_quietly_while_starting()
+        with StopFlag():
+            pass
+        assert {signum: signal.getsignal(signum) for signum in defaults} == defaults  # not the start-up handler
+        stop_quietly_while_starting()
+        with stop_signals_raise():
+            pass
+        assert {signum: signal.getsignal(signum) for signum in defaults} == defaults
+        stop_quietly_while_starting()
+        starting_handlers_gone()  # torchrun's processes other than 0, which keep the defaults
+        assert {signum: signal.getsignal(signum) for signum in defaults} == defaults
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        starting_handlers_gone()  # a handler of someone else's stays
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+# A script run as a program, whose `import torch` takes a minute: the signal comes while it loads.
+SLOW_TORCH = """
+import importlib.abc, os, runpy, sys, time
+class SlowTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch":
+            print("importing torch", flush=True)
+            time.sleep(60)
+sys.meta_path.insert(0, SlowTorch())
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("script", ["main.py", "predict.py", "tools/export_onnx.py", "tools/model_info.py",
+                                    "tools/import_annotations.py"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_torch_loads_is_one_line(script, signum, tmp_path):
+    code, out = signal_group_when([sys.executable, "-c", SLOW_TORCH, os.path.join(ROOT, script), "--help"],
+                                  lambda out: "importing torch" in out, signum, cwd=str(tmp_path))
+    name = signal.Signals(signum).name
+    assert out == f"importing torch\n{name} received while starting: stopped; nothing was written\n"
+    assert code == 128 + signum and os.listdir(tmp_path) == []

@@ -16,12 +16,10 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from torch.utils import data
 
 from utils.io.atomic import path_state
-from utils.io.stop_signals import STOP_SIGNALS, stop_signals_held
+from utils.io.stop_signals import STOP_SIGNALS, STOPPED_BY_SIGNAL_EXIT, after_start, stop_signals_held
 
 __all__ = ["STOPPED_BY_SIGNAL_EXIT", "StopFlag", "StoppedBySignal", "stop_signals_raise",
            "ignore_stop_signals", "WorkerLoader"]
-
-STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
 
 
 class StopFlag:
@@ -42,9 +40,10 @@ class StopFlag:
 
 
 def set_handlers(handlers: Dict[int, Any]) -> Dict[int, Any]:
-    """Give each signal its handler, none arriving in between (a half-done swap); returns the handlers before."""
+    """Give each signal its handler, none arriving in between (a half-done swap); returns the handlers before, to
+    restore (Python's defaults where a script's start-up handler was)."""
     with stop_signals_held():
-        return {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+        return {signum: after_start(signum, signal.signal(signum, handler)) for signum, handler in handlers.items()}
 
 
 class StoppedBySignal(BaseException):
