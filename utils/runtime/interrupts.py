@@ -18,8 +18,7 @@ from torch.utils import data
 from utils.io.atomic import path_state
 from utils.io.stop_signals import STOP_SIGNALS, STOPPED_BY_SIGNAL_EXIT, after_start, stop_signals_held
 
-__all__ = ["STOPPED_BY_SIGNAL_EXIT", "StopFlag", "StoppedBySignal", "stop_signals_raise",
-           "ignore_stop_signals", "WorkerLoader"]
+__all__ = ["StopFlag", "StoppedBySignal", "stop_signals_raise", "ignore_stop_signals", "WorkerLoader"]
 
 
 class StopFlag:
