@@ -15,7 +15,6 @@ PINS = {  # the module imported -> the requirement that installs it
     "onnxruntime": "onnxruntime==1.32.0",
     "av": "av==18.1.0",  # videos (FFmpeg's libraries)
     "rasterio": "rasterio==1.4.4",  # multi-band and GeoTIFF imagery
-    "matplotlib": "matplotlib==3.11.2",  # confusion_matrix.png
     "pycocotools": "pycocotools==2.0.11",  # COCO import
     "tensorboard": "tensorboard==2.21.0",  # main.py --tensorboard
     "segmentation_models_pytorch": "segmentation-models-pytorch==0.6.0",  # bench/smp.py only

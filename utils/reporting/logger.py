@@ -10,24 +10,21 @@ Event groups of :meth:`RunLogger.scalars`: ``"step"`` (every iteration: the loss
 report at the end of a run: seconds per phase, speed, peak memory).
 """
 import dataclasses
-import io
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from utils.io.atomic import write_advice
 from utils.io.optional_packages import import_optional
 from utils.io.stop_signals import stop_signals_held
-from utils.reporting.eval_report import confusion_matrix_png, row_normalised, write_evaluation
+from utils.reporting.confusion_picture import confusion_picture, row_normalised
+from utils.reporting.eval_report import write_evaluation
 from utils.visualizer import Visualizer
 
 __all__ = ["EvaluationReport", "Sink", "ConsoleSink", "VisdomSink", "TensorBoardSink", "EvaluationFilesSink",
-           "RunLogger", "LoggerError", "build_logger", "heatmap_image", "require_tensorboard"]
-
-HEATMAP_CELL_PIXELS = 16  # TensorBoard shows the confusion matrix as an image: cells this many pixels wide
+           "RunLogger", "LoggerError", "build_logger", "require_tensorboard"]
 
 
 class LoggerError(RuntimeError):
@@ -197,14 +194,8 @@ class TensorBoardSink(Sink):
                 self.writer.add_scalar(f"{self.tag(name)}/{label}", value, step)
 
     def heatmap(self, name: str, step: int, counts: np.ndarray, labels: Sequence[str]) -> None:
-        """The figure of confusion_matrix.png (names, numbers, colour bar); a bare heatmap without matplotlib."""
-        png = confusion_matrix_png(counts, labels)
-        if png is None:
-            picture = heatmap_image(row_normalised(counts))
-        else:
-            with Image.open(io.BytesIO(png)) as decoded:
-                picture = np.asarray(decoded.convert("RGB"))
-        self.writer.add_image(self.tag(name), picture, step, dataformats="HWC")
+        """The picture of confusion_matrix.png: names, numbers, colour bar."""
+        self.writer.add_image(self.tag(name), np.asarray(confusion_picture(counts, labels)), step, dataformats="HWC")
 
     def image(self, name: str, step: int, image: np.ndarray) -> None:
         self.writer.add_image(self.tag(name), image, step, dataformats="CHW")
@@ -225,14 +216,6 @@ class EvaluationFilesSink(Sink):
         except OSError as exc:  # each file is written atomically: the previous evaluation's stay whole
             raise LoggerError(f"cannot write the evaluation files in {self.folder} ({exc.strerror or exc}); the "
                               f"checkpoints are saved; {write_advice(exc, self.folder)} (--results_dir)") from exc
-
-
-def heatmap_image(matrix: np.ndarray) -> np.ndarray:
-    """A [0, 1] matrix as an (H, W, 3) uint8 picture: white (0) to dark blue (1), each cell a square block."""
-    value = np.clip(np.nan_to_num(np.asarray(matrix, dtype=np.float64)), 0.0, 1.0)[..., None]
-    white, blue = np.array([255.0, 255.0, 255.0]), np.array([8.0, 48.0, 107.0])
-    picture = ((1 - value) * white + value * blue).round().astype(np.uint8)
-    return picture.repeat(HEATMAP_CELL_PIXELS, axis=0).repeat(HEATMAP_CELL_PIXELS, axis=1)
 
 
 class RunLogger:
@@ -283,4 +266,3 @@ def build_logger(is_main: bool, console: Optional[ConsoleSink], results_dir: Opt
     if visdom is not None:
         sinks.append(VisdomSink(Visualizer(**visdom)))
     return RunLogger(sinks)
-
