@@ -1,27 +1,32 @@
 """The confusion matrix as fractions of each truth row, and as a picture drawn with Pillow alone: class names on
 both axes, the fraction in each cell, a colour bar, and hatched "absent" rows for classes without a pixel.
 
-Drawing it takes milliseconds, so every validation writes one (matplotlib took 1-2 s for 21 classes)."""
+Drawing it takes a tenth of a second for 21 classes, so every validation writes one (matplotlib took 1-2 s)."""
 import dataclasses
 import functools
+import importlib.util
 import io
-from typing import List, Sequence, Tuple, Union
+import os
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, features
 
-__all__ = ["as_counts", "row_normalised", "blues", "cell_font_pixels", "PictureLayout", "layout_for",
-           "confusion_picture", "confusion_png"]
+__all__ = ["as_counts", "check_names", "row_normalised", "blues", "cell_font_pixels", "font_file", "PictureLayout",
+           "layout_for", "confusion_picture", "confusion_png"]
 
 ANNOTATE_UP_TO = 30  # more classes than this: cells too small for their numbers
 CELL_PIXELS_BUDGET, MIN_CELL_PIXELS, MAX_CELL_PIXELS = 600, 45, 160  # a cell's side: the budget over the classes
-UNANNOTATED_MIN_CELL_PIXELS = 16
+UNANNOTATED_MIN_CELL_PIXELS = 18  # the names, turned 45 degrees, 13 px apart: no overlap
 CELL_FONT_BUDGET, MIN_CELL_FONT, MAX_CELL_FONT = 220, 11, 28  # the cells' numbers: 28 px for 2 classes, 11 for 19
 LABEL_FONT, TITLE_FONT = 13, 15
 ABSENT_TEXT = "absent (no pixel of this class)"
 TITLE = "Confusion matrix (rows = truth, each row normalised to sum 1)"
 MARGIN, GAP, BAR_WIDTH, HATCH_STEP = 12, 6, 22, 8
+# fonts with accented Latin, Greek and Cyrillic letters, as Pillow finds them by name (Linux, then Windows and macOS);
+# Pillow's own font, the last resort, has ASCII letters only
+FONT_FILES = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "arial.ttf", "Arial.ttf")
 WHITE, BLACK, GREY, DARK_GREY = (255, 255, 255), (0, 0, 0), (153, 153, 153), (77, 77, 77)
 # ColorBrewer's 9-class "Blues", as matplotlib's Blues colour map interpolates it linearly from 0 to 1
 BLUES_POINTS = np.array([[247, 251, 255], [222, 235, 247], [198, 219, 239], [158, 202, 225], [107, 174, 214],
@@ -36,6 +41,12 @@ def as_counts(confusion_matrix: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"a confusion matrix is square, got shape {counts.shape}")
     return counts
+
+
+def check_names(counts: np.ndarray, names: Sequence[str]) -> None:
+    """A ValueError unless there is one name per class of ``counts``."""
+    if len(names) != counts.shape[0]:
+        raise ValueError(f"{len(names)} class names for a {counts.shape[0]}-class confusion matrix")
 
 
 def row_normalised(confusion_matrix: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
@@ -63,13 +74,38 @@ def _cell_pixels(num_classes: int) -> int:
     return max(smallest, min(MAX_CELL_PIXELS, CELL_PIXELS_BUDGET // num_classes))
 
 
+@functools.lru_cache(maxsize=1)
+def font_file() -> Optional[str]:
+    """The TrueType font the picture is written in: the first of ``FONT_FILES`` that Pillow finds, else
+    matplotlib's copy of DejaVu Sans where matplotlib is installed (found, not imported); None without either, or
+    where Pillow lacks FreeType."""
+    if not features.check("freetype2"):
+        return None
+    for name in FONT_FILES:
+        try:
+            ImageFont.truetype(name, LABEL_FONT)
+            return name
+        except OSError:
+            continue
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 @functools.lru_cache(maxsize=None)
-def _font(pixels: int) -> ImageFont.ImageFont:
-    """Pillow's own scalable font at ``pixels`` (its fixed bitmap font where Pillow lacks FreeType)."""
-    return ImageFont.load_default(size=pixels)
+def _font(pixels: int) -> Union[ImageFont.FreeTypeFont, ImageFont.ImageFont]:
+    """The font of :func:`font_file` at ``pixels``; else Pillow's own (ASCII letters only), scalable with FreeType
+    and of one size without."""
+    path = font_file()
+    if path is not None:
+        return ImageFont.truetype(path, pixels)
+    return ImageFont.load_default(size=pixels) if features.check("freetype2") else ImageFont.load_default()
 
 
-def _text_size(text: str, font: ImageFont.ImageFont) -> Tuple[int, int]:
+def _text_size(text: str, font) -> Tuple[int, int]:
     left, top, right, bottom = font.getbbox(text)
     return right - left, bottom - top
 
@@ -130,10 +166,21 @@ class PictureLayout:
         x, y = self.left + column * self.cell, self.top + row * self.cell
         return x, y, x + self.cell - 1, y + self.cell - 1
 
+    @property
+    def bar_box(self) -> Tuple[int, int, int, int]:
+        """The colour bar's pixels, its outline included: 1 at the top, 0 at the bottom."""
+        x = self.left + self.side + 3 * GAP
+        return x, self.top, x + BAR_WIDTH, self.top + self.side
+
+    @property
+    def names_bottom(self) -> int:
+        """The row just below the turned column names, where "prediction" begins."""
+        return self.top + self.side + GAP + max(tile.size[1] for tile in self.tiles) + GAP
+
 
 def layout_for(names: Sequence[str]) -> PictureLayout:
     """The layout of the picture of a matrix of these class names: room for the longest name on each axis."""
-    names = [str(name) for name in names]
+    names = [" ".join(str(name).split()) for name in names]  # one line each: newlines and tabs become spaces
     label_font, title_font = _font(LABEL_FONT), _font(TITLE_FONT)
     tiles = [_rotated_text(name, label_font, 45) for name in names]
     label_height = _text_size("Ag", label_font)[1]
@@ -141,10 +188,15 @@ def layout_for(names: Sequence[str]) -> PictureLayout:
     left = MARGIN + label_height + GAP + max(_text_size(name, label_font)[0] for name in names) + GAP
     top = MARGIN + _text_size(TITLE, title_font)[1] + 2 * GAP
     side = cell * len(names)
-    bottom = top + side + GAP + max(tile.size[1] for tile in tiles) + GAP + label_height + MARGIN  # "prediction"
     right = left + side + 3 * GAP + BAR_WIDTH + GAP + _text_size("1.0", label_font)[0] + 2 * GAP + label_height
     width = max(right + MARGIN, 2 * MARGIN + _text_size(TITLE, title_font)[0])
-    return PictureLayout(names, left, top, cell, tiles, (width, bottom))
+    layout = PictureLayout(names, left, top, cell, tiles, (width, 0))
+    layout.size = (width, layout.names_bottom + label_height + MARGIN)  # "prediction" under the names
+    return layout
+
+
+def _centre(box: Tuple[float, float, float, float]) -> Tuple[float, float]:
+    return (box[0] + box[2] + 1) / 2, (box[1] + box[3] + 1) / 2
 
 
 def _draw_cells(draw: ImageDraw.ImageDraw, fractions: np.ndarray, absent: np.ndarray, layout: PictureLayout) -> None:
@@ -158,29 +210,28 @@ def _draw_cells(draw: ImageDraw.ImageDraw, fractions: np.ndarray, absent: np.nda
             draw.rectangle(box, fill=tuple(int(v) for v in colours[row, column]))
             value = fractions[row, column]
             if n <= ANNOTATE_UP_TO and value >= 0.005:  # what would print as 0.00 stays blank: errors stand out
-                _text(draw, ((box[0] + box[2] + 1) / 2, (box[1] + box[3] + 1) / 2), f"{value:.2f}", number_font,
-                      WHITE if value > 0.5 else BLACK)
-    absent_font = _font(max(cell_font_pixels(n), LABEL_FONT))
-    while absent_font.size > MIN_CELL_FONT and _text_size(ABSENT_TEXT, absent_font)[0] > layout.side - 2 * GAP:
-        absent_font = _font(absent_font.size - 1)  # two big cells: the label still fits in the row
+                _text(draw, _centre(box), f"{value:.2f}", number_font, WHITE if value > 0.5 else BLACK)
+    pixels = max(cell_font_pixels(n), LABEL_FONT)
+    while pixels > MIN_CELL_FONT and _text_size(ABSENT_TEXT, _font(pixels))[0] > layout.side - 2 * GAP:
+        pixels -= 1  # two big cells: the label still fits in the row
     for row in np.flatnonzero(absent):
         box = (layout.left, layout.cell_box(row, 0)[1], *layout.cell_box(row, n - 1)[2:])
         draw.rectangle(box, fill=WHITE)
         _hatch(draw, box)
-        width, height = _text_size(ABSENT_TEXT, absent_font)
-        centre = ((box[0] + box[2] + 1) / 2, (box[1] + box[3] + 1) / 2)
-        draw.rectangle((centre[0] - width / 2 - 3, centre[1] - height / 2 - 3, centre[0] + width / 2 + 3,
-                        centre[1] + height / 2 + 3), fill=WHITE)
-        _text(draw, centre, ABSENT_TEXT, absent_font, DARK_GREY)
+        width, height = _text_size(ABSENT_TEXT, _font(pixels))
+        centre = _centre(box)
+        draw.rectangle((centre[0] - width / 2 - 3, max(box[1], centre[1] - height / 2 - 3), centre[0] + width / 2 + 3,
+                        min(box[3], centre[1] + height / 2 + 3)), fill=WHITE)  # within the row
+        _text(draw, centre, ABSENT_TEXT, _font(pixels), DARK_GREY)
 
 
 def _draw_colour_bar(canvas: Image.Image, draw: ImageDraw.ImageDraw, layout: PictureLayout) -> None:
     """A vertical bar right of the matrix, from 1 (top) to 0 (bottom), with ticks every 0.2 and its caption."""
     font = _font(LABEL_FONT)
-    x, top, side = layout.left + layout.side + 3 * GAP, layout.top, layout.side
+    x, top, side = layout.bar_box[0], layout.top, layout.side
     ramp = blues(np.linspace(1.0, 0.0, side))[:, None, :].repeat(BAR_WIDTH, axis=1)
     canvas.paste(Image.fromarray(ramp), (x, top))
-    draw.rectangle((x, top, x + BAR_WIDTH, top + side), outline=BLACK)
+    draw.rectangle(layout.bar_box, outline=BLACK)
     for tick in np.linspace(0.0, 1.0, 6):
         y = top + round((1 - tick) * (side - 1))
         draw.line((x + BAR_WIDTH, y, x + BAR_WIDTH + 4, y), fill=BLACK)
@@ -199,8 +250,7 @@ def _draw_names(canvas: Image.Image, draw: ImageDraw.ImageDraw, layout: PictureL
         _text(draw, (left - GAP - _text_size(name, font)[0] / 2, top + (index + 0.5) * cell), name, font, BLACK)
         # the turned name ends at its tile's top-right corner: there, just under its column's centre
         _paste(canvas, tile, (left + (index + 0.5) * cell - tile.size[0] + 3, top + side + GAP))
-    below = top + side + GAP + max(tile.size[1] for tile in layout.tiles) + GAP
-    _text(draw, (left + side / 2, below + _text_size("Ag", font)[1] / 2), "prediction", font, BLACK)
+    _text(draw, (left + side / 2, layout.names_bottom + _text_size("Ag", font)[1] / 2), "prediction", font, BLACK)
     truth = _rotated_text("truth", font, 90)
     _paste(canvas, truth, (MARGIN, top + (side - truth.size[1]) / 2))
 
@@ -210,14 +260,14 @@ def confusion_picture(confusion_matrix: Union[np.ndarray, torch.Tensor], names: 
     bar, the fraction in each cell (up to ``ANNOTATE_UP_TO`` classes), and the rows of classes without any pixel
     hatched and marked "absent" (not drawn as zeros)."""
     counts = as_counts(confusion_matrix)
-    if len(names) != len(counts):
-        raise ValueError(f"{len(names)} class names for a {len(counts)}-class confusion matrix")
+    check_names(counts, names)
     layout = layout_for(names)
     canvas = Image.new("RGB", layout.size, WHITE)
     draw = ImageDraw.Draw(canvas)
     title_font = _font(TITLE_FONT)
     _text(draw, (canvas.size[0] / 2, MARGIN + _text_size(TITLE, title_font)[1] / 2), TITLE, title_font, BLACK)
-    _draw_cells(draw, row_normalised(counts), counts.sum(axis=1) == 0, layout)
+    totals = counts.astype(np.float64).sum(axis=1)  # in float: huge integer counts cannot wrap to 0
+    _draw_cells(draw, row_normalised(counts), totals == 0, layout)
     draw.rectangle((layout.left - 1, layout.top - 1, layout.left + layout.side, layout.top + layout.side),
                    outline=BLACK)
     _draw_names(canvas, draw, layout)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from utils.io.atomic import atomic_write
-from utils.reporting.confusion_picture import as_counts, confusion_png
+from utils.reporting.confusion_picture import as_counts, check_names, confusion_png
 
 __all__ = ["write_evaluation"]
 
@@ -29,8 +29,7 @@ def write_evaluation(folder: str, results: Dict[str, object], confusion_matrix: 
     """
     counts = as_counts(confusion_matrix)
     names = [str(name) for name in class_names]
-    if len(names) != counts.shape[0]:
-        raise ValueError(f"{len(names)} class names for a {counts.shape[0]}-class confusion matrix")
+    check_names(counts, names)
     if len(set(names)) != len(names):
         raise ValueError(f"class names must be unique to key metrics.json by name, got {names}")
     paths = [_write_json(os.path.join(folder, "metrics.json"), results, counts, names, info),
