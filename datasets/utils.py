@@ -20,7 +20,7 @@ from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 
 __all__ = ["DatasetError", "error_message", "read_split", "scaled_size",
            "decode_image", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
-           "download_url", "extract_archive", "generate_once"]
+           "download_url", "extract_archive", "generate_once", "stopped_generating"]
 
 CHUNK_SIZE = 1 << 20
 
@@ -270,6 +270,11 @@ def _write_stamp(root: str, stamp_file: str, expected: str) -> None:
              and name.split("/")[0] not in (CLASS_STATS_DIR, BAND_STATS_DIR)]
     with open(os.path.join(root, stamp_file), "w") as f:
         f.write("\n".join([expected, *files]) + "\n")
+
+
+def stopped_generating(root: str) -> str:
+    """What a stop while :func:`generate_once` wrote ``root`` leaves: an old complete copy, the new one, or none."""
+    return f"{root} is only ever replaced whole: run the same command again to finish it"
 
 
 def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tuple],

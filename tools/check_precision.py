@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
+    from utils.io.stop_signals import stop_quietly_while_starting
+    stop_quietly_while_starting()
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -39,8 +42,9 @@ from datasets import make_demo_dataset  # noqa: E402
 from datasets.demo import demo_data_root  # noqa: E402
 from datasets.sampling import SeededSamples, ShardedRandomSampler  # noqa: E402
 from metrics import StreamSegMetrics  # noqa: E402
-from utils.io.atomic import atomic_write  # noqa: E402
+from utils.io.atomic import atomic_write, path_state  # noqa: E402
 from utils.runtime.device import autocast  # noqa: E402
+from utils.runtime.interrupts import run_stoppable  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
 from utils.runtime.training import train_step  # noqa: E402
 from utils.utils import set_bn_momentum  # noqa: E402
@@ -160,7 +164,7 @@ def evaluate(model: nn.Module, opts, val_loader, device: torch.device) -> float:
     return score["Mean IoU"]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", default="deeplabv3plus_hrnetv2_48")
@@ -173,6 +177,13 @@ def main() -> None:
     parser.add_argument("--num_val", type=int, default=24)
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
+    before = path_state(args.json) if args.json else None
+    return run_stoppable(lambda: measure(args), lambda stop: stop.say_about(args.json, before) if args.json
+                         else stop.say("nothing more is measured"))
+
+
+def measure(args: argparse.Namespace) -> int:
+    """Train and evaluate with each setting of ``args``, print the table and write --json; the exit status."""
     device = torch.device(args.device)
     names = args.settings or (list(SETTINGS) if device.type == "cuda" else CPU_DEFAULT)
     settings = [SETTINGS[n] for n in names]
@@ -216,7 +227,8 @@ def main() -> None:
         with atomic_write(args.json) as f:  # a stopped run never leaves half a file over an earlier one
             f.write(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args), "rows": rows},
                                indent=1).encode())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

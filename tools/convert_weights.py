@@ -12,12 +12,17 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
+    from utils.io.stop_signals import stop_quietly_while_starting
+    stop_quietly_while_starting()
 
 import network  # noqa: E402
 from network.weights import (FORMATS, PretrainedWeightsError, convert_state_dict, detect_format,  # noqa: E402
                              fill_model, model_format, module_names, read_state_dict)
+from utils.io.atomic import path_state  # noqa: E402
 from utils.io.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from utils.io.own_outputs import refuse_writing_over  # noqa: E402
+from utils.runtime.interrupts import run_stoppable  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,6 +34,12 @@ def main(argv=None) -> int:
     parser.add_argument("--num_classes", type=int, default=21)
     parser.add_argument("--output_stride", type=int, default=16, choices=[8, 16])
     args = parser.parse_args(argv)
+    before = path_state(args.output)
+    return run_stoppable(lambda: convert(args), lambda stop: stop.say_about(args.output, before))
+
+
+def convert(args: argparse.Namespace) -> int:
+    """Read, convert and write the file of ``args``; the exit status (1 with one line for a file it cannot use)."""
     try:
         refuse_writing_over(args.output, "OUT", {"IN": args.input}, os.path.splitext(args.input)[0] + "_converted.pth")
         state = read_state_dict(args.input)

@@ -8,9 +8,13 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
+    from utils.io.stop_signals import stop_quietly_while_starting
+    stop_quietly_while_starting()
 
 from datasets.cracks import crack_statistics, make_crack_dataset  # noqa: E402
-from datasets.utils import DatasetError  # noqa: E402
+from datasets.utils import DatasetError, stopped_generating  # noqa: E402
+from utils.runtime.interrupts import run_stoppable  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -21,6 +25,11 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=160, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    return run_stoppable(lambda: write(args), lambda stop: stop.say(stopped_generating(args.root)))
+
+
+def write(args: argparse.Namespace) -> int:
+    """Write the dataset of ``args`` unless it is there, and print what it holds; the exit status."""
     try:
         root = make_crack_dataset(args.root, args.num_train, args.num_val, args.size, args.seed)
         share, empty, images = crack_statistics(root)

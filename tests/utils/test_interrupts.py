@@ -88,7 +88,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 @pytest.mark.parametrize("script", ["main.py", "predict.py", "tools/export_onnx.py", "tools/model_info.py",
-                                    "tools/import_annotations.py"])
+                                    "tools/import_annotations.py", "tools/convert_weights.py",
+                                    "tools/check_precision.py", "tools/make_crack_dataset.py",
+                                    "tools/make_geo_dataset.py"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_signal_while_torch_loads_is_one_line(script, signum, tmp_path):
     code, out = signal_group_when([sys.executable, "-c", SLOW_TORCH, os.path.join(ROOT, script), "--help"],

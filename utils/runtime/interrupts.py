@@ -11,14 +11,14 @@ import multiprocessing
 import multiprocessing.util  # noqa: F401  (registers its exit hook now, so the one below runs before it)
 import signal
 import sys
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from torch.utils import data
 
 from utils.io.atomic import path_state
 from utils.io.stop_signals import STOP_SIGNALS, STOPPED_BY_SIGNAL_EXIT, after_start, stop_signals_held
 
-__all__ = ["StopFlag", "StoppedBySignal", "stop_signals_raise", "ignore_stop_signals", "WorkerLoader"]
+__all__ = ["StopFlag", "StoppedBySignal", "stop_signals_raise", "run_stoppable", "ignore_stop_signals", "WorkerLoader"]
 
 
 class StopFlag:
@@ -88,6 +88,16 @@ def stop_signals_raise() -> Iterator[None]:
         raise
     finally:
         set_handlers(previous)
+
+
+def run_stoppable(work: Callable[[], int], said: Callable[[StoppedBySignal], int]) -> int:
+    """``work()``'s exit status; a SIGINT or SIGTERM while it runs ends it with ``said(stop)``, which prints the one
+    line that says what was (not) written (:meth:`StoppedBySignal.say`, :meth:`StoppedBySignal.say_about`)."""
+    try:
+        with stop_signals_raise():
+            return work()
+    except StoppedBySignal as stop:
+        return said(stop)
 
 
 def ignore_stop_signals(worker_id: int) -> None:

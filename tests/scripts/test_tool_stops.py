@@ -1,0 +1,91 @@
+"""A Ctrl-C or SIGTERM in the middle of the small tools (convert_weights, make_crack_dataset, make_geo_dataset,
+check_precision) ends each in one line that says what was written, with 128 + the signal number, and never leaves
+a half-written output in place of a complete one. The signals are real, sent by the process to itself at a chosen
+point of the work."""
+import os
+import signal
+import sys
+
+import pytest
+import torch
+
+import datasets.cracks
+import datasets.geo_demo
+from tools import check_precision, convert_weights, make_crack_dataset, make_geo_dataset
+
+
+def _signal_self(signum: int):
+    """A stand-in for a step of the work that receives ``signum`` as it runs."""
+    def step(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+    return step
+
+
+@pytest.fixture
+def weights_file(tmp_path) -> str:
+    path = str(tmp_path / "resnet50_imagenet.pth")
+    torch.save(torch.nn.Conv2d(3, 4, 1).state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_converting_writes_nothing(weights_file, tmp_path, monkeypatch, capsys, signum):
+    monkeypatch.setattr(convert_weights, "convert_state_dict", _signal_self(signum))
+    out = tmp_path / "converted.pth"
+    assert convert_weights.main([weights_file, str(out), "--format", "torchvision"]) == 128 + signum
+    name = signal.Signals(signum).name
+    assert capsys.readouterr().err == f"{name} received: stopped; nothing was written to {out}\n"
+    assert sorted(os.listdir(tmp_path)) == ["resnet50_imagenet.pth"]
+
+
+def test_a_stop_right_after_the_write_says_the_file_is_whole(weights_file, tmp_path, monkeypatch, capsys):
+    real_save = convert_weights.save_checkpoint
+
+    def save_then_stop(*args):
+        real_save(*args)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(convert_weights, "save_checkpoint", save_then_stop)
+    out = tmp_path / "converted.pth"
+    assert convert_weights.main([weights_file, str(out), "--format", "torchvision"]) == 130
+    assert capsys.readouterr().err == f"SIGINT received: stopped; {out} had been written in full\n"
+    assert set(torch.load(out, weights_only=True)["state_dict"]) == {"weight", "bias"}
+
+
+@pytest.mark.parametrize("tool, generator", [(make_crack_dataset, datasets.cracks),
+                                             (make_geo_dataset, datasets.geo_demo)])
+def test_a_stop_while_generating_keeps_the_complete_dataset_and_a_rerun_finishes(tool, generator, tmp_path,
+                                                                                 monkeypatch, capsys):
+    root = tmp_path / "data"
+    small = ["--root", str(root), "--num_train", "2", "--num_val", "1", "--size", "32" if tool is make_crack_dataset
+             else "64", *(["--scene_size", "64"] if tool is make_geo_dataset else [])]
+    assert tool.main(small) == 0
+    before = sorted(os.listdir(root))
+    real_write = generator._write
+
+    def write_some_then_stop(folder, *args):
+        real_write(folder, *args)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(generator, "_write", write_some_then_stop)
+    capsys.readouterr()
+    bigger = [*small[:3], "3", *small[4:]]  # another dataset: it would replace the first
+    assert tool.main(bigger) == 143
+    assert capsys.readouterr().err == (f"SIGTERM received: stopped; {root} is only ever replaced whole: run the same "
+                                       "command again to finish it\n")
+    assert sorted(os.listdir(root)) == before  # the complete first dataset, untouched
+    monkeypatch.setattr(generator, "_write", real_write)
+    assert tool.main(bigger) == 0 and "3 train" in capsys.readouterr().out
+    assert not os.path.exists(f"{root}.partial")
+
+
+@pytest.mark.parametrize("json_flag", [False, True])
+def test_a_stop_while_checking_precision_is_one_line(tmp_path, monkeypatch, capsys, json_flag):
+    out = tmp_path / "check.json"
+    monkeypatch.setattr(check_precision, "make_demo_dataset", _signal_self(signal.SIGINT))
+    monkeypatch.setattr(sys, "argv", ["check_precision.py", "--device", "cpu", "--settings", "fp32",
+                                      *(["--json", str(out)] if json_flag else [])])
+    assert check_precision.main() == 130
+    said = f"nothing was written to {out}" if json_flag else "nothing more is measured"
+    assert capsys.readouterr().err == f"SIGINT received: stopped; {said}\n"
+    assert not out.exists()
