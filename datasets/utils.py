@@ -17,6 +17,7 @@ from tqdm import tqdm
 from utils.config import read_utf8
 from utils.constants import IGNORE_INDEX
 from utils.io.image_limit import ImageTooLargeError, check_image_pixels
+from utils.io.stop_signals import stop_signals_held
 
 __all__ = ["DatasetError", "error_message", "read_split", "scaled_size",
            "decode_image", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
@@ -272,9 +273,30 @@ def _write_stamp(root: str, stamp_file: str, expected: str) -> None:
         f.write("\n".join([expected, *files]) + "\n")
 
 
-def stopped_generating(root: str) -> str:
-    """What a stop while :func:`generate_once` wrote ``root`` leaves: an old complete copy, the new one, or none."""
-    return f"{root} is only ever replaced whole: run the same command again to finish it"
+def stopped_generating(root: str, stamp_file: str, started: float) -> str:
+    """What a stop while a tool ran :func:`generate_once` for ``root`` (from time ``started`` on) leaves, by what is
+    on disk: the part written so far in ROOT.partial, the new dataset in place (its stamp written since
+    ``started``), or the folder as it was."""
+    if os.path.isdir(f"{root}.partial"):
+        return f"{root} is as it was, and the part written so far is in {root}.partial, which the next run " \
+               "replaces: run the same command again to finish it"
+    stamp = os.path.join(root, stamp_file)
+    if os.path.isfile(stamp) and os.path.getmtime(stamp) >= started:
+        return f"{root} is complete"
+    return f"{root} is as it was: run the same command again to finish it"
+
+
+def _remove_generated(root: str, stamp_file: str) -> None:
+    """Delete ``root``, which holds only a generator's files, its stamp last: a copy cut short (a SIGKILL, a power
+    cut) still says whose files it holds, and the next run replaces it."""
+    for entry in os.scandir(root):
+        if entry.name == stamp_file:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.remove(entry.path)
+    shutil.rmtree(root)
 
 
 def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tuple],
@@ -285,8 +307,9 @@ def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tu
     ``counts`` holds that many files.)
 
     The data is written to ``ROOT.partial`` and renamed into place, so an interrupted run leaves no ``root`` that
-    looks complete; the next run rebuilds it. A ``root`` that holds a file the generator did not write is refused,
-    never deleted.
+    looks complete; the next run rebuilds it. The old copy goes and the new one takes its place with Ctrl-C and
+    SIGTERM held back, so a stop never leaves half of either. A ``root`` that holds a file the generator did not
+    write is refused, never deleted, and so is a mount point (it cannot be renamed into place).
     """
     root = os.path.realpath(os.path.expanduser(root))  # a link to the folder: the folder is what is replaced
     counts = list(counts)
@@ -299,6 +322,10 @@ def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tu
         return root
     if os.path.isdir(root) and os.listdir(root) and stamp is None:
         raise DatasetError(f"{root} holds files this generator did not write; choose another root or empty it")
+    if os.path.ismount(root):
+        raise DatasetError(f"{root} is a mount point: the dataset is written beside its folder and renamed into "
+                           f"place, which a mount point cannot be; give a folder inside it, such as "
+                           f"{os.path.join(root, 'data')}")
     partial = root + ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
     write(partial)
@@ -310,7 +337,8 @@ def generate_once(root: str, stamp_file: str, expected: str, counts: Iterable[tu
                            f"{os.path.join(root, others[0])}); it would replace the folder: move them out, or "
                            "choose another root")
     _write_stamp(partial, stamp_file, expected)
-    if os.path.isdir(root):
-        shutil.rmtree(root)  # another version or size of this dataset, or a damaged copy: only files it wrote
-    os.replace(partial, root)
+    with stop_signals_held():  # a stop waits until the new copy is in place: never half of the old one
+        if os.path.isdir(root):
+            _remove_generated(root, stamp_file)  # another version or size, or a damaged copy: only files it wrote
+        os.replace(partial, root)
     return root

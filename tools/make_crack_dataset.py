@@ -6,14 +6,17 @@ Usage: python tools/make_crack_dataset.py [--root datasets/data/cracks] [--num_t
 import argparse
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
     from utils.io.stop_signals import stop_quietly_while_starting
     stop_quietly_while_starting()
 
-from datasets.cracks import crack_statistics, make_crack_dataset  # noqa: E402
+from datasets.cracks import STAMP_FILE, crack_statistics, make_crack_dataset  # noqa: E402
 from datasets.utils import DatasetError, stopped_generating  # noqa: E402
+from utils.io.atomic import write_advice  # noqa: E402
+from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
 from utils.runtime.interrupts import run_stoppable  # noqa: E402
 
 
@@ -25,7 +28,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=160, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    return run_stoppable(lambda: write(args), lambda stop: stop.say(stopped_generating(args.root)))
+    started = time.time()
+    return run_stoppable(lambda: write(args),
+                         lambda stop: stop.say(stopped_generating(args.root, STAMP_FILE, started)))
 
 
 def write(args: argparse.Namespace) -> int:
@@ -33,7 +38,11 @@ def write(args: argparse.Namespace) -> int:
     try:
         root = make_crack_dataset(args.root, args.num_train, args.num_val, args.size, args.seed)
         share, empty, images = crack_statistics(root)
-    except (DatasetError, ValueError, OSError) as exc:
+    except OSError as exc:
+        print(f"error: cannot write {args.root}: {write_advice(exc, os.path.dirname(os.path.abspath(args.root)))}",
+              file=sys.stderr)
+        return 1
+    except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{root}: {args.num_train} train + {args.num_val} val images of {args.size}x{args.size}, "
@@ -42,4 +51,4 @@ def write(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_ignoring_stops(main())

@@ -11,6 +11,7 @@ import torch
 
 import datasets.cracks
 import datasets.geo_demo
+import datasets.utils
 from tools import check_precision, convert_weights, make_crack_dataset, make_geo_dataset
 
 
@@ -71,8 +72,9 @@ def test_a_stop_while_generating_keeps_the_complete_dataset_and_a_rerun_finishes
     capsys.readouterr()
     bigger = [*small[:3], "3", *small[4:]]  # another dataset: it would replace the first
     assert tool.main(bigger) == 143
-    assert capsys.readouterr().err == (f"SIGTERM received: stopped; {root} is only ever replaced whole: run the same "
-                                       "command again to finish it\n")
+    assert capsys.readouterr().err == (f"SIGTERM received: stopped; {root} is as it was, and the part written so far "
+                                       f"is in {root}.partial, which the next run replaces: run the same command "
+                                       "again to finish it\n")
     assert sorted(os.listdir(root)) == before  # the complete first dataset, untouched
     monkeypatch.setattr(generator, "_write", real_write)
     assert tool.main(bigger) == 0 and "3 train" in capsys.readouterr().out
@@ -89,3 +91,34 @@ def test_a_stop_while_checking_precision_is_one_line(tmp_path, monkeypatch, caps
     said = f"nothing was written to {out}" if json_flag else "nothing more is measured"
     assert capsys.readouterr().err == f"SIGINT received: stopped; {said}\n"
     assert not out.exists()
+
+
+def test_a_stop_while_the_new_dataset_replaces_the_old_waits_until_it_is_in_place(tmp_path, monkeypatch, capsys):
+    """The old copy goes and the new one takes its place with the stop held back: never half of the old one."""
+    root = tmp_path / "cracks"
+    small = ["--root", str(root), "--num_train", "2", "--num_val", "1", "--size", "32"]
+    assert make_crack_dataset.main(small) == 0
+    real_remove = datasets.utils._remove_generated
+
+    def stopped_while_removing(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_remove(*args)
+
+    monkeypatch.setattr(datasets.utils, "_remove_generated", stopped_while_removing)
+    capsys.readouterr()
+    assert make_crack_dataset.main([*small[:3], "3", *small[4:]]) == 143
+    assert capsys.readouterr().err == f"SIGTERM received: stopped; {root} is complete\n"
+    assert len(os.listdir(root / "images")) == 4 and not os.path.exists(f"{root}.partial")
+
+
+def test_a_mount_point_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "mnt"
+    small = ["--root", str(root), "--num_train", "2", "--num_val", "1", "--size", "32"]
+    assert make_crack_dataset.main(small) == 0
+    before = sorted(os.listdir(root))
+    monkeypatch.setattr(datasets.utils.os.path, "ismount", lambda path: path == str(root))
+    assert make_crack_dataset.main([*small[:5], "2"]) == 1  # another dataset would replace the folder's
+    assert capsys.readouterr().err == (f"error: {root} is a mount point: the dataset is written beside its folder "
+                                       "and renamed into place, which a mount point cannot be; give a folder inside "
+                                       f"it, such as {root / 'data'}\n")
+    assert sorted(os.listdir(root)) == before and not os.path.exists(f"{root}.partial")

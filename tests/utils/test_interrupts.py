@@ -3,6 +3,8 @@ back while a write commits, and the handlers before them restored; while a scrip
 import os
 import signal
 import sys
+import threading
+import time
 
 import pytest
 
@@ -98,3 +100,27 @@ def test_a_stop_signal_while_torch_loads_is_one_line(script, signum, tmp_path):
     name = signal.Signals(signum).name
     assert out == f"importing torch\n{name} received while starting: stopped; nothing was written\n"
     assert code == 128 + signum and os.listdir(tmp_path) == []
+
+
+def test_a_signal_that_another_thread_receives_during_a_commit_still_comes_after_it():
+    """The kernel gives a signal sent to the process to any thread that does not block it (torch's, a
+    DataLoader's), and Python then runs the handler in the main thread at once: the commit still runs whole."""
+    send = threading.Event()
+
+    def receiver():  # a thread started before the commit, with the stop signals unblocked
+        send.wait()
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    thread = threading.Thread(target=receiver)
+    thread.start()
+    steps = []
+    with pytest.raises(StoppedBySignal, match="SIGTERM"):
+        with stop_signals_raise():
+            with stop_signals_held():
+                send.set()
+                thread.join()
+                for _ in range(1000):  # bytecode boundaries, where Python runs the handler
+                    time.sleep(0)
+                steps.append("the rename after the signal")
+            steps.append("after the commit")  # not reached: the signal is raised as the commit ends
+    assert steps == ["the rename after the signal"]

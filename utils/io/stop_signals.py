@@ -3,10 +3,12 @@ must not be cut in half (the renames that commit a write, a swap of their handle
 import contextlib
 import os
 import signal
-from typing import Any, Iterator
+import sys
+import threading
+from typing import Any, Iterator, NoReturn
 
-__all__ = ["STOP_SIGNALS", "STOPPED_BY_SIGNAL_EXIT", "stop_signals_held", "stop_quietly_while_starting",
-           "after_start", "starting_handlers_gone"]
+__all__ = ["STOP_SIGNALS", "STOPPED_BY_SIGNAL_EXIT", "stop_signals_blocked", "stop_signals_held",
+           "stop_quietly_while_starting", "after_start", "starting_handlers_gone", "exit_ignoring_stops"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
@@ -40,11 +42,43 @@ def starting_handlers_gone() -> None:
 
 
 @contextlib.contextmanager
-def stop_signals_held() -> Iterator[None]:
-    """Block SIGINT and SIGTERM for this thread while the block runs; one that came meanwhile is delivered (and its
-    handler runs) when the block ends. Other threads of the process keep their own mask."""
+def stop_signals_blocked() -> Iterator[None]:
+    """Block SIGINT and SIGTERM for this thread while the block runs; one sent to it meanwhile is delivered (and its
+    handler runs) when the block ends. The kernel may give a signal sent to the process to another thread:
+    :func:`stop_signals_held` waits for those too."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextlib.contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs: one that comes meanwhile is raised again when it ends,
+    for the handler in place then. In the main thread the handlers wait too, since the kernel may give a signal to
+    any thread of the process (torch's, a DataLoader's) and Python runs the handler in the main thread at once."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread can swap handlers
+        with stop_signals_blocked():
+            yield
+        return
+    came = []
+    with stop_signals_blocked():
+        handlers = {signum: signal.signal(signum, lambda signum, frame: came.append(signum)) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        with stop_signals_blocked():
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+        for signum in dict.fromkeys(came):  # each once, in the order they came
+            signal.raise_signal(signum)
+
+
+def exit_ignoring_stops(status: int) -> NoReturn:
+    """End a tool with ``status``, ignoring Ctrl-C and SIGTERM from here on: its work is done and its last line
+    printed, and a stop while the interpreter shuts down (torch's teardown takes up to a second) would only turn
+    the status into 130 or 143 without a word."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(status)

@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from torch.utils import data
 
 from utils.io.atomic import path_state
-from utils.io.stop_signals import STOP_SIGNALS, STOPPED_BY_SIGNAL_EXIT, after_start, stop_signals_held
+from utils.io.stop_signals import (STOP_SIGNALS, STOPPED_BY_SIGNAL_EXIT, after_start, stop_signals_blocked,
+                                   stop_signals_held)
 
 __all__ = ["StopFlag", "StoppedBySignal", "stop_signals_raise", "run_stoppable", "ignore_stop_signals", "WorkerLoader"]
 
@@ -41,7 +42,7 @@ class StopFlag:
 def set_handlers(handlers: Dict[int, Any]) -> Dict[int, Any]:
     """Give each signal its handler, none arriving in between (a half-done swap); returns the handlers before, to
     restore (Python's defaults where a script's start-up handler was)."""
-    with stop_signals_held():
+    with stop_signals_blocked():
         return {signum: after_start(signum, signal.signal(signum, handler)) for signum, handler in handlers.items()}
 
 
