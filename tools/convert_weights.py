@@ -19,7 +19,7 @@ if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM th
 import network  # noqa: E402
 from network.weights import (FORMATS, PretrainedWeightsError, convert_state_dict, detect_format,  # noqa: E402
                              fill_model, model_format, module_names, read_state_dict)
-from utils.io.atomic import path_state  # noqa: E402
+from utils.io.atomic import path_state, require_file_name  # noqa: E402
 from utils.io.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from utils.io.own_outputs import refuse_writing_over  # noqa: E402
 from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
@@ -43,6 +43,7 @@ def convert(args: argparse.Namespace) -> int:
     """Read, convert and write the file of ``args``; the exit status (1 with one line for a file it cannot use)."""
     try:
         refuse_writing_over(args.output, "OUT", {"IN": args.input}, os.path.splitext(args.input)[0] + "_converted.pth")
+        require_file_name(args.output, "OUT", os.path.basename(os.path.splitext(args.input)[0]) + "_converted.pth")
         state = read_state_dict(args.input)
         fmt = model_format(state, args.model, args.format) if args.model else (
             detect_format(state) if args.format == "auto" else args.format)

@@ -264,3 +264,8 @@ def test_convert_tool_names_a_folder_input_and_an_unwritable_output(tmp_path, ca
     assert convert_weights.main([src, str(tmp_path / "a_file" / "out.pth")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: cannot write checkpoint {tmp_path / 'a_file' / 'out.pth'}") and "\n" not in err
+    for folder in (str(tmp_path / "new") + os.sep, str(tmp_path)):  # a folder to make, or one that is there
+        assert convert_weights.main([src, folder]) == 1
+        assert capsys.readouterr().err == (f"error: OUT {folder} is a folder; give a file name, e.g. "
+                                           f"{os.path.join(folder, 'bb_converted.pth')}\n")
+    assert not os.path.exists(tmp_path / "new")

@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Seque
 from utils.io.locks import HAS_FLOCK, is_still_at, take_lock, this_process, written_on_this_machine
 from utils.io.stop_signals import stop_signals_held
 
-__all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable",
+__all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable", "require_file_name",
            "require_writable_file", "path_state", "folder_of", "removed_if_left_empty", "missing_file",
            "remove_orphaned_temporaries", "describe_removed", "write_advice"]
 
@@ -159,11 +159,16 @@ def require_writable(folder: str, flag: str) -> None:
                          f"{write_advice(exc, folder)}") from exc
 
 
+def require_file_name(path: str, flag: str, example_name: str) -> None:
+    """A ValueError naming option ``flag`` when ``path`` is a folder, or ends with a separator as a folder does."""
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, example_name)}")
+
+
 def require_writable_file(path: str, flag: str, example_name: str) -> None:
     """The file of option ``flag`` can be written: a file name (not a folder) in a folder that can be written
     (made if needed); a ValueError naming the option and what to do otherwise."""
-    if os.path.isdir(path) or path.endswith(os.sep):
-        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {os.path.join(path, example_name)}")
+    require_file_name(path, flag, example_name)
     require_writable(folder_of(path), flag)
 
 
