@@ -58,8 +58,8 @@ def stop_signals_held() -> Iterator[None]:
     """Hold SIGINT and SIGTERM back while the block runs: one that comes meanwhile is raised again when it ends,
     for the handler in place then. In the main thread the handlers wait too, since the kernel may give a signal to
     any thread of the process (torch's, a DataLoader's) and Python runs the handler in the main thread at once."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread can swap handlers
-        with stop_signals_blocked():
+    if threading.current_thread() is not threading.main_thread() or None in map(signal.getsignal, STOP_SIGNALS):
+        with stop_signals_blocked():  # only the main thread can swap handlers, and only those set from Python
             yield
         return
     came = []
