@@ -2,6 +2,7 @@
 back while a write commits, and the handlers before them restored; while a script starts (torch loading), one line."""
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -124,3 +125,29 @@ def test_a_signal_that_another_thread_receives_during_a_commit_still_comes_after
                 steps.append("the rename after the signal")
             steps.append("after the commit")  # not reached: the signal is raised as the commit ends
     assert steps == ["the rename after the signal"]
+
+
+def test_the_first_of_two_stop_signals_names_a_polled_stop():
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with StopFlag() as stop:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)  # a scheduler's SIGTERM right after a Ctrl-C
+    assert stop.signal_name == "SIGINT"
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+# A script that ends through exit_ignoring_stops, and is signalled while Python shuts down (as torch tears down).
+SIGNALLED_AT_SHUTDOWN = """
+import atexit, os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from utils.io.stop_signals import exit_ignoring_stops
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), os.kill(os.getpid(), signal.SIGINT), time.sleep(0.1)))
+print("done", flush=True)
+exit_ignoring_stops(3)
+"""
+
+
+def test_a_stop_after_a_script_s_last_line_leaves_its_exit_status():
+    result = subprocess.run([sys.executable, "-c", SIGNALLED_AT_SHUTDOWN, ROOT], capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "done\n", "")

@@ -76,9 +76,9 @@ def stop_signals_held() -> Iterator[None]:
 
 
 def exit_ignoring_stops(status: int) -> NoReturn:
-    """End a tool with ``status``, ignoring Ctrl-C and SIGTERM from here on: its work is done and its last line
-    printed, and a stop while the interpreter shuts down (torch's teardown takes up to a second) would only turn
-    the status into 130 or 143 without a word."""
+    """End a script with ``status``, ignoring Ctrl-C and SIGTERM from here on: its run is over and its last line
+    printed (a stop's too), and a stop while the interpreter shuts down (torch's teardown takes up to a second)
+    would only turn the status into 130 or 143 without a word, or kill it with the default action."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     sys.exit(status)

@@ -23,13 +23,14 @@ __all__ = ["StopFlag", "StoppedBySignal", "stop_signals_raise", "run_stoppable",
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM (while in its ``with`` block) so a loop can finish its step and stop cleanly."""
+    """Set by SIGINT/SIGTERM (while in its ``with`` block) so a loop can finish its step and stop cleanly. The first
+    signal names the stop, as for :class:`StoppedBySignal`."""
 
     def __init__(self):
         self.signal_name: Optional[str] = None
 
     def __call__(self, signum, frame) -> None:
-        self.signal_name = signal.Signals(signum).name
+        self.signal_name = self.signal_name or signal.Signals(signum).name
 
     def __enter__(self) -> "StopFlag":
         self._previous = set_handlers(dict.fromkeys(STOP_SIGNALS, self))
