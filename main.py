@@ -52,7 +52,7 @@ from utils.runtime.distributed import (DistEnv, all_reduce_sum_, barrier, broadc
                                        reduce_step_flags)
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.io.locks import LockHeldError, file_lock
-from utils.io.stop_signals import exit_ignoring_stops, starting_handlers_gone
+from utils.io.stop_signals import exit_keeping_status, starting_handlers_gone
 from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise
 from utils.inference.outputs import save_val_result
 from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
@@ -1022,4 +1022,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

@@ -33,7 +33,7 @@ from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixe
 from network.fusion import fuse_conv_activations
 from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                                        check_recipe_options, normalize)
-from utils.io.stop_signals import STOPPED_BY_SIGNAL_EXIT, exit_ignoring_stops
+from utils.io.stop_signals import STOPPED_BY_SIGNAL_EXIT, exit_keeping_status
 from utils.runtime.interrupts import StopFlag, WorkerLoader
 from utils.inference.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.inference.outputs import (OUTPUT_KINDS, OVERLAY_ALPHA, Drawing, ImageWriter, VideoWriter, output_names,
@@ -479,4 +479,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

@@ -43,7 +43,7 @@ from datasets.demo import demo_data_root  # noqa: E402
 from datasets.sampling import SeededSamples, ShardedRandomSampler  # noqa: E402
 from metrics import StreamSegMetrics  # noqa: E402
 from utils.io.atomic import atomic_write, path_state  # noqa: E402
-from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
+from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.device import autocast  # noqa: E402
 from utils.runtime.interrupts import run_stoppable  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
@@ -232,4 +232,4 @@ def measure(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

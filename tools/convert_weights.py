@@ -22,7 +22,7 @@ from network.weights import (FORMATS, PretrainedWeightsError, convert_state_dict
 from utils.io.atomic import path_state, require_file_name  # noqa: E402
 from utils.io.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from utils.io.own_outputs import refuse_writing_over  # noqa: E402
-from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
+from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.interrupts import run_stoppable  # noqa: E402
 
 
@@ -68,4 +68,4 @@ def convert(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

@@ -50,7 +50,7 @@ from utils.inference.onnx_model import (INPUT_NAME, ONNX_PACKAGES, OUTPUT_NAME, 
 from utils.io.own_outputs import refuse_writing_over  # noqa: E402
 from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride  # noqa: E402
 from utils.inference.onnx_int8 import quantize_int8  # noqa: E402
-from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
+from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise  # noqa: E402
 
 OPSET = 18
@@ -293,4 +293,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

@@ -32,7 +32,7 @@ from utils.io.atomic import (atomic_folder, describe_removed, remove_orphaned_te
                              folder_of, path_state, removed_if_left_empty, require_writable)
 from utils.constants import IGNORE_INDEX  # noqa: E402
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
-from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
+from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise  # noqa: E402
 
 FORMATS = ("labelme", "coco")
@@ -193,4 +193,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

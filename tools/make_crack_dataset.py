@@ -16,7 +16,7 @@ if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM th
 from datasets.cracks import STAMP_FILE, crack_statistics, make_crack_dataset  # noqa: E402
 from datasets.utils import DatasetError, stopped_generating  # noqa: E402
 from utils.io.atomic import write_advice  # noqa: E402
-from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
+from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.interrupts import run_stoppable  # noqa: E402
 
 
@@ -51,4 +51,4 @@ def write(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

@@ -17,7 +17,7 @@ from datasets.geo_demo import BAND_NAMES, CLASS_NAMES, SCENE_FILE, STAMP_FILE, m
 from datasets.utils import DatasetError, stopped_generating  # noqa: E402
 from utils.io.atomic import write_advice  # noqa: E402
 from utils.io.raster import RasterError  # noqa: E402
-from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
+from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.interrupts import run_stoppable  # noqa: E402
 
 
@@ -53,4 +53,4 @@ def write(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import network  # noqa: E402
 from network.trained_model import unused_output_stride  # noqa: E402
-from utils.io.stop_signals import exit_ignoring_stops  # noqa: E402
+from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise  # noqa: E402
 from utils.runtime.run_timer import time_calls  # noqa: E402
 from utils.io.atomic import (atomic_write, folder_of, path_state, removed_if_left_empty,  # noqa: E402
@@ -261,4 +261,4 @@ def run(opts: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    exit_ignoring_stops(main())
+    exit_keeping_status(main())

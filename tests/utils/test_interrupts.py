@@ -136,14 +136,14 @@ def test_the_first_of_two_stop_signals_names_a_polled_stop():
     assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
-# A script that ends through exit_ignoring_stops, and is signalled while Python shuts down (as torch tears down).
+# A script that ends through exit_keeping_status, and is signalled while Python shuts down (as torch tears down).
 SIGNALLED_AT_SHUTDOWN = """
 import atexit, os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-from utils.io.stop_signals import exit_ignoring_stops
+from utils.io.stop_signals import exit_keeping_status
 atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), os.kill(os.getpid(), signal.SIGINT), time.sleep(0.1)))
 print("done", flush=True)
-exit_ignoring_stops(3)
+exit_keeping_status(3)
 """
 
 

@@ -8,7 +8,7 @@ import threading
 from typing import Any, Iterator, NoReturn
 
 __all__ = ["STOP_SIGNALS", "STOPPED_BY_SIGNAL_EXIT", "stop_signals_blocked", "stop_signals_held",
-           "stop_quietly_while_starting", "after_start", "starting_handlers_gone", "exit_ignoring_stops"]
+           "stop_quietly_while_starting", "after_start", "starting_handlers_gone", "exit_keeping_status"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOPPED_BY_SIGNAL_EXIT = 128  # + the signal number: the status a shell reports for a command a signal ended
@@ -75,10 +75,18 @@ def stop_signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-def exit_ignoring_stops(status: int) -> NoReturn:
-    """End a script with ``status``, ignoring Ctrl-C and SIGTERM from here on: its run is over and its last line
-    printed (a stop's too), and a stop while the interpreter shuts down (torch's teardown takes up to a second)
-    would only turn the status into 130 or 143 without a word, or kill it with the default action."""
+def exit_keeping_status(status: int) -> NoReturn:
+    """End a script with ``status``: its run is over and its last line printed (a stop's too). A stop while the
+    interpreter shuts down (torch's teardown takes up to a second, a hung one longer) ends it at once with that
+    same status, instead of turning it into 130 or 143 without a word or killing it with the default action."""
+    def end_now(signum: int, frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more to say
+                pass
+        os._exit(status)
+
     for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, end_now)
     sys.exit(status)
