@@ -4,7 +4,9 @@ import io
 import math
 import os
 import shutil
+import sys
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -16,12 +18,14 @@ from tqdm import tqdm
 
 from utils.config import read_utf8
 from utils.constants import IGNORE_INDEX
+from utils.io.atomic import write_advice
 from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 from utils.io.stop_signals import stop_signals_held
+from utils.runtime.interrupts import run_stoppable
 
 __all__ = ["DatasetError", "error_message", "read_split", "scaled_size",
            "decode_image", "as_rgb8", "load_image", "load_mask", "check_mask_values", "check_integrity",
-           "download_url", "extract_archive", "generate_once", "stopped_generating"]
+           "download_url", "extract_archive", "generate_once", "run_generating_tool"]
 
 CHUNK_SIZE = 1 << 20
 
@@ -273,7 +277,7 @@ def _write_stamp(root: str, stamp_file: str, expected: str) -> None:
         f.write("\n".join([expected, *files]) + "\n")
 
 
-def stopped_generating(root: str, stamp_file: str, started: float) -> str:
+def _stopped_generating(root: str, stamp_file: str, started: float) -> str:
     """What a stop while a tool ran :func:`generate_once` for ``root`` (from time ``started`` on) leaves, by what is
     on disk: the part written so far in ROOT.partial, the new dataset in place (its stamp written since
     ``started``), or the folder as it was."""
@@ -284,6 +288,22 @@ def stopped_generating(root: str, stamp_file: str, started: float) -> str:
     if os.path.isfile(stamp) and os.path.getmtime(stamp) >= started:
         return f"{root} is complete"
     return f"{root} is as it was: run the same command again to finish it"
+
+
+def run_generating_tool(write: Callable[[], int], root: str, stamp_file: str) -> int:
+    """The exit status of ``write()``, a tool's run of :func:`generate_once` for ``root``: an OSError is one line
+    that says what to do, and a Ctrl-C or SIGTERM one line that says what is on disk."""
+    started = time.time()
+
+    def attempt() -> int:
+        try:
+            return write()
+        except OSError as exc:
+            print(f"error: cannot write {root}: {write_advice(exc, os.path.dirname(os.path.abspath(root)))}",
+                  file=sys.stderr)
+            return 1
+
+    return run_stoppable(attempt, lambda stop: stop.say(_stopped_generating(root, stamp_file, started)))
 
 
 def _remove_generated(root: str, stamp_file: str) -> None:

@@ -42,8 +42,9 @@ def main(argv=None) -> int:
 def convert(args: argparse.Namespace) -> int:
     """Read, convert and write the file of ``args``; the exit status (1 with one line for a file it cannot use)."""
     try:
-        refuse_writing_over(args.output, "OUT", {"IN": args.input}, os.path.splitext(args.input)[0] + "_converted.pth")
-        require_file_name(args.output, "OUT", os.path.basename(os.path.splitext(args.input)[0]) + "_converted.pth")
+        suggested = os.path.splitext(args.input)[0] + "_converted.pth"
+        refuse_writing_over(args.output, "OUT", {"IN": args.input}, suggested)
+        require_file_name(args.output, "OUT", os.path.basename(suggested))
         state = read_state_dict(args.input)
         fmt = model_format(state, args.model, args.format) if args.model else (
             detect_format(state) if args.format == "auto" else args.format)

@@ -6,7 +6,6 @@ Usage: python tools/make_crack_dataset.py [--root datasets/data/cracks] [--num_t
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
@@ -14,10 +13,8 @@ if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM th
     stop_quietly_while_starting()
 
 from datasets.cracks import STAMP_FILE, crack_statistics, make_crack_dataset  # noqa: E402
-from datasets.utils import DatasetError, stopped_generating  # noqa: E402
-from utils.io.atomic import write_advice  # noqa: E402
+from datasets.utils import DatasetError, run_generating_tool  # noqa: E402
 from utils.io.stop_signals import exit_keeping_status  # noqa: E402
-from utils.runtime.interrupts import run_stoppable  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,9 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=160, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    started = time.time()
-    return run_stoppable(lambda: write(args),
-                         lambda stop: stop.say(stopped_generating(args.root, STAMP_FILE, started)))
+    return run_generating_tool(lambda: write(args), args.root, STAMP_FILE)
 
 
 def write(args: argparse.Namespace) -> int:
@@ -38,10 +33,6 @@ def write(args: argparse.Namespace) -> int:
     try:
         root = make_crack_dataset(args.root, args.num_train, args.num_val, args.size, args.seed)
         share, empty, images = crack_statistics(root)
-    except OSError as exc:
-        print(f"error: cannot write {args.root}: {write_advice(exc, os.path.dirname(os.path.abspath(args.root)))}",
-              file=sys.stderr)
-        return 1
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
