@@ -1,7 +1,8 @@
 """The confusion matrix as fractions of each truth row, and as a picture drawn with Pillow alone: class names on
 both axes, the fraction in each cell, a colour bar, and hatched "absent" rows for classes without a pixel.
 
-Drawing it takes a tenth of a second for 21 classes, so every validation writes one (matplotlib took 1-2 s)."""
+Drawing it takes a tenth of a second for 21 classes on a 2-core AVX2 EPYC, where matplotlib took 1-2 s, so every
+validation writes one."""
 import dataclasses
 import functools
 import importlib.util
