@@ -53,8 +53,15 @@ class ASPPPooling(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        return F.interpolate(super().forward(x), size=size, mode="bilinear", align_corners=False)
+        # In a channels_last model every branch stays NHWC, else ASPP's concatenation and the sum of its five input
+        # gradients turn NCHW: full copies each step, 4% of HRNet-48's bf16 training step on an AMX Xeon. avg_pool2d
+        # over the whole map averages as the AdaptiveAvgPool2d(1) layer does, and its gradient keeps x's layout.
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        pooled = F.avg_pool2d(x, x.shape[-2:]) if channels_last else self[0](x)
+        for layer in list(self)[1:]:
+            pooled = layer(pooled)
+        pooled = F.interpolate(pooled, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return pooled.contiguous(memory_format=torch.channels_last) if channels_last else pooled
 
 
 class ASPP(nn.Module):

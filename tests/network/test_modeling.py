@@ -120,3 +120,23 @@ def test_separable_conv_keeps_shapes_and_predictable_names():
     x = torch.randn(1, 3, 65, 81)
     with torch.no_grad():
         assert model(x).shape == plain(x).shape == (1, 21, 65, 81)
+
+
+def test_aspp_keeps_a_channels_last_model_in_channels_last():
+    """Every ASPP branch, their concatenation and the gradient to the input stay NHWC in a channels_last model
+    (one NCHW branch made the 5 x 256-channel concatenation and its gradient NCHW: full copies each step), and the
+    image-pooling branch computes the same as in NCHW."""
+    from network._deeplab import ASPP
+    torch.manual_seed(0)
+    aspp = ASPP(16, (1, 2, 3), out_channels=8).eval()
+    x = torch.randn(2, 16, 9, 7)
+    expected = aspp(x)
+    aspp.to(memory_format=torch.channels_last)
+    joined = []
+    aspp.project.register_forward_pre_hook(lambda module, inputs: joined.append(inputs[0]))
+    x_nhwc = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = aspp(x_nhwc)
+    out.sum().backward()
+    assert joined[0].shape == (2, 40, 9, 7) and joined[0].is_contiguous(memory_format=torch.channels_last)
+    assert x_nhwc.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected)
