@@ -4,7 +4,9 @@ Reads top to bottom: parse -> data -> model -> optimizer/scheduler -> restore ->
 """
 if __name__ == "__main__":  # first, before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
     from utils.io.stop_signals import stop_quietly_while_starting
+    from utils.runtime.collector import freeze_imported, pause_during_imports
     stop_quietly_while_starting()
+    pause_during_imports()
 
 import argparse
 import contextlib
@@ -63,7 +65,7 @@ from utils.io.own_outputs import same_path
 from utils.runtime.resume import SETTINGS_KEY, apply_recorded_settings, flags, recorded_settings, settings_record
 from utils.runtime.run_timer import RunTimer, process_age
 from utils.scheduler import build_scheduler, retarget
-from utils.runtime.training import forward_loss, optimize
+from utils.runtime.training import build_sgd, forward_loss, load_optimizer_state, optimize
 from utils.utils import set_bn_momentum
 
 IMPORTS_SECONDS = process_age()  # the interpreter's start and the imports above: the time report's first phase
@@ -596,10 +598,9 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
     """Model, SGD with the backbone at BACKBONE_LR_FACTOR of --lr, schedule, loss (and class weights), loss scale."""
     model, plain_model = build_training_model(opts, env, device, train_dst.band_spec)
     backbone_lr, head_lr = group_learning_rates(opts.lr)
-    optimizer = torch.optim.SGD(params=[
-        {"params": plain_model.backbone.parameters(), "lr": backbone_lr},
-        {"params": plain_model.classifier.parameters(), "lr": head_lr},
-    ], lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
+    optimizer = build_sgd([{"params": plain_model.backbone.parameters(), "lr": backbone_lr},
+                           {"params": plain_model.classifier.parameters(), "lr": head_lr}],
+                          opts.lr, opts.weight_decay, device)
     scheduler = build_scheduler(optimizer, opts.lr_policy, opts.total_itrs, opts.step_size)
 
     def class_weights() -> Optional[torch.Tensor]:
@@ -932,7 +933,7 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
         if state.cur_itrs > opts.total_itrs:
             raise TrainingError(f"{path} is at iteration {state.cur_itrs}, beyond --total_itrs {opts.total_itrs}; "
                                 f"pass a --total_itrs above {state.cur_itrs} to train on, or --test_only to evaluate")
-        optimizer.load_state_dict(checkpoint["optimizer_state"])
+        load_optimizer_state(optimizer, checkpoint["optimizer_state"])
         scheduler.load_state_dict(checkpoint["scheduler_state"])
         retarget(scheduler, opts.total_itrs, opts.step_size, group_learning_rates(opts.lr), opts.weight_decay)
         state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
@@ -1022,4 +1023,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    freeze_imported()
     exit_keeping_status(main())

@@ -7,7 +7,7 @@ import network
 from utils.loss import build_criterion
 from utils.runtime.device import cpu_kind, native_bf16
 from utils.runtime.run_timer import time_calls
-from utils.runtime.training import train_step
+from utils.runtime.training import build_sgd, train_step
 
 
 def setting_skip_reason(device: torch.device, amp: str) -> Optional[str]:
@@ -32,12 +32,12 @@ def native_settings(settings: Iterable[Tuple[str, str, bool]], device: torch.dev
 
 def training_step(model: torch.nn.Module, crop: int, batch: int, device: torch.device, amp: str, channels_last: bool,
                   num_classes: int = 21) -> Callable[[], float]:
-    """One full training step of ``model`` (SGD with momentum, cross-entropy, as main.py) on a fixed random batch of
+    """One full training step of ``model`` (main.py's SGD, cross-entropy) on a fixed random batch of
     ``batch`` crops already on the device; ``model`` is put in training mode and, with ``channels_last``, NHWC."""
     model.to(device).train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    optimizer = build_sgd([{"params": model.parameters()}], lr=1e-3, weight_decay=1e-4, device=device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     criterion = build_criterion("cross_entropy")
     images = torch.randn(batch, 3, crop, crop, device=device)

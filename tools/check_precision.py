@@ -47,7 +47,7 @@ from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.device import autocast  # noqa: E402
 from utils.runtime.interrupts import run_stoppable  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
-from utils.runtime.training import train_step  # noqa: E402
+from utils.runtime.training import build_sgd, train_step  # noqa: E402
 from utils.utils import set_bn_momentum  # noqa: E402
 
 
@@ -148,7 +148,7 @@ def train(args, setting: Setting, batches, device: torch.device) -> Tuple[nn.Mod
         model.to(memory_format=torch.channels_last)
     if not setting.cudnn_bn:
         batchnorm_without_cudnn(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4)
+    optimizer = build_sgd([{"params": model.parameters()}], args.lr, 1e-4, device)
     scaler = torch.amp.GradScaler(device.type, enabled=setting.amp == "fp16")
     criterion = build_criterion("cross_entropy")
     stats = first_step_statistics(model, setting, batches[0][0], device)

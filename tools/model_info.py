@@ -49,7 +49,7 @@ from utils.runtime.device import (add_device_options, add_speed_options, compile
                                   resolve_device, resolve_speed_options, unused_gpu_id)
 from utils.inference.predictor import InputTooSmallError, is_too_small, predict_logits  # noqa: E402
 from utils.loss import build_criterion  # noqa: E402
-from utils.runtime.training import forward_loss, train_step  # noqa: E402
+from utils.runtime.training import build_sgd, forward_loss, train_step  # noqa: E402
 
 WARMUP_CALLS = 2  # the first call also creates oneDNN / cuDNN kernels
 MIB = 2 ** 20
@@ -98,7 +98,7 @@ def activation_bytes(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     criterion = build_criterion("cross_entropy")
     device = images.device
     if device.type == "cuda":
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        optimizer = build_sgd([{"params": model.parameters()}], 1e-3, 1e-4, device)
         scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
         def step():

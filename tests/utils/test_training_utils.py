@@ -197,3 +197,34 @@ def test_cudnn_benchmark_is_set_for_the_block_and_restored():
         assert torch.backends.cudnn.benchmark
     finally:
         torch.backends.cudnn.benchmark = previous
+
+
+def test_sgd_is_fused_on_the_cpu_and_stays_fused_after_loading_another_state():
+    """main.py's SGD updates in one fused kernel on the CPU, with the same result as the plain loop, and a
+    checkpoint's optimizer state (the original's carries no 'fused' flag) changes only the state, not how it steps."""
+    from utils.runtime.training import build_sgd, load_optimizer_state
+    torch.manual_seed(0)
+    start = [torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last), torch.randn(4)]
+    grads = [torch.randn_like(p) for p in start]
+
+    def stepped(optimizer_for, steps=3):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        optimizer = optimizer_for(params)
+        for _ in range(steps):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+        return params, optimizer
+
+    fused, optimizer = stepped(lambda ps: build_sgd([{"params": ps, "lr": 0.1}], 0.1, 1e-4, torch.device("cpu")))
+    plain, plain_optimizer = stepped(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-4))
+    assert optimizer.param_groups[0]["fused"] is True
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b)
+    saved = plain_optimizer.state_dict()
+    for group in saved["param_groups"]:  # as the original's files: written before PyTorch had fused SGD
+        group.pop("fused"), group.pop("foreach")
+    load_optimizer_state(optimizer, saved)
+    assert optimizer.param_groups[0]["fused"] is True
+    torch.testing.assert_close(optimizer.state[optimizer.param_groups[0]["params"][0]]["momentum_buffer"],
+                               plain_optimizer.state[plain_optimizer.param_groups[0]["params"][0]]["momentum_buffer"])

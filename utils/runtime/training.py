@@ -1,13 +1,37 @@
-"""One optimisation step in two halves (forward and loss; backward and update), shared by main.py, the
-benchmarks and tools. main.py checks the loss on every process between the halves."""
+"""One optimisation step in two halves (forward and loss; backward and update), and the SGD it steps, shared by
+main.py, the benchmarks and tools. main.py checks the loss on every process between the halves."""
 import math
+from typing import Any, Dict, List
 
 import torch
 from torch import nn
 
 from utils.runtime.device import autocast
 
-__all__ = ["forward_loss", "optimize", "train_step"]
+__all__ = ["build_sgd", "load_optimizer_state", "forward_loss", "optimize", "train_step"]
+
+# Where SGD updates all parameters in one fused kernel. On 2 cores of an AMX Xeon, an update of
+# deeplabv3plus_hrnetv2_48's 72M parameters took 93 ms instead of 105 ms with channels_last weights (main.py's CPU
+# default; PyTorch 2.14's kernel first copies such gradients) and 40 ms instead of 103 ms in NCHW. CUDA keeps
+# PyTorch's default (foreach): fused SGD was not measured there.
+FUSED_SGD_DEVICES = ("cpu",)
+MOMENTUM = 0.9
+
+
+def build_sgd(param_groups: List[Dict[str, Any]], lr: float, weight_decay: float, device: torch.device
+              ) -> torch.optim.SGD:
+    """SGD with momentum 0.9, as the original's, over ``param_groups``; fused where that is measured faster."""
+    fused = True if device.type in FUSED_SGD_DEVICES else None
+    return torch.optim.SGD(params=param_groups, lr=lr, momentum=MOMENTUM, weight_decay=weight_decay, fused=fused)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Dict[str, Any]) -> None:
+    """Load a checkpoint's optimizer state, keeping how this run's optimizer steps (fused or not): the saved groups
+    carry the flags of the machine that wrote them, and the original's carry none."""
+    steps_by = [{key: group[key] for key in ("fused", "foreach") if key in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, flags in zip(optimizer.param_groups, steps_by):
+        group.update(flags)
 
 
 def forward_loss(model: nn.Module, criterion: nn.Module, images: torch.Tensor, labels: torch.Tensor,
