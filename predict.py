@@ -5,7 +5,9 @@
 """
 if __name__ == "__main__":  # first, before torch loads (seconds): Ctrl-C or SIGTERM then ends it in one line
     from utils.io.stop_signals import stop_quietly_while_starting
+    from utils.runtime.collector import freeze_imported, pause_during_imports
     stop_quietly_while_starting()
+    pause_during_imports()
 
 import argparse
 import os
@@ -479,4 +481,5 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    freeze_imported()
     exit_keeping_status(main())

@@ -151,3 +151,19 @@ def test_a_stop_after_a_script_s_last_line_leaves_its_exit_status():
     result = subprocess.run([sys.executable, "-c", SIGNALLED_AT_SHUTDOWN, ROOT], capture_output=True, text=True,
                             timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (3, "done\n", "")
+
+
+def test_a_script_collects_no_cycles_while_importing_then_leaves_the_imports_out_and_exits_keeping_its_status():
+    """main.py's and predict.py's start: collections paused while importing, then the imports' objects frozen (left
+    out of later collections) and collections on again; at exit they are frozen too, and the status is kept."""
+    code = ("import gc, sys\n"
+            "from utils.runtime.collector import freeze_imported, pause_during_imports\n"
+            "from utils.io.stop_signals import exit_keeping_status\n"
+            "pause_during_imports()\n"
+            "assert not gc.isenabled()\n"
+            "import json, email.parser\n"
+            "freeze_imported()\n"
+            "assert gc.isenabled() and gc.get_freeze_count() > 1000, gc.get_freeze_count()\n"
+            "exit_keeping_status(3)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and done.stderr == ""
