@@ -56,7 +56,9 @@ class ASPPPooling(nn.Sequential):
         # In a channels_last model every branch stays NHWC, else ASPP's concatenation and the sum of its five input
         # gradients turn NCHW: full copies each step, 4% of HRNet-48's bf16 training step on an AMX Xeon. avg_pool2d
         # over the whole map averages as the AdaptiveAvgPool2d(1) layer does, and its gradient keeps x's layout.
-        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        # Not while torch.export or torch.compile traces: its kernel would fix the traced size (an NHWC encoder
+        # such as Swin feeds NHWC features even to an NCHW model), where the adaptive layer keeps sizes dynamic.
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not torch.compiler.is_compiling()
         pooled = F.avg_pool2d(x, x.shape[-2:]) if channels_last else self[0](x)
         for layer in list(self)[1:]:
             pooled = layer(pooled)

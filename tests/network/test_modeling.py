@@ -140,3 +140,16 @@ def test_aspp_keeps_a_channels_last_model_in_channels_last():
     assert joined[0].shape == (2, 40, 9, 7) and joined[0].is_contiguous(memory_format=torch.channels_last)
     assert x_nhwc.grad.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, expected)
+
+
+def test_aspp_pooling_exports_with_dynamic_sizes_from_an_nhwc_input():
+    """NHWC features reach ASPP in a plain model too (timm's NHWC encoders, e.g. Swin, MambaOut): traced, the branch
+    keeps the input's size dynamic, so an export at one size computes right at another."""
+    from network._deeplab import ASPPPooling
+    torch.manual_seed(0)
+    branch = ASPPPooling(8, 4).eval()
+    height, width = torch.export.Dim("height", min=2, max=64), torch.export.Dim("width", min=2, max=64)
+    nhwc = torch.randn(1, 8, 12, 10).contiguous(memory_format=torch.channels_last)
+    exported = torch.export.export(branch, (nhwc,), dynamic_shapes=({2: height, 3: width},))
+    other = torch.randn(1, 8, 17, 23).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(exported.module()(other), branch(other))
