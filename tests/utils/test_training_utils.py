@@ -1,5 +1,6 @@
 """Scheduler clamp, losses, checkpoint atomicity and head re-initialisation, config precedence, AMP checks."""
 import argparse
+import copy
 import math
 import os
 
@@ -228,3 +229,27 @@ def test_sgd_is_fused_on_the_cpu_and_stays_fused_after_loading_another_state():
     assert optimizer.param_groups[0]["fused"] is True
     torch.testing.assert_close(optimizer.state[optimizer.param_groups[0]["params"][0]]["momentum_buffer"],
                                plain_optimizer.state[plain_optimizer.param_groups[0]["params"][0]]["momentum_buffer"])
+
+
+def test_a_loaded_state_without_momentum_for_some_parameters_still_steps_fused():
+    """A parameter that had no gradient when the checkpoint was written has no momentum buffer in it; the fused step
+    fails on such a mix, so it gets a zero one, and steps as plain SGD's first step would."""
+    from utils.runtime.training import build_sgd, load_optimizer_state
+    torch.manual_seed(0)
+    start = [torch.randn(3, 2), torch.randn(5)]
+    writer = [torch.nn.Parameter(p.clone()) for p in start]
+    written = torch.optim.SGD(writer, lr=0.1, momentum=0.9)
+    writer[0].grad = torch.ones_like(writer[0])  # only the first had a gradient
+    written.step()
+    results = []
+    for optimizer_for in (lambda ps: build_sgd([{"params": ps}], 0.1, 0.0, torch.device("cpu")),
+                          lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)):
+        params = [torch.nn.Parameter(p.detach().clone()) for p in writer]
+        optimizer = optimizer_for(params)
+        load_optimizer_state(optimizer, copy.deepcopy(written.state_dict()))  # as read from a file: not shared
+        for p in params:
+            p.grad = torch.full_like(p, 0.5)
+        optimizer.step()
+        results.append(params)
+    for fused, plain in zip(*results):
+        torch.testing.assert_close(fused, plain)

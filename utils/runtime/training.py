@@ -13,7 +13,8 @@ __all__ = ["build_sgd", "load_optimizer_state", "forward_loss", "optimize", "tra
 # Where SGD updates all parameters in one fused kernel. On 2 cores of an AMX Xeon, an update of
 # deeplabv3plus_hrnetv2_48's 72M parameters took 93 ms instead of 105 ms with channels_last weights (main.py's CPU
 # default; PyTorch 2.14's kernel first copies such gradients) and 40 ms instead of 103 ms in NCHW. CUDA keeps
-# PyTorch's default (foreach): fused SGD was not measured there.
+# PyTorch's default (foreach): fused SGD was not measured there, and with fp16's GradScaler a skipped first step
+# leaves the fused kernel's momentum buffers uninitialised (PyTorch 2.14, seen on the CPU).
 FUSED_SGD_DEVICES = ("cpu",)
 MOMENTUM = 0.9
 
@@ -27,11 +28,17 @@ def build_sgd(param_groups: List[Dict[str, Any]], lr: float, weight_decay: float
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Dict[str, Any]) -> None:
     """Load a checkpoint's optimizer state, keeping how this run's optimizer steps (fused or not): the saved groups
-    carry the flags of the machine that wrote them, and the original's carry none."""
+    carry the flags of the machine that wrote them, and the original's carry none. A parameter the saved state has
+    no momentum for (it had no gradient then) gets a zero one, as its first step would."""
     steps_by = [{key: group[key] for key in ("fused", "foreach") if key in group} for group in optimizer.param_groups]
     optimizer.load_state_dict(saved)
     for group, flags in zip(optimizer.param_groups, steps_by):
         group.update(flags)
+    if optimizer.state:  # the fused step fails on a mix; a zero buffer is what SGD's first step starts from
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if "momentum_buffer" not in optimizer.state[param]:
+                    optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param)
 
 
 def forward_loss(model: nn.Module, criterion: nn.Module, images: torch.Tensor, labels: torch.Tensor,
