@@ -79,7 +79,9 @@ def stop_signals_held() -> Iterator[None]:
 def exit_keeping_status(status: int) -> NoReturn:
     """End a script with ``status``: its run is over and its last line printed (a stop's too). A stop while the
     interpreter shuts down (torch's teardown takes up to a second, a hung one longer) ends it at once with that
-    same status, instead of turning it into 130 or 143 without a word or killing it with the default action."""
+    same status, instead of turning it into 130 or 143 without a word or killing it with the default action.
+    Objects are frozen first, so the exit frees them without a last collection (reference cycles still alive then
+    are not finalised; the scripts close their files and writers before this)."""
     def end_now(signum: int, frame: Any) -> None:
         for stream in (sys.stdout, sys.stderr):
             try:
