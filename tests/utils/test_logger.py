@@ -128,3 +128,25 @@ def test_a_resumed_run_replaces_what_the_interrupted_one_logged_after_its_checkp
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("train/Loss")] == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
+
+
+def test_the_confusion_picture_is_drawn_once_for_the_files_and_tensorboard(tmp_path, monkeypatch):
+    """confusion_matrix.png and TensorBoard's image show the same picture, drawn once per evaluation."""
+    import io
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from utils.reporting import logger as logger_module
+    from utils.reporting.logger import EvaluationFilesSink
+
+    drawn = []
+    draw = logger_module.confusion_picture
+    monkeypatch.setattr(logger_module, "confusion_picture", lambda *args: drawn.append(args) or draw(*args))
+    logger = RunLogger([EvaluationFilesSink(str(tmp_path / "res")), TensorBoardSink(str(tmp_path / "tb"))])
+    logger.evaluation(2, _report())
+    logger.close()
+    assert len(drawn) == 1
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    shown = Image.open(io.BytesIO(events.Images("val/Confusion Matrix")[0].encoded_image_string))
+    written = Image.open(tmp_path / "res" / "confusion_matrix.png")
+    assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(written.convert("RGB")))

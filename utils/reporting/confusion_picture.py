@@ -6,7 +6,6 @@ validation writes one."""
 import dataclasses
 import functools
 import importlib.util
-import io
 import os
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -15,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, features
 
 __all__ = ["as_counts", "check_names", "row_normalised", "blues", "cell_font_pixels", "font_file", "PictureLayout",
-           "layout_for", "confusion_picture", "confusion_png"]
+           "layout_for", "confusion_picture"]
 
 ANNOTATE_UP_TO = 30  # more classes than this: cells too small for their numbers
 CELL_PIXELS_BUDGET, MIN_CELL_PIXELS, MAX_CELL_PIXELS = 600, 45, 160  # a cell's side: the budget over the classes
@@ -274,10 +273,3 @@ def confusion_picture(confusion_matrix: Union[np.ndarray, torch.Tensor], names: 
     _draw_names(canvas, draw, layout)
     _draw_colour_bar(canvas, draw, layout)
     return canvas
-
-
-def confusion_png(confusion_matrix: Union[np.ndarray, torch.Tensor], names: Sequence[str]) -> bytes:
-    """:func:`confusion_picture` as PNG bytes."""
-    buffer = io.BytesIO()
-    confusion_picture(confusion_matrix, names).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -4,13 +4,14 @@ import io
 import json
 import math
 import os
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 
 from utils.io.atomic import atomic_write
-from utils.reporting.confusion_picture import as_counts, check_names, confusion_png
+from utils.reporting.confusion_picture import as_counts, check_names, confusion_picture
 
 __all__ = ["write_evaluation"]
 
@@ -18,14 +19,16 @@ PER_CLASS_KEYS = {"IoU": "Class IoU", "Precision": "Class Precision", "Recall": 
 
 
 def write_evaluation(folder: str, results: Dict[str, object], confusion_matrix: Union[np.ndarray, torch.Tensor],
-                     class_names: Sequence[str], info: Dict[str, object]) -> List[str]:
+                     class_names: Sequence[str], info: Dict[str, object],
+                     picture: Optional[Image.Image] = None) -> List[str]:
     """Write ``metrics.json``, ``confusion_matrix.csv`` and ``confusion_matrix.png`` in ``folder``; their paths.
 
     ``results`` is :meth:`StreamSegMetrics.get_results`; ``info`` what produced them (checkpoint, scales, flip,
     sliding window, crop_val, iteration...). metrics.json is strict JSON: a figure of an absent class (no pixel
     in truth or prediction) is null and the class is listed in "absent_classes". The CSV holds integer pixel
     counts: rows are the truth class, columns the predicted class, the header row and first column their names.
-    The PNG is drawn by utils.reporting.confusion_picture. Each file appears whole or not.
+    The PNG is ``picture`` when given (this matrix as utils.reporting.confusion_picture draws it), else drawn
+    here. Each file appears whole or not.
     """
     counts = as_counts(confusion_matrix)
     names = [str(name) for name in class_names]
@@ -36,7 +39,7 @@ def write_evaluation(folder: str, results: Dict[str, object], confusion_matrix: 
              _write_csv(os.path.join(folder, "confusion_matrix.csv"), counts, names),
              os.path.join(folder, "confusion_matrix.png")]
     with atomic_write(paths[-1]) as f:
-        f.write(confusion_png(counts, names))
+        (picture or confusion_picture(counts, names)).save(f, format="PNG")
     return paths
 
 

@@ -14,6 +14,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from utils.io.atomic import write_advice
@@ -41,6 +42,13 @@ class EvaluationReport:
     class_names: Sequence[str]
     info: Dict[str, Any]  # checkpoint, iteration, evaluation settings (for metrics.json)
     samples: List[np.ndarray] = dataclasses.field(default_factory=list)  # (3, H, 3W) image | truth | prediction
+    _picture: Optional[Image.Image] = dataclasses.field(default=None, init=False, repr=False, compare=False)
+
+    def picture(self) -> Image.Image:
+        """The confusion matrix drawn as confusion_matrix.png shows it; drawn once for every sink that shows it."""
+        if self._picture is None:
+            self._picture = confusion_picture(self.confusion_matrix, self.class_names)
+        return self._picture
 
     def scores(self) -> Dict[str, float]:
         """The validation curves: the original's two, and the object's scores on a binary task."""
@@ -62,7 +70,7 @@ class Sink:
         self.table("[Val] Class IoU", {k: "absent" if np.isnan(v) else f"{v:.4f}" for k, v in class_iou.items()},
                    step)
         self.bars("[Val] Class IoU", step, class_iou)
-        self.heatmap("[Val] Confusion Matrix", step, report.confusion_matrix, report.class_names)
+        self.heatmap("[Val] Confusion Matrix", step, report)
         for k, sample in enumerate(report.samples):
             self.image(f"Sample {k}", step, sample)
 
@@ -78,8 +86,8 @@ class Sink:
     def bars(self, name: str, step: int, values: Mapping[str, float]) -> None:
         pass
 
-    def heatmap(self, name: str, step: int, counts: np.ndarray, labels: Sequence[str]) -> None:
-        """A confusion matrix of pixel ``counts`` (rows: truth)."""
+    def heatmap(self, name: str, step: int, report: EvaluationReport) -> None:
+        """The evaluation's confusion matrix (pixel counts, rows: truth)."""
 
     def image(self, name: str, step: int, image: np.ndarray) -> None:
         pass
@@ -143,8 +151,8 @@ class VisdomSink(Sink):
         present = {label: value for label, value in values.items() if not np.isnan(value)}  # absent is not 0
         self.vis.vis_bar(f"{name} (bars)", list(present), list(present.values()))
 
-    def heatmap(self, name: str, step: int, counts: np.ndarray, labels: Sequence[str]) -> None:
-        self.vis.vis_heatmap(name, row_normalised(counts), list(labels))
+    def heatmap(self, name: str, step: int, report: EvaluationReport) -> None:
+        self.vis.vis_heatmap(name, row_normalised(report.confusion_matrix), list(report.class_names))
 
     def image(self, name: str, step: int, image: np.ndarray) -> None:
         self.vis.vis_image(name, image)
@@ -193,9 +201,9 @@ class TensorBoardSink(Sink):
             if not np.isnan(value):  # an absent class has no score to plot
                 self.writer.add_scalar(f"{self.tag(name)}/{label}", value, step)
 
-    def heatmap(self, name: str, step: int, counts: np.ndarray, labels: Sequence[str]) -> None:
+    def heatmap(self, name: str, step: int, report: EvaluationReport) -> None:
         """The picture of confusion_matrix.png: names, numbers, colour bar."""
-        self.writer.add_image(self.tag(name), np.asarray(confusion_picture(counts, labels)), step, dataformats="HWC")
+        self.writer.add_image(self.tag(name), np.asarray(report.picture()), step, dataformats="HWC")
 
     def image(self, name: str, step: int, image: np.ndarray) -> None:
         self.writer.add_image(self.tag(name), image, step, dataformats="CHW")
@@ -212,7 +220,8 @@ class EvaluationFilesSink(Sink):
 
     def evaluation(self, step: int, report: EvaluationReport) -> None:
         try:
-            write_evaluation(self.folder, report.results, report.confusion_matrix, report.class_names, report.info)
+            write_evaluation(self.folder, report.results, report.confusion_matrix, report.class_names, report.info,
+                             report.picture())
         except OSError as exc:  # each file is written atomically: the previous evaluation's stay whole
             raise LoggerError(f"cannot write the evaluation files in {self.folder} ({exc.strerror or exc}); the "
                               f"checkpoints are saved; {write_advice(exc, self.folder)} (--results_dir)") from exc
