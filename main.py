@@ -834,6 +834,8 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     configure(opts, env, device, log)
     timer.lap("set-up")
     train_dst, val_dst, train_loader, val_loader = load_data(opts, env, device, log)
+    for loader in (val_loader,) if opts.test_only else (train_loader, val_loader):
+        loader.start_workers()
     timer.lap("data")
 
     training = build_training(opts, env, device, train_dst, log)

@@ -1,5 +1,6 @@
 """Stop signals outside a training loop: raised once as StoppedBySignal, ignored while the program cleans up, held
 back while a write commits, and the handlers before them restored; while a script starts (torch loading), one line."""
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -8,11 +9,13 @@ import threading
 import time
 
 import pytest
+import torch
 
+from datasets.sampling import SeededSamples, ShardedRandomSampler
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when
 from utils.io.stop_signals import starting_handlers_gone, stop_quietly_while_starting, stop_signals_held
-from utils.runtime.interrupts import StopFlag, StoppedBySignal, stop_signals_raise
+from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise
 
 
 def test_a_stop_signal_raises_once_and_a_second_one_cuts_no_clean_up_short():
@@ -167,3 +170,27 @@ def test_a_script_collects_no_cycles_while_importing_then_leaves_the_imports_out
             "exit_keeping_status(3)\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and done.stderr == ""
+
+
+class _Indices(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor(index)
+
+
+def test_workers_started_early_give_the_batches_of_the_epoch_set_afterwards():
+    """main.py forks the loaders' persistent workers before it builds the model; what they fetched before the first
+    real iteration is dropped, so the batches are those of the epoch and start the sampler is then set to."""
+    batches = []
+    for early in (True, False):
+        loader = WorkerLoader(SeededSamples(_Indices(), seed=3), sampler=ShardedRandomSampler(12, 4, seed=3),
+                              batch_size=4, drop_last=True, num_workers=1, persistent_workers=True)
+        if early:
+            loader.start_workers()
+            assert len(multiprocessing.active_children()) >= 1  # forked now
+        loader.sampler.set_epoch(1, 1)  # a resume in the middle of epoch 1
+        batches.append([batch.tolist() for batch in loader])
+        del loader
+    assert batches[0] == batches[1] and len(batches[0]) == 2
