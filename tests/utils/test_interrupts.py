@@ -173,24 +173,34 @@ def test_a_script_collects_no_cycles_while_importing_then_leaves_the_imports_out
 
 
 class _Indices(torch.utils.data.Dataset):
+    """12 samples, each its index; every read is noted in ``log`` (one line per read, from any worker)."""
+
+    def __init__(self, log: str):
+        self.log = log
+
     def __len__(self) -> int:
         return 12
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        with open(self.log, "a") as f:
+            f.write(f"{index}\n")
         return torch.tensor(index)
 
 
-def test_workers_started_early_give_the_batches_of_the_epoch_set_afterwards():
-    """main.py forks the loaders' persistent workers before it builds the model; what they fetched before the first
-    real iteration is dropped, so the batches are those of the epoch and start the sampler is then set to."""
-    batches = []
+def test_workers_started_early_fetch_nothing_until_the_epoch_set_afterwards(tmp_path):
+    """main.py forks the loaders' persistent workers, idle, before it builds the model: the first iteration
+    reads only its own samples, and gives the batches of the epoch and start the sampler is then set to."""
+    batches, reads = [], []
     for early in (True, False):
-        loader = WorkerLoader(SeededSamples(_Indices(), seed=3), sampler=ShardedRandomSampler(12, 4, seed=3),
-                              batch_size=4, drop_last=True, num_workers=1, persistent_workers=True)
+        log = tmp_path / f"reads_{early}.txt"
+        loader = WorkerLoader(SeededSamples(_Indices(str(log)), seed=3), sampler=ShardedRandomSampler(12, 4, seed=3),
+                              batch_size=4, drop_last=True, num_workers=2, persistent_workers=True)
         if early:
             loader.start_workers()
-            assert len(multiprocessing.active_children()) >= 1  # forked now
+            assert len(multiprocessing.active_children()) >= 2  # forked now
         loader.sampler.set_epoch(1, 1)  # a resume in the middle of epoch 1
         batches.append([batch.tolist() for batch in loader])
+        reads.append(sorted(int(line) for line in log.read_text().split()))
         del loader
     assert batches[0] == batches[1] and len(batches[0]) == 2
+    assert reads[0] == reads[1] == sorted(i for batch in batches[0] for i in batch)  # nothing fetched early

@@ -2,7 +2,7 @@
 checkpoint writes, summed up in a short report at the end of ``main.py``.
 
 The first ``WARMUP_STEPS`` training steps of a process are counted apart from the rest: they hold one-off costs
-(cuDNN autotuning, lazy CUDA and oneDNN initialisation, DataLoader workers starting), so the steady-state speed
+(cuDNN autotuning, lazy CUDA and oneDNN initialisation, the first batches), so the steady-state speed
 is what the run settles at. On CUDA the peak memory is reported separately for the warm-up, when the autotuner
 tries algorithms with large workspaces, and for what follows, which is what a step really needs.
 """
@@ -189,7 +189,7 @@ class RunTimer:
     def _detail(name: str, phase: PhaseTotal) -> str:
         if name.endswith("steps"):
             waiting = f", {phase.data_seconds:.1f} s of it waiting for data" if phase.data_seconds >= 0.05 else ""
-            why = (" (one-off costs: kernel selection and autotuning, lazy initialisation, workers starting)"
+            why = (" (one-off costs: kernel selection and autotuning, lazy initialisation, the first batches)"
                    if name.startswith("warm") else "")
             return f"{phase.count} steps, {phase.images_per_second():.2f} images/s{waiting}{why}"
         return f"{phase.count} x"
