@@ -204,3 +204,21 @@ def test_workers_started_early_fetch_nothing_until_the_epoch_set_afterwards(tmp_
         del loader
     assert batches[0] == batches[1] and len(batches[0]) == 2
     assert reads[0] == reads[1] == sorted(i for batch in batches[0] for i in batch)  # nothing fetched early
+
+
+def test_two_stop_signals_at_once_stop_once_without_python_s_race_message():
+    """SIGINT and SIGTERM pending together (a scheduler's SIGTERM and a Ctrl-C): the first stops the work, the
+    second is ignored quietly, not reported as "ignored due to race condition"."""
+    code = ("import os, signal\n"
+            "from utils.runtime.interrupts import StoppedBySignal, stop_signals_raise\n"
+            "try:\n"
+            "    with stop_signals_raise():\n"
+            "        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT, signal.SIGTERM])\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM])\n"
+            "        print('not stopped')\n"
+            "except StoppedBySignal as stop:\n"
+            "    print('stopped once by', stop.signal_name)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("stopped once by SIG") and done.stderr == "", done

@@ -69,6 +69,12 @@ class StoppedBySignal(BaseException):
         return self.say(f"{output} had been written in full" if written else f"nothing was written to {output}")
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """A stop signal after the first, while the program cleans up: ignored. A handler, not SIG_IGN: a second signal
+    already on its way when the first one's handler runs would otherwise make Python print that it was "ignored
+    due to race condition"."""
+
+
 @contextlib.contextmanager
 def stop_signals_raise() -> Iterator[None]:
     """While the block runs, SIGINT and SIGTERM raise :class:`StoppedBySignal`, once: later ones are ignored while
@@ -77,7 +83,7 @@ def stop_signals_raise() -> Iterator[None]:
     received = []
 
     def raise_stop(signum, frame):
-        set_handlers(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN))  # once: a second Ctrl-C cuts no clean-up short
+        set_handlers(dict.fromkeys(STOP_SIGNALS, _ignore))  # once: a second Ctrl-C cuts no clean-up short
         received.append(signum)
         raise StoppedBySignal(signum)
 
