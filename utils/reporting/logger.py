@@ -10,6 +10,7 @@ Event groups of :meth:`RunLogger.scalars`: ``"step"`` (every iteration: the loss
 report at the end of a run: seconds per phase, speed, peak memory).
 """
 import dataclasses
+import functools
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -42,13 +43,11 @@ class EvaluationReport:
     class_names: Sequence[str]
     info: Dict[str, Any]  # checkpoint, iteration, evaluation settings (for metrics.json)
     samples: List[np.ndarray] = dataclasses.field(default_factory=list)  # (3, H, 3W) image | truth | prediction
-    _picture: Optional[Image.Image] = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
+    @functools.cached_property
     def picture(self) -> Image.Image:
         """The confusion matrix drawn as confusion_matrix.png shows it; drawn once for every sink that shows it."""
-        if self._picture is None:
-            self._picture = confusion_picture(self.confusion_matrix, self.class_names)
-        return self._picture
+        return confusion_picture(self.confusion_matrix, self.class_names)
 
     def scores(self) -> Dict[str, float]:
         """The validation curves: the original's two, and the object's scores on a binary task."""
@@ -203,7 +202,7 @@ class TensorBoardSink(Sink):
 
     def heatmap(self, name: str, step: int, report: EvaluationReport) -> None:
         """The picture of confusion_matrix.png: names, numbers, colour bar."""
-        self.writer.add_image(self.tag(name), np.asarray(report.picture()), step, dataformats="HWC")
+        self.writer.add_image(self.tag(name), np.asarray(report.picture), step, dataformats="HWC")
 
     def image(self, name: str, step: int, image: np.ndarray) -> None:
         self.writer.add_image(self.tag(name), image, step, dataformats="CHW")
@@ -221,7 +220,7 @@ class EvaluationFilesSink(Sink):
     def evaluation(self, step: int, report: EvaluationReport) -> None:
         try:
             write_evaluation(self.folder, report.results, report.confusion_matrix, report.class_names, report.info,
-                             report.picture())
+                             report.picture)
         except OSError as exc:  # each file is written atomically: the previous evaluation's stay whole
             raise LoggerError(f"cannot write the evaluation files in {self.folder} ({exc.strerror or exc}); the "
                               f"checkpoints are saved; {write_advice(exc, self.folder)} (--results_dir)") from exc
