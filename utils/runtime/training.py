@@ -12,7 +12,8 @@ __all__ = ["build_sgd", "load_optimizer_state", "forward_loss", "optimize", "tra
 
 # Where SGD updates all parameters in one fused kernel. On 2 cores of an AMX Xeon, an update of
 # deeplabv3plus_hrnetv2_48's 72M parameters took 93 ms instead of 105 ms with channels_last weights (main.py's CPU
-# default; PyTorch 2.14's kernel first copies such gradients) and 40 ms instead of 103 ms in NCHW. CUDA keeps
+# default; PyTorch 2.14's kernel first copies such gradients) and 40 ms instead of 103 ms in NCHW; with AVX2 kernels
+# only (ATEN_CPU_CAPABILITY=avx2 on the same machine) 73 ms instead of 80 ms. CUDA keeps
 # PyTorch's default (foreach): fused SGD was not measured there, and with fp16's GradScaler a skipped first step
 # leaves the fused kernel's momentum buffers uninitialised (PyTorch 2.14, seen on the CPU).
 FUSED_SGD_DEVICES = ("cpu",)
