@@ -253,3 +253,57 @@ def test_a_loaded_state_without_momentum_for_some_parameters_still_steps_fused()
         results.append(params)
     for fused, plain in zip(*results):
         torch.testing.assert_close(fused, plain)
+
+
+def _channels_last_and_flat_parameters():
+    torch.manual_seed(0)
+    return [torch.randn(8, 6, 3, 3).contiguous(memory_format=torch.channels_last),
+            torch.randn(4, 6, 1, 1).contiguous(memory_format=torch.channels_last), torch.randn(8)]
+
+
+@pytest.mark.parametrize("options", [dict(weight_decay=1e-4), dict(nesterov=True, maximize=True),
+                                     dict(dampening=0.1)])  # dampening: torch.optim.SGD's own step
+def test_memory_order_sgd_steps_as_torch_s_fused_sgd_without_copying_channels_last_tensors(options):
+    """The views in memory order give torch.optim.SGD's numbers bit for bit, step after step, and the step copies no
+    tensor (PyTorch's fused CPU kernel copies each channels_last one in and out of a contiguous buffer); momentum
+    stays in the parameter's shape and layout, as a checkpoint holds it."""
+    from torch.profiler import profile
+    from utils.runtime.training import MemoryOrderSGD
+    start = _channels_last_and_flat_parameters()
+    stepped = []
+    for optimizer_class in (MemoryOrderSGD, torch.optim.SGD):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        optimizer = optimizer_class(params, lr=0.1, momentum=0.9, fused=True, **options)
+        torch.manual_seed(1)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn_like(p)
+            with profile() as prof:
+                optimizer.step()
+        stepped.append((params, optimizer, [event.name for event in prof.events()]))
+    (ours, optimizer, events), (theirs, _, _) = stepped
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b) and a.stride() == b.stride()
+    for p in ours:
+        assert optimizer.state[p]["momentum_buffer"].shape == p.shape
+    if "dampening" not in options:
+        assert "aten::_fused_sgd_" in events and not {"aten::copy_", "aten::clone"} & set(events)
+        assert all(optimizer.state[p]["momentum_buffer"].stride() == p.stride() for p in ours)
+
+
+def test_nchw_momentum_loaded_for_channels_last_weights_takes_their_layout():
+    """A checkpoint from an NCHW run (the original's, a GPU run without channels_last) gives channels_last weights
+    momentum in their own layout, with the same values, so that the step reads it without copies."""
+    from utils.runtime.training import build_sgd, load_optimizer_state
+    start = _channels_last_and_flat_parameters()
+    writer = [torch.nn.Parameter(p.contiguous()) for p in start]
+    written = torch.optim.SGD(writer, lr=0.1, momentum=0.9)
+    for p in writer:
+        p.grad = torch.randn_like(p)
+    written.step()
+    params = [torch.nn.Parameter(p.clone()) for p in start]
+    optimizer = build_sgd([{"params": params}], 0.1, 0.0, torch.device("cpu"))
+    load_optimizer_state(optimizer, copy.deepcopy(written.state_dict()))
+    for p, w in zip(params, writer):
+        buffer = optimizer.state[p]["momentum_buffer"]
+        assert buffer.stride() == p.stride() and torch.equal(buffer, written.state[w]["momentum_buffer"])
