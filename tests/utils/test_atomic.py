@@ -181,3 +181,32 @@ def test_folders_made_for_a_run_go_when_it_leaves_them_empty(tmp_path):
             raise KeyError("a failure after the folders were checked")
     assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
         "a", "a/written", "a/written/metrics.json", "there"]
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="posix_fadvise is Unix-only (the write is plain there)")
+def test_a_synced_write_hands_its_bytes_to_the_disk_while_it_goes(tmp_path, monkeypatch):
+    """A synced write (a checkpoint) asks the kernel to start writing every run of WRITEBACK_BYTES as soon as it is in
+    the file, in order and without gaps, so that the final fsync waits for the tail only; the file is the same, and a
+    file system that refuses the advice still gets the whole file."""
+    import utils.io.atomic as atomic
+    monkeypatch.setattr(atomic, "WRITEBACK_BYTES", 1000)
+    advised = []
+
+    def advise(fd, offset, length, advice):
+        advised.append((offset, length, os.fstat(fd).st_size))  # the size the file had when it was asked
+        raise OSError(errno.ESPIPE, "refused")
+
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    chunks = [bytes([i]) * 700 for i in range(10)]
+    with atomic_write(str(tmp_path / "out.bin"), sync=True) as f:
+        for chunk in chunks:
+            assert f.write(chunk) == 700
+        assert f.tell() == 7000 and f.name.startswith(str(tmp_path))
+    assert (tmp_path / "out.bin").read_bytes() == b"".join(chunks)
+    assert [(offset, length) for offset, length, _ in advised] == [(0, 1400), (1400, 1400), (2800, 1400),
+                                                                   (4200, 1400), (5600, 1400)]
+    assert all(size >= offset + length for offset, length, size in advised)  # flushed before it was asked
+    advised.clear()
+    with atomic_write(str(tmp_path / "plain.bin")) as f:  # not synced: no advice
+        f.write(b"x" * 5000)
+    assert not advised
