@@ -291,9 +291,10 @@ def test_memory_order_sgd_steps_as_torch_s_fused_sgd_without_copying_channels_la
         assert all(optimizer.state[p]["momentum_buffer"].stride() == p.stride() for p in ours)
 
 
-def test_nchw_momentum_loaded_for_channels_last_weights_takes_their_layout():
-    """A checkpoint from an NCHW run (the original's, a GPU run without channels_last) gives channels_last weights
-    momentum in their own layout, with the same values, so that the step reads it without copies."""
+def test_nchw_momentum_and_gradients_for_channels_last_weights_step_as_the_plain_loop():
+    """Momentum from an NCHW run (the original's checkpoint, a GPU run without channels_last) and gradients in
+    another layout than their weights give the plain loop's numbers (PyTorch's fused kernel pairs elements by their
+    place in memory, which mixes such tensors up); the momentum takes the weights' layout for the next steps."""
     from utils.runtime.training import build_sgd, load_optimizer_state
     start = _channels_last_and_flat_parameters()
     writer = [torch.nn.Parameter(p.contiguous()) for p in start]
@@ -301,9 +302,36 @@ def test_nchw_momentum_loaded_for_channels_last_weights_takes_their_layout():
     for p in writer:
         p.grad = torch.randn_like(p)
     written.step()
-    params = [torch.nn.Parameter(p.clone()) for p in start]
-    optimizer = build_sgd([{"params": params}], 0.1, 0.0, torch.device("cpu"))
-    load_optimizer_state(optimizer, copy.deepcopy(written.state_dict()))
-    for p, w in zip(params, writer):
-        buffer = optimizer.state[p]["momentum_buffer"]
-        assert buffer.stride() == p.stride() and torch.equal(buffer, written.state[w]["momentum_buffer"])
+    stepped = []
+    for optimizer_for in (lambda ps: build_sgd([{"params": ps}], 0.1, 1e-4, torch.device("cpu")),
+                          lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=False)):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        optimizer = optimizer_for(params)
+        load_optimizer_state(optimizer, copy.deepcopy(written.state_dict()))
+        torch.manual_seed(1)
+        for _ in range(2):
+            for p in params:
+                p.grad = torch.randn(p.shape)  # NCHW-contiguous, whatever the weight's layout
+            optimizer.step()
+        stepped.append((params, optimizer))
+    (ours, optimizer), (loop, loop_optimizer) = stepped
+    for a, b in zip(ours, loop):
+        assert torch.equal(a, b)
+        assert torch.equal(optimizer.state[a]["momentum_buffer"], loop_optimizer.state[b]["momentum_buffer"])
+        assert optimizer.state[a]["momentum_buffer"].stride() == a.stride()
+
+
+def test_memory_order_sgd_runs_each_step_hook_once_on_either_path():
+    """Its step runs the optimizer's pre- and post-step hooks once, also where it falls back on torch.optim.SGD's
+    step (dampening) after a plain SGD has been made (PyTorch then wraps that step in the hook runner too)."""
+    from utils.runtime.training import MemoryOrderSGD
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    for options in (dict(), dict(dampening=0.1)):
+        param = torch.nn.Parameter(torch.ones(3))
+        optimizer = MemoryOrderSGD([param], lr=0.1, momentum=0.9, fused=True, **options)
+        calls = []
+        optimizer.register_step_pre_hook(lambda *_: calls.append("pre"))
+        optimizer.register_step_post_hook(lambda *_: calls.append("post"))
+        param.grad = torch.ones(3)
+        optimizer.step()
+        assert calls == ["pre", "post"], options

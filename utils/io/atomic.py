@@ -58,9 +58,10 @@ def atomic_write(path: str, sync: bool = False) -> Iterator[BinaryIO]:
 
 
 class _WrittenBack:
-    """A file being written whose bytes the kernel starts writing to disk every WRITEBACK_BYTES, while the rest is
-    still being produced, so that the fsync at the end mostly waits for the last run. On Linux, POSIX_FADV_DONTNEED
-    starts the writeback of dirty pages without waiting for it (and leaves them cached until it is done)."""
+    """A file written front to back whose bytes the kernel starts writing to disk every WRITEBACK_BYTES, while the
+    rest is still being produced, so that the fsync at the end mostly waits for the last run. On Linux,
+    POSIX_FADV_DONTNEED starts the writeback of the range's dirty pages without waiting for it (older kernels skip it
+    on a busy disk) and drops its clean pages from the cache; it never drops data. Elsewhere it is only advice."""
 
     def __init__(self, file: BinaryIO):
         self._file = file

@@ -1,7 +1,7 @@
 """One optimisation step in two halves (forward and loss; backward and update), and the SGD it steps, shared by
 main.py, the benchmarks and tools. main.py checks the loss on every process between the halves."""
 import math
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -22,48 +22,63 @@ MOMENTUM = 0.9
 
 
 class MemoryOrderSGD(torch.optim.SGD):
-    """torch.optim.SGD whose fused step gets each parameter, its gradient and its momentum as 1-D views in memory
-    order.
+    """torch.optim.SGD whose fused step gets each parameter, its gradient and its momentum as 1-D views in the
+    parameter's memory order.
 
     PyTorch's fused CPU kernel copies a tensor that is not contiguous, as a channels_last weight is, into a
-    contiguous one and back. The update is elementwise, so where the three share one layout the views give the same
-    numbers without those copies. Momentum starts at zero, which without dampening is what SGD's first step gives;
-    other settings step as torch.optim.SGD does. The state and its checkpoint format are torch.optim.SGD's.
+    contiguous one and back, and pairs the elements of a parameter and a gradient of different layouts by their place
+    in memory, which mixes them up. The update is elementwise, so views in one layout give torch.optim.SGD's numbers
+    without copies; a gradient or momentum laid out otherwise is copied into the parameter's layout first. Momentum
+    starts at zero, which without dampening is what SGD's first step gives (up to the sign of zeros). Other settings
+    (not fused, dampening, no momentum) step as torch.optim.SGD; the state and its checkpoint format are its own.
     """
 
     @torch.no_grad()
     def step(self, closure=None):
         if not all(group["fused"] and group["momentum"] and not group["dampening"] for group in self.param_groups):
-            return super().step(closure)
+            return _unhooked(torch.optim.SGD.step)(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [param for param in group["params"] if param.grad is not None]
-            for param in params:
-                if self.state[param].get("momentum_buffer") is None:
-                    self.state[param]["momentum_buffer"] = torch.zeros_like(param)
-            views = [_in_memory_order(param, param.grad, self.state[param]["momentum_buffer"]) for param in params]
+            views = [self._flat_views(param) for param in group["params"] if param.grad is not None]
             if views:
-                flat_params, flat_grads, flat_buffers = (list(tensors) for tensors in zip(*views))
-                sgd(flat_params, flat_grads, flat_buffers, fused=True, grad_scale=getattr(self, "grad_scale", None),
+                params, grads, buffers = (list(tensors) for tensors in zip(*views))
+                sgd(params, grads, buffers, fused=True, grad_scale=getattr(self, "grad_scale", None),
                     found_inf=getattr(self, "found_inf", None), weight_decay=group["weight_decay"],
                     momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=group["nesterov"],
                     maximize=group["maximize"])
         return loss
 
+    def _flat_views(self, param: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(parameter, gradient, momentum) as 1-D views in ``param``'s memory order; a missing momentum is made, and
+        one laid out otherwise re-laid, for good; a gradient laid out otherwise is copied for this step."""
+        order = _memory_order(param)
+        if order is None:
+            raise ValueError(f"MemoryOrderSGD steps parameters without gaps or overlaps in memory; one of shape "
+                             f"{tuple(param.shape)} has strides {param.stride()}")
+        state = self.state[param]
+        buffer = state.get("momentum_buffer")
+        if buffer is None:
+            state["momentum_buffer"] = torch.zeros_like(param)
+        elif buffer.stride() != param.stride():  # NCHW momentum (the original's, a GPU run's) for channels_last
+            state["momentum_buffer"] = torch.empty_like(param).copy_(buffer)
+        grad = param.grad if param.grad.stride() == param.stride() else torch.empty_like(param).copy_(param.grad)
+        return tuple(tensor.permute(order).view(-1) for tensor in (param, grad, state["momentum_buffer"]))
 
-def _in_memory_order(*tensors: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-    """``tensors`` as 1-D views in memory order where they share one dense layout (contiguous in some order of their
-    dimensions, as NCHW and channels_last are), else as they are."""
-    first = tensors[0]
-    if any(tensor.layout != torch.strided or tensor.stride() != first.stride() for tensor in tensors):
-        return tensors
-    order = sorted(range(first.dim()), key=lambda dim: -first.stride(dim))
-    if not first.permute(order).is_contiguous():
-        return tensors
-    return tuple(tensor.permute(order).view(-1) for tensor in tensors)
+
+def _memory_order(tensor: torch.Tensor) -> Optional[List[int]]:
+    """The order of ``tensor``'s dimensions in which it is contiguous (0, 1, 2, 3 for NCHW; 0, 2, 3, 1 for
+    channels_last), or None when its elements have gaps or overlaps in memory."""
+    order = sorted(range(tensor.dim()), key=lambda dim: -tensor.stride(dim))
+    return order if tensor.permute(order).is_contiguous() else None
+
+
+def _unhooked(step: Callable) -> Callable:
+    """An optimizer class's ``step`` without the hook runner that torch.optim.Optimizer wraps around it once an
+    optimizer of that class exists: a subclass's step, hooked itself, that calls it runs each hook once."""
+    return step.__wrapped__ if getattr(step, "hooked", False) else step
 
 
 def build_sgd(param_groups: List[Dict[str, Any]], lr: float, weight_decay: float, device: torch.device
@@ -75,22 +90,12 @@ def build_sgd(param_groups: List[Dict[str, Any]], lr: float, weight_decay: float
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Dict[str, Any]) -> None:
     """Load a checkpoint's optimizer state, keeping how this run's optimizer steps (fused or not): the saved groups
-    carry the flags of the machine that wrote them, and the original's carry none. A parameter the saved state has
-    no momentum for (it had no gradient then) gets a zero one, as its first step would; momentum saved in another
-    layout (NCHW for this run's channels_last weights) is copied into the parameter's, which MemoryOrderSGD steps
-    without copies."""
+    carry the flags of the machine that wrote them, and the original's carry none. (MemoryOrderSGD gives a
+    parameter the saved state has no momentum for a zero one, and re-lays momentum saved in another layout.)"""
     steps_by = [{key: group[key] for key in ("fused", "foreach") if key in group} for group in optimizer.param_groups]
     optimizer.load_state_dict(saved)
     for group, flags in zip(optimizer.param_groups, steps_by):
         group.update(flags)
-    if optimizer.state:  # the fused step fails on a mix; a zero buffer is what SGD's first step starts from
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                buffer = optimizer.state[param].get("momentum_buffer")
-                if buffer is None:
-                    optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param)
-                elif buffer.stride() != param.stride():
-                    optimizer.state[param]["momentum_buffer"] = torch.empty_like(param).copy_(buffer)
 
 
 def forward_loss(model: nn.Module, criterion: nn.Module, images: torch.Tensor, labels: torch.Tensor,
