@@ -27,10 +27,11 @@ class MemoryOrderSGD(torch.optim.SGD):
 
     PyTorch's fused CPU kernel copies a tensor that is not contiguous, as a channels_last weight is, into a
     contiguous one and back, and pairs the elements of a parameter and a gradient of different layouts by their place
-    in memory, which mixes them up. The update is elementwise, so views in one layout give torch.optim.SGD's numbers
-    without copies; a gradient or momentum laid out otherwise is copied into the parameter's layout first. Momentum
-    starts at zero, which without dampening is what SGD's first step gives (up to the sign of zeros). Other settings
-    (not fused, dampening, no momentum) step as torch.optim.SGD; the state and its checkpoint format are its own.
+    in memory, which mixes them up. The update is elementwise, so views in one layout give the fused kernel's numbers
+    without copies (PyTorch's default loop may differ in the last bit where the kernel's vectors end); a gradient or
+    momentum laid out otherwise is copied into the parameter's layout first. Momentum starts at zero, which without
+    dampening is what SGD's first step gives (up to the sign of zeros). Other settings (not fused, dampening, no
+    momentum) step as torch.optim.SGD; the state and its checkpoint format are its own.
     """
 
     @torch.no_grad()
@@ -41,8 +42,9 @@ class MemoryOrderSGD(torch.optim.SGD):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            views = [self._flat_views(param) for param in group["params"] if param.grad is not None]
+        grouped_views = [[self._flat_views(param) for param in group["params"] if param.grad is not None]
+                         for group in self.param_groups]  # all checked before any parameter changes
+        for group, views in zip(self.param_groups, grouped_views):
             if views:
                 params, grads, buffers = (list(tensors) for tensors in zip(*views))
                 sgd(params, grads, buffers, fused=True, grad_scale=getattr(self, "grad_scale", None),
@@ -53,7 +55,7 @@ class MemoryOrderSGD(torch.optim.SGD):
 
     def _flat_views(self, param: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(parameter, gradient, momentum) as 1-D views in ``param``'s memory order; a missing momentum is made, and
-        one laid out otherwise re-laid, for good; a gradient laid out otherwise is copied for this step."""
+        a gradient or momentum laid out otherwise re-laid, for good (the kernel unscales the gradient in place)."""
         order = _memory_order(param)
         if order is None:
             raise ValueError(f"MemoryOrderSGD steps parameters without gaps or overlaps in memory; one of shape "
@@ -64,8 +66,9 @@ class MemoryOrderSGD(torch.optim.SGD):
             state["momentum_buffer"] = torch.zeros_like(param)
         elif buffer.stride() != param.stride():  # NCHW momentum (the original's, a GPU run's) for channels_last
             state["momentum_buffer"] = torch.empty_like(param).copy_(buffer)
-        grad = param.grad if param.grad.stride() == param.stride() else torch.empty_like(param).copy_(param.grad)
-        return tuple(tensor.permute(order).view(-1) for tensor in (param, grad, state["momentum_buffer"]))
+        if param.grad.stride() != param.stride():  # autograd's follow the parameter's; one set by hand may not
+            param.grad = torch.empty_like(param).copy_(param.grad)
+        return tuple(tensor.permute(order).view(-1) for tensor in (param, param.grad, state["momentum_buffer"]))
 
 
 def _memory_order(tensor: torch.Tensor) -> Optional[List[int]]:
