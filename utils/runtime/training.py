@@ -15,8 +15,8 @@ __all__ = ["MemoryOrderSGD", "build_sgd", "load_optimizer_state", "forward_loss"
 # of deeplabv3plus_hrnetv2_48's 72M channels_last parameters (main.py's CPU default): MemoryOrderSGD 47 ms,
 # torch.optim.SGD's own fused step (it copies such tensors) 74 ms, PyTorch's default loop 82 ms; with AVX2 kernels
 # only (ATEN_CPU_CAPABILITY=avx2 on the same machine) 48, 70 and 78 ms. CUDA keeps PyTorch's default (foreach): fused
-# SGD was not measured there, and with fp16's GradScaler a skipped first step leaves the fused kernel's momentum
-# buffers uninitialised (PyTorch 2.14, seen on the CPU).
+# SGD was not measured there. (torch.optim.SGD's fused step leaves its momentum uninitialised when fp16's GradScaler
+# skips the first step, PyTorch 2.14; MemoryOrderSGD's momentum starts at zero, so it keeps zeros there.)
 FUSED_SGD_DEVICES = ("cpu",)
 MOMENTUM = 0.9
 
