@@ -345,3 +345,22 @@ def test_memory_order_sgd_runs_each_step_hook_once_on_either_path():
         param.grad = torch.ones(3)
         optimizer.step()
         assert calls == ["pre", "post"], options
+
+
+def test_a_first_step_that_a_grad_scaler_skips_leaves_memory_order_sgd_s_momentum_at_zero():
+    """fp16's GradScaler skips a step whose gradients are not finite. PyTorch's own fused SGD then keeps momentum
+    buffers it never filled (PyTorch 2.14); MemoryOrderSGD's start at zero, so the next step is SGD's first."""
+    from utils.runtime.training import MemoryOrderSGD
+    results = []
+    for optimizer_class, options in ((MemoryOrderSGD, dict(fused=True)), (torch.optim.SGD, dict(foreach=False))):
+        param = torch.nn.Parameter(torch.ones(2, 3, 4, 4).contiguous(memory_format=torch.channels_last))
+        optimizer = optimizer_class([param], lr=0.1, momentum=0.9, **options)
+        scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+        for scale in (float("inf"), 1.0):
+            scaler.scale((param * scale).sum()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        results.append((param.detach().clone(), optimizer.state[param].get("momentum_buffer")))
+    (ours, momentum), (loop, loop_momentum) = results
+    assert torch.equal(ours, loop) and torch.equal(momentum, loop_momentum) and torch.isfinite(momentum).all()
