@@ -3,11 +3,14 @@ import argparse
 import copy
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import network
+from tests.conftest import ROOT
 from utils.io.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from utils.config import parse_with_config
 from utils.runtime.device import check_amp, cudnn_benchmark
@@ -364,3 +367,30 @@ def test_a_first_step_that_a_grad_scaler_skips_leaves_memory_order_sgd_s_momentu
         results.append((param.detach().clone(), optimizer.state[param].get("momentum_buffer")))
     (ours, momentum), (loop, loop_momentum) = results
     assert torch.equal(ours, loop) and torch.equal(momentum, loop_momentum) and torch.isfinite(momentum).all()
+
+
+STEPS_WITHOUT_DYNAMO = """
+import sys
+import torch
+from utils.runtime.training import MemoryOrderSGD, build_sgd, load_optimizer_state, train_step
+from utils.scheduler import build_scheduler
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 5, 1))
+model.to(memory_format=torch.channels_last)
+optimizer = build_sgd([{"params": model.parameters(), "lr": 0.1}], 0.1, 1e-4, torch.device("cpu"))
+scheduler = build_scheduler(optimizer, "poly", 10, 5)
+scaler = torch.amp.GradScaler("cpu", enabled=False)
+for _ in range(2):
+    train_step(model, optimizer, scaler, torch.nn.CrossEntropyLoss(), torch.randn(2, 3, 8, 8),
+               torch.randint(0, 5, (2, 8, 8)), torch.device("cpu"), "bf16", True)
+    scheduler.step()
+load_optimizer_state(optimizer, optimizer.state_dict())
+print(type(optimizer).__name__, "torch._dynamo" in sys.modules)
+"""
+
+
+def test_a_cpu_training_step_never_imports_torch_s_compiler():
+    """torch.optim.Optimizer's set-up, zero_grad and state dicts import torch._dynamo (1.2 s) at their first call;
+    main.py's SGD on the CPU skips those wrappers, so a run that does not --compile never imports it."""
+    done = subprocess.run([sys.executable, "-c", STEPS_WITHOUT_DYNAMO], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["MemoryOrderSGD", "False"], done.stdout + done.stderr

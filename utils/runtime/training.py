@@ -19,6 +19,14 @@ __all__ = ["MemoryOrderSGD", "build_sgd", "load_optimizer_state", "forward_loss"
 # skips the first step, PyTorch 2.14; MemoryOrderSGD's momentum starts at zero, so it keeps zeros there.)
 FUSED_SGD_DEVICES = ("cpu",)
 MOMENTUM = 0.9
+# The code of torch's lazy ``_disable_dynamo`` wrapper, the same for every method it wraps.
+_LAZY_DYNAMO_DISABLE = torch._disable_dynamo(lambda: None).__code__
+
+
+def _without_lazy_dynamo_import(method: Callable) -> Callable:
+    """``method`` without torch's ``_disable_dynamo`` wrapper, which imports torch._dynamo (1.2 s on an AMX Xeon) at
+    its first call to keep torch.compile from tracing the method: a no-op for calls made outside compiled code."""
+    return method.__wrapped__ if getattr(method, "__code__", None) is _LAZY_DYNAMO_DISABLE else method
 
 
 class MemoryOrderSGD(torch.optim.SGD):
@@ -32,7 +40,16 @@ class MemoryOrderSGD(torch.optim.SGD):
     momentum laid out otherwise is copied into the parameter's layout first. Momentum starts at zero, which without
     dampening is what SGD's first step gives (up to the sign of zeros). Other settings (not fused, dampening, no
     momentum) step as torch.optim.SGD; the state and its checkpoint format are its own.
+
+    It is made and called outside compiled code (``--compile`` compiles the model), so its fused path, its set-up,
+    ``zero_grad`` and state dicts skip the wrappers that keep torch.compile out of torch.optim.Optimizer and import
+    torch._dynamo: a training run on the CPU never imports it. Its other paths step as torch's, which import it.
     """
+
+    add_param_group = _without_lazy_dynamo_import(torch.optim.SGD.add_param_group)
+    zero_grad = _without_lazy_dynamo_import(torch.optim.SGD.zero_grad)
+    state_dict = _without_lazy_dynamo_import(torch.optim.SGD.state_dict)
+    load_state_dict = _without_lazy_dynamo_import(torch.optim.SGD.load_state_dict)
 
     @torch.no_grad()
     def step(self, closure=None):
