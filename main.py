@@ -55,6 +55,7 @@ from utils.runtime.distributed import (DistEnv, all_reduce_sum_, barrier, broadc
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
 from utils.io.locks import LockHeldError, file_lock
 from utils.io.stop_signals import exit_keeping_status, starting_handlers_gone
+from utils.runtime.host_memory import keep_freed_memory
 from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise
 from utils.inference.outputs import save_val_result
 from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
@@ -783,6 +784,8 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
     if opts.tensorboard:
         require_tensorboard()  # on every process, so that all of them stop
     resolve_speed_options(opts, device, log, INFER if opts.test_only else TRAIN)
+    if device.type == "cpu":
+        keep_freed_memory()  # each step reuses the last one's pages, the DataLoader workers' included
     opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
     opts.cudnn_benchmark, benchmark_note = resolve_cudnn_benchmark(opts.cudnn_benchmark, device, opts.total_itrs)
     for note in (workers_note, None if opts.test_only else benchmark_note):
