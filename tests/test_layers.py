@@ -81,7 +81,8 @@ def test_utils_root_holds_the_original_helpers_and_at_most_a_few_more():
 
 def test_the_scripts_import_neither_torchvision_nor_torch_s_compiler():
     """torchvision's package import loads torch._dynamo (about 2 s a process on a laptop CPU): the scripts and
-    tools start without it (and a training run on the CPU never loads it: tests/utils/test_training_utils.py)."""
+    tools start without it (and a one-process training run on the CPU never loads it:
+    tests/utils/test_training_utils.py)."""
     scripts = ["main", "predict"] + sorted(f"tools.{os.path.splitext(name)[0]}" for name in os.listdir(
         os.path.join(ROOT, "tools")) if name.endswith(".py") and name != "__init__.py")
     code = f"import sys\nfor name in {scripts!r}: __import__(name)\nprint(sorted(m for m in ('torchvision', " \

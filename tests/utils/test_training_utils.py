@@ -390,7 +390,8 @@ print(type(optimizer).__name__, "torch._dynamo" in sys.modules)
 
 def test_a_cpu_training_step_never_imports_torch_s_compiler():
     """torch.optim.Optimizer's set-up, zero_grad and state dicts import torch._dynamo (1.2 s) at their first call;
-    main.py's SGD on the CPU skips those wrappers, so a run that does not --compile never imports it."""
+    main.py's SGD on the CPU skips those wrappers, so a one-process run that does not --compile never imports it
+    (torchrun's DistributedDataParallel does)."""
     done = subprocess.run([sys.executable, "-c", STEPS_WITHOUT_DYNAMO], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["MemoryOrderSGD", "False"], done.stdout + done.stderr

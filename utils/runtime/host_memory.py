@@ -3,12 +3,16 @@ operating system and faulted in again, page by page."""
 import ctypes
 import os
 
-# glibc's mallopt parameters (malloc.h) and the values set. By default glibc returns the top of its heap to the
-# system once 128 KiB of it is free and serves blocks above an adaptive threshold with their own mmap, so each
-# training step faults its activations in again: 11-15k page faults a step for deeplabv3plus_hrnetv2_48 (crop 128,
-# batch 4, bf16 + channels_last), 3.3k with these settings, and 3.88-3.94 against 3.97-4.14 images/s in three pairs
-# of whole 30-iteration runs taking turns (AMX Xeon, 2 cores). Blocks of 32 MiB (glibc's largest threshold) and more
-# still come and go with mmap.
+__all__ = ["keep_freed_memory", "runs_on_glibc"]
+
+# glibc's mallopt parameters (malloc.h) and the values set. By default glibc returns the free top of its heap to
+# the system above a threshold that starts at 128 KiB (and adapts up to 64 MiB), and serves blocks above another
+# (128 KiB adapting up to 32 MiB) with their own mmap, so each training step faults its activations in again:
+# 11-15k page faults a step for deeplabv3plus_hrnetv2_48 (crop 128, batch 4, bf16 + channels_last), 3.3k with these
+# settings; in three pairs of whole 30-iteration runs taking turns, glibc's defaults 3.88-3.94 images/s, these
+# 3.97-4.14 (AMX Xeon, 2 cores). Blocks of 32 MiB (glibc's largest threshold) and more still come and go with mmap.
+# The top pad reserves address space, not memory: under vm.overcommit_memory=2 or a ulimit -v, glibc falls back on
+# mmap where the heap cannot grow.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 KEEP_FREED = {M_TRIM_THRESHOLD: 2 ** 31 - 1, M_TOP_PAD: 256 << 20, M_MMAP_THRESHOLD: 32 << 20}
 # A user's own settings of glibc's allocator win.
@@ -24,7 +28,8 @@ def keep_freed_memory() -> bool:
     if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     mallopt = ctypes.CDLL(None).mallopt  # the symbols this process has loaded, glibc's among them
-    return all(mallopt(parameter, value) == 1 for parameter, value in KEEP_FREED.items())
+    accepted = [mallopt(parameter, value) == 1 for parameter, value in KEEP_FREED.items()]  # each one, even after a no
+    return all(accepted)
 
 
 def runs_on_glibc() -> bool:

@@ -20,13 +20,14 @@ __all__ = ["MemoryOrderSGD", "build_sgd", "load_optimizer_state", "forward_loss"
 FUSED_SGD_DEVICES = ("cpu",)
 MOMENTUM = 0.9
 # The code of torch's lazy ``_disable_dynamo`` wrapper, the same for every method it wraps.
-_LAZY_DYNAMO_DISABLE = torch._disable_dynamo(lambda: None).__code__
+_LAZY_DYNAMO_DISABLE = getattr(torch._disable_dynamo(lambda: None), "__code__", None)
 
 
 def _without_lazy_dynamo_import(method: Callable) -> Callable:
     """``method`` without torch's ``_disable_dynamo`` wrapper, which imports torch._dynamo (1.2 s on an AMX Xeon) at
     its first call to keep torch.compile from tracing the method: a no-op for calls made outside compiled code."""
-    return method.__wrapped__ if getattr(method, "__code__", None) is _LAZY_DYNAMO_DISABLE else method
+    code = getattr(method, "__code__", None)
+    return method.__wrapped__ if code is not None and code is _LAZY_DYNAMO_DISABLE else method
 
 
 class MemoryOrderSGD(torch.optim.SGD):
@@ -43,7 +44,8 @@ class MemoryOrderSGD(torch.optim.SGD):
 
     It is made and called outside compiled code (``--compile`` compiles the model), so its fused path, its set-up,
     ``zero_grad`` and state dicts skip the wrappers that keep torch.compile out of torch.optim.Optimizer and import
-    torch._dynamo: a training run on the CPU never imports it. Its other paths step as torch's, which import it.
+    torch._dynamo: a one-process training run on the CPU never imports it (torchrun's DistributedDataParallel does).
+    Its other paths step as torch's, which import it.
     """
 
     add_param_group = _without_lazy_dynamo_import(torch.optim.SGD.add_param_group)
