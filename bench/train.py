@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from bench._timing import measure_training, native_settings  # noqa: E402
 from bench.original import REPO, best_of_interleaved, demo_voc, original_env, skip_reason  # noqa: E402
 from utils.runtime.device import hardware_name, resolve_amp, resolve_channels_last  # noqa: E402
+from utils.runtime.host_memory import keep_freed_memory  # noqa: E402
 
 SETTINGS = (("fp32", "off", False), ("fp32 + channels_last", "off", True),
             ("bf16", "bf16", False), ("bf16 + channels_last", "bf16", True))
@@ -79,6 +80,8 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"{hardware_name(device)}, torch {torch.__version__}; {args.model}, crop {args.crop}, batch {args.batch}")
+    if device.type == "cpu":
+        keep_freed_memory()  # as main.py steps
     step_table(args, device)
     whole_runs(args)
 
