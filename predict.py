@@ -10,6 +10,7 @@ if __name__ == "__main__":  # first, before torch loads (seconds): Ctrl-C or SIG
     pause_during_imports()
 
 import argparse
+import operator
 import os
 import signal
 import sys
@@ -373,6 +374,7 @@ def run(opts, stop: StopFlag) -> int:
     files, names, videos = inputs_and_outputs(opts)
     if videos:
         import_av()  # a missing package is one line before any work
+    loader = image_loader(files, opts.num_workers, device)  # before the model: see WorkerLoader.start_workers
     model, num_classes, classes, bands = load_segmenter(opts, device)
     label_ids = label_id_table(opts.classes, opts.dataset) if "labelids" in opts.output else None
     drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids)
@@ -383,8 +385,6 @@ def run(opts, stop: StopFlag) -> int:
         return predict_scenes(opts, files, names, videos, predictor, drawing, bands, stop)
     predictor = SegmentationPredictor(model, num_classes, recipe_from(opts),
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
-    loader = WorkerLoader(ImageFiles(files), batch_size=None, num_workers=opts.num_workers,
-                          pin_memory=device.type == "cuda")
     images = predict_images(opts, loader, files, names, predictor, ImageWriter(opts.save_val_results_to, opts.output,
                                                                                 drawing), stop)
     if images.stopped:  # the images in flight are left for a rerun; every file written is whole
@@ -398,6 +398,16 @@ class ImagesDone(NamedTuple):
     done: int
     skipped: int
     stopped: bool
+
+
+def image_loader(files: List[Tuple[str, str]], num_workers: int, device: torch.device) -> WorkerLoader:
+    """A loader of ``files`` as :class:`ImageFiles` items, one at a time, its worker processes started, idle (none
+    for no files: videos alone)."""
+    num_workers = num_workers if files else 0
+    loader = WorkerLoader(ImageFiles(files), batch_size=1, collate_fn=operator.itemgetter(0), num_workers=num_workers,
+                          persistent_workers=num_workers > 0, pin_memory=device.type == "cuda")
+    loader.start_workers()
+    return loader
 
 
 def predict_images(opts, loader: Iterable, files: List[Tuple[str, str]], names: Sequence[str],
