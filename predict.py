@@ -37,6 +37,7 @@ from network.fusion import fuse_conv_activations
 from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
                                        check_recipe_options, normalize)
 from utils.io.stop_signals import STOPPED_BY_SIGNAL_EXIT, exit_keeping_status
+from utils.runtime.host_memory import keep_freed_memory
 from utils.runtime.interrupts import StopFlag, WorkerLoader
 from utils.inference.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.inference.outputs import (OUTPUT_KINDS, OVERLAY_ALPHA, Drawing, ImageWriter, VideoWriter, output_names,
@@ -370,6 +371,8 @@ def run(opts, stop: StopFlag) -> int:
     opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
     if workers_note:
         print(workers_note)
+    if device.type == "cpu":
+        keep_freed_memory()  # each image reuses the last one's pages
     set_max_image_pixels(opts.max_image_pixels)
     files, names, videos = inputs_and_outputs(opts)
     if videos:
