@@ -382,6 +382,7 @@ def run(opts, stop: StopFlag) -> int:
     label_ids = label_id_table(opts.classes, opts.dataset) if "labelids" in opts.output else None
     drawing = Drawing(classes.colour_table(), opts.overlay_alpha, label_ids)
     if bands is not None:
+        del loader  # scenes are read window by window: its idle workers end here
         check_scene_options(opts)
         predictor = SegmentationPredictor(model, num_classes, recipe_from(opts), prepare=lambda values: normalize_bands(
             values.to(device, non_blocking=True), bands))
@@ -390,6 +391,7 @@ def run(opts, stop: StopFlag) -> int:
                                       prepare=lambda images: normalize(images.to(device, non_blocking=True)))
     images = predict_images(opts, loader, files, names, predictor, ImageWriter(opts.save_val_results_to, opts.output,
                                                                                 drawing), stop)
+    del loader  # its workers end, and the memory they hold, before the videos
     if images.stopped:  # the images in flight are left for a rerun; every file written is whole
         return stopped(stop, progress_line(images.done, len(files), "images", opts.save_val_results_to))
     return predict_videos(opts, videos, predictor, drawing, stop, images.done, images.skipped)

@@ -118,15 +118,16 @@ def ignore_stop_signals(worker_id: int) -> None:
 class WorkerLoader(data.DataLoader):
     """A DataLoader whose worker processes ignore SIGINT and SIGTERM: only the main process decides to stop.
 
-    Workers are started by ``iter()`` with the signals blocked, so one that arrives before a worker has
-    set itself to ignore them cannot kill it either; the main process receives it when ``iter()`` returns.
+    Workers are forked by ``iter()`` with the signals blocked and inherit that: one that arrives before a worker has
+    set itself to ignore them (PyTorch's worker first sets its own SIGTERM handler, which dies of a signal from
+    another process) cannot kill it either; the main process receives it when ``iter()`` returns.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, worker_init_fn=ignore_stop_signals, **kwargs)
 
     def __iter__(self) -> Iterator:
-        with stop_signals_held():
+        with stop_signals_held(), stop_signals_blocked():
             return super().__iter__()
 
     def start_workers(self) -> None:
