@@ -56,7 +56,7 @@ from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixe
 from utils.io.locks import LockHeldError, file_lock
 from utils.io.stop_signals import exit_keeping_status, starting_handlers_gone
 from utils.runtime.host_memory import keep_freed_memory
-from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise
+from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise, worker_death
 from utils.inference.outputs import save_val_result
 from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
 from utils.reporting.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
@@ -1015,9 +1015,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                        "first)")
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,
             LockHeldError, ValueError) as exc:
-        print(f"error: {error_message(exc)}", file=sys.stderr)
+        # a DataLoader worker that died while a checkpoint loaded is not the file's fault
+        print(f"error: {worker_death(exc.__cause__) or error_message(exc)}", file=sys.stderr)
         return 1
     except (torch.distributed.DistError, RuntimeError) as exc:
+        death = worker_death(exc)  # raised wherever the main process happened to be
+        if death:
+            print(f"error: {death}", file=sys.stderr)
+            return 1
         if not _lost_peer(exc):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -38,7 +38,7 @@ from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, Segm
                                        check_recipe_options, normalize)
 from utils.io.stop_signals import STOPPED_BY_SIGNAL_EXIT, exit_keeping_status
 from utils.runtime.host_memory import keep_freed_memory
-from utils.runtime.interrupts import StopFlag, WorkerLoader
+from utils.runtime.interrupts import StopFlag, WorkerLoader, worker_death
 from utils.inference.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.inference.outputs import (OUTPUT_KINDS, OVERLAY_ALPHA, Drawing, ImageWriter, VideoWriter, output_names,
                                      planned_outputs, video_outputs)
@@ -491,7 +491,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             return run(opts, stop)
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, PredictError, OnnxModelError,
             ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # a DataLoader worker that died while the model loaded is not the file's fault
+        print(f"error: {worker_death(exc.__cause__) or exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        death = worker_death(exc)  # raised wherever this process happened to be
+        if death is None:
+            raise
+        print(f"error: {death}", file=sys.stderr)
         return 1
 
 

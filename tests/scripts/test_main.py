@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -170,6 +171,22 @@ def test_a_signal_before_training_stops_in_one_line_and_leaves_no_folders(voc, s
     assert "Traceback" not in out and sorted(os.listdir(voc)) == ["data"]
 
 
+KILLED_WORKER = ("import os, signal, sys, time, multiprocessing\nimport main\nstep = main.forward_loss\n"
+                 "def killing(*args, **kwargs):\n"
+                 "    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL); time.sleep(5)\n"
+                 "    return step(*args, **kwargs)\n"
+                 "main.forward_loss = killing\nsys.exit(main.main(sys.argv[1:]))\n")
+
+
+def test_a_killed_worker_is_one_line_that_says_what_to_do(voc):
+    """The out-of-memory killer may take a DataLoader worker; PyTorch raises wherever the run is: one line."""
+    done = subprocess.run([sys.executable, "-c", KILLED_WORKER, *_args(voc, "--total_itrs", "2", "--num_workers", "2")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert re.fullmatch(r"error: a DataLoader worker \(pid \d+\) was killed by signal Killed; .*--num_workers", last)
+
+
 def test_nan_loss_stops_with_a_clear_message(voc, capsys, monkeypatch):
     class NaNLoss(torch.nn.Module):
         def forward(self, outputs, labels):
@@ -212,7 +229,8 @@ def test_config_file_values_and_precedence(voc, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "configs"))))
 def test_shipped_configs_are_valid(name):
-    opts = train_script.parse_with_config(train_script.get_argparser(), ["--config", os.path.join(ROOT, "configs", name)])
+    opts = train_script.parse_with_config(train_script.get_argparser(),
+                                          ["--config", os.path.join(ROOT, "configs", name)])
     assert opts.model in network.MODELS and opts.dataset in train_script.DATASETS
 
 

@@ -3,6 +3,7 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -15,6 +16,7 @@ import predict
 from tests.conftest import ROOT
 from tests.helpers import signal_group_when
 from utils.inference import outputs
+from utils.io.checkpoint import CheckpointError
 from utils.inference.predictor import normalize, sliding_window_labels
 
 MODEL = "deeplabv3plus_mobilenet"
@@ -259,6 +261,39 @@ def test_a_signal_while_the_model_loads_writes_nothing_and_says_so(tmp_path, ckp
     assert printed.strip().splitlines()[-1] == ("SIGTERM received: stopped before the first of 3 images; nothing "
                                                 "was written")
     assert sorted(os.listdir(tmp_path)) == ["in"]  # and not the folder made for the outputs
+
+
+KILLED_WORKER = ("import os, signal, sys, time, multiprocessing\nimport predict\nload = predict.load_segmenter\n"
+                 "def killing(*args, **kwargs):\n"
+                 "    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL); time.sleep(5)\n"
+                 "    return load(*args, **kwargs)\n"
+                 "predict.load_segmenter = killing\nsys.exit(predict.main(sys.argv[1:]))\n")
+
+
+def test_a_worker_killed_while_the_model_loads_is_one_line_that_blames_no_file(tmp_path, ckpt, capsys,
+                                                                              monkeypatch):
+    """The out-of-memory killer may take a DataLoader worker at any time; PyTorch then raises in the main process
+    wherever it is, also inside the checkpoint's loading: said in one line, not as a damaged checkpoint."""
+    (tmp_path / "in").mkdir()
+    _rgb(40, 30).save(tmp_path / "in" / "a.png")
+    args = ["--input", str(tmp_path / "in"), "--ckpt", ckpt[0], "--model", MODEL, "--save_val_results_to",
+            str(tmp_path / "out"), "--num_workers", "2"]
+    done = subprocess.run([sys.executable, "-c", KILLED_WORKER, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert re.fullmatch(r"error: a DataLoader worker \(pid \d+\) was killed by signal Killed; .*--num_workers", last)
+    assert not (tmp_path / "out").exists()
+
+    def damaged(*args, **kwargs):  # the same death, caught by the checkpoint's reader
+        try:
+            raise RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
+        except RuntimeError as exc:
+            raise CheckpointError(f"cannot read checkpoint {ckpt[0]}: killed (truncated?)") from exc
+
+    monkeypatch.setattr(predict, "load_segmenter", damaged)
+    assert predict.main(args) == 1
+    assert capsys.readouterr().err.startswith("error: a DataLoader worker (pid 7) was killed by signal Killed; ")
 
 
 @pytest.mark.parametrize("flag, value", [("--stride", "0"), ("--window", "-5"), ("--val_batch_size", "0"),

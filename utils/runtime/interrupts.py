@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import multiprocessing
 import multiprocessing.util  # noqa: F401  (registers its exit hook now, so the one below runs before it)
+import re
 import signal
 import sys
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -19,7 +20,11 @@ from utils.io.atomic import path_state
 from utils.io.stop_signals import (STOP_SIGNALS, STOPPED_BY_SIGNAL_EXIT, after_start, stop_signals_blocked,
                                    stop_signals_held)
 
-__all__ = ["StopFlag", "StoppedBySignal", "stop_signals_raise", "run_stoppable", "ignore_stop_signals", "WorkerLoader"]
+__all__ = ["StopFlag", "StoppedBySignal", "stop_signals_raise", "run_stoppable", "ignore_stop_signals", "WorkerLoader",
+           "worker_death"]
+
+# How PyTorch reports a DataLoader worker that died (raised in the main process wherever it happens to be).
+_WORKER_DEATH = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:is killed by signal: ([^.\n]+)|exited)")
 
 
 class StopFlag:
@@ -144,6 +149,17 @@ class WorkerLoader(data.DataLoader):
             iter(self)
         finally:
             batches.sampler = sampler
+
+
+def worker_death(exc: Optional[BaseException]) -> Optional[str]:
+    """One line for PyTorch's error about a DataLoader worker that died (the kernel's out-of-memory killer, a
+    ``kill -9``), or None when ``exc`` is not that error."""
+    match = _WORKER_DEATH.search(str(exc)) if isinstance(exc, RuntimeError) else None
+    if match is None:
+        return None
+    how = f"was killed by signal {match.group(2).strip()}" if match.group(2) else "exited unexpectedly"
+    return (f"a DataLoader worker (pid {match.group(1)}) {how}; if the system ran out of memory (`dmesg` shows the "
+            "out-of-memory killer), run with a lower --num_workers")
 
 
 @atexit.register
