@@ -237,12 +237,15 @@ def test_the_image_workers_start_before_the_model_is_loaded_and_end_before_the_v
     assert len(list(out.glob("*.png"))) + len(list(out.glob("*/*.png"))) == 9
 
 
-# The model loads until a signal comes, while the DataLoader workers (with --num_workers) are slow to set themselves
-# to ignore stop signals: PyTorch's worker has its own SIGTERM handler by then.
+# The model loads until a signal has set predict.py's stop flag (its handler; signal.pause() would wait for ever for
+# one that came before it), while the DataLoader workers (with --num_workers) are slow to set themselves to ignore
+# stop signals: PyTorch's worker has its own SIGTERM handler by then.
 SLOW_LOAD = ("import signal, sys, time\nimport predict\nfrom utils.runtime import interrupts\n"
              "load, ignore = predict.load_segmenter, interrupts.ignore_stop_signals\n"
              "def slow(*args, **kwargs):\n"
-             "    print('loading', flush=True); signal.pause(); return load(*args, **kwargs)\n"
+             "    print('loading', flush=True)\n"
+             "    while not signal.getsignal(signal.SIGTERM).signal_name: time.sleep(0.05)\n"
+             "    return load(*args, **kwargs)\n"
              "def slow_ignore(worker_id):\n    time.sleep(2); ignore(worker_id)\n"
              "predict.load_segmenter, interrupts.ignore_stop_signals = slow, slow_ignore\n"
              "sys.exit(predict.main(sys.argv[1:]))\n")
