@@ -784,8 +784,7 @@ def configure(opts, env: DistEnv, device: torch.device, log) -> None:
     if opts.tensorboard:
         require_tensorboard()  # on every process, so that all of them stop
     resolve_speed_options(opts, device, log, INFER if opts.test_only else TRAIN)
-    if device.type == "cpu":
-        keep_freed_memory()  # each step reuses the last one's pages, the DataLoader workers' included
+    keep_freed_memory(device)  # each step reuses the last one's pages, the DataLoader workers' included
     opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
     opts.cudnn_benchmark, benchmark_note = resolve_cudnn_benchmark(opts.cudnn_benchmark, device, opts.total_itrs)
     for note in (workers_note, None if opts.test_only else benchmark_note):
@@ -1016,7 +1015,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, TrainingError, LoggerError,
             LockHeldError, ValueError) as exc:
         # a DataLoader worker that died while a checkpoint loaded is not the file's fault
-        print(f"error: {worker_death(exc.__cause__) or error_message(exc)}", file=sys.stderr)
+        print(f"error: {worker_death(exc) or error_message(exc)}", file=sys.stderr)
         return 1
     except (torch.distributed.DistError, RuntimeError) as exc:
         death = worker_death(exc)  # raised wherever the main process happened to be

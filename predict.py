@@ -371,8 +371,7 @@ def run(opts, stop: StopFlag) -> int:
     opts.num_workers, workers_note = resolve_num_workers(opts.num_workers, device)
     if workers_note:
         print(workers_note)
-    if device.type == "cpu":
-        keep_freed_memory()  # each image reuses the last one's pages
+    keep_freed_memory(device)  # each image reuses the last one's pages
     set_max_image_pixels(opts.max_image_pixels)
     files, names, videos = inputs_and_outputs(opts)
     if videos:
@@ -492,7 +491,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (DatasetError, CheckpointError, PretrainedWeightsError, ConfigError, PredictError, OnnxModelError,
             ValueError) as exc:
         # a DataLoader worker that died while the model loaded is not the file's fault
-        print(f"error: {worker_death(exc.__cause__) or exc}", file=sys.stderr)
+        print(f"error: {worker_death(exc) or exc}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         death = worker_death(exc)  # raised wherever this process happened to be

@@ -80,8 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"{hardware_name(device)}, torch {torch.__version__}; {args.model}, crop {args.crop}, batch {args.batch}")
-    if device.type == "cpu":
-        keep_freed_memory()  # as main.py steps
+    keep_freed_memory(device)  # as main.py steps
     step_table(args, device)
     whole_runs(args)
 

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 from utils.runtime.host_memory import USER_SETTINGS, keep_freed_memory, runs_on_glibc
@@ -14,7 +15,7 @@ import resource, sys
 import torch
 from utils.runtime.host_memory import keep_freed_memory
 from utils.runtime.training import build_sgd, train_step
-kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+kept = keep_freed_memory(torch.device("cpu")) if sys.argv[1] == "keep" else False
 layers = [torch.nn.Conv2d(3, 32, 3, padding=1)]
 for _ in range(4):
     layers += [torch.nn.BatchNorm2d(32), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3, padding=1)]
@@ -54,4 +55,8 @@ def test_a_training_step_reuses_the_last_step_s_memory_instead_of_faulting_it_in
 @pytest.mark.parametrize("name, value", [("MALLOC_TOP_PAD_", "0"), ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")])
 def test_the_user_s_own_allocator_settings_win(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
-    assert keep_freed_memory() is False
+    assert keep_freed_memory(torch.device("cpu")) is False
+
+
+def test_a_run_on_another_device_leaves_the_allocator_alone():
+    assert keep_freed_memory(torch.device("cuda")) is False  # measured on the CPU only

@@ -3,6 +3,8 @@ operating system and faulted in again, page by page."""
 import ctypes
 import os
 
+import torch
+
 __all__ = ["keep_freed_memory", "runs_on_glibc"]
 
 # glibc's mallopt parameters (malloc.h) and the values set. By default glibc returns the free top of its heap to
@@ -19,11 +21,12 @@ KEEP_FREED = {M_TRIM_THRESHOLD: 2 ** 31 - 1, M_TOP_PAD: 256 << 20, M_MMAP_THRESH
 USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_")
 
 
-def keep_freed_memory() -> bool:
-    """Set glibc's allocator to keep freed memory in this process (and the DataLoader workers it forks later);
-    returns whether it was set: not on other C libraries, nor where the environment sets the allocator itself
-    (``MALLOC_TOP_PAD_`` and the like, or ``glibc.malloc`` in ``GLIBC_TUNABLES``)."""
-    if not runs_on_glibc() or any(name in os.environ for name in USER_SETTINGS):
+def keep_freed_memory(device: torch.device) -> bool:
+    """For a run on the CPU ``device``, set glibc's allocator to keep freed memory in this process (and the
+    DataLoader workers it forks later); returns whether it was set: not for another device (measured on the CPU
+    only), not on other C libraries, nor where the environment sets the allocator itself (``MALLOC_TOP_PAD_`` and
+    the like, or ``glibc.malloc`` in ``GLIBC_TUNABLES``)."""
+    if device.type != "cpu" or not runs_on_glibc() or any(name in os.environ for name in USER_SETTINGS):
         return False
     if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return False

@@ -153,13 +153,16 @@ class WorkerLoader(data.DataLoader):
 
 def worker_death(exc: Optional[BaseException]) -> Optional[str]:
     """One line for PyTorch's error about a DataLoader worker that died (the kernel's out-of-memory killer, a
-    ``kill -9``), or None when ``exc`` is not that error."""
-    match = _WORKER_DEATH.search(str(exc)) if isinstance(exc, RuntimeError) else None
-    if match is None:
-        return None
-    how = f"was killed by signal {match.group(2).strip()}" if match.group(2) else "exited unexpectedly"
-    return (f"a DataLoader worker (pid {match.group(1)}) {how}; if the system ran out of memory (`dmesg` shows the "
-            "out-of-memory killer), run with a lower --num_workers")
+    ``kill -9``), whether ``exc`` is that error or was raised from it (a checkpoint's reader wraps what interrupts
+    it); None otherwise."""
+    while exc is not None:
+        match = _WORKER_DEATH.search(str(exc)) if isinstance(exc, RuntimeError) else None
+        if match:
+            how = f"was killed by signal {match.group(2).strip()}" if match.group(2) else "exited unexpectedly"
+            return (f"a DataLoader worker (pid {match.group(1)}) {how}; if the system ran out of memory (`dmesg` "
+                    "shows the out-of-memory killer), run with a lower --num_workers")
+        exc = exc.__cause__
+    return None
 
 
 @atexit.register
