@@ -12,7 +12,9 @@ __all__ = ["keep_freed_memory", "runs_on_glibc"]
 # (128 KiB adapting up to 32 MiB) with their own mmap, so each training step faults its activations in again:
 # 11-15k page faults a step for deeplabv3plus_hrnetv2_48 (crop 128, batch 4, bf16 + channels_last), 3.3k with these
 # settings; in three pairs of whole 30-iteration runs taking turns, glibc's defaults 3.88-3.94 images/s, these
-# 3.97-4.14 (AMX Xeon, 2 cores). Blocks of 32 MiB (glibc's largest threshold) and more still come and go with mmap.
+# 3.97-4.14 (AMX Xeon, 2 cores); with AVX2 kernels only (ATEN_CPU_CAPABILITY=avx2, fp32 + channels_last, the
+# default there) 23-26k -> 2.3-4.7k faults and the same speed (medians 1637-1757 against 1640-1703 ms a step, four
+# pairs). Blocks of 32 MiB (glibc's largest threshold) and more still come and go with mmap.
 # The top pad reserves address space, not memory: under vm.overcommit_memory=2 or a ulimit -v, glibc falls back on
 # mmap where the heap cannot grow.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
