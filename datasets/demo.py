@@ -63,10 +63,10 @@ def holds_demo_data(voc_root: str) -> bool:
 
 
 def _pattern(texture: DemoTexture, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """An (H, W, 3) float image of the texture with a random phase and a little colour jitter."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    yy = yy + rng.integers(0, 64)
-    xx = xx + rng.integers(0, 64)
+    """The texture with a random phase and a little colour jitter: a float image that broadcasts to (H, W, 3)
+    (a stripe is one row or column, plain is one pixel)."""
+    yy = np.arange(height)[:, None] + rng.integers(0, 64)
+    xx = np.arange(width)[None, :] + rng.integers(0, 64)
     p = texture.period
     if texture.pattern == "hstripes":
         light = (yy // p) % 2
@@ -77,7 +77,7 @@ def _pattern(texture: DemoTexture, height: int, width: int, rng: np.random.Gener
     elif texture.pattern == "dots":
         light = (((yy % p) - p // 2) ** 2 + ((xx % p) - p // 2) ** 2 < (p // 3) ** 2).astype(np.int64)
     else:
-        light = np.zeros((height, width), np.int64)
+        light = np.zeros((1, 1), np.int64)
     colour = np.asarray(texture.colour, np.float32) + rng.normal(0, 12, 3)
     return colour * (0.75 + 0.35 * light[..., None])
 
