@@ -625,12 +625,12 @@ def build_training(opts, env: DistEnv, device: torch.device, train_dst, log) -> 
     return Training(model, plain_model, optimizer, scheduler, scaler, criterion, TrainState())
 
 
-def save_training(opts, env: DistEnv, training: Training, dataset, best: bool) -> str:
+def save_training(opts, env: DistEnv, device: torch.device, training: Training, dataset, best: bool) -> str:
     """Write the ``latest_*`` checkpoint in the original's format plus what a resume needs, and return its path;
     ``best``: these weights are the best so far: they are written as ``best_*``, and ``latest_*`` becomes the same
     file (its bytes are not written a second time: see utils.io.checkpoint.share_checkpoint)."""
     path = checkpoint_path(opts, "latest")
-    rng_states = gather_to_process_zero(capture_rng_state())  # each process resumes its own stream
+    rng_states = gather_to_process_zero(capture_rng_state(device))  # each process resumes its own stream
     if env.is_main:
         state, scaler = training.state, training.scaler
         encoder = network.encoder_record(training.plain_model)
@@ -871,7 +871,7 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
 
     def save(best: bool) -> str:
         with timer.phase("checkpoint writes"):
-            return save_training(opts, env, training, train_dst, best)
+            return save_training(opts, env, device, training, train_dst, best)
 
     try:
         if opts.test_only:
@@ -942,7 +942,7 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
         retarget(scheduler, opts.total_itrs, opts.step_size, group_learning_rates(opts.lr), opts.weight_decay)
         state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
         if "rng_state" in checkpoint:
-            note = restore_process_rng_state(checkpoint, env.rank, env.world_size)
+            note = restore_process_rng_state(checkpoint, env.rank, env.world_size, device)
             if note:
                 log(f"note: {note}")
         if scaler.is_enabled() and "scaler_state" in checkpoint:  # else fp16 restarts at scale 2**16, skipping steps

@@ -80,7 +80,7 @@ class SeededSamples(data.Dataset):
         python_state = random.getstate()
         with torch.random.fork_rng(devices=[]):
             random.seed(seed)
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU's alone: torch.manual_seed would reseed the GPUs too
             item = self.dataset[index]
         random.setstate(python_state)
         return item

@@ -295,12 +295,12 @@ def _rng_round_trip(rank: int, folder: str) -> None:
     what it drew right after saving."""
     torch.manual_seed(0)
     torch.rand(rank + 1)  # the streams diverge
-    states = gather_to_process_zero(capture_rng_state())
+    states = gather_to_process_zero(capture_rng_state(torch.device("cpu")))
     if rank == 0:
         torch.save({"rng_state": states[0], "rng_states": states}, os.path.join(folder, "ck.pth"))
     expected = torch.rand(4)
     torch.distributed.barrier()
-    note = restore_process_rng_state(load_checkpoint(os.path.join(folder, "ck.pth")), rank, 2)
+    note = restore_process_rng_state(load_checkpoint(os.path.join(folder, "ck.pth")), rank, 2, torch.device("cpu"))
     torch.save((note, expected, torch.rand(4)), os.path.join(folder, f"drawn{rank}.pt"))
 
 
@@ -308,7 +308,8 @@ def test_every_process_resumes_its_own_random_stream(spawned_pair):
     for rank in (0, 1):
         note, expected, drawn = torch.load(spawned_pair / f"drawn{rank}.pt")
         assert note is None and torch.equal(drawn, expected), rank
-    note = restore_process_rng_state(load_checkpoint(str(spawned_pair / "ck.pth")), 0, 1)  # another world size
+    note = restore_process_rng_state(load_checkpoint(str(spawned_pair / "ck.pth")), 0, 1,  # another world size
+                                     torch.device("cpu"))
     assert "random state of 2 process(es) and this run has 1" in note
 
 

@@ -166,3 +166,21 @@ def test_resolve_speed_options_prints_each_choice_once(cpu_probes):
     assert (opts.amp, opts.channels_last, opts.eval_amp) == ("off", True, "off")
     assert lines == ["--amp auto: off (this CPU has AVX2 and no native bfloat16)",
                      "--channels_last auto: on (faster on CPUs)"]
+
+
+@pytest.mark.parametrize("visible,index", [(8, 3), (1, 0)])
+def test_each_torchrun_process_takes_its_local_rank_s_gpu_among_those_it_sees(monkeypatch, visible, index):
+    """torchrun shows every process each GPU, so local rank 3 takes cuda:3; a launcher that shows each process
+    its own GPU alone (SLURM's GPU binding) makes that GPU cuda:0 in every process. (No GPU here: faked.)"""
+    from utils.runtime import distributed
+    for name, value in (("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "3")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, **options: calls.append((backend, options["device_id"])))
+    env, device = distributed.init_distributed("cuda", "0", 60)
+    assert (env.rank, env.local_rank, env.world_size) == (3, 3, 4)
+    assert device == torch.device("cuda", index) and calls == [device, ("nccl", device)]

@@ -11,7 +11,8 @@ import torch
 
 import network
 from tests.conftest import ROOT
-from utils.io.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
+from utils.io.checkpoint import (CheckpointError, capture_rng_state, load_checkpoint, load_model_state,
+                                 restore_rng_state, save_checkpoint)
 from utils.config import parse_with_config
 from utils.runtime.device import check_amp, cudnn_benchmark
 from utils.loss import FocalLoss, build_criterion
@@ -135,6 +136,30 @@ def test_unreadable_and_missing_checkpoints(tmp_path):
         load_checkpoint(str(bad))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(str(tmp_path / "none.pth"))
+
+
+def test_a_run_saves_and_restores_the_random_state_of_its_own_gpu_alone(monkeypatch):
+    """No GPU here: torch.cuda's state calls are replaced by ones that record them. A resume that sees fewer GPUs than
+    the run it continues (torchrun left 8 visible, plain python one) must not ask for the state of a missing one."""
+    calls = []
+
+    def no_gpu(*args):
+        raise AssertionError("a CPU run touched the GPU")
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", no_gpu)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", no_gpu)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", no_gpu)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", no_gpu)
+    state = capture_rng_state(torch.device("cpu"))
+    assert "cuda" not in state
+    restore_rng_state({**state, "cuda": torch.zeros(3, dtype=torch.uint8)}, torch.device("cpu"))
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.full((3,), device.index, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda value, device: calls.append((int(value[0]), device)))
+    assert capture_rng_state(torch.device("cuda", 1))["cuda"].tolist() == [1, 1, 1]
+    one_per_gpu = [torch.full((3,), i, dtype=torch.uint8) for i in range(8)]  # as versions before 9 December saved
+    for cuda, device, expected in ((one_per_gpu, 3, 3), (one_per_gpu[:2], 3, 0), (one_per_gpu[5], 0, 5)):
+        restore_rng_state({**state, "cuda": cuda}, torch.device("cuda", device))
+        assert calls.pop() == (expected, torch.device("cuda", device))
 
 
 def test_other_class_count_reinitialises_only_the_head():

@@ -185,8 +185,9 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
     return reinit
 
 
-def capture_rng_state() -> Dict[str, Any]:
-    """Python, NumPy and torch RNG states, in types ``weights_only`` loading accepts."""
+def capture_rng_state(device: torch.device) -> Dict[str, Any]:
+    """Python, NumPy and torch RNG states, in types ``weights_only`` loading accepts; on a GPU ``device`` also
+    that GPU's (only the one this process uses: a resume may see fewer GPUs)."""
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -194,32 +195,41 @@ def capture_rng_state() -> Dict[str, Any]:
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: Mapping[str, Any]) -> None:
+def restore_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    """Set the states :func:`capture_rng_state` took; the GPU's only when ``device`` is a GPU. Checkpoints of
+    versions before 9 December hold one state per GPU the process saw: ``device``'s is taken, or the first when it
+    saw fewer."""
     random.setstate(_as_tuple(state["python"]))
     np_state = state["numpy"]
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if device.type == "cuda" and cuda is not None:
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if isinstance(cuda, (list, tuple)):
+            cuda = cuda[index] if index < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda, device)
 
 
-def restore_process_rng_state(checkpoint: Mapping[str, Any], rank: int, world_size: int) -> Optional[str]:
-    """Restore this process's RNG state from ``checkpoint['rng_states']`` (one per process, by rank).
+def restore_process_rng_state(checkpoint: Mapping[str, Any], rank: int, world_size: int,
+                              device: torch.device) -> Optional[str]:
+    """Restore this process's RNG state from ``checkpoint['rng_states']`` (one per process, by rank), for a run
+    on ``device``.
 
     Checkpoints of another process count, or with only ``rng_state`` (process 0's, as older versions saved),
     give every process process 0's state; the returned note says so. None when the state was this process's.
     """
     states = checkpoint.get("rng_states") or [checkpoint["rng_state"]]
     if len(states) == world_size:
-        restore_rng_state(states[rank])
+        restore_rng_state(states[rank], device)
         return None
-    restore_rng_state(states[0])
+    restore_rng_state(states[0], device)
     return (f"the checkpoint holds the random state of {len(states)} process(es) and this run has {world_size}: "
             "every process continues from process 0's (the run is not bit-for-bit an uninterrupted one)")
 

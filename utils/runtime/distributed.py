@@ -48,8 +48,8 @@ def init_distributed(device_choice: str, gpu_id: str, timeout_s: float) -> "tupl
         return DistEnv(), resolve_device(device_choice, gpu_id)
     env = DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
     device = resolve_device(device_choice, gpu_id)
-    if device.type == "cuda":
-        device = torch.device("cuda", env.local_rank)
+    if device.type == "cuda":  # torchrun shows each process every GPU; SLURM's GPU binding one, its cuda:0
+        device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                             timeout=datetime.timedelta(seconds=timeout_s),
