@@ -58,7 +58,8 @@ from utils.io.stop_signals import exit_keeping_status, starting_handlers_gone
 from utils.runtime.host_memory import keep_freed_memory
 from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise, worker_death
 from utils.inference.outputs import save_val_result
-from utils.inference.predictor import InferenceRecipe, SegmentationPredictor, add_window_options, check_recipe_options
+from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, SegmentationPredictor, add_window_options,
+                                       check_recipe_options)
 from utils.reporting.logger import (ConsoleSink, EvaluationReport, LoggerError, RunLogger, build_logger,
                                     require_tensorboard)
 from utils.loss import LOSS_TYPES, build_criterion, check_loss_options
@@ -431,23 +432,38 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
     metrics.reset()
     samples = []
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
-    shard = iter(shard)
     predictor.model.eval()
     # fixed sizes only with --crop_val
     with torch.inference_mode(), cudnn_benchmark(bool(opts.crop_val) and opts.cudnn_benchmark):
         for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
+            indices, shard = shard[:len(images)], shard[len(images):]  # the batch's samples in the dataset
             labels = labels.to(device, non_blocking=True)
-            preds = predictor.labels(images).to(device)
+            preds = labels_naming_the_file(predictor, images, loader.dataset, indices).to(device)
             metrics.update(labels, preds)
             if i in sample_ids:
                 samples.append((images[0].float().numpy(), labels[0].cpu().numpy(), preds[0].cpu().numpy()))
             if opts.save_val_results:  # named by the sample's index in the dataset (shards never collide)
-                for image, target, pred in zip(images.float(), labels.cpu().numpy(), preds.cpu().numpy()):
+                for index, image, target, pred in zip(indices, images.float(), labels.cpu().numpy(),
+                                                      preds.cpu().numpy()):
                     rgb = picture(image.numpy(), loader.dataset.band_spec).transpose(1, 2, 0)
-                    save_val_result(opts.results_dir, next(shard), rgb, target, pred, loader.dataset.cmap)
+                    save_val_result(opts.results_dir, index, rgb, target, pred, loader.dataset.cmap)
     # a process with an empty shard never moved its matrix to the device, where NCCL needs it
     metrics.confusion_matrix = all_reduce_sum_(metrics.confusion_matrix.to(device))
     return metrics.get_results(), samples
+
+
+def labels_naming_the_file(predictor: SegmentationPredictor, images: torch.Tensor, dataset: data.Dataset,
+                           indices: Sequence[int]) -> torch.Tensor:
+    """``predictor.labels(images)``; a whole validation image too small for the model is named by its file (crops
+    of --crop_val are named by --crop_size already)."""
+    try:
+        return predictor.labels(images)
+    except InputTooSmallError as exc:
+        files = getattr(dataset, "images", None)
+        if files is None or len(indices) != 1 or exc.args[0].startswith("--"):
+            raise
+        raise InputTooSmallError(f"validation image {files[indices[0]]}: {exc}; take it out of the validation "
+                                 "split") from exc
 
 
 @dataclass
@@ -902,7 +918,8 @@ def train_and_validate(opts, training: "Training", train_loader: data.DataLoader
                 latest = save(False)
             report, best = None, False
             if validates:
-                results, report = validate(state.cur_itrs)
+                results, report = validated(validate, state.cur_itrs, None if stopped or env.distributed else save,
+                                            log)
                 best = results["Mean IoU"] > state.best_score
                 state.best_score = max(state.best_score, results["Mean IoU"])  # saved with the weights it rates
             if best or not (stopped and validates):
@@ -916,6 +933,22 @@ def train_and_validate(opts, training: "Training", train_loader: data.DataLoader
                     f"iteration {state.cur_itrs}; resume with --ckpt {latest} --continue_training")
                 return
     log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
+
+
+def validated(validate: Callable[[Optional[int]], Tuple[dict, Report]], step: int,
+              save: Optional[Callable[[bool], str]], log) -> Tuple[dict, Report]:
+    """``validate(step)``; when it fails (a bad validation file, no memory left), ``save`` first keeps the steps
+    trained since the last checkpoint in ``latest_*``, as the original, which saved before each validation, kept
+    them. None: they are on disk already, or a torchrun process cannot save alone (saving gathers every process's
+    random state)."""
+    try:
+        return validate(step)
+    except Exception:
+        if save is not None:
+            path = save(False)
+            log(f"validation at iteration {step} failed: saved {path} first; once the problem below is fixed, "
+                f"resume with --ckpt {path} --continue_training")
+        raise
 
 
 def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, log=print) -> Optional[int]:

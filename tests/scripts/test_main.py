@@ -371,6 +371,24 @@ def test_a_stop_at_a_validation_step_saves_before_validating(voc, monkeypatch):
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 2
 
 
+@pytest.mark.parametrize("broken", ["mask size", "tiny image"])
+def test_a_failed_validation_keeps_the_steps_trained_before_it(voc, capsys, broken):
+    """A validation file that cannot be used stops the run at its first validation: the steps trained before it
+    are saved first (the original saved latest_* before each validation), and the error names the file."""
+    voc_root = voc / "data" / "VOCdevkit" / "VOC2012"
+    mask, image = voc_root / "SegmentationClass" / "v1.png", voc_root / "JPEGImages" / "v1.jpg"
+    Image.new("P", (30, 20) if broken == "mask size" else (2, 2)).save(mask)
+    if broken == "tiny image":  # whole images are validated: no crop pads it
+        Image.new("RGB", (2, 2)).save(image)
+    assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "3")) == 1
+    out, err = capsys.readouterr()
+    assert f"validation at iteration 3 failed: saved {_ckpt(voc)} first" in out
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: mask {mask} is 30x20 but image " if broken == "mask size" else
+        f"error: validation image {image}: an image of 2x2 is smaller than this model takes: at least ")
+    assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 3 and not os.path.exists(_ckpt(voc, "best"))
+
+
 def test_test_only_takes_the_model_that_the_checkpoint_records(voc, capsys):
     """No --model: the checkpoint's model and separable_conv, not main.py's default; a contradiction names both."""
     args = _args(voc, "--total_itrs", "1", "--val_interval", "1", "--separable_conv")

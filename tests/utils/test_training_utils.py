@@ -138,6 +138,16 @@ def test_unreadable_and_missing_checkpoints(tmp_path):
         load_checkpoint(str(tmp_path / "none.pth"))
 
 
+def test_a_checkpoint_under_a_path_that_is_not_utf8_loads(tmp_path):
+    """main.py writes under any folder the system takes, so it must read back what it wrote there."""
+    path = os.path.join(os.fsdecode(bytes(tmp_path) + b"/run \xff"), "latest.pth")
+    os.mkdir(os.path.dirname(path))
+    save_checkpoint({"cur_itrs": 3, "model_state": {"w": torch.ones(2)}}, path)
+    for mmap in (False, True):  # main.py maps a checkpoint for a look at its settings
+        loaded = load_checkpoint(path, mmap=mmap)
+        assert loaded["cur_itrs"] == 3 and torch.equal(loaded["model_state"]["w"], torch.ones(2))
+
+
 def test_a_run_saves_and_restores_the_random_state_of_its_own_gpu_alone(monkeypatch):
     """No GPU here: torch.cuda's state calls are replaced by ones that record them. A resume that sees fewer GPUs than
     the run it continues (torchrun left 8 visible, plain python one) must not ask for the state of a missing one."""

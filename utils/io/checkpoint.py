@@ -90,10 +90,19 @@ def _os_error(exc: BaseException) -> Optional[OSError]:
 def torch_load(path: str, mmap: bool = False) -> Any:
     """``torch.load`` onto the CPU with ``weights_only=True``: tensors, plain data and NumPy scalars only.
     ``mmap`` maps the tensors instead of reading them (for a look at the other entries); files in the format
-    before PyTorch 1.6, which cannot be mapped, are read whole."""
-    mmap = mmap and zipfile.is_zipfile(path)
+    before PyTorch 1.6, which cannot be mapped, are read whole, and so are files whose path is not UTF-8 (torch
+    maps by a UTF-8 name)."""
+    mmap = mmap and _utf8(path) and zipfile.is_zipfile(path)
     with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, which os.fsdecode keeps as surrogates
+        return False
+    return True
 
 
 def file_problem(path: str) -> Optional[str]:
