@@ -60,13 +60,27 @@ def _load(path: str) -> dict:
     return read_yaml_file(path, "config file", "a mapping of option: value", ConfigError)
 
 
+def _yaml_bool(text: str) -> Optional[bool]:
+    """The boolean YAML reads ``text`` as (``off`` -> False), None when it reads another value."""
+    value = yaml.safe_load(text)
+    return value if isinstance(value, bool) else None
+
+
 def _typed(action: argparse.Action, value):
     """``value`` from YAML as the flag would parse it; ValueError (completing "KEY: VALUE ...") when it cannot.
 
     argparse converts only strings, so without this ``lr: fast`` or ``crop_size: 12.5`` reached the run as is.
+    YAML reads ``off``, ``no`` and ``false`` as False: a choice spelled so (``amp: off``) is that choice.
     """
-    if value is None or (isinstance(value, bool) and action.nargs in (0, "?")):  # switches, --flag [VALUE]
+    if value is None:  # `key:` or `key: null`; only an option that is unset by default can be left so
+        if action.default is not None:
+            raise ValueError(f"has no value; give one or leave the line out (default: {action.default})")
         return value
+    if isinstance(value, bool) and action.nargs in (0, "?"):  # switches, --flag [VALUE]
+        return value
+    spelled = [choice for choice in action.choices or () if isinstance(choice, str) and _yaml_bool(choice) is value]
+    if isinstance(value, bool) and len(spelled) == 1:
+        value = spelled[0]
     if action.nargs == 0:
         raise ValueError("is not true or false")
     many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
@@ -137,7 +151,7 @@ def _config_values(parser: argparse.ArgumentParser, path: str) -> dict:
         try:
             values[key] = _typed(actions[key], value)
         except ValueError as exc:
-            parser.error(f"config file {path}: {key}: {value!r} {exc}")
+            parser.error(f"config file {path}: {key}: {'null' if value is None else repr(value)} {exc}")
         choices = actions[key].choices
         items = values[key] if isinstance(values[key], list) else [values[key]]
         if choices is not None and any(item not in choices for item in items):

@@ -150,6 +150,9 @@ def test_a_lock_file_its_holder_removes_is_made_again_for_the_waiting_process(tm
     ("batch_size: true", "batch_size: True is not a valid int"),
     ("continue_training: 'yes'", "continue_training: 'yes' is not true or false"),
     ("lrr: 1", "unknown options ['lrr']"),
+    ("lr: null", "lr: null has no value; give one or leave the line out (default: 0.01)"),
+    ("results_dir:", "results_dir: null has no value; give one or leave the line out (default: results)"),
+    ("amp: on", "amp=True is not one of ['auto', 'off', 'bf16', 'fp16']"),
 ])
 def test_config_values_of_the_wrong_type_are_one_line(tmp_path, capsys, text, expected):
     cfg = tmp_path / "run.yaml"
@@ -164,6 +167,9 @@ def test_config_values_are_converted_as_flags_are(tmp_path):
     cfg.write_text("total_itrs: '5'\nvis_port: 8097\npretrained_backbone: false\nchannels_last: auto\n")
     opts = train_script.parse_with_config(train_script.get_argparser(), ["--config", str(cfg)])
     assert (opts.total_itrs, opts.vis_port, opts.pretrained_backbone, opts.channels_last) == (5, "8097", False, "auto")
+    cfg.write_text("amp: off\nchannels_last: off\nnum_classes: null\nckpt:\n")  # YAML reads off as false
+    opts = train_script.parse_with_config(train_script.get_argparser(), ["--config", str(cfg)])
+    assert (opts.amp, opts.channels_last, opts.num_classes, opts.ckpt) == ("off", False, None, None)
     cfg.write_text("output: [color, label]\ntta_scales: [1, 1.5]\n")
     opts = predict_script.parse_with_config(predict_script.get_argparser(),
                                             ["--config", str(cfg), "--input", "x", "--ckpt", "y"])
