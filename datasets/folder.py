@@ -80,12 +80,28 @@ def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
     palette = np.asarray(spec.get("palette", default_palette(len(names))), dtype=np.int64)
     if palette.shape != (len(names), 3) or palette.min() < 0 or palette.max() > 255:
         raise DatasetError(f"{path}: `palette` must hold one [r, g, b] (0-255) per name ({len(names)})")
-    ignore_index = int(spec.get("ignore_index", IGNORE_INDEX))
     repeated = sorted({str(n) for n in names if [str(m) for m in names].count(str(n)) > 1})
     if repeated:
         raise DatasetError(f"{path}: class names must be unique (reports are keyed by name), but {repeated} "
                            "appear more than once")
-    return [str(n) for n in names], palette.astype(np.uint8), ignore_index
+    if len(names) >= IGNORE_INDEX:
+        raise DatasetError(f"{path}: {len(names)} class names, but masks hold 0-255 and {IGNORE_INDEX} marks ignored "
+                           f"pixels: at most {IGNORE_INDEX} classes")
+    return [str(n) for n in names], palette.astype(np.uint8), _checked_ignore_index(spec, names, path)
+
+
+def _checked_ignore_index(spec: dict, names: Sequence[str], path: str) -> int:
+    """`ignore_index`: a mask value 0-255 that no class has (a class's own index would never be trained or
+    scored)."""
+    value = spec.get("ignore_index", IGNORE_INDEX)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+        raise DatasetError(f"{path}: `ignore_index` must be a whole number 0-255 (the mask value of pixels to "
+                           f"ignore), not {value!r}")
+    if value < len(names):
+        raise DatasetError(f"{path}: `ignore_index` {value} is the index of class {names[value]!r}, whose pixels "
+                           f"would then be ignored; mark ignored pixels with a value no class has "
+                           f"({len(names)}-255, {IGNORE_INDEX} by default)")
+    return value
 
 
 def write_splits_and_classes(root: str, splits: Dict[str, Sequence[str]], names: Sequence[str],
@@ -119,10 +135,19 @@ def _warn_once(message: str) -> None:
 
 
 def _stems(folder: str, extensions: Sequence[str]) -> Dict[str, str]:
+    """The files of ``folder`` with one of ``extensions``, by stem; two files of one stem are an error (which of
+    a.jpg and a.png would go with masks/a.png?)."""
     if not os.path.isdir(folder):
         raise DatasetError(f"folder {folder} does not exist; your own data needs images/ and masks/ side by side")
-    return {os.path.splitext(f)[0]: os.path.join(folder, f) for f in sorted(os.listdir(folder))
-            if f.lower().endswith(tuple(extensions))}
+    stems = {}
+    for name in sorted(os.listdir(folder)):
+        if name.lower().endswith(tuple(extensions)):
+            stem = os.path.splitext(name)[0]
+            if stem in stems:
+                raise DatasetError(f"{stems[stem]} and {os.path.join(folder, name)} have the same stem {stem!r}: "
+                                   "keep one of them, or rename the other (files are paired by stem)")
+            stems[stem] = os.path.join(folder, name)
+    return stems
 
 
 class FolderSegmentation(PairedSegmentation):
@@ -144,13 +169,16 @@ class FolderSegmentation(PairedSegmentation):
         images = _stems(os.path.join(self.root, "images"), IMAGE_EXTENSIONS)
         masks = _stems(os.path.join(self.root, "masks"), self.mask_extensions)
         stems = self._split_stems(split, images)
-        missing = [s for s in stems if s not in masks]
-        if missing:
-            raise DatasetError(f"no mask masks/{missing[0]}.png for image {images.get(missing[0], missing[0])} "
-                               f"({len(missing)} images without a mask)")
         absent = [s for s in stems if s not in images]
         if absent:
-            raise DatasetError(f"split lists {absent[0]!r} but images/ has no such file ({len(absent)} missing)")
+            stem_only = " (a split lists file stems, without extension)" if absent[0].lower().endswith(
+                IMAGE_EXTENSIONS) else ""
+            raise DatasetError(f"split lists {absent[0]!r} but images/ has no such file{stem_only} ({len(absent)} "
+                               "missing)")
+        missing = [s for s in stems if s not in masks]
+        if missing:
+            raise DatasetError(f"no mask masks/{missing[0]}.png for image {images[missing[0]]} "
+                               f"({len(missing)} images without a mask)")
         orphans = sorted(set(masks) - set(images))
         if orphans:
             _warn_once(f"warning: {len(orphans)} mask(s) in {os.path.join(self.root, 'masks')} have no image (first: "
@@ -197,6 +225,13 @@ class FolderSegmentation(PairedSegmentation):
         palette_codes = (self.palette[:, 0].astype(np.int64) << 16) | (self.palette[:, 1].astype(np.int64) << 8) \
             | self.palette[:, 2]
         lookup = {int(code): index for index, code in enumerate(palette_codes)}
+        if len(lookup) < len(palette_codes):  # the colour would stand for the last of its classes alone
+            colours = self.palette.tolist()
+            second = next(index for index, colour in enumerate(colours) if colours.index(colour) != index)
+            first = colours.index(colours[second])
+            raise DatasetError(f"RGB mask {path} cannot be read: classes {self.class_names[first]!r} and "
+                               f"{self.class_names[second]!r} have the same colour {colours[second]} in the palette "
+                               "of classes.yaml; give each class its own")
         out = np.full(codes.shape, self.mask_ignore_index, dtype=np.uint8)
         unknown = []
         for code in np.unique(codes):
@@ -215,4 +250,5 @@ class FolderSegmentation(PairedSegmentation):
         share = float((values == IGNORE_INDEX).mean())
         if set(present.tolist()) <= {0, IGNORE_INDEX} and share > BINARY_255_FRACTION:
             raise DatasetError(f"mask {path} holds only 0 and 255 ({share:.0%} of pixels 255): a binary mask saved "
-                               "as 0/255? 255 means 'ignore'; save the foreground as 1 (e.g. mask // 255)")
+                               "as 0/255? 255 means 'ignore'; save the foreground as 1 (e.g. mask // 255), or, if 255 does mark "
+                               "pixels to ignore, say `ignore_index: 255` in classes.yaml")

@@ -57,7 +57,8 @@ def test_binary_mask_saved_as_0_255_is_detected(tmp_path):
     mask = np.zeros((10, 10), np.uint8)
     mask[2:8, 2:8] = 255
     root = _folder(tmp_path, [mask], classes="names: [background, object]\n")
-    with pytest.raises(DatasetError, match="binary mask saved as 0/255"):
+    with pytest.raises(DatasetError, match="binary mask saved as 0/255.*or, if 255 does mark pixels to ignore, say "
+                                           "`ignore_index: 255` in classes.yaml"):
         FolderSegmentation(root)[0]
 
 
@@ -130,6 +131,53 @@ def test_repeated_class_names_are_an_error(tmp_path):
     root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)], classes="names: [background, crack, crack]\n")
     with pytest.raises(DatasetError, match=r"class names must be unique.*\['crack'\]"):
         FolderSegmentation(root, split="train")
+
+
+@pytest.mark.parametrize("classes,message", [
+    ("names: [background, crack, rust]\nignore_index: 1\n",
+     "`ignore_index` 1 is the index of class 'crack', whose pixels would then be ignored; mark ignored pixels with a "
+     "value no class has (3-255, 255 by default)"),
+    ("names: [background, crack, rust]\nignore_index: 300\n", "`ignore_index` must be a whole number 0-255 (the mask "
+     "value of pixels to ignore), not 300"),
+    ("names: [background, crack, rust]\nignore_index: x\n", "`ignore_index` must be a whole number 0-255 (the "
+     "mask value of pixels to ignore), not 'x'"),
+    ("names: [" + ", ".join(f"c{i}" for i in range(255)) + "]\n",
+     "255 class names, but masks hold 0-255 and 255 marks ignored pixels: at most 255 classes"),
+])
+def test_classes_files_that_would_lose_a_class_are_refused(tmp_path, classes, message):
+    """A class whose index is the ignore value, or that no mask value can hold, would never be trained, yet would
+    stand in every score table."""
+    root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)], classes=classes)
+    with pytest.raises(DatasetError) as raised:
+        FolderSegmentation(root)
+    assert str(raised.value) == f"{os.path.join(root, 'classes.yaml')}: {message}"
+
+
+def test_two_classes_of_one_colour_cannot_read_an_rgb_mask(tmp_path):
+    """Red would stand for one of the two classes alone; index masks do not depend on the colours."""
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    root = _folder(tmp_path, [rgb, np.array([[0, 1], [2, 0]], np.uint8)],
+                   classes="names: [background, crack, rust]\npalette: [[0,0,0],[255,0,0],[255,0,0]]\n")
+    with pytest.raises(DatasetError, match=r"^RGB mask .*img0.png cannot be read: classes 'crack' and 'rust' have the "
+                                           r"same colour \[255, 0, 0\] in the palette of classes.yaml"):
+        FolderSegmentation(root)[0]
+    assert np.asarray(FolderSegmentation(root)[1][1]).tolist() == [[0, 1], [2, 0]]
+
+
+def test_two_images_of_one_stem_and_split_lines_with_extensions_are_named(tmp_path):
+    root = _folder(tmp_path, [np.zeros((2, 2), np.uint8)] * 2)
+    os.makedirs(os.path.join(root, "splits"))
+    for line, message in (("img0.JPG", r"split lists 'img0.JPG' but images/ has no such file \(a split lists file "
+                                       r"stems, without extension\) \(1 missing\)"),
+                          ("gone", r"split lists 'gone' but images/ has no such file \(1 missing\)")):
+        with open(os.path.join(root, "splits", "val.txt"), "w") as f:
+            f.write(line + "\n")
+        with pytest.raises(DatasetError, match=message):
+            FolderSegmentation(root, "val")
+    Image.new("RGB", (2, 2)).save(os.path.join(root, "images", "img1.png"))
+    with pytest.raises(DatasetError, match=r"img1.JPG and .*img1.png have the same stem 'img1': keep one of them"):
+        FolderSegmentation(root, "train")
 
 
 def test_a_glob_matches_image_extensions_in_any_case(tmp_path):
