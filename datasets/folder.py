@@ -250,5 +250,5 @@ class FolderSegmentation(PairedSegmentation):
         share = float((values == IGNORE_INDEX).mean())
         if set(present.tolist()) <= {0, IGNORE_INDEX} and share > BINARY_255_FRACTION:
             raise DatasetError(f"mask {path} holds only 0 and 255 ({share:.0%} of pixels 255): a binary mask saved "
-                               "as 0/255? 255 means 'ignore'; save the foreground as 1 (e.g. mask // 255), or, if 255 does mark "
-                               "pixels to ignore, say `ignore_index: 255` in classes.yaml")
+                               "as 0/255? 255 means 'ignore'; save the foreground as 1 (e.g. mask // 255), or, if 255 "
+                               "does mark pixels to ignore, say `ignore_index: 255` in classes.yaml")
