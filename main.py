@@ -859,7 +859,8 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     training = build_training(opts, env, device, train_dst, log)
     state = training.state
     timer.lap("model")
-    checkpoint_itrs = restore(opts, opts.ckpt, training, env, device, log) if opts.ckpt is not None else None
+    checkpoint_itrs = (restore(opts, opts.ckpt, training, env, device, train_dst.class_names, log)
+                       if opts.ckpt is not None else None)
     if opts.ckpt is not None:
         timer.lap("restore")
     # Not DDP: its first forward after training broadcasts buffers, a collective that a process with an empty
@@ -951,9 +952,11 @@ def validated(validate: Callable[[Optional[int]], Tuple[dict, Report]], step: in
         raise
 
 
-def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, log=print) -> Optional[int]:
-    """Load weights from ``path``; with --continue_training also the optimizer, scheduler, fp16 loss scale,
-    counters and RNG. Returns the checkpoint's iteration (None for a file that holds only weights).
+def restore(opts, path: str, training: Training, env: DistEnv, device: torch.device, class_names: Sequence[str],
+            log=print) -> Optional[int]:
+    """Load weights from ``path``, which must have been trained on ``class_names`` (the data's) where it records
+    its classes; with --continue_training also the optimizer, scheduler, fp16 loss scale, counters and RNG. Returns
+    the checkpoint's iteration (None for a file that holds only weights).
 
     Under torchrun process 0 reads the file and sends it to the others: only the first machine of a
     multi-node run needs it (that is where checkpoints are written).
@@ -965,6 +968,7 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
     reinit = load_model_state(model, weights, path)
     if reinit:
         raise CheckpointError(other_class_count(opts, path, int(weights[reinit[0]].shape[0])))
+    check_class_names(opts, path, checkpoint.get("class_names"), class_names, log)
     if opts.continue_training:
         state.cur_itrs = int(checkpoint["cur_itrs"])
         if state.cur_itrs > opts.total_itrs:
@@ -993,6 +997,19 @@ def other_class_count(opts, path: str, checkpoint_classes: int) -> str:
     return (f"checkpoint {path} predicts {checkpoint_classes} classes, but {data} has {opts.num_classes}; {use} the "
             f"--dataset (and --data_root) it was trained on, or start a new run on these {opts.num_classes} classes "
             f"from it with --init_from {path} (its classifier is then initialised, and the log says so)")
+
+
+def check_class_names(opts, path: str, recorded: Optional[Sequence[str]], names: Sequence[str], log) -> None:
+    """A checkpoint that records other class names than the data's (as many: other_class_count is for another
+    number): refused for --continue_training, which would go on training class 1 on what is now class 2; a warning
+    line otherwise (a class renamed, or another order, which would score each class as another)."""
+    if recorded is None or [str(name) for name in recorded] == list(names):  # the original's files record none
+        return
+    message = f"checkpoint {path} was trained on classes {list(recorded)}, but the data names {list(names)}"
+    if opts.continue_training:
+        raise CheckpointError(f"{message}; a resumed run keeps its classes in their order: give it the data it was "
+                              f"trained on, or start a new run on these classes from it with --init_from {path}")
+    log(f"warning: {message}: each class is scored under the data's name for its index", file=sys.stderr)
 
 
 def best_saved_score(opts, device: torch.device, log=print) -> float:

@@ -1,5 +1,6 @@
 """YAML configs as argparse defaults: ``--config FILE`` sets defaults, flags given on the command line win."""
 import argparse
+import math
 import os
 import sys
 from typing import Callable, FrozenSet, List, Optional, Sequence, Tuple
@@ -177,12 +178,14 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Optional[List[str]]
 def check_ranges(opts: argparse.Namespace, positive: Sequence[str], non_negative: Sequence[str] = (),
                  fractions: Sequence[str] = ()) -> None:
     """ConfigError naming the first option in ``positive`` that is not above 0 (NaN included), in ``non_negative``
-    that is below 0, or in ``fractions`` that is outside 0..1; None (chosen automatically later) passes. Scripts
-    call it before any work."""
+    that is below 0, or in ``fractions`` that is outside 0..1, or that is infinite; None (chosen automatically
+    later) passes. Scripts call it before any work."""
     for names, fits, wanted in ((positive, lambda v: v > 0, "positive"), (non_negative, lambda v: v >= 0, "0 or more"),
                                 (fractions, lambda v: 0 <= v <= 1, "between 0 and 1")):
         for name in names:
             value = getattr(opts, name)
+            if value is not None and math.isinf(value):  # --lr .inf passed as positive, and trained a NaN
+                raise ConfigError(f"--{name} must be a finite number, not {value}")
             if value is not None and not fits(value):
                 raise ConfigError(f"--{name} must be {wanted}, not {value}")
 

@@ -389,6 +389,26 @@ def test_a_failed_validation_keeps_the_steps_trained_before_it(voc, capsys, brok
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 3 and not os.path.exists(_ckpt(voc, "best"))
 
 
+def test_a_checkpoint_of_other_class_names_is_not_resumed_and_its_scores_are_flagged(voc, capsys):
+    """Same class count, other names or order: a resume would train each class on another's pixels; an evaluation
+    scores each under the data's name for its index, and says so."""
+    assert train_script.main(_args(voc, "--total_itrs", "1", "--val_interval", "100")) == 0
+    checkpoint = torch.load(_ckpt(voc), weights_only=True)
+    names = checkpoint["class_names"]
+    checkpoint["class_names"] = [names[0], names[2], names[1], *names[3:]]
+    torch.save(checkpoint, str(voc / "swapped.pth"))
+    capsys.readouterr()
+    swapped = str(voc / "swapped.pth")
+    assert train_script.main(_args(voc, "--total_itrs", "2", "--ckpt", swapped, "--continue_training")) == 1
+    message = f"checkpoint {swapped} was trained on classes {checkpoint['class_names']}, but the data names {names}"
+    assert capsys.readouterr().err == (f"error: {message}; a resumed run keeps its classes in their order: give it "
+                                       f"the data it was trained on, or start a new run on these classes from it "
+                                       f"with --init_from {swapped}\n")
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", swapped)) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == (f"warning: {message}: each class is scored under the data's "
+                                                        "name for its index")
+
+
 def test_test_only_takes_the_model_that_the_checkpoint_records(voc, capsys):
     """No --model: the checkpoint's model and separable_conv, not main.py's default; a contradiction names both."""
     args = _args(voc, "--total_itrs", "1", "--val_interval", "1", "--separable_conv")

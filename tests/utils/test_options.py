@@ -56,6 +56,14 @@ def test_warnings_name_the_unused_options_of_the_command_line_only(tmp_path, cap
     assert capsys.readouterr().err == "warning: --batch_size, --scales are not used: nothing is trained\n"
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_an_infinite_value_is_refused_whatever_its_range(value):
+    """--lr .inf is above 0: it passed, and the run stopped at its second step with a NaN loss."""
+    for positive, non_negative in ((("lr",), ()), ((), ("lr",))):
+        with pytest.raises(ConfigError, match=f"^--lr must be a finite number, not {value}$"):
+            check_ranges(argparse.Namespace(lr=value), positive, non_negative)
+
+
 @pytest.mark.parametrize("value, fits", [(0.0, True), (1.0, True), (0.5, True), (1.5, False), (-0.1, False),
                                          (float("nan"), False)])
 def test_fractions_must_lie_within_0_and_1(value, fits):
