@@ -320,7 +320,8 @@ def resolve_architecture(opts, device: torch.device) -> None:
     is an error naming both. Process 0 reads the checkpoint's record and sends it to the others."""
     record = from_process_zero(lambda: architecture_record(opts.ckpt), device) if opts.ckpt is not None else {}
     opts.model, opts.output_stride, opts.separable_conv = recorded_architecture(
-        record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv)
+        record, opts.ckpt, opts.model, opts.output_stride, opts.separable_conv,
+        other_model=" (or --init_from to start another model from it)")
     recorded_bands(record, opts.ckpt)  # a malformed record is an error now
     opts.recorded_bands = record.get(BANDS_KEY)  # a multi-band checkpoint's bands and normalisation
     opts.timm_options = recorded_timm_options(record, opts.model)

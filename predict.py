@@ -10,6 +10,7 @@ if __name__ == "__main__":  # first, before torch loads (seconds): Ctrl-C or SIG
     pause_during_imports()
 
 import argparse
+import errno
 import operator
 import os
 import signal
@@ -28,8 +29,8 @@ from utils.io.checkpoint import CheckpointError
 from utils.config import ConfigError, HelpFormatter, Unused, check_ranges, parse_with_config, warn_unused
 from utils.runtime.device import (add_device_options, add_speed_options, compile_model, native_bf16, resolve_device,
                                   resolve_num_workers, resolve_speed_options, unused_gpu_id)
-from utils.io.atomic import (describe_removed, remove_orphaned_temporaries, removed_if_left_empty, require_writable,
-                             write_advice)
+from utils.io.atomic import (NAME_MAX, describe_removed, remove_orphaned_temporaries, removed_if_left_empty,
+                             require_writable, write_advice)
 from utils.io.bands import BandSpec, band_list, normalize_bands
 from utils.inference.geotiff import PREVIEW_MAX_SIDE, predict_scene
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels
@@ -38,7 +39,7 @@ from utils.inference.predictor import (InferenceRecipe, InputTooSmallError, Segm
                                        check_recipe_options, normalize)
 from utils.io.stop_signals import STOPPED_BY_SIGNAL_EXIT, exit_keeping_status
 from utils.runtime.host_memory import keep_freed_memory
-from utils.runtime.interrupts import StopFlag, WorkerLoader, worker_death
+from utils.runtime.interrupts import StopFlag, StoppedBySignal, WorkerLoader, stop_signals_raise, worker_death
 from utils.inference.onnx_model import OnnxModelError, OnnxSegmenter
 from utils.inference.outputs import (OUTPUT_KINDS, OVERLAY_ALPHA, Drawing, ImageWriter, VideoWriter, output_names,
                                      planned_outputs, video_outputs)
@@ -155,7 +156,7 @@ def check_sizes(opts) -> None:
     """Sizes, counts and scales must be positive (a stride of 0 or less would leave class-0 bands, for one), the
     overlay's opacity within 0..1, and windows must not skip pixels: with or without --slide, since huge images
     are predicted in windows anyway."""
-    check_ranges(opts, POSITIVE_OPTIONS, fractions=("overlay_alpha",))
+    check_ranges(opts, POSITIVE_OPTIONS, ("num_workers",), fractions=("overlay_alpha",))
     check_recipe_options(opts.tta_scales, "--tta_scales", True, opts.window, opts.stride)
 
 
@@ -237,7 +238,8 @@ def inputs_and_outputs(opts) -> Tuple[List[Tuple[str, str]], List[str], List[Tup
 def prepare_output_folder(opts, images: Sequence[Tuple[str, str]], image_stems: Sequence[str],
                           videos: Sequence[Tuple[str, str]]) -> None:
     """Refuse before any work when an output would be written over an input (whatever the spelling of either
-    path); then remove what killed runs left in the folders that this run writes."""
+    path) or over a file that this project did not write; then remove what killed runs left in the folders that
+    this run writes."""
     out = opts.save_val_results_to
     files, frame_folders = planned_outputs(out, image_stems, [stem for _, stem in videos], opts.output)
     clashes = input_clashes([path for path, _ in images] + [path for path, _ in videos], files, frame_folders)
@@ -248,6 +250,13 @@ def prepare_output_folder(opts, images: Sequence[Tuple[str, str]], image_stems: 
         instead = "predictions" if folder in (os.curdir, os.pardir) else folder + "_predictions"
         raise PredictError(f"--save_val_results_to {out} would write {output} over the input {path}{more}; nothing "
                            f"was written: give another folder, e.g. --save_val_results_to {instead}")
+    partial = {pair[1] for _, stem in videos for pair in video_outputs(out, stem, opts.output).values()}
+    foreign = [path for path in files if path not in partial and os.path.isfile(path) and not is_own_output(path)]
+    if foreign:  # a photo in an output folder inside --input (left out of the search), or a file of the user's
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise PredictError(f"--save_val_results_to {out} would replace {foreign[0]}{more}, which this project did not "
+                           "write (it carries no mark of its results); nothing was written: move it away, or give "
+                           "another folder")
     folders = sorted({os.path.dirname(path) for path in files} | set(frame_folders))
     removed = [entry for folder in folders for entry in remove_orphaned_temporaries(folder)]
     if removed:
@@ -297,7 +306,11 @@ def predict_scenes(opts, files: List[Tuple[str, str]], stems: Sequence[str], vid
             skipped += 1
             continue
         except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
-            raise write_failure(path, exc, opts.save_val_results_to, done, "inputs") from exc
+            if exc.errno != errno.ENAMETOOLONG:
+                raise write_failure(path, exc, opts.save_val_results_to, done, "inputs") from exc
+            print(name_too_long_line(path), file=sys.stderr)
+            skipped += 1
+            continue
         if "label" in opts.output and not info.georeferenced:
             print(f"note: {path} has no CRS: its label map {stem}_label.tif is a plain TIFF, not georeferenced")
         if max(info.width, info.height) > PREVIEW_MAX_SIDE and set(opts.output) & {"color", "overlay"}:
@@ -324,6 +337,12 @@ def progress_line(done: int, total: int, kind: str, folder: str) -> str:
 def skipped_line(path: str, exc: Exception) -> str:
     """The line for an input that is skipped (a decoder's or reader's error names the file itself)."""
     return f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}"
+
+
+def name_too_long_line(path: str) -> str:
+    """The line for an input whose output names are longer than a file name may be (its other inputs go on)."""
+    return (f"skipped: {path}: its output names would be longer than the {NAME_MAX} bytes a file name may have; "
+            "shorten its name")
 
 
 def write_failure(path: str, exc: OSError, folder: str, done: Optional[int] = None,
@@ -373,7 +392,11 @@ def run(opts, stop: StopFlag) -> int:
         print(workers_note)
     keep_freed_memory(device)  # each image reuses the last one's pages
     set_max_image_pixels(opts.max_image_pixels)
-    files, names, videos = inputs_and_outputs(opts)
+    try:
+        with stop_signals_raise():  # a search may take long: a slow network share, a ** glob through linked folders
+            files, names, videos = inputs_and_outputs(opts)
+    except StoppedBySignal as exc:
+        return exc.say("nothing was written (the search of --input was cut short)")
     if videos:
         import_av()  # a missing package is one line before any work
     loader = image_loader(files, opts.num_workers, device)  # before the model: see WorkerLoader.start_workers
@@ -439,7 +462,11 @@ def predict_images(opts, loader: Iterable, files: List[Tuple[str, str]], names: 
             try:
                 writer.write(names[index], image.permute(1, 2, 0).numpy(), label)
             except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
-                raise write_failure(files[index][0], exc, opts.save_val_results_to, done) from exc
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise write_failure(files[index][0], exc, opts.save_val_results_to, done) from exc
+                print(name_too_long_line(files[index][0]), file=sys.stderr)
+                skipped += 1
+                continue
             done += 1
         pending.clear()
 
@@ -471,7 +498,11 @@ def predict_videos(opts, videos: Sequence[Tuple[str, str]], predictor: Segmentat
             skipped += 1
             continue
         except OSError as exc:  # a full disk, a folder in the way
-            raise write_failure(path, exc, opts.save_val_results_to) from exc
+            if exc.errno != errno.ENAMETOOLONG:
+                raise write_failure(path, exc, opts.save_val_results_to) from exc
+            print(name_too_long_line(path), file=sys.stderr)
+            skipped += 1
+            continue
         if stop.signal_name:
             return stopped(stop, stopped_video_line(path, frames, video_outputs(opts.save_val_results_to, stem,
                                                                                 opts.output)))

@@ -32,17 +32,18 @@ GLOB_CHARS = "*?["
 def find_images(spec: str, exclude: Optional[str] = None, what: str = "input") -> List[Tuple[str, str]]:
     """(path, path relative to the input root) for every image and video named by ``spec``, sorted.
 
-    Extensions match case-insensitively (``.JPG`` counts), in globs too. A folder is searched recursively. The
-    folder ``exclude`` (where the results go), and all in it, is left out when it lies below the input root.
-    ``what`` names ``spec`` in errors.
+    Extensions match case-insensitively (``.JPG`` counts), in globs too. A folder is searched recursively. A file
+    or folder that exists is taken as it is, whatever characters its name holds; otherwise ``*``, ``?`` or ``[``
+    make ``spec`` a glob. The folder ``exclude`` (where the results go), and all in it, is left out when it lies
+    below the input root. ``what`` names ``spec`` in errors.
     """
-    if any(c in spec for c in GLOB_CHARS):
+    if os.path.isfile(spec):  # an existing path is itself, even with [, * or ? in its name
+        return [(spec, os.path.basename(spec))]
+    if not os.path.isdir(spec) and any(c in spec for c in GLOB_CHARS):
         paths = [p for p in glob.glob(_any_case_extension(spec), recursive=True) if os.path.isfile(p)]
         root = os.path.dirname(spec.split("*")[0].split("?")[0].split("[")[0]) or "."
         if exclude:
             paths = [p for p in paths if not _below(os.path.dirname(p), root, exclude)]
-    elif os.path.isfile(spec):
-        return [(spec, os.path.basename(spec))]
     elif os.path.isdir(spec):
         root = spec
         paths = []

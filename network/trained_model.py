@@ -35,19 +35,20 @@ class ModelSpec:
 
 
 def recorded_architecture(checkpoint: Mapping[str, Any], path: str, model_name: Optional[str] = None,
-                          output_stride: Optional[int] = None,
-                          separable_conv: Optional[bool] = None) -> Tuple[str, int, bool]:
+                          output_stride: Optional[int] = None, separable_conv: Optional[bool] = None,
+                          other_model: str = "") -> Tuple[str, int, bool]:
     """(model name, output stride, separable_conv) to rebuild ``checkpoint``'s model with.
 
     An option given (not None) is used; one left None takes what the checkpoint records (this project's
     checkpoints do, the original's do not), else the original's default. A given model name or
-    separable_conv that contradicts the record is a CheckpointError naming both: the weights would not fit.
-    (Another output stride is fine: the same weights run at stride 8 or 16.)
+    separable_conv that contradicts the record is a CheckpointError naming both: the weights would not fit
+    (``other_model`` ends the model's message: how the script starts another model from the checkpoint, if it
+    can). Another output stride is fine: the same weights run at stride 8 or 16.
     """
     recorded_model, recorded_separable = checkpoint.get("model_name"), checkpoint.get("separable_conv")
     if model_name and recorded_model and model_name != recorded_model:
         raise CheckpointError(f"checkpoint {path} holds a {recorded_model} but --model {model_name} was given; drop "
-                              "--model to use the checkpoint's (or --init_from to start another model from it)")
+                              f"--model to use the checkpoint's{other_model}")
     if separable_conv is not None and recorded_separable is not None and separable_conv != recorded_separable:
         flag = "--separable_conv" if separable_conv else "--no-separable_conv"
         raise CheckpointError(f"checkpoint {path} was trained with separable_conv {bool(recorded_separable)} but "

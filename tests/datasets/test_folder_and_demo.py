@@ -190,3 +190,16 @@ def test_a_glob_matches_image_extensions_in_any_case(tmp_path):
     assert found == ["B.JPG", "a.jpg", "c.Jpg"]
     assert [rel for _, rel in find_images(str(tmp_path / "[aB].JPG"))] == ["B.JPG", "a.jpg"]
     assert [rel for _, rel in find_images(str(tmp_path / "*.jp*g"))] == ["a.jpg", "e.jpeg"]  # globbed: as given
+
+
+def test_a_file_or_folder_whose_name_looks_like_a_glob_is_itself(tmp_path):
+    """`--input "shots [1]"` is that folder when it exists, not a glob that matches nothing."""
+    from datasets.image_files import find_images
+
+    folder = tmp_path / "shots [1]"
+    folder.mkdir()
+    for name in ("a.png", "b*?.png"):
+        Image.new("RGB", (4, 4)).save(folder / name)
+    assert [rel for _, rel in find_images(str(folder))] == ["a.png", "b*?.png"]
+    assert find_images(str(folder / "b*?.png")) == [(str(folder / "b*?.png"), "b*?.png")]
+    assert [rel for _, rel in find_images(str(tmp_path / "shots*" / "a.png"))] == ["shots [1]/a.png"]  # a glob

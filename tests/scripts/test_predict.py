@@ -168,7 +168,7 @@ def test_incompatible_checkpoint_is_a_clear_error(tmp_path, inputs, ckpt, capsys
     assert code == 1 and "does not fit this model" in capsys.readouterr().err
 
 
-def test_model_options_come_from_our_checkpoint(tmp_path, inputs):
+def test_model_options_come_from_our_checkpoint(tmp_path, inputs, capsys):
     model = network.build_model("deeplabv3_mobilenet", 2, 8, pretrained_backbone=False).eval()
     path = tmp_path / "ours.pth"
     torch.save({"model_state": model.state_dict(), "model_name": "deeplabv3_mobilenet", "output_stride": 8,
@@ -180,6 +180,10 @@ def test_model_options_come_from_our_checkpoint(tmp_path, inputs):
     with torch.no_grad():
         expected = model(normalize(image)).argmax(1)[0].numpy()
     assert np.array_equal(np.array(Image.open(out / "b_label.png")), expected)
+    assert predict.main(["--input", str(inputs / "b.JPG"), "--ckpt", str(path), "--model", MODEL,
+                         "--save_val_results_to", str(out), "--num_workers", "0"]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: checkpoint {path} holds a deeplabv3_mobilenet but --model "
+                                               f"{MODEL} was given; drop --model to use the checkpoint's")  # no --init_from
 
 
 def test_inputs_sharing_a_stem_keep_their_extension():
@@ -266,6 +270,29 @@ def test_a_signal_while_the_model_loads_writes_nothing_and_says_so(tmp_path, ckp
     assert sorted(os.listdir(tmp_path)) == ["in"]  # and not the folder made for the outputs
 
 
+SEARCH_SHOWN = ("import sys\nimport predict\nfind = predict.find_images\n"
+                "def shown(*args, **kwargs):\n    print('searching', flush=True)\n    return find(*args, **kwargs)\n"
+                "predict.find_images = shown\nsys.exit(predict.main(sys.argv[1:]))\n")
+
+
+def test_a_signal_during_a_search_that_would_not_end_stops_it(tmp_path, ckpt):
+    """A ** glob follows linked folders: two links back to their own folder make its search endless (a slow
+    network share is long too); Ctrl-C must still stop it."""
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    _rgb(20, 16).save(loop / "a.png")
+    for name in ("s1", "s2"):
+        (loop / name).symlink_to(".")
+    cmd = [sys.executable, "-c", SEARCH_SHOWN, "--input", str(loop / "**" / "*.png"), "--ckpt", ckpt[0],
+           "--save_val_results_to", str(tmp_path / "out"), "--num_workers", "0"]
+    code, printed = signal_group_when(cmd, lambda printed: "searching" in printed, signal.SIGINT, cwd=ROOT,
+                                      timeout=60)
+    assert code == 128 + signal.SIGINT, printed
+    assert printed.strip().splitlines()[-1] == ("SIGINT received: stopped; nothing was written (the search of "
+                                                "--input was cut short)")
+    assert sorted(os.listdir(tmp_path)) == ["loop"]
+
+
 KILLED_WORKER = ("import os, signal, sys, time, multiprocessing\nimport predict\nload = predict.load_segmenter\n"
                  "def killing(*args, **kwargs):\n"
                  "    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL); time.sleep(5)\n"
@@ -300,7 +327,8 @@ def test_a_worker_killed_while_the_model_loads_is_one_line_that_blames_no_file(t
 
 
 @pytest.mark.parametrize("flag, value", [("--stride", "0"), ("--window", "-5"), ("--val_batch_size", "0"),
-                                         ("--crop_size", "0"), ("--tta_scales", "0")])
+                                         ("--crop_size", "0"), ("--tta_scales", "0"),
+                                         ("--num_workers", "-1")])
 def test_sizes_that_are_not_positive_are_a_one_line_error(tmp_path, inputs, ckpt, capsys, flag, value):
     code, out = _run(tmp_path, ckpt[0], "--slide", "--tta", "--crop_val", flag, value)
     err = capsys.readouterr().err.strip()
@@ -324,6 +352,15 @@ def test_every_output_file_of_every_input_is_distinct():
     written = [file for name in names for file in outputs.output_files(name)]
     assert len(set(written)) == len(written)
     assert outputs.output_names([("in/" + rel, rel) for rel in rels]) == names  # deterministic
+
+
+def test_an_output_file_never_takes_the_name_of_a_folder_of_outputs():
+    """x.png/y.jpg puts its outputs in the folder x.png, where x.jpg's colour image would go."""
+    rels = ["x.jpg", os.path.join("x.png", "y.jpg"), os.path.join("X.PNG", "w", "v.jpg"), "z.jpg"]
+    names = outputs.output_names([("in/" + rel, rel) for rel in rels])
+    assert names == ["x_jpg", os.path.join("x.png", "y"), os.path.join("X.PNG", "w", "v"), "z"]
+    folders = {"x.png", "x.png/w"}  # as a case-insensitive disk sees them
+    assert not folders & set(outputs.output_files(names[0])) and "z.png" in outputs.output_files(names[3])
 
 
 def test_unwritable_output_folder_and_full_disk_are_one_line(ckpt, tmp_path, capsys, monkeypatch):

@@ -92,6 +92,43 @@ def test_results_inside_the_input_folder_are_never_read_back(tmp_path, ckpt, cap
     assert "2 done, 0 skipped" in capsys.readouterr().out
 
 
+def test_a_file_this_project_did_not_write_is_never_replaced(tmp_path, ckpt, capsys):
+    """A photo in an output folder inside --input (which the search leaves out), or a file of the user's where an
+    output goes: refused before any work, as a photo given as input would be."""
+    data = tmp_path / "data"
+    before = _photos(data, ["x.jpg", "sub/x.png", "sub/y.png"])
+    assert _predict(data, data / "sub", ckpt[0]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: --save_val_results_to {data / 'sub'} would replace {data / 'sub' / 'x.png'}, which this project did "
+        "not write (it carries no mark of its results); nothing was written: move it away, or give another folder")
+    assert _contents(data) == before
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x_label.png").write_text("my notes")
+    assert _predict(data / "x.jpg", out, ckpt[0], "--output", "color", "label") == 1
+    assert f"would replace {out / 'x_label.png'}, which this project did not write" in capsys.readouterr().err
+    assert os.listdir(out) == ["x_label.png"] and (out / "x_label.png").read_text() == "my notes"
+    (out / "x_label.png").unlink()
+    for _ in range(2):  # its own results are replaced by a rerun
+        assert _predict(data / "x.jpg", out, ckpt[0], "--output", "color", "label") == 0
+    assert sorted(os.listdir(out)) == ["x.png", "x_label.png"]
+
+
+def test_an_input_whose_output_name_would_be_too_long_is_skipped_alone(tmp_path, ckpt, capsys):
+    """A 250-byte name is a file name the disk takes; its overlay, 12 bytes more, is not: that input is skipped with
+    a line and the others are predicted (it stopped the whole run)."""
+    photos = tmp_path / "photos"
+    long_stem = "p" * 246
+    _photos(photos, [long_stem + ".jpg", "b.jpg", "c.jpg"])
+    out = tmp_path / "out"
+    assert _predict(photos, out, ckpt[0], "--output", "color", "overlay") == 1
+    printed = capsys.readouterr()
+    assert printed.err.strip() == (f"skipped: {photos / (long_stem + '.jpg')}: its output names would be longer than "
+                                   "the 255 bytes a file name may have; shorten its name")
+    assert "2 done, 1 skipped" in printed.out
+    assert {"b.png", "b_overlay.png", "c.png", "c_overlay.png", long_stem + ".png"} == set(os.listdir(out))
+
+
 def test_write_errors_say_what_is_in_the_way(tmp_path, ckpt, capsys):
     photos = tmp_path / "photos"
     _photos(photos, ["a.png", "sub/b.png"])

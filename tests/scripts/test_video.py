@@ -439,7 +439,7 @@ def test_frames_are_never_written_over_photos_in_a_folder_of_that_name(tmp_path,
     (clips / "walk_label").mkdir()
     Image.fromarray(next(_frames(1, 96, 64))).save(clips / "walk_label" / "000000.png")
     before = (clips / "walk_label" / "000000.png").read_bytes()
-    assert _predict(clips, clips, ckpt[0], "--output", "label") == 1
-    assert (f"would write {clips / 'walk_label' / '000000.png'} over the input {clips / 'walk_label' / '000000.png'}; "
-            "nothing was written") in capsys.readouterr().err
+    assert _predict(clips, clips, ckpt[0], "--output", "label") == 0  # the video's outputs take its extension
+    assert "2 done, 0 skipped" in capsys.readouterr().out
     assert (clips / "walk_label" / "000000.png").read_bytes() == before
+    assert sorted(os.listdir(clips / "walk_mkv_label")) == ["000000.png", "000001.png"]

@@ -67,6 +67,23 @@ def test_names_limit_the_removal_to_those_targets(tmp_path):
     assert [name[:11] for name in _temporaries(tmp_path)] == [".tmp-b.pth-"]
 
 
+def test_a_name_as_long_as_the_file_system_takes_is_written_and_its_killed_temporary_found(tmp_path):
+    """A temporary's name adds about 20 characters to its target's: for a target of 250 (a photo's long name plus
+    _overlay.png) it would pass the 255 a file name may have, and the write failed."""
+    name = "é" * 120 + "_overlay.png"  # 252 bytes in UTF-8
+    assert len(os.fsencode(name)) == 252
+    with atomic_write(str(tmp_path / name)) as f:
+        f.write(b"data")
+    assert (tmp_path / name).read_bytes() == b"data" and _temporaries(tmp_path) == []
+    child = _writer(tmp_path / name)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (left,) = _temporaries(tmp_path)
+    assert len(os.fsencode(left)) <= 255
+    assert remove_orphaned_temporaries(str(tmp_path), ["other.png"]) == []
+    assert [path for path, _ in remove_orphaned_temporaries(str(tmp_path), [name])] == [str(tmp_path / left)]
+
+
 FOLDER_MAKER = ("import sys, time; from utils.io.atomic import atomic_folder\n"
                 "with atomic_folder(sys.argv[1]) as staging:\n"
                 "    open(staging + '/a.png', 'wb').write(b'x' * 1000)\n"
@@ -137,6 +154,11 @@ def test_write_errors_name_their_cause(tmp_path):
                 errno.EROFS: f"{folder} is on a read-only file system: choose another folder"}
     for code, advice in expected.items():  # disks and permissions a test cannot make: the errors they raise
         assert write_advice(OSError(code, os.strerror(code)), folder) == advice
+    unknown = OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/proc/xx")  # /proc takes no new folder
+    assert write_advice(unknown, "/proc/xx") == "check /proc/xx, or choose another folder"
+    assert write_advice(unknown, "/proc") == "check /proc/xx and /proc, or choose another folder"
+    with pytest.raises(ValueError, match=r"^--save_val_results_to is empty; give a folder \(\. for this one\)$"):
+        require_writable("", "--save_val_results_to")
 
 
 def test_a_folder_in_the_way_of_a_checkpoint_is_named(tmp_path):

@@ -248,14 +248,15 @@ def output_names(files: Sequence[Tuple[str, str]]) -> List[str]:
     plus each kind's suffix.
 
     An input keeps its stem unless one of its files could also be another input's (``a.png`` and ``a.jpg``;
-    ``x.jpg``'s label and ``x_label.jpg``'s colour image). Such inputs add their extension (``a_png``), then a
-    number (``a_png_2``) until none of their files is taken, in input order: every file of every input is
-    distinct, and the same inputs always get the same names.
+    ``x.jpg``'s label and ``x_label.jpg``'s colour image), or a folder of outputs (``x.jpg`` and ``x.png/y.jpg``).
+    Such inputs add their extension (``a_png``), then a number (``a_png_2``) until none of their files is taken,
+    in input order: every file of every input is distinct, and the same inputs always get the same names.
     """
     stems = [os.path.splitext(rel)[0] for _, rel in files]
     owners = Counter(f for stem in stems for f in output_files(stem))
-    clashing = [any(owners[f] > 1 for f in output_files(stem)) for stem in stems]
-    taken = {f for stem, clash in zip(stems, clashing) if not clash for f in output_files(stem)}
+    folders = {folder.casefold() for stem in stems for folder in _folders_of(stem)}  # x.png/y.jpg: x.png is one
+    clashing = [any(owners[f] > 1 or f in folders for f in output_files(stem)) for stem in stems]
+    taken = folders | {f for stem, clash in zip(stems, clashing) if not clash for f in output_files(stem)}
     names = []
     for stem, clash, (_, rel) in zip(stems, clashing, files):
         if clash:
@@ -265,3 +266,13 @@ def output_names(files: Sequence[Tuple[str, str]]) -> List[str]:
             taken.update(output_files(stem))
         names.append(stem)
     return names
+
+
+def _folders_of(stem: str) -> List[str]:
+    """The folders above an output stem, each as a relative path (``a/b/c`` -> ``a``, ``a/b``)."""
+    folders = []
+    folder = os.path.dirname(stem)
+    while folder:
+        folders.append(folder)
+        folder = os.path.dirname(folder)
+    return folders

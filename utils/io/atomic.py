@@ -20,7 +20,7 @@ from utils.io.stop_signals import stop_signals_held
 
 __all__ = ["atomic_write", "atomic_link", "atomic_folder", "check_writable", "require_writable", "require_file_name",
            "require_writable_file", "path_state", "folder_of", "removed_if_left_empty", "missing_file",
-           "remove_orphaned_temporaries", "describe_removed", "write_advice"]
+           "remove_orphaned_temporaries", "describe_removed", "write_advice", "NAME_MAX"]
 
 COPY_CHUNK_BYTES = 16 << 20
 # A synced write asks the kernel to start writing each such run of bytes to disk as soon as it is written. A 548 MiB
@@ -177,6 +177,8 @@ def check_writable(folder: str) -> None:
 
 def require_writable(folder: str, flag: str) -> None:
     """:func:`check_writable` for the folder of option ``flag``: a ValueError that names both and what to do."""
+    if not folder:
+        raise ValueError(f"{flag} is empty; give a folder (. for this one)")
     blocker = _existing_file_on(folder)
     if blocker:
         raise ValueError(f"{flag} {folder}: {blocker} is a file, not a folder; choose another folder")
@@ -256,8 +258,16 @@ def missing_file(path: str) -> Optional[str]:
     return "is a folder, not a file" if os.path.isdir(path) else "does not exist"
 
 
+NAME_MAX = 255  # bytes in one file name on Linux's, macOS's and Windows' usual file systems
+_TEMPORARY_EXTRA = len(".tmp-") + len("-4194304-") + 8  # around the target's name: the longest PID and the hex
+
+
 def _temporary_prefix(name: str) -> str:
-    """The start of the name of every temporary file :func:`atomic_write` writes for a target named ``name``."""
+    """The start of the name of every temporary file :func:`atomic_write` writes for a target named ``name``; a
+    name too long to take the rest is cut (any name the file system takes can be written)."""
+    encoded = os.fsencode(name)
+    if len(encoded) > NAME_MAX - _TEMPORARY_EXTRA:
+        name = os.fsdecode(encoded[:NAME_MAX - _TEMPORARY_EXTRA])
     return f".tmp-{name}-"
 
 
@@ -271,9 +281,10 @@ def remove_orphaned_temporaries(folder: str, names: Optional[Sequence[str]] = No
     if not os.path.isdir(folder):
         return []
     removed = []
+    prefixes = {_temporary_prefix(name) for name in names or ()}
     for entry in sorted(os.listdir(folder)):
         match = TEMPORARY_NAME.match(entry)
-        if match and (names is None or match["target"] in names):
+        if match and (names is None or _temporary_prefix(match["target"]) in prefixes):
             size = _remove_if_unlocked(os.path.join(folder, entry))
             if size is not None:
                 removed.append((os.path.join(folder, entry), size))
@@ -349,4 +360,5 @@ def write_advice(exc: OSError, folder: str) -> str:
                             "choose a folder with a shorter path",
         errno.EIO: f"the disk of {folder} reported an input/output error: check the disk or choose another folder",
     }
-    return advice.get(exc.errno, f"check {where} and {folder}, or choose another folder")
+    check = where if os.path.normpath(where) == os.path.normpath(folder) else f"{where} and {folder}"
+    return advice.get(exc.errno, f"check {check}, or choose another folder")
