@@ -180,10 +180,10 @@ def test_model_options_come_from_our_checkpoint(tmp_path, inputs, capsys):
     with torch.no_grad():
         expected = model(normalize(image)).argmax(1)[0].numpy()
     assert np.array_equal(np.array(Image.open(out / "b_label.png")), expected)
-    assert predict.main(["--input", str(inputs / "b.JPG"), "--ckpt", str(path), "--model", MODEL,
-                         "--save_val_results_to", str(out), "--num_workers", "0"]) == 1
+    assert predict.main(["--input", str(inputs / "b.JPG"), "--ckpt", str(path), "--model", MODEL,  # predict.py
+                         "--save_val_results_to", str(out), "--num_workers", "0"]) == 1  # has no --init_from
     assert capsys.readouterr().err.strip() == (f"error: checkpoint {path} holds a deeplabv3_mobilenet but --model "
-                                               f"{MODEL} was given; drop --model to use the checkpoint's")  # no --init_from
+                                               f"{MODEL} was given; drop --model to use the checkpoint's")
 
 
 def test_inputs_sharing_a_stem_keep_their_extension():
