@@ -2,6 +2,8 @@
 label maps window by window (equal to predicting in memory), refuses inputs with other bands, and ONNX takes N bands.
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -119,11 +121,14 @@ def test_inputs_with_other_bands_are_refused_and_a_scene_without_crs_gives_a_pla
     inputs.mkdir()
     write_raster(str(inputs / "rgb.tif"), np.ones((3, 40, 40), np.uint16), UTM_33N, grid())
     write_raster(str(inputs / "plain.tif"), np.ones((4, 40, 40), np.uint16))
+    write_raster(str(inputs / "strip.tif"), np.ones((4, 2, 40), np.uint16), UTM_33N, grid())  # a strip cut too thin
     code, out = _predict(tmp_path, trained[1], str(inputs), "--output", "label")
     captured = capsys.readouterr()
-    assert code == 1 and "1 done, 1 skipped" in captured.out
+    assert code == 1 and "1 done, 2 skipped" in captured.out
     assert (f"skipped: input {inputs / 'rgb.tif'} has 3 band(s) but the model reads bands 1,2,3,4 of 4-band images"
             in captured.err)
+    assert re.search(f"skipped: {re.escape(str(inputs / 'strip.tif'))}: an image of 40x2 is smaller than this model "
+                     r"takes: at least \d+x\d+ pixels\n", captured.err)
     assert f"note: {inputs / 'plain.tif'} has no CRS: its label map plain_label.tif is a plain TIFF" in captured.out
     with rasterio.open(out / "plain_label.tif") as written:
         assert written.crs is None and (written.width, written.height) == (40, 40)

@@ -240,11 +240,16 @@ class SegmentationPredictor:
                               scales, self.recipe.flip)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities (N, C, H, W) of whole images, summed over the test-time variants."""
+        """Softmax probabilities (N, C, H, W) of whole images, summed over the test-time variants;
+        InputTooSmallError as :meth:`labels`."""
         recipe = self.recipe
-        if list(recipe.scales) == [1.0] and not recipe.flip:
-            return self.logits(images).float().softmax(dim=1)
-        return self.logits(images)  # already summed probabilities
+        try:
+            if list(recipe.scales) == [1.0] and not recipe.flip:
+                return self.logits(images).float().softmax(dim=1)
+            return self.logits(images)  # already summed probabilities
+        except RuntimeError as exc:
+            self._raise_if_too_small(images, exc)
+            raise
 
     def _slides(self, images: torch.Tensor) -> bool:
         recipe = self.recipe
@@ -287,8 +292,12 @@ class SegmentationPredictor:
                 return self._labels_at_short_side(images)
             return self._labels_as_they_are(images)
         except RuntimeError as exc:
-            if not is_too_small(exc):
-                raise
+            self._raise_if_too_small(images, exc)
+            raise
+
+    def _raise_if_too_small(self, images: torch.Tensor, exc: RuntimeError) -> None:
+        """InputTooSmallError, from ``exc``, when ``exc`` says that ``images`` were too small for a layer."""
+        if is_too_small(exc):
             raise InputTooSmallError(self._too_small_message(images)) from exc
 
     def _too_small_message(self, images: torch.Tensor) -> str:
@@ -296,10 +305,10 @@ class SegmentationPredictor:
         the smallest size the model takes (at the recipe's smallest scale)."""
         height, width = images.shape[-2:]
         if self._smallest_side is None:
-            device = self.prepare(images[:1, :, :1, :1]).device
+            pixel = self.prepare(images[:1, :, :1, :1])  # the model's input: its device, and its bands
             self._smallest_side = smallest_side(
                 lambda x: predict_logits(self.model, x, self.recipe.amp, self.recipe.channels_last),
-                lambda side: torch.zeros(1, 3, side, side, device=device)) or 0  # 0: not even the largest probed
+                lambda side: torch.zeros(1, pixel.shape[1], side, side, device=pixel.device)) or 0  # 0: none probed
         recipe, scale = self.recipe, min(self.recipe.scales)
         what = f"an image of {width}x{height} is"
         if recipe.short_side and recipe.short_side < min(height, width):
