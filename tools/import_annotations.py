@@ -162,7 +162,8 @@ def print_report(args: argparse.Namespace, result: ImportResult, names: Sequence
                  notes: Sequence[str]) -> None:
     """What was imported, the classes and their pixels, and how to train on it."""
     print_summary(args, result, notes)
-    print(f"classes ({os.path.join(args.out, 'classes.yaml')}): {', '.join(names)}")
+    shown = [repr(name) if "," in name or name != name.strip() else name for name in names]  # 'crack, wide' is one
+    print(f"classes ({os.path.join(args.out, 'classes.yaml')}): {', '.join(shown)}")
     print_pixels(names, counts)
     print(f"checked: every image and mask of {args.out} loads as --dataset folder reads it; train with\n"
           f"  python main.py --dataset folder --data_root {args.out} --model deeplabv3plus_mobilenet")

@@ -9,7 +9,7 @@ import numpy as np
 from utils.config import decode_utf8
 from .images import SourceImage
 
-__all__ = ["Region", "Problem", "AnnotatedImage", "Export", "size_of", "is_text", "read_json"]
+__all__ = ["Region", "Problem", "AnnotatedImage", "Export", "size_of", "is_text", "read_json", "no_pixel_reason"]
 
 
 def size_of(width: object, height: object) -> Optional[Tuple[int, int]]:
@@ -65,6 +65,15 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}"
+
+
+def no_pixel_reason(points: Sequence[Tuple[float, float]], width: int, height: int) -> str:
+    """Why a shape with these corner ``points`` drew no pixel of a ``width`` x ``height`` image: it lies outside the
+    image, or it has no area (points on one line, a circle of radius 0, an empty mask)."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    if points and (max(xs) < 0 or max(ys) < 0 or min(xs) >= width or min(ys) >= height):
+        return f"lies outside the {width}x{height} image"
+    return "covers no pixel: it has no area (its points lie on one line, or its radius is 0)"
 
 
 class AnnotatedImage(abc.ABC):

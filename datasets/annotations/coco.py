@@ -15,7 +15,7 @@ from utils.io.atomic import missing_file
 from utils.io.optional_packages import import_optional
 
 from ..utils import DatasetError
-from .base import AnnotatedImage, Export, Problem, Region, is_text, read_json, size_of
+from .base import AnnotatedImage, Export, Problem, Region, is_text, no_pixel_reason, read_json, size_of
 from .images import SourceImage, open_file
 
 __all__ = ["read_coco", "run_lengths"]
@@ -108,7 +108,7 @@ class CocoImage(AnnotatedImage):
 
     def __init__(self, source: str, entry: dict, image_dir: str, annotations: List[Tuple[object, str, object]]):
         self.source = f"{source} image {entry['id']} ({entry['file_name']})"
-        self.file_name = entry["file_name"]
+        self.file_name = entry["file_name"].replace("\\", "/")  # an export made on Windows: export\\images\\a.jpg
         self.stem = os.path.splitext(os.path.basename(self.file_name))[0]
         self.annotated_size = size_of(entry.get("width"), entry.get("height"))
         self.annotations = annotations
@@ -139,10 +139,18 @@ class CocoImage(AnnotatedImage):
             if pixels is None:
                 continue
             if not pixels.any():
-                problems.append(Problem(where, f"lies outside the {width}x{height} image", shape=True))
+                problems.append(Problem(where, no_pixel_reason(_corners(segmentation), width, height), shape=True))
                 continue
             regions.append(Region(label, pixels))
         return regions, problems
+
+
+def _corners(segmentation: object) -> List[Tuple[float, float]]:
+    """The (x, y) points of a polygon segmentation (a list of flat coordinate lists); none for run lengths."""
+    if not isinstance(segmentation, list):
+        return []
+    return [(float(polygon[i]), float(polygon[i + 1])) for polygon in segmentation if isinstance(polygon, list)
+            for i in range(0, len(polygon) - 1, 2)]
 
 
 def _load(path: str) -> dict:

@@ -113,6 +113,10 @@ def import_to_folder(export: Export, out: str, label_map: LabelMap, background: 
                      "name on Windows and macOS)")
             result.problems.append(Problem(item.source, f"has {clash}; rename one of the images"))
             continue
+        if item.stem != item.stem.strip():  # split files hold one stem a line, read without its outer spaces
+            result.problems.append(Problem(item.source, f"has the file name stem {item.stem!r}, which begins or ends "
+                                                        "with a space that a split file cannot keep; rename it"))
+            continue
         try:
             image = item.open_image()
             image.match(item.annotated_size)

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from utils.io.image_limit import ImageTooLargeError, check_image_pixels
 
 from ..utils import DatasetError
-from .base import AnnotatedImage, Export, Problem, Region, is_text, read_json, size_of
+from .base import AnnotatedImage, Export, Problem, Region, is_text, no_pixel_reason, read_json, size_of
 from .images import SourceImage, open_bytes, open_file
 
 __all__ = ["read_labelme_folder", "DEFAULT_LINE_WIDTH", "DEFAULT_POINT_SIZE"]
@@ -165,7 +165,7 @@ class LabelMeImage(AnnotatedImage):
                 problems.append(Problem(where, f"cannot be drawn: {exc}", shape=True))
                 continue
             if not pixels.any():
-                problems.append(Problem(where, f"lies outside the {width}x{height} image", shape=True))
+                problems.append(Problem(where, no_pixel_reason(shape.points, width, height), shape=True))
                 continue
             regions.append(Region(shape.label, pixels))
         return regions, problems

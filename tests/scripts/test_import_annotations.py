@@ -223,6 +223,28 @@ def test_coco_stem_collision_and_missing_pycocotools(tmp_path, capsys, monkeypat
     assert code == 1 and "pip install pycocotools==2.0.11" in err
 
 
+def test_windows_paths_outer_spaces_flat_shapes_and_commas_in_names(tmp_path, capsys):
+    """A COCO export made on Windows (export\\x.jpg) finds its image by base name; a name with an outer space, which
+    a split file cannot keep, is skipped alone; a shape on one line says it has no area, not that it lies outside;
+    a class name with a comma is printed as one name."""
+    path, images_dir = _coco(tmp_path, [{"category_id": 4, "segmentation": [[4, 4, 20, 4, 20, 16]]},
+                                        {"category_id": 9, "segmentation": [[5, 5, 10, 10, 15, 15]]},
+                                        {"category_id": 9, "segmentation": [[60, 5, 70, 5, 70, 9]]}], images=[
+        {"id": 1, "file_name": "export\\x.jpg", "width": WIDTH, "height": HEIGHT},
+        {"id": 2, "file_name": "photo .jpg", "width": WIDTH, "height": HEIGHT}])
+    _image(images_dir / "photo .jpg")
+    spec = json.loads(path.read_text())
+    spec["categories"][2]["name"] = "crack, wide"
+    path.write_text(json.dumps(spec))
+    code, out, err = _run(capsys, "--from", "coco", path, "--images", images_dir, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "image 2 (photo .jpg): has the file name stem 'photo ', which begins or ends with a space" in err
+    assert "annotation 2 ('rust'): covers no pixel: it has no area" in err
+    assert "annotation 3 ('rust'): lies outside the 48x40 image" in err
+    assert f"classes ({tmp_path / 'out' / 'classes.yaml'}): background, 'crack, wide', rust\n" in out
+    assert sorted(os.listdir(tmp_path / "out" / "images")) == ["x.jpg"] and _mask(tmp_path / "out", "x").max() == 1
+
+
 def test_main_trains_on_the_imported_folder(tmp_path, capsys):
     for i in range(4):
         _labelme(tmp_path / "lm", f"img{i}", [("cat", "rectangle", [[2 + i, 2], [20, 30]]),
