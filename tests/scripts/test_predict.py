@@ -415,6 +415,18 @@ def test_an_image_too_large_for_one_pass_is_predicted_in_windows(tmp_path, input
     auto_labels = _labels(auto)
     assert auto_labels.keys() == explicit_labels.keys()
     assert all(np.array_equal(labels, explicit_labels[name]) for name, labels in auto_labels.items())
+    # --crop_val scores a smaller copy; at the input size its scores would take C floats a pixel (5 GB for 4200x4100)
+    os.rename(auto, tmp_path / "auto")
+    _, shrunk = _run(tmp_path, ckpt[0], "--output", "label", "--crop_val", "--crop_size", "24", "--slide",
+                     "--window", "64", "--stride", "48")  # one window: the whole resized image
+    os.rename(shrunk, tmp_path / "shrunk")
+    shrunk = tmp_path / "shrunk"
+    capsys.readouterr()
+    code, auto = _run(tmp_path, ckpt[0], "--output", "label", "--crop_val", "--crop_size", "24")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "an image of 41x33 is labelled at its shorter side 24 and its labels are scaled back" in printed
+    assert all(np.array_equal(labels, _labels(shrunk)[name]) for name, labels in _labels(auto).items())
 
 
 def test_an_image_over_max_image_pixels_is_skipped_with_its_path(tmp_path, inputs, ckpt, capsys):

@@ -251,13 +251,18 @@ class SegmentationPredictor:
             self._raise_if_too_small(images, exc)
             raise
 
+    def _too_large(self, images: torch.Tensor) -> bool:
+        """Whether whole images of this size would take unbounded memory: more pixels than slide_above_pixels."""
+        height, width = images.shape[-2:]
+        return self.recipe.slide_above_pixels is not None and height * width > self.recipe.slide_above_pixels
+
     def _slides(self, images: torch.Tensor) -> bool:
         recipe = self.recipe
         if recipe.slide:
             return True
-        height, width = images.shape[-2:]
-        if recipe.slide_above_pixels is None or height * width <= recipe.slide_above_pixels:
+        if not self._too_large(images):
             return False
+        height, width = images.shape[-2:]
         self.log(f"an image of {width}x{height} is predicted in sliding windows (--window {recipe.window} "
                  f"--stride {recipe.stride}) so that memory stays bounded")
         return True
@@ -271,11 +276,15 @@ class SegmentationPredictor:
     def _labels_at_short_side(self, images: torch.Tensor) -> torch.Tensor:
         """With ``short_side``: whole images are scaled with the recipe's scales (the scores come back at the
         input size); for windows the image is resized first, the windows slide over the resized image, and its
-        labels are scaled back (nearest), so every window is a real crop of what the model sees."""
+        labels are scaled back (nearest), so every window is a real crop of what the model sees. So are images over
+        ``slide_above_pixels``: their scores at the input size would take C floats a pixel."""
         height, width = images.shape[-2:]
         factor = self.recipe.short_side / min(height, width)
-        if not self.recipe.slide:
+        if not self.recipe.slide and not self._too_large(images):
             return self.logits(images, tuple(s * factor for s in self.recipe.scales)).max(1).indices
+        if not self.recipe.slide:
+            self.log(f"an image of {width}x{height} is labelled at its shorter side {self.recipe.short_side} and its "
+                     "labels are scaled back, so that memory stays bounded")
         size = (max(1, round(height * factor)), max(1, round(width * factor)))
         resized = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False)
         labels = self._labels_as_they_are(resized)
