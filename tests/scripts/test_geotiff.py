@@ -86,6 +86,8 @@ def test_the_label_map_is_a_georeferenced_tiled_deflate_geotiff_with_the_palette
     for name in ("scene.png", "scene_overlay.png"):
         with Image.open(out / name) as preview:
             assert preview.size == (300, 260)
+    code, _ = _predict(tmp_path, trained[1], trained[2], "--output", "label", "color", "overlay")
+    assert code == 0  # a rerun replaces its own label map and previews: they carry the mark
 
 
 def test_windowed_prediction_from_the_file_equals_prediction_in_memory(trained, tmp_path):
