@@ -439,7 +439,8 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
         for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
             indices, shard = shard[:len(images)], shard[len(images):]  # the batch's samples in the dataset
             labels = labels.to(device, non_blocking=True)
-            preds = labels_naming_the_file(predictor, images, loader.dataset, indices).to(device)
+            preds = labels_naming_the_file(predictor, images, loader.dataset,
+                                           () if opts.crop_val else indices).to(device)  # crops: --crop_size's fault
             metrics.update(labels, preds)
             if i in sample_ids:
                 samples.append((images[0].float().numpy(), labels[0].cpu().numpy(), preds[0].cpu().numpy()))
@@ -455,13 +456,13 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
 
 def labels_naming_the_file(predictor: SegmentationPredictor, images: torch.Tensor, dataset: data.Dataset,
                            indices: Sequence[int]) -> torch.Tensor:
-    """``predictor.labels(images)``; a whole validation image too small for the model is named by its file (crops
-    of --crop_val are named by --crop_size already)."""
+    """``predictor.labels(images)``; a whole validation image too small for the model is named by its file, found
+    by its index in ``dataset`` (``indices``: those of the batch, none to name no file)."""
     try:
         return predictor.labels(images)
     except InputTooSmallError as exc:
         files = getattr(dataset, "images", None)
-        if files is None or len(indices) != 1 or exc.args[0].startswith("--"):
+        if files is None or len(indices) != 1:
             raise
         raise InputTooSmallError(f"validation image {files[indices[0]]}: {exc}; take it out of the validation "
                                  "split") from exc
@@ -920,8 +921,8 @@ def train_and_validate(opts, training: "Training", train_loader: data.DataLoader
                 latest = save(False)
             report, best = None, False
             if validates:
-                results, report = validated(validate, state.cur_itrs, None if stopped or env.distributed else save,
-                                            log)
+                results, report = validated(validate, state.cur_itrs, state.cur_itrs == opts.total_itrs,
+                                            None if stopped or env.distributed else save, log)
                 best = results["Mean IoU"] > state.best_score
                 state.best_score = max(state.best_score, results["Mean IoU"])  # saved with the weights it rates
             if best or not (stopped and validates):
@@ -937,19 +938,25 @@ def train_and_validate(opts, training: "Training", train_loader: data.DataLoader
     log(f"Finished {state.cur_itrs} iterations; best Mean IoU {state.best_score:.4f}")
 
 
-def validated(validate: Callable[[Optional[int]], Tuple[dict, Report]], step: int,
+def validated(validate: Callable[[Optional[int]], Tuple[dict, Report]], step: int, last: bool,
               save: Optional[Callable[[bool], str]], log) -> Tuple[dict, Report]:
     """``validate(step)``; when it fails (a bad validation file, no memory left), ``save`` first keeps the steps
     trained since the last checkpoint in ``latest_*``, as the original, which saved before each validation, kept
-    them. None: they are on disk already, or a torchrun process cannot save alone (saving gathers every process's
-    random state)."""
+    them (``last``: the run's final step). None: they are on disk already, or a torchrun process cannot save alone
+    (saving gathers every process's random state). A failed save is said, and the validation's error raised."""
     try:
         return validate(step)
-    except Exception:
-        if save is not None:
+    except Exception as failure:
+        if save is None:
+            raise
+        try:
             path = save(False)
-            log(f"validation at iteration {step} failed: saved {path} first; once the problem below is fixed, "
-                f"resume with --ckpt {path} --continue_training")
+        except Exception as exc:
+            log(f"validation at iteration {step} failed, and saving the steps before it failed too: {exc}")
+            raise failure
+        then = (f"evaluate them with --test_only --ckpt {path}" if last else
+                f"resume with --ckpt {path} --continue_training (it validates next at the following interval)")
+        log(f"validation at iteration {step} failed: saved {path} first; once the problem below is fixed, {then}")
         raise
 
 
@@ -1000,17 +1007,21 @@ def other_class_count(opts, path: str, checkpoint_classes: int) -> str:
             f"from it with --init_from {path} (its classifier is then initialised, and the log says so)")
 
 
-def check_class_names(opts, path: str, recorded: Optional[Sequence[str]], names: Sequence[str], log) -> None:
+def check_class_names(opts, path: str, recorded: object, names: Sequence[str], log) -> None:
     """A checkpoint that records other class names than the data's (as many: other_class_count is for another
-    number): refused for --continue_training, which would go on training class 1 on what is now class 2; a warning
-    line otherwise (a class renamed, or another order, which would score each class as another)."""
-    if recorded is None or [str(name) for name in recorded] == list(names):  # the original's files record none
-        return
-    message = f"checkpoint {path} was trained on classes {list(recorded)}, but the data names {list(names)}"
-    if opts.continue_training:
-        raise CheckpointError(f"{message}; a resumed run keeps its classes in their order: give it the data it was "
-                              f"trained on, or start a new run on these classes from it with --init_from {path}")
-    log(f"warning: {message}: each class is scored under the data's name for its index", file=sys.stderr)
+    number). A class at another index is refused by --continue_training, which would go on training it on another
+    class's pixels; otherwise (a class renamed, or --test_only) a warning line."""
+    if not isinstance(recorded, (list, tuple)) or [str(name) for name in recorded] == list(names):
+        return  # the original's files record none
+    recorded = [str(name) for name in recorded]
+    message = f"checkpoint {path} was trained on classes {recorded}, but the data names {list(names)}"
+    moved = [name for index, name in enumerate(names) if name in recorded and recorded.index(name) != index]
+    if opts.continue_training and moved:
+        raise CheckpointError(f"{message}: {moved[0]!r} is at another index; a resumed run keeps its classes in their "
+                              f"order: give it the data it was trained on, or start a new run on these classes from "
+                              f"it with --init_from {path}")
+    log(f"warning: {message}: each class {'is scored' if opts.test_only else 'goes on'} under the data's name for "
+        "its index", file=sys.stderr)
 
 
 def best_saved_score(opts, device: torch.device, log=print) -> float:

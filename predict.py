@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from datasets import DatasetError, VOCSegmentation
 from datasets.class_info import NAMED_DATASETS, ClassInfo, label_id_table, resolve_classes
-from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video
+from datasets.image_files import ImageFiles, VideoFrames, find_images, is_video, left_out_of_search
 from network import PretrainedWeightsError
 from network.trained_model import ModelSpec, add_model_options, load_model_of, unused_output_stride
 from utils.io.checkpoint import CheckpointError
@@ -238,29 +238,36 @@ def inputs_and_outputs(opts) -> Tuple[List[Tuple[str, str]], List[str], List[Tup
 def prepare_output_folder(opts, images: Sequence[Tuple[str, str]], image_stems: Sequence[str],
                           videos: Sequence[Tuple[str, str]]) -> None:
     """Refuse before any work when an output would be written over an input (whatever the spelling of either
-    path) or over a file that this project did not write; then remove what killed runs left in the folders that
-    this run writes."""
+    path), or over a file without the mark of this project's outputs in an output folder inside --input (whose
+    files the search leaves out); then remove what killed runs left in the folders that this run writes."""
     out = opts.save_val_results_to
     files, frame_folders = planned_outputs(out, image_stems, [stem for _, stem in videos], opts.output)
     clashes = input_clashes([path for path, _ in images] + [path for path, _ in videos], files, frame_folders)
     if clashes:
         output, path = clashes[0]
-        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
         folder = os.path.normpath(out)
         instead = "predictions" if folder in (os.curdir, os.pardir) else folder + "_predictions"
-        raise PredictError(f"--save_val_results_to {out} would write {output} over the input {path}{more}; nothing "
-                           f"was written: give another folder, e.g. --save_val_results_to {instead}")
-    partial = {pair[1] for _, stem in videos for pair in video_outputs(out, stem, opts.output).values()}
-    foreign = [path for path in files if path not in partial and os.path.isfile(path) and not is_own_output(path)]
-    if foreign:  # a photo in an output folder inside --input (left out of the search), or a file of the user's
-        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
-        raise PredictError(f"--save_val_results_to {out} would replace {foreign[0]}{more}, which this project did not "
-                           "write (it carries no mark of its results); nothing was written: move it away, or give "
-                           "another folder")
+        raise PredictError(f"--save_val_results_to {out} would write {output} over the input {path}"
+                           f"{and_more(clashes)}; nothing was written: give another folder, e.g. --save_val_results_to "
+                           f"{instead}")
+    if left_out_of_search(opts.input, out):  # its files are not inputs: a photo there would not count as one
+        partial = {pair[1] for _, stem in videos for pair in video_outputs(out, stem, opts.output).values()}
+        unmarked = [path for path in files if path not in partial and os.path.isfile(path) and not is_own_output(path)]
+        if unmarked:
+            raise PredictError(
+                f"--save_val_results_to {out} lies inside --input {opts.input}, which is not searched there, and "
+                f"holds {unmarked[0]}{and_more(unmarked)}, which this project's outputs would replace; it carries no "
+                "mark of them (a photo? results of the original or of versions before 6 December carry none either); "
+                "nothing was written: move it away, or give another folder")
     folders = sorted({os.path.dirname(path) for path in files} | set(frame_folders))
     removed = [entry for folder in folders for entry in remove_orphaned_temporaries(folder)]
     if removed:
         print(describe_removed(removed, "temporary file(s) that a killed run left", out))
+
+
+def and_more(items: Sequence[object]) -> str:
+    """" (and N more)" after the first of ``items`` named in a message; nothing for one."""
+    return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
 
 
 def stopped_video_line(path: str, frames: int, outputs: Dict[str, Tuple[str, str]]) -> str:
@@ -306,9 +313,8 @@ def predict_scenes(opts, files: List[Tuple[str, str]], stems: Sequence[str], vid
             skipped += 1
             continue
         except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
-            if exc.errno != errno.ENAMETOOLONG:
+            if not skipped_for_a_long_name(path, exc):
                 raise write_failure(path, exc, opts.save_val_results_to, done, "inputs") from exc
-            print(name_too_long_line(path), file=sys.stderr)
             skipped += 1
             continue
         if "label" in opts.output and not info.georeferenced:
@@ -339,10 +345,14 @@ def skipped_line(path: str, exc: Exception) -> str:
     return f"skipped: {path}: {exc}" if isinstance(exc, InputTooSmallError) else f"skipped: {exc}"
 
 
-def name_too_long_line(path: str) -> str:
-    """The line for an input whose output names are longer than a file name may be (its other inputs go on)."""
-    return (f"skipped: {path}: its output names would be longer than the {NAME_MAX} bytes a file name may have; "
-            "shorten its name")
+def skipped_for_a_long_name(path: str, exc: OSError) -> bool:
+    """Whether ``exc`` says that the names of ``path``'s outputs are too long for the file system; the input is then
+    skipped alone, with a line (other inputs go on)."""
+    if exc.errno != errno.ENAMETOOLONG:
+        return False
+    print(f"skipped: {path}: the names of its outputs are too long for the file system (over the {NAME_MAX} bytes a "
+          "file name may have, or a path too long); shorten its name or the output folder's path", file=sys.stderr)
+    return True
 
 
 def write_failure(path: str, exc: OSError, folder: str, done: Optional[int] = None,
@@ -462,9 +472,8 @@ def predict_images(opts, loader: Iterable, files: List[Tuple[str, str]], names: 
             try:
                 writer.write(names[index], image.permute(1, 2, 0).numpy(), label)
             except OSError as exc:  # a full disk: every file already written is whole (atomic_write)
-                if exc.errno != errno.ENAMETOOLONG:
+                if not skipped_for_a_long_name(files[index][0], exc):
                     raise write_failure(files[index][0], exc, opts.save_val_results_to, done) from exc
-                print(name_too_long_line(files[index][0]), file=sys.stderr)
                 skipped += 1
                 continue
             done += 1
@@ -498,9 +507,8 @@ def predict_videos(opts, videos: Sequence[Tuple[str, str]], predictor: Segmentat
             skipped += 1
             continue
         except OSError as exc:  # a full disk, a folder in the way
-            if exc.errno != errno.ENAMETOOLONG:
+            if not skipped_for_a_long_name(path, exc):
                 raise write_failure(path, exc, opts.save_val_results_to) from exc
-            print(name_too_long_line(path), file=sys.stderr)
             skipped += 1
             continue
         if stop.signal_name:

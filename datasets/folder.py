@@ -84,7 +84,7 @@ def read_classes(path: str) -> Tuple[List[str], np.ndarray, int]:
     if repeated:
         raise DatasetError(f"{path}: class names must be unique (reports are keyed by name), but {repeated} "
                            "appear more than once")
-    if len(names) >= IGNORE_INDEX:
+    if len(names) > IGNORE_INDEX:  # classes 0-254, and 255 for ignored pixels
         raise DatasetError(f"{path}: {len(names)} class names, but masks hold 0-255 and {IGNORE_INDEX} marks ignored "
                            f"pixels: at most {IGNORE_INDEX} classes")
     return [str(n) for n in names], palette.astype(np.uint8), _checked_ignore_index(spec, names, path)
@@ -94,6 +94,8 @@ def _checked_ignore_index(spec: dict, names: Sequence[str], path: str) -> int:
     """`ignore_index`: a mask value 0-255 that no class has (a class's own index would never be trained or
     scored)."""
     value = spec.get("ignore_index", IGNORE_INDEX)
+    if isinstance(value, str) and value.strip().isdigit():  # ignore_index: '255', as read before this check
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
         raise DatasetError(f"{path}: `ignore_index` must be a whole number 0-255 (the mask value of pixels to "
                            f"ignore), not {value!r}")

@@ -20,7 +20,8 @@ from utils.io.video import VideoError, VideoFormat, ffmpeg_reason, import_av, so
 from .folder import IMAGE_EXTENSIONS
 from .utils import DatasetError, decode_image
 
-__all__ = ["find_images", "ImageFiles", "VIDEO_EXTENSIONS", "is_video", "FrameBatch", "VideoFrames"]
+__all__ = ["find_images", "left_out_of_search", "ImageFiles", "VIDEO_EXTENSIONS", "is_video", "FrameBatch",
+           "VideoFrames"]
 
 # Containers FFmpeg reads, by the extensions they are usually saved with (any codec inside them).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv",
@@ -41,7 +42,7 @@ def find_images(spec: str, exclude: Optional[str] = None, what: str = "input") -
         return [(spec, os.path.basename(spec))]
     if not os.path.isdir(spec) and any(c in spec for c in GLOB_CHARS):
         paths = [p for p in glob.glob(_any_case_extension(spec), recursive=True) if os.path.isfile(p)]
-        root = os.path.dirname(spec.split("*")[0].split("?")[0].split("[")[0]) or "."
+        root = _glob_root(spec)
         if exclude:
             paths = [p for p in paths if not _below(os.path.dirname(p), root, exclude)]
     elif os.path.isdir(spec):
@@ -58,6 +59,25 @@ def find_images(spec: str, exclude: Optional[str] = None, what: str = "input") -
         raise DatasetError(f"{what} {spec} holds no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
                            f"({', '.join(VIDEO_EXTENSIONS)})")
     return [(p, os.path.relpath(p, root)) for p in images]
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder a glob searches from: the part of ``pattern`` before its first wildcard, up to a separator."""
+    return os.path.dirname(pattern.split("*")[0].split("?")[0].split("[")[0]) or "."
+
+
+def left_out_of_search(spec: str, exclude: str) -> bool:
+    """Whether :func:`find_images` of ``spec`` (a folder or a glob) leaves out the folder ``exclude``: it lies
+    inside the folder searched, so the files in it are not taken as inputs."""
+    if os.path.isfile(spec):
+        return False
+    root = spec if os.path.isdir(spec) else _glob_root(spec)
+    folder = os.path.dirname(os.path.abspath(exclude))
+    while not same_path(folder, root):
+        if folder == os.path.dirname(folder):
+            return False
+        folder = os.path.dirname(folder)
+    return True
 
 
 def _below(folder: str, root: str, exclude: str) -> bool:

@@ -73,10 +73,16 @@ def _typed(action: argparse.Action, value):
     argparse converts only strings, so without this ``lr: fast`` or ``crop_size: 12.5`` reached the run as is.
     YAML reads ``off``, ``no`` and ``false`` as False: a choice spelled so (``amp: off``) is that choice.
     """
-    if value is None:  # `key:` or `key: null`; only an option that is unset by default can be left so
-        if action.default is not None:
+    if value is None:  # `key:` or `key: null`: an option unset by default, or one whose `none` is a number
+        if action.default is None:
+            return value
+        try:
+            none = action.type("none")  # --max_image_pixels none: 0, no limit
+        except (TypeError, ValueError, argparse.ArgumentTypeError):  # no type, or one that takes no `none`
+            none = None
+        if isinstance(none, str) or none is None:
             raise ValueError(f"has no value; give one or leave the line out (default: {action.default})")
-        return value
+        return none
     if isinstance(value, bool) and action.nargs in (0, "?"):  # switches, --flag [VALUE]
         return value
     spelled = [choice for choice in action.choices or () if isinstance(choice, str) and _yaml_bool(choice) is value]

@@ -73,7 +73,8 @@ def no_pixel_reason(points: Sequence[Tuple[float, float]], width: int, height: i
     xs, ys = [x for x, _ in points], [y for _, y in points]
     if points and (max(xs) < 0 or max(ys) < 0 or min(xs) >= width or min(ys) >= height):
         return f"lies outside the {width}x{height} image"
-    return "covers no pixel: it has no area (its points lie on one line, or its radius is 0)"
+    return (f"covers no pixel of the {width}x{height} image: it has no area at that size (points on one line, a "
+            "radius of 0, an empty mask)")
 
 
 class AnnotatedImage(abc.ABC):

@@ -141,8 +141,8 @@ def test_repeated_class_names_are_an_error(tmp_path):
      "value of pixels to ignore), not 300"),
     ("names: [background, crack, rust]\nignore_index: x\n", "`ignore_index` must be a whole number 0-255 (the "
      "mask value of pixels to ignore), not 'x'"),
-    ("names: [" + ", ".join(f"c{i}" for i in range(255)) + "]\n",
-     "255 class names, but masks hold 0-255 and 255 marks ignored pixels: at most 255 classes"),
+    ("names: [" + ", ".join(f"c{i}" for i in range(256)) + "]\n",
+     "256 class names, but masks hold 0-255 and 255 marks ignored pixels: at most 255 classes"),
 ])
 def test_classes_files_that_would_lose_a_class_are_refused(tmp_path, classes, message):
     """A class whose index is the ignore value, or that no mask value can hold, would never be trained, yet would
@@ -151,6 +151,13 @@ def test_classes_files_that_would_lose_a_class_are_refused(tmp_path, classes, me
     with pytest.raises(DatasetError) as raised:
         FolderSegmentation(root)
     assert str(raised.value) == f"{os.path.join(root, 'classes.yaml')}: {message}"
+
+
+def test_255_classes_and_a_quoted_ignore_index_are_fine(tmp_path):
+    root = _folder(tmp_path, [np.array([[0, 254], [255, 1]], np.uint8)],
+                   classes="names: [" + ", ".join(f"c{i}" for i in range(255)) + "]\nignore_index: '255'\n")
+    dataset = FolderSegmentation(root)
+    assert dataset.num_classes == 255 and np.asarray(dataset[0][1]).tolist() == [[0, 254], [255, 1]]
 
 
 def test_two_classes_of_one_colour_cannot_read_an_rgb_mask(tmp_path):
@@ -203,3 +210,15 @@ def test_a_file_or_folder_whose_name_looks_like_a_glob_is_itself(tmp_path):
     assert [rel for _, rel in find_images(str(folder))] == ["a.png", "b*?.png"]
     assert find_images(str(folder / "b*?.png")) == [(str(folder / "b*?.png"), "b*?.png")]
     assert [rel for _, rel in find_images(str(tmp_path / "shots*" / "a.png"))] == ["shots [1]/a.png"]  # a glob
+
+
+def test_an_output_folder_is_left_out_of_a_search_only_below_its_root(tmp_path):
+    from datasets.image_files import left_out_of_search
+
+    (tmp_path / "data" / "results").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "data" / "a.png")
+    for spec, out, left_out in ((tmp_path / "data", tmp_path / "data" / "results", True),
+                                (tmp_path / "data" / "**" / "*.png", tmp_path / "data" / "results", True),
+                                (tmp_path / "data", tmp_path / "out", False),
+                                (tmp_path / "data" / "a.png", tmp_path / "data" / "results", False)):
+        assert left_out_of_search(str(spec), str(out)) == left_out, (spec, out)

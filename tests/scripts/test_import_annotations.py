@@ -239,7 +239,7 @@ def test_windows_paths_outer_spaces_flat_shapes_and_commas_in_names(tmp_path, ca
     code, out, err = _run(capsys, "--from", "coco", path, "--images", images_dir, "--out", tmp_path / "out")
     assert code == 0, err
     assert "image 2 (photo .jpg): has the file name stem 'photo ', which begins or ends with a space" in err
-    assert "annotation 2 ('rust'): covers no pixel: it has no area" in err
+    assert "annotation 2 ('rust'): covers no pixel of the 48x40 image: it has no area" in err
     assert "annotation 3 ('rust'): lies outside the 48x40 image" in err
     assert f"classes ({tmp_path / 'out' / 'classes.yaml'}): background, 'crack, wide', rust\n" in out
     assert sorted(os.listdir(tmp_path / "out" / "images")) == ["x.jpg"] and _mask(tmp_path / "out", "x").max() == 1

@@ -380,9 +380,12 @@ def test_a_failed_validation_keeps_the_steps_trained_before_it(voc, capsys, brok
     Image.new("P", (30, 20) if broken == "mask size" else (2, 2)).save(mask)
     if broken == "tiny image":  # whole images are validated: no crop pads it
         Image.new("RGB", (2, 2)).save(image)
-    assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "3")) == 1
+    total = "4" if broken == "mask size" else "3"  # the tiny image at the final validation: nothing to resume
+    assert train_script.main(_args(voc, "--total_itrs", total, "--val_interval", "3")) == 1
     out, err = capsys.readouterr()
-    assert f"validation at iteration 3 failed: saved {_ckpt(voc)} first" in out
+    then = (f"resume with --ckpt {_ckpt(voc)} --continue_training (it validates next at the following interval)"
+            if broken == "mask size" else f"evaluate them with --test_only --ckpt {_ckpt(voc)}")
+    assert f"validation at iteration 3 failed: saved {_ckpt(voc)} first; once the problem below is fixed, {then}" in out
     assert err.count("\n") == 1 and err.startswith(
         f"error: mask {mask} is 30x20 but image " if broken == "mask size" else
         f"error: validation image {image}: an image of 2x2 is smaller than this model takes: at least ")
@@ -390,23 +393,28 @@ def test_a_failed_validation_keeps_the_steps_trained_before_it(voc, capsys, brok
 
 
 def test_a_checkpoint_of_other_class_names_is_not_resumed_and_its_scores_are_flagged(voc, capsys):
-    """Same class count, other names or order: a resume would train each class on another's pixels; an evaluation
-    scores each under the data's name for its index, and says so."""
+    """Same class count: classes in another order would train each class on another's pixels, so a resume is
+    refused; a renamed class is a warning, and so is an evaluation, which scores each class under the data's name
+    for its index."""
     assert train_script.main(_args(voc, "--total_itrs", "1", "--val_interval", "100")) == 0
     checkpoint = torch.load(_ckpt(voc), weights_only=True)
     names = checkpoint["class_names"]
-    checkpoint["class_names"] = [names[0], names[2], names[1], *names[3:]]
-    torch.save(checkpoint, str(voc / "swapped.pth"))
+    for kind, recorded in (("swapped", [names[0], names[2], names[1], *names[3:]]),
+                           ("renamed", [names[0], "plane", *names[2:]])):
+        torch.save({**checkpoint, "class_names": recorded}, str(voc / f"{kind}.pth"))
     capsys.readouterr()
-    swapped = str(voc / "swapped.pth")
+    swapped, renamed = str(voc / "swapped.pth"), str(voc / "renamed.pth")
     assert train_script.main(_args(voc, "--total_itrs", "2", "--ckpt", swapped, "--continue_training")) == 1
-    message = f"checkpoint {swapped} was trained on classes {checkpoint['class_names']}, but the data names {names}"
-    assert capsys.readouterr().err == (f"error: {message}; a resumed run keeps its classes in their order: give it "
-                                       f"the data it was trained on, or start a new run on these classes from it "
-                                       f"with --init_from {swapped}\n")
+    message = f"checkpoint {swapped} was trained on classes {[names[0], names[2], names[1], *names[3:]]}, but the " \
+              f"data names {names}"
+    assert capsys.readouterr().err == (f"error: {message}: 'aeroplane' is at another index; a resumed run keeps its "
+                                       f"classes in their order: give it the data it was trained on, or start a new "
+                                       f"run on these classes from it with --init_from {swapped}\n")
     assert train_script.main(_args(voc, "--test_only", "--ckpt", swapped)) == 0
     assert capsys.readouterr().err.splitlines()[-1] == (f"warning: {message}: each class is scored under the data's "
                                                         "name for its index")
+    assert train_script.main(_args(voc, "--total_itrs", "2", "--ckpt", renamed, "--continue_training")) == 0
+    assert "under the data's name for its index" in capsys.readouterr().err
 
 
 def test_test_only_takes_the_model_that_the_checkpoint_records(voc, capsys):

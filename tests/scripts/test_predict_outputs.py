@@ -92,26 +92,27 @@ def test_results_inside_the_input_folder_are_never_read_back(tmp_path, ckpt, cap
     assert "2 done, 0 skipped" in capsys.readouterr().out
 
 
-def test_a_file_this_project_did_not_write_is_never_replaced(tmp_path, ckpt, capsys):
-    """A photo in an output folder inside --input (which the search leaves out), or a file of the user's where an
-    output goes: refused before any work, as a photo given as input would be."""
+def test_a_photo_in_an_output_folder_inside_the_input_is_never_replaced(tmp_path, ckpt, capsys):
+    """The search leaves out an output folder inside --input, so a photo there is no input: a file without the
+    mark at an output path is refused there before any work. Elsewhere (a folder of the original's results) it is
+    replaced, as the original replaced it."""
     data = tmp_path / "data"
     before = _photos(data, ["x.jpg", "sub/x.png", "sub/y.png"])
     assert _predict(data, data / "sub", ckpt[0]) == 1
     assert capsys.readouterr().err.strip() == (
-        f"error: --save_val_results_to {data / 'sub'} would replace {data / 'sub' / 'x.png'}, which this project did "
-        "not write (it carries no mark of its results); nothing was written: move it away, or give another folder")
+        f"error: --save_val_results_to {data / 'sub'} lies inside --input {data}, which is not searched there, and "
+        f"holds {data / 'sub' / 'x.png'}, which this project's outputs would replace; it carries no mark of them (a "
+        "photo? results of the original or of versions before 6 December carry none either); nothing was written: "
+        "move it away, or give another folder")
     assert _contents(data) == before
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "x_label.png").write_text("my notes")
-    assert _predict(data / "x.jpg", out, ckpt[0], "--output", "color", "label") == 1
-    assert f"would replace {out / 'x_label.png'}, which this project did not write" in capsys.readouterr().err
-    assert os.listdir(out) == ["x_label.png"] and (out / "x_label.png").read_text() == "my notes"
-    (out / "x_label.png").unlink()
-    for _ in range(2):  # its own results are replaced by a rerun
+    _photos(out, ["x.png"])  # as the original's predict.py writes x.jpg's colour mask
+    for _ in range(2):
         assert _predict(data / "x.jpg", out, ckpt[0], "--output", "color", "label") == 0
     assert sorted(os.listdir(out)) == ["x.png", "x_label.png"]
+    os.remove(data / "sub" / "x.png")
+    assert _predict(data, data / "sub", ckpt[0]) == 0  # its own results are replaced by a rerun
+    assert _predict(data, data / "sub", ckpt[0]) == 0
 
 
 def test_an_input_whose_output_name_would_be_too_long_is_skipped_alone(tmp_path, ckpt, capsys):
@@ -123,8 +124,9 @@ def test_an_input_whose_output_name_would_be_too_long_is_skipped_alone(tmp_path,
     out = tmp_path / "out"
     assert _predict(photos, out, ckpt[0], "--output", "color", "overlay") == 1
     printed = capsys.readouterr()
-    assert printed.err.strip() == (f"skipped: {photos / (long_stem + '.jpg')}: its output names would be longer than "
-                                   "the 255 bytes a file name may have; shorten its name")
+    assert printed.err.strip() == (f"skipped: {photos / (long_stem + '.jpg')}: the names of its outputs are too long "
+                                   "for the file system (over the 255 bytes a file name may have, or a path too long); "
+                                   "shorten its name or the output folder's path")
     assert "2 done, 1 skipped" in printed.out
     assert {"b.png", "b_overlay.png", "c.png", "c_overlay.png", long_stem + ".png"} == set(os.listdir(out))
 

@@ -184,3 +184,7 @@ def test_each_torchrun_process_takes_its_local_rank_s_gpu_among_those_it_sees(mo
     env, device = distributed.init_distributed("cuda", "0", 60)
     assert (env.rank, env.local_rank, env.world_size) == (3, 3, 4)
     assert device == torch.device("cuda", index) and calls == [device, ("nccl", device)]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # 4 processes on a machine of 2 GPUs
+    with pytest.raises(distributed.DeviceError, match=r"^process 3 of this machine has no GPU of its own: 2 are "
+                                                      r"visible; start at most 2 processes per machine"):
+        distributed.init_distributed("cuda", "0", 60)

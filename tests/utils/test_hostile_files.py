@@ -167,9 +167,10 @@ def test_config_values_are_converted_as_flags_are(tmp_path):
     cfg.write_text("total_itrs: '5'\nvis_port: 8097\npretrained_backbone: false\nchannels_last: auto\n")
     opts = train_script.parse_with_config(train_script.get_argparser(), ["--config", str(cfg)])
     assert (opts.total_itrs, opts.vis_port, opts.pretrained_backbone, opts.channels_last) == (5, "8097", False, "auto")
-    cfg.write_text("amp: off\nchannels_last: off\nnum_classes: null\nckpt:\n")  # YAML reads off as false
-    opts = train_script.parse_with_config(train_script.get_argparser(), ["--config", str(cfg)])
-    assert (opts.amp, opts.channels_last, opts.num_classes, opts.ckpt) == ("off", False, None, None)
+    cfg.write_text("amp: off\nchannels_last: off\nnum_classes: null\nckpt:\nmax_image_pixels: null\n")  # YAML: off
+    opts = train_script.parse_with_config(train_script.get_argparser(), ["--config", str(cfg)])  # is false
+    got = (opts.amp, opts.channels_last, opts.num_classes, opts.ckpt, opts.max_image_pixels)
+    assert got == ("off", False, None, None, 0)  # max_image_pixels: null is none, no limit
     cfg.write_text("output: [color, label]\ntta_scales: [1, 1.5]\n")
     opts = predict_script.parse_with_config(predict_script.get_argparser(),
                                             ["--config", str(cfg), "--input", "x", "--ckpt", "y"])

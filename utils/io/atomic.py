@@ -265,9 +265,8 @@ _TEMPORARY_EXTRA = len(".tmp-") + len("-4194304-") + 8  # around the target's na
 def _temporary_prefix(name: str) -> str:
     """The start of the name of every temporary file :func:`atomic_write` writes for a target named ``name``; a
     name too long to take the rest is cut (any name the file system takes can be written)."""
-    encoded = os.fsencode(name)
-    if len(encoded) > NAME_MAX - _TEMPORARY_EXTRA:
-        name = os.fsdecode(encoded[:NAME_MAX - _TEMPORARY_EXTRA])
+    while len(os.fsencode(name)) > NAME_MAX - _TEMPORARY_EXTRA:
+        name = name[:-1]  # whole characters: a cut inside one makes a name that is not UTF-8 (APFS refuses it)
     return f".tmp-{name}-"
 
 

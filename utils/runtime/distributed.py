@@ -11,7 +11,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from utils.runtime.device import resolve_device
+from utils.runtime.device import DeviceError, resolve_device
 
 __all__ = ["DistEnv", "init_distributed", "cleanup", "barrier", "node_main_first", "from_process_zero",
            "gather_to_process_zero", "broadcast_buffers_", "all_reduce_sum_", "reduce_step_flags"]
@@ -41,6 +41,18 @@ class DistEnv:
         return self.local_rank == 0
 
 
+def process_gpu(local_rank: int, visible: int) -> int:
+    """The GPU index of the process of ``local_rank`` on its machine: torchrun shows each process every GPU, so its
+    local rank; a launcher that shows each its own GPU alone (SLURM's GPU binding) makes it 0. DeviceError when
+    there are more processes than GPUs: two on one GPU would fail in NCCL."""
+    if visible == 1:
+        return 0
+    if local_rank >= visible:
+        raise DeviceError(f"process {local_rank} of this machine has no GPU of its own: {visible} are visible; start "
+                          f"at most {visible} processes per machine (--nproc_per_node {visible})")
+    return local_rank
+
+
 def init_distributed(device_choice: str, gpu_id: str, timeout_s: float) -> "tuple[DistEnv, torch.device]":
     """Join the process group torchrun describes (NCCL on CUDA, Gloo on CPU); one device per local rank."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -48,8 +60,8 @@ def init_distributed(device_choice: str, gpu_id: str, timeout_s: float) -> "tupl
         return DistEnv(), resolve_device(device_choice, gpu_id)
     env = DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
     device = resolve_device(device_choice, gpu_id)
-    if device.type == "cuda":  # torchrun shows each process every GPU; SLURM's GPU binding one, its cuda:0
-        device = torch.device("cuda", env.local_rank % torch.cuda.device_count())
+    if device.type == "cuda":
+        device = torch.device("cuda", process_gpu(env.local_rank, torch.cuda.device_count()))
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                             timeout=datetime.timedelta(seconds=timeout_s),
