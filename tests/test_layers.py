@@ -89,3 +89,20 @@ def test_the_scripts_import_neither_torchvision_nor_torch_s_compiler():
            f"'torch._dynamo') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_original_s_package_names_are_there_and_load_on_first_use():
+    """A fork's main.py calls utils.set_bn_momentum and utils.PolyLR (the original's utils/__init__.py imported them);
+    here they are imported when first read, so that importing one module of utils imports no other."""
+    code = ("import sys, torch\nimport utils.constants\nprint(sorted(m for m in sys.modules if m.startswith('utils.')))\n"
+            "import utils\nfrom utils import loss, scheduler, utils as helpers, visualizer\n"
+            "assert utils.PolyLR is scheduler.PolyLR and utils.FocalLoss is loss.FocalLoss\n"
+            "assert utils.Visualizer is visualizer.Visualizer and utils.mkdir is helpers.mkdir\n"
+            "assert utils.set_bn_momentum is helpers.set_bn_momentum and utils.fix_bn is helpers.fix_bn\n"
+            "image = torch.rand(3, 4, 4)\nmean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]\n"
+            "normalised = (image - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]\n"
+            "assert torch.allclose(utils.denormalize(normalised, mean, std), image, atol=1e-6)\n"
+            "assert torch.allclose(utils.Denormalize(mean, std)(normalised), image, atol=1e-6)\n"
+            "assert not hasattr(utils, 'set_bn')\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "['utils.constants']", done.stdout + done.stderr

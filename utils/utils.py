@@ -1,4 +1,4 @@
-"""Small helpers the original's users know: Denormalize, set_bn_momentum, fix_bn, mkdir."""
+"""Small helpers the original's users know: denormalize, Denormalize, set_bn_momentum, fix_bn, mkdir."""
 import os
 from typing import Sequence
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Denormalize", "set_bn_momentum", "fix_bn", "mkdir"]
+__all__ = ["denormalize", "Denormalize", "set_bn_momentum", "fix_bn", "mkdir"]
 
 
 class Denormalize:
@@ -24,6 +24,11 @@ class Denormalize:
         mean = torch.as_tensor(self._mean, device=tensor.device).view(-1, 1, 1)
         std = torch.as_tensor(self._std, device=tensor.device).view(-1, 1, 1)
         return (tensor - mean) / std
+
+
+def denormalize(tensor, mean: Sequence[float], std: Sequence[float]):
+    """Undo ``Normalize(mean, std)`` on a (C, H, W) tensor or array, as a new one."""
+    return Denormalize(mean, std)(tensor)
 
 
 def set_bn_momentum(model: nn.Module, momentum: float = 0.1) -> None:
