@@ -94,7 +94,8 @@ def test_the_scripts_import_neither_torchvision_nor_torch_s_compiler():
 def test_the_original_s_package_names_are_there_and_load_on_first_use():
     """A fork's main.py calls utils.set_bn_momentum and utils.PolyLR (the original's utils/__init__.py imported them);
     here they are imported when first read, so that importing one module of utils imports no other."""
-    code = ("import sys, torch\nimport utils.constants\nprint(sorted(m for m in sys.modules if m.startswith('utils.')))\n"
+    code = ("import sys, torch\nimport utils.constants\n"
+            "print(sorted(m for m in sys.modules if m.startswith('utils.')))\n"
             "import utils\nfrom utils import loss, scheduler, utils as helpers, visualizer\n"
             "assert utils.PolyLR is scheduler.PolyLR and utils.FocalLoss is loss.FocalLoss\n"
             "assert utils.Visualizer is visualizer.Visualizer and utils.mkdir is helpers.mkdir\n"
