@@ -708,12 +708,13 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
                 f"{state.cur_itrs} (lr {training.scheduler.get_last_lr()[-1]:.3g}); stopped without saving, the "
                 f"last good checkpoint is {kept if os.path.exists(kept) else 'none'}; lower --lr or check the data")
         optimize(batch_loss, training.optimizer, training.scaler)
+        lr = training.scheduler.get_last_lr()[-1]  # the rate of this step (the log's lr), before the next one's
         training.scheduler.step()
         meter.add(loss, images.shape[0] * env.world_size)
         timer.step(time.perf_counter() - began, images.shape[0] * env.world_size, fetched - began)
         logger.scalars(state.cur_itrs, {"Loss": loss}, "step")
         if state.cur_itrs % opts.print_interval == 0:
-            logger.scalars(state.cur_itrs, {"Loss": meter.mean_loss(), "LR": training.scheduler.get_last_lr()[-1],
+            logger.scalars(state.cur_itrs, {"Loss": meter.mean_loss(), "LR": lr,
                                             "Images/s": meter.images_per_second()}, "interval")
             meter.reset_interval()
         if stopping:
@@ -984,6 +985,8 @@ def restore(opts, path: str, training: Training, env: DistEnv, device: torch.dev
                                 f"pass a --total_itrs above {state.cur_itrs} to train on, or --test_only to evaluate")
         load_optimizer_state(optimizer, checkpoint["optimizer_state"])
         scheduler.load_state_dict(checkpoint["scheduler_state"])
+        if scheduler.last_epoch == state.cur_itrs - 1:  # the original saved before its scheduler's step: in step now
+            scheduler.last_epoch = state.cur_itrs
         retarget(scheduler, opts.total_itrs, opts.step_size, group_learning_rates(opts.lr), opts.weight_decay)
         state.best_score = max(float(checkpoint["best_score"]), best_saved_score(opts, device, log))
         if "rng_state" in checkpoint:

@@ -138,6 +138,25 @@ def test_validation_autotunes_cudnn_only_for_one_input_size(voc):
     assert seen == [False] * 3 + [True] * 3 + [False] * 3
 
 
+def test_a_checkpoint_saved_before_its_scheduler_s_step_resumes_on_schedule(voc):
+    """The original saved latest_* before its scheduler's step, so its last_epoch is one behind cur_itrs: a resume
+    from it takes the rate of the next iteration, as from this project's files, not the one before (which lagged
+    for the rest of the run, in the original's own resume too)."""
+    assert train_script.main(_args(voc, "--total_itrs", "3", "--val_interval", "100")) == 0
+    checkpoint = torch.load(_ckpt(voc), weights_only=True)
+    checkpoint["scheduler_state"]["last_epoch"] -= 1
+    checkpoint["scheduler_state"]["_step_count"] -= 1
+    torch.save(checkpoint, str(voc / "as_the_original.pth"))
+    ends = {}
+    for name, start in (("ours", _ckpt(voc)), ("original", str(voc / "as_the_original.pth"))):
+        assert train_script.main(_args(voc, "--total_itrs", "5", "--val_interval", "100", "--ckpt", start,
+                                       "--continue_training", "--checkpoint_dir", str(voc / name))) == 0
+        ends[name] = torch.load(voc / name / f"latest_{MODEL}_voc_os16.pth", weights_only=True)
+    assert ends["ours"]["scheduler_state"]["last_epoch"] == ends["original"]["scheduler_state"]["last_epoch"] == 5
+    assert all(torch.equal(value, ends["original"]["model_state"][key])
+               for key, value in ends["ours"]["model_state"].items())
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_process_group_saves_a_resumable_checkpoint(voc, signum):
     """Ctrl-C and job schedulers signal the DataLoader workers too: they must not take the run down."""
