@@ -17,6 +17,7 @@ VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "
                "train", "tvmonitor")
 AUG_YEAR = "2012_aug"
 AUG_MASK_DIR = "SegmentationClassAug"
+AUG_SPLIT_FILE = "train_aug.txt"  # in --data_root, as the original reads it
 YEARS = ("2007", "2008", "2009", "2010", "2011", "2012", AUG_YEAR)
 _VOC_MIRROR = "https://thor.robots.ox.ac.uk/pascal/VOC/"
 # Each year's train+val tarball (on the mirror torchvision downloads from), its MD5 and the folder it unpacks to.
@@ -69,8 +70,9 @@ class VOCSegmentation(PairedSegmentation):
             raise DatasetError(f"VOC folder {self.voc_root} does not exist; pass --download to fetch VOC{year[:4]} "
                                f"(or point --data_root at the folder that holds VOCdevkit)")
         mask_dir = os.path.join(self.voc_root, AUG_MASK_DIR if is_aug else "SegmentationClass")
-        # 2012_aug's train split is every SBD mask outside val: no split file, so its identity is the masks'
-        self.split_file = None if is_aug and image_set == "train" else self._split_file(image_set)
+        # 2012_aug's train split: the original's train_aug.txt where it read it, else every SBD mask outside val (no
+        # split file then, so its identity is the masks')
+        self.split_file = self._aug_list() if is_aug and image_set == "train" else self._split_file(image_set)
         names = self._aug_names(mask_dir) if is_aug else read_split(self.split_file)
         images = [os.path.join(self.voc_root, "JPEGImages", n + ".jpg") for n in names]
         masks = [os.path.join(mask_dir, n + ".png") for n in names]
@@ -79,8 +81,14 @@ class VOCSegmentation(PairedSegmentation):
     def _split_file(self, image_set: str) -> str:
         return os.path.join(self.voc_root, "ImageSets", "Segmentation", image_set + ".txt")
 
+    def _aug_list(self) -> Optional[str]:
+        """``train_aug.txt`` in the data root, where the original read 2012_aug's train names; None without one."""
+        path = os.path.join(self.root, AUG_SPLIT_FILE)
+        return path if os.path.isfile(path) else None
+
     def _aug_names(self, mask_dir: str) -> List[str]:
-        """SBD-augmented split: train = every name with an Aug mask minus VOC2012 val; val = VOC2012 val."""
+        """SBD-augmented split: train = the names of train_aug.txt if there is one, else every name with an Aug mask
+        minus VOC2012 val; val = VOC2012 val."""
         if not os.path.isdir(mask_dir):
             raise DatasetError(
                 f"{mask_dir} does not exist: --year 2012_aug needs the SBD masks (SegmentationClassAug.zip, "
@@ -90,6 +98,8 @@ class VOCSegmentation(PairedSegmentation):
             return val
         if self.image_set != "train":
             raise DatasetError(f"--year 2012_aug has the splits 'train' and 'val', not {self.image_set!r}")
+        if self.split_file is not None:
+            return read_split(self.split_file)
         held_out = set(val)
         names = sorted(f[:-4] for f in os.listdir(mask_dir) if f.endswith(".png") and f[:-4] not in held_out)
         if not names:
