@@ -870,7 +870,10 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     # validation shard never joins. evaluate() gives every process process 0's buffers itself.
     eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
     predictor = build_predictor(opts, eval_model, device, log)
-    log(f"Evaluation: {predictor.recipe.describe()}")
+    described = predictor.recipe.describe()
+    if opts.crop_val:  # the loader crops: the predictor sees whole crops
+        described = described.replace("whole images", f"centre crops of {opts.crop_size} (--crop_val)")
+    log(f"Evaluation: {described}")
     metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
     logger = build_run_logger(opts, env, train_loader, state)
     shows_samples = env.is_main and (opts.enable_vis or opts.tensorboard) and len(val_loader) > 0

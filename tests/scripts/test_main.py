@@ -489,3 +489,5 @@ def test_the_evaluation_recipe_is_said_once_and_unused_window_flags_are_noted(vo
                                    "--stride", "16")) == 0
     out, err = capsys.readouterr()
     assert "Evaluation: single scale, no flip, windows of 24 every 16 pixels" in out and "--window" not in err
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt, "--crop_val", "--amp", "off")) == 0
+    assert "Evaluation: single scale, no flip, centre crops of 32 (--crop_val); fp32" in capsys.readouterr().out
