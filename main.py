@@ -462,7 +462,7 @@ def labels_naming_the_file(predictor: SegmentationPredictor, images: torch.Tenso
         return predictor.labels(images)
     except InputTooSmallError as exc:
         files = getattr(dataset, "images", None)
-        if files is None or len(indices) != 1:
+        if files is None or len(indices) != 1 or exc.args[0].startswith("--"):  # --window's fault, not the image's
             raise
         raise InputTooSmallError(f"validation image {files[indices[0]]}: {exc}; take it out of the validation "
                                  "split") from exc
@@ -871,8 +871,9 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
     predictor = build_predictor(opts, eval_model, device, log)
     described = predictor.recipe.describe()
-    if opts.crop_val:  # the loader crops: the predictor sees whole crops
-        described = described.replace("whole images", f"centre crops of {opts.crop_size} (--crop_val)")
+    if opts.crop_val:  # the loader resizes and crops: the predictor sees whole crops
+        crops = f"images resized and centre-cropped to {opts.crop_size} (--crop_val)"
+        described = described.replace("whole images", crops) if "whole images" in described else f"{crops}, {described}"
     log(f"Evaluation: {described}")
     metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
     logger = build_run_logger(opts, env, train_loader, state)

@@ -94,7 +94,7 @@ def _checked_ignore_index(spec: dict, names: Sequence[str], path: str) -> int:
     """`ignore_index`: a mask value 0-255 that no class has (a class's own index would never be trained or
     scored)."""
     value = spec.get("ignore_index", IGNORE_INDEX)
-    if isinstance(value, str) and value.strip().isdigit():  # ignore_index: '255', as read before this check
+    if isinstance(value, str) and value.strip().isdecimal() and value.strip().isascii():  # '255', read before too
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
         raise DatasetError(f"{path}: `ignore_index` must be a whole number 0-255 (the mask value of pixels to "

@@ -72,12 +72,13 @@ def left_out_of_search(spec: str, exclude: str) -> bool:
     if os.path.isfile(spec):
         return False
     root = spec if os.path.isdir(spec) else _glob_root(spec)
-    folder = os.path.dirname(os.path.abspath(exclude))
-    while not same_path(folder, root):
-        if folder == os.path.dirname(folder):
-            return False
-        folder = os.path.dirname(folder)
-    return True
+    for start in (os.path.abspath(exclude), os.path.realpath(exclude)):  # a link into --input is inside it too
+        folder = os.path.dirname(start)
+        while not same_path(folder, root) and folder != os.path.dirname(folder):
+            folder = os.path.dirname(folder)
+        if same_path(folder, root):
+            return True
+    return False
 
 
 def _below(folder: str, root: str, exclude: str) -> bool:

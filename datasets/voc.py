@@ -4,6 +4,7 @@
 ``2012_aug`` adds ``SegmentationClassAug`` (the SBD masks, 10,582 training names).
 """
 import os
+import sys
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -99,7 +100,12 @@ class VOCSegmentation(PairedSegmentation):
         if self.image_set != "train":
             raise DatasetError(f"--year 2012_aug has the splits 'train' and 'val', not {self.image_set!r}")
         if self.split_file is not None:
-            return read_split(self.split_file)
+            names = read_split(self.split_file)
+            both = sorted(set(names) & set(val))
+            if both:  # the derived list holds out val; the original took a list as it was, and so does this
+                print(f"warning: {self.split_file} lists {len(both)} name(s) of the VOC2012 val split (such as "
+                      f"{both[0]}): they are trained on and validated on", file=sys.stderr)
+            return names
         held_out = set(val)
         names = sorted(f[:-4] for f in os.listdir(mask_dir) if f.endswith(".png") and f[:-4] not in held_out)
         if not names:

@@ -54,17 +54,19 @@ def coco_run_lengths(mask: np.ndarray) -> List[int]:
 
 def write_original_checkpoint(path: str, model: nn.Module, cur_itrs: int = 3, numpy1_pickle: bool = False) -> str:
     """A checkpoint as the original's main.py writes it, for ``model``: its five keys, SGD state with momentum
-    buffers (backbone at 0.1x the learning rate), PolyLR state, and ``best_score`` from ``np.nanmean`` (a NumPy
-    float64, 0.25 here). ``numpy1_pickle`` spells the scalar's global as NumPy 1.x pickled it."""
+    buffers (backbone at 0.1x the learning rate), PolyLR state one step behind ``cur_itrs`` (it saved before its
+    scheduler's step), and ``best_score`` from ``np.nanmean`` (a NumPy float64, 0.25 here). ``numpy1_pickle`` spells
+    the scalar's global as NumPy 1.x pickled it."""
     optimizer = torch.optim.SGD([{"params": model.backbone.parameters(), "lr": 0.001},
                                  {"params": model.classifier.parameters(), "lr": 0.01}],
                                 lr=0.01, momentum=0.9, weight_decay=1e-4)
     scheduler = PolyLR(optimizer, 30000, power=0.9)
     for p in model.parameters():
         p.grad = torch.ones_like(p)
-    for _ in range(cur_itrs):
+    for itrs in range(1, cur_itrs + 1):
         optimizer.step()
-        scheduler.step()
+        if itrs < cur_itrs:  # it saved latest_* after the optimizer's step, before the scheduler's
+            scheduler.step()
     best_score = np.nanmean(np.array([0.5, np.nan, 0.0]))
     torch.save({"cur_itrs": cur_itrs, "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
                 "scheduler_state": scheduler.state_dict(), "best_score": best_score}, path)

@@ -104,6 +104,8 @@ def test_the_original_s_package_names_are_there_and_load_on_first_use():
             "normalised = (image - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]\n"
             "assert torch.allclose(utils.denormalize(normalised, mean, std), image, atol=1e-6)\n"
             "assert torch.allclose(utils.Denormalize(mean, std)(normalised), image, atol=1e-6)\n"
-            "assert not hasattr(utils, 'set_bn')\n")
+            "assert not hasattr(utils, 'set_bn') and {'PolyLR', 'loss', 'mkdir'} <= set(dir(utils))\n"
+            "namespace = {}\nexec('from utils import *', namespace)\nassert namespace['FocalLoss'] is loss.FocalLoss\n"
+            "assert utils.ext_transforms.ExtCompose and utils.FocalLoss().gamma == 0  # the original's default\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "['utils.constants']", done.stdout + done.stderr

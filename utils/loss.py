@@ -100,12 +100,13 @@ class CrossEntropyLoss(nn.Module):
 class FocalLoss(CrossEntropyLoss):
     """Focal loss (Lin et al., 2017): cross-entropy scaled by ``alpha * (1 - p_t) ** gamma``.
 
-    ``gamma=0`` (the original's default) is cross-entropy. The mean runs over the pixels that are not
-    ignored (the original divided by all pixels, so void-heavy batches got a smaller loss), weighted by
-    the class ``weight`` when given.
+    ``gamma=0``, the original's default, as its forks call it (``utils.FocalLoss(ignore_index=255,
+    size_average=True)``), is cross-entropy; main.py's ``--focal_gamma`` gives 2 by default. The mean runs over
+    the pixels that are not ignored (the original divided by all pixels, so void-heavy batches got a smaller
+    loss), weighted by the class ``weight`` when given.
     """
 
-    def __init__(self, alpha: float = 1.0, gamma: float = 2.0, size_average: bool = True,
+    def __init__(self, alpha: float = 1.0, gamma: float = 0.0, size_average: bool = True,
                  ignore_index: int = IGNORE_INDEX, weight: Optional[torch.Tensor] = None):
         if gamma < 0:
             raise ValueError(f"focal loss gamma must be 0 or more (--focal_gamma), not {gamma}")

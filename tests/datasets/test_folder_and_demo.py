@@ -217,7 +217,9 @@ def test_an_output_folder_is_left_out_of_a_search_only_below_its_root(tmp_path):
 
     (tmp_path / "data" / "results").mkdir(parents=True)
     Image.new("RGB", (4, 4)).save(tmp_path / "data" / "a.png")
+    (tmp_path / "link").symlink_to(tmp_path / "data" / "results")
     for spec, out, left_out in ((tmp_path / "data", tmp_path / "data" / "results", True),
+                                (tmp_path / "data", tmp_path / "link", True),
                                 (tmp_path / "data" / "**" / "*.png", tmp_path / "data" / "results", True),
                                 (tmp_path / "data", tmp_path / "out", False),
                                 (tmp_path / "data" / "a.png", tmp_path / "data" / "results", False)):

@@ -79,7 +79,7 @@ def test_bad_mask_values_name_file_and_values(tmp_path):
         VOCSegmentation(str(tmp_path))[0]
 
 
-def test_aug_split_is_derived_or_read_from_train_aug_and_a_missing_folder_explained(tmp_path):
+def test_aug_split_is_derived_or_read_from_train_aug_and_a_missing_folder_explained(tmp_path, capsys):
     voc = write_voc(tmp_path)
     with pytest.raises(DatasetError, match="SegmentationClassAug does not exist"):
         VOCSegmentation(str(tmp_path), year="2012_aug")
@@ -93,10 +93,13 @@ def test_aug_split_is_derived_or_read_from_train_aug_and_a_missing_folder_explai
     assert all("SegmentationClassAug" in p for p in train.masks)
     assert len(VOCSegmentation(str(tmp_path), year="2012_aug", image_set="val")) == 2
     with open(os.path.join(str(tmp_path), "train_aug.txt"), "w") as f:  # where the original reads its list
-        f.write("b\ng\n")
+        f.write("b\ng\ne\n")
+    capsys.readouterr()
     train = VOCSegmentation(str(tmp_path), year="2012_aug", image_set="train")
-    assert [os.path.basename(p) for p in train.masks] == ["b.png", "g.png"]
+    assert [os.path.basename(p) for p in train.masks] == ["b.png", "g.png", "e.png"]
     assert train.split_file == os.path.join(str(tmp_path), "train_aug.txt")
+    assert capsys.readouterr().err == (f"warning: {train.split_file} lists 1 name(s) of the VOC2012 val split (such "
+                                       "as e): they are trained on and validated on\n")
 
 
 def _write_cityscapes(root):

@@ -490,4 +490,8 @@ def test_the_evaluation_recipe_is_said_once_and_unused_window_flags_are_noted(vo
     out, err = capsys.readouterr()
     assert "Evaluation: single scale, no flip, windows of 24 every 16 pixels" in out and "--window" not in err
     assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt, "--crop_val", "--amp", "off")) == 0
-    assert "Evaluation: single scale, no flip, centre crops of 32 (--crop_val); fp32" in capsys.readouterr().out
+    assert ("Evaluation: single scale, no flip, images resized and centre-cropped to 32 (--crop_val); fp32"
+            in capsys.readouterr().out)
+    assert train_script.main(_args(voc, "--test_only", "--ckpt", ckpt, "--eval_slide", "--window", "2", "--stride",
+                                   "2")) == 1  # every image would fail so: --window is to blame, not the first one
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: --window 2 is smaller than this model takes: ")

@@ -46,7 +46,7 @@ def test_continue_training_resumes_with_best_score_as_a_float(voc, original, cap
             "--lr, --weight_decay), as the original's checkpoints: the others are this run's flags, else the "
             "defaults\n") in out
     saved = torch.load(_ckpt(voc), weights_only=True)  # no NumPy allowed: best_score is a Python float now
-    assert saved["cur_itrs"] == ORIGINAL_ITRS + 1
+    assert saved["cur_itrs"] == saved["scheduler_state"]["last_epoch"] == ORIGINAL_ITRS + 1  # its schedule in step
     assert type(saved["best_score"]) is float and saved["best_score"] == 0.25
 
 

@@ -43,7 +43,7 @@ def test_what_the_original_writes(original):
     assert all(isinstance(v, torch.Tensor) for v in checkpoint["model_state"].values())
     assert set(checkpoint["optimizer_state"]) == {"state", "param_groups"}
     assert len(checkpoint["optimizer_state"]["param_groups"]) == 2
-    assert checkpoint["scheduler_state"]["last_epoch"] == checkpoint["cur_itrs"]
+    assert checkpoint["scheduler_state"]["last_epoch"] == checkpoint["cur_itrs"] - 1  # saved before its step
     assert type(checkpoint["best_score"]) is np.float64 and checkpoint["best_score"] == 0.25
 
 

@@ -43,8 +43,9 @@ class DistEnv:
 
 def process_gpu(local_rank: int, visible: int) -> int:
     """The GPU index of the process of ``local_rank`` on its machine: torchrun shows each process every GPU, so its
-    local rank; a launcher that shows each its own GPU alone (SLURM's GPU binding) makes it 0. DeviceError when
-    there are more processes than GPUs: two on one GPU would fail in NCCL."""
+    local rank; a launcher that shows each its own GPU alone (SLURM's GPU binding) makes it 0. DeviceError when a
+    process's local rank has no GPU among several (two processes on one GPU would fail in NCCL; where each sees one
+    GPU, this process cannot tell whether the others see the same one)."""
     if visible == 1:
         return 0
     if local_rank >= visible:
