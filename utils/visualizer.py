@@ -1,10 +1,35 @@
 """Visdom dashboard that never stops training: no server, or a server that goes away, means a warning once."""
+import contextlib
+import io
+import logging
 import sys
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["Visualizer"]
+__all__ = ["Visualizer", "REQUEST_TIMEOUT_S"]
+
+# A server that stops answering (frozen, or its host gone with the connection open) held training in a socket read
+# for good, where no stop signal reached it: each request gives up after this many seconds.
+REQUEST_TIMEOUT_S = 10.0
+
+
+def _client(visdom: Any, **options: Any) -> Any:
+    """A ``visdom.Visdom`` whose HTTP requests time out after :data:`REQUEST_TIMEOUT_S` (Visdom sets none)."""
+    class TimedVisdom(visdom.Visdom):
+        @property
+        def session(self):
+            session = super().session
+            if not getattr(session, "timed", False):
+                request = session.request
+
+                def timed(*args, **kwargs):
+                    kwargs.setdefault("timeout", REQUEST_TIMEOUT_S)
+                    return request(*args, **kwargs)
+                session.request, session.timed = timed, True
+            return session
+
+    return TimedVisdom(**options)
 
 
 class Visualizer:
@@ -21,8 +46,10 @@ class Visualizer:
         try:
             import visdom
 
-            self.vis = visdom.Visdom(server=host, port=int(port), env=env, raise_exceptions=True,
-                                     use_incoming_socket=False)
+            logging.getLogger("visdom").setLevel(logging.ERROR)  # its lines about sockets: ours say what matters
+            with contextlib.redirect_stdout(io.StringIO()):  # and its prints ("Error connecting to Visdom server!")
+                self.vis = _client(visdom, server=host, port=int(port), env=env, raise_exceptions=True,
+                                   use_incoming_socket=False)
         except Exception as exc:  # ConnectionError, ImportError, ...
             self._disable(f"cannot reach the Visdom server at {host}:{port} ({type(exc).__name__}); "
                           "training goes on without the dashboard (start one with `make visdom`)")
@@ -39,7 +66,8 @@ class Visualizer:
         if self.vis is None:
             return
         try:
-            getattr(self.vis, fn)(**kwargs)
+            with contextlib.redirect_stdout(io.StringIO()):
+                getattr(self.vis, fn)(**kwargs)
         except Exception as exc:
             self._disable(f"the Visdom server stopped answering ({type(exc).__name__}); dashboard disabled")
 

@@ -146,6 +146,57 @@ def test_a_server_that_goes_away_disables_the_dashboard_once(tmp_path, capsys):
     assert not vis.enabled and err.count("warning:") == 1 and "stopped answering" in err
 
 
+def _frozen_after_first_request():
+    """An HTTP server that answers its first request (Visdom's env) and then keeps the connections open without a
+    reply, as a frozen server or a host gone behind an open connection does; (its port, a function that stops it)."""
+    import http.server
+    import threading
+
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        answered = 0
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if Handler.answered:
+                release.wait(60)
+                return
+            Handler.answered += 1
+            self.send_response(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"main")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop():
+        release.set()
+        server.shutdown()
+    return server.server_address[1], stop
+
+
+def test_a_server_that_stops_answering_disables_the_dashboard_instead_of_holding_training(capsys, monkeypatch):
+    monkeypatch.setattr("utils.visualizer.REQUEST_TIMEOUT_S", 0.5)
+    port, stop = _frozen_after_first_request()
+    try:
+        vis = Visualizer(port=port, host="http://127.0.0.1", env="frozen")
+        assert vis.enabled
+        began = time.time()
+        for i in range(3):
+            vis.vis_scalar("Loss", i, 0.5)
+        assert time.time() - began < 5
+    finally:
+        stop()
+    captured = capsys.readouterr()
+    assert not vis.enabled and captured.err.count("warning:") == 1 and "stopped answering" in captured.err
+    assert captured.out == ""  # Visdom's own lines are not shown
+
+
 def test_training_without_a_server_finishes(tmp_path, capsys):
     make_demo_dataset(str(tmp_path), num_train=4, num_val=2, seed=3, as_voc=True)
     code = train_script.main(["--data_root", str(tmp_path), "--dataset", "voc", "--model", "deeplabv3plus_mobilenet",
