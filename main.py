@@ -1094,9 +1094,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not _lost_peer(exc):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: lost contact with another process of the distributed run ({first}); a process died or "
-              f"stalled for --dist_timeout {opts.dist_timeout:g} s. Resume from the latest checkpoint with "
-              "--ckpt ... --continue_training", file=sys.stderr)
+        print(f"error: lost contact with another process of the distributed run ({first}); a process died (its "
+              f"own error is above) or stalled for --dist_timeout {opts.dist_timeout:g} s. Resume from the latest "
+              "checkpoint with --ckpt ... --continue_training", file=sys.stderr)
         return 1
 
 
