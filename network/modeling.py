@@ -5,6 +5,7 @@ Each of the 12 is ``entry(num_classes=21, output_stride=..., pretrained_backbone
 ``MODELS`` (or ``network.modeling.__dict__[name]``, as in the original). :func:`build_model` is the one
 function the scripts call; it builds the timm entries too.
 """
+import inspect
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -182,6 +183,10 @@ def check_model(name: str, output_stride: int) -> None:
             create_features(timm_name, output_stride, arch == "deeplabv3plus")
     elif name not in MODELS:
         raise _unknown_model(name)
+    elif output_stride not in SUPPORTED_OUTPUT_STRIDES and \
+            inspect.signature(MODELS[name]).parameters["output_stride"].default in SUPPORTED_OUTPUT_STRIDES:
+        raise ValueError(f"{name} supports --output_stride 8 or 16, not {output_stride} (32 is for timm encoders "
+                         "that cannot dilate)")  # HRNet's builders take any: they always work at one stride
 
 
 def encoder_record(model: nn.Module) -> Optional[Dict[str, Any]]:

@@ -19,8 +19,9 @@ if __name__ == "__main__":  # before torch loads (seconds): Ctrl-C or SIGTERM th
 import network  # noqa: E402
 from network.weights import (FORMATS, PretrainedWeightsError, convert_state_dict, detect_format,  # noqa: E402
                              fill_model, model_format, module_names, read_state_dict)
+from utils.config import check_ranges  # noqa: E402
 from utils.io.atomic import path_state, require_file_name  # noqa: E402
-from utils.io.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
+from utils.io.checkpoint import CheckpointError, file_problem, save_checkpoint  # noqa: E402
 from utils.io.own_outputs import refuse_writing_over  # noqa: E402
 from utils.io.stop_signals import exit_keeping_status  # noqa: E402
 from utils.runtime.interrupts import run_stoppable  # noqa: E402
@@ -45,6 +46,10 @@ def convert(args: argparse.Namespace) -> int:
         suggested = os.path.splitext(args.input)[0] + "_converted.pth"
         refuse_writing_over(args.output, "OUT", {"IN": args.input}, suggested)
         require_file_name(args.output, "OUT", os.path.basename(suggested))
+        check_ranges(args, ("num_classes",))
+        if os.path.isfile(args.output) and file_problem(args.output):  # not a checkpoint: a file of yours
+            raise ValueError(f"OUT {args.output} exists and {file_problem(args.output)}: the converted checkpoint "
+                             f"would replace it; give another name, e.g. {suggested}")
         state = read_state_dict(args.input)
         fmt = model_format(state, args.model, args.format) if args.model else (
             detect_format(state) if args.format == "auto" else args.format)

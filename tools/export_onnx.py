@@ -41,7 +41,7 @@ from datasets.calibration import CalibrationImages, choose_calibration_images  #
 from datasets.class_info import NAMED_DATASETS, ClassInfo, resolve_classes  # noqa: E402
 from utils.io.atomic import (atomic_write, folder_of, path_state, removed_if_left_empty,  # noqa: E402
                              require_writable_file)
-from utils.io.checkpoint import CheckpointError  # noqa: E402
+from utils.io.checkpoint import CheckpointError, file_problem  # noqa: E402
 from utils.config import ConfigError, check_ranges, parse_with_config, warn_unused  # noqa: E402
 from utils.io.image_limit import add_max_image_pixels_option, set_max_image_pixels  # noqa: E402
 from utils.inference.predictor import SMALLEST_SIDE_PROBED, is_too_small, normalize, smallest_side  # noqa: E402
@@ -244,6 +244,9 @@ def run(opts: argparse.Namespace) -> None:
     require_writable_file(opts.output, "--output", "model.onnx")
     refuse_writing_over(opts.output, "--output", {"--ckpt": opts.ckpt, "--classes": opts.classes},
                         os.path.splitext(opts.ckpt)[0] + ".onnx")
+    if os.path.isfile(opts.output) and file_problem(opts.output) is None:  # another model's weights, say
+        raise ExportError(f"--output {opts.output} is a PyTorch checkpoint: the ONNX file would replace it; give "
+                          f"another name, e.g. {os.path.splitext(opts.output)[0]}.onnx")
     if opts.int8 != bool(opts.calibration):
         raise ExportError("--int8 needs --calibration DIR (a few dozen images like those you will predict on)"
                           if opts.int8 else "--calibration is for --int8; add --int8 or drop it")

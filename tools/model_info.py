@@ -239,12 +239,16 @@ def run(opts: argparse.Namespace) -> int:
     rows = {}
     for name in names:
         try:
+            if opts.all:  # --model was checked above
+                network.check_model(name, opts.output_stride)
             rows[name] = measure(name, opts, device)
-        except InputTooSmallError as exc:
+        except ValueError as exc:  # an input too small for the entry, or a stride it cannot work at
             if not opts.all:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-            rows[name] = {"error": "input too small for this entry"}
+            small = isinstance(exc, InputTooSmallError)
+            rows[name] = {"error": "input too small for this entry" if small else
+                          f"no output stride {opts.output_stride} for this entry"}
     print(f"{opts.size}x{opts.size}, {opts.num_classes} classes, output stride {opts.output_stride}"
           + (f"; memory and speed with batches of {opts.batch} on {hardware_name(device)}, "
              f"amp {opts.amp}, channels_last {opts.channels_last}" if device else ""))

@@ -252,6 +252,12 @@ def test_convert_tool_refuses_to_write_over_its_input(tmp_path, capsys, monkeypa
                                                f"destroy that input; write to another file, e.g. "
                                                f"{tmp_path / 'bb'}_converted.pth")
     assert open(src, "rb").read() == before
+    (tmp_path / "notes.txt").write_text("mine")
+    assert convert_weights.main([src, "notes.txt"]) == 1  # not a checkpoint: the user's own file
+    assert capsys.readouterr().err.strip().startswith("error: OUT notes.txt exists and is not a PyTorch file")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert convert_weights.main([src, "out.pth", "--model", "deeplabv3plus_mobilenet", "--num_classes", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "error: --num_classes must be positive, not 0"
 
 
 def test_convert_tool_names_a_folder_input_and_an_unwritable_output(tmp_path, capsys):

@@ -357,6 +357,11 @@ def test_an_output_that_is_the_checkpoint_is_refused_before_any_work(tmp_path, c
             f"error: --output {output} is the same file as --ckpt {ckpt}: writing it would destroy that input; "
             f"write to another file, e.g. {os.path.splitext(ckpt)[0]}.onnx")
     assert open(ckpt, "rb").read() == before
+    os.makedirs(tmp_path / "other")
+    other = _checkpoint(str(tmp_path / "other"), MODEL)  # another model's weights, where the file would go
+    assert export_onnx.main(["--ckpt", ckpt, "--output", other]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: --output {other} is a PyTorch checkpoint: the ONNX file would "
+                                               f"replace it; give another name, e.g. {os.path.splitext(other)[0]}.onnx")
 
 
 def test_a_logit_limit_that_is_not_positive_is_one_line(exported, tmp_path, capsys):

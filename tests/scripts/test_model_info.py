@@ -102,6 +102,12 @@ def test_all_entries_without_speed_print_one_line_each(capsys):
     rows = lines[2:]
     assert [line.split()[0] for line in rows] == list(network.MODELS)
     assert all("input too small" in line for line in rows if "xception" in line)  # its stride-16 map is 4x4
+    assert model_info.main(["--all", "--no-speed", "--size", "64", "--output_stride", "32"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]  # 32 is for timm encoders; HRNet works at its own
+    assert all(("no output stride 32 for this entry" in line) != ("hrnetv2" in line) for line in rows)
+    assert model_info.main(["--model", "deeplabv3plus_mobilenet", "--no-speed", "--output_stride", "32"]) == 1
+    assert capsys.readouterr().err == ("error: deeplabv3plus_mobilenet supports --output_stride 8 or 16, not 32 (32 is "
+                                       "for timm encoders that cannot dilate)\n")
 
 
 def test_a_failed_measure_leaves_no_folder_made_for_json(tmp_path, capsys):
