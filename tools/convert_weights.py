@@ -59,6 +59,10 @@ def convert(args: argparse.Namespace) -> int:
             filled, initialised = fill_model(model, converted)
             if not filled:
                 raise PretrainedWeightsError(f"{args.input} ({fmt}): no tensor fits {args.model}")
+            if any(k.startswith("backbone.") for k in converted) and not any(k.startswith("backbone.") for k in filled):
+                raise PretrainedWeightsError(f"{args.input} ({fmt}): its backbone fits none of {args.model}'s (another "
+                                             "backbone: its head alone would be half filled); give the --model it "
+                                             "was trained as")
             save_checkpoint({"model_state": model.state_dict(), "model_name": args.model,
                              "num_classes": args.num_classes, "output_stride": args.output_stride,
                              "converted_from": os.path.basename(args.input), "source_format": fmt}, args.output)

@@ -239,6 +239,10 @@ def test_convert_tool_writes_backbone_and_whole_model_files(tmp_path, capsys):
         assert _close(ours(x), source(x)["out"])
     assert convert_weights.main([str(tmp_path / "missing.pth"), str(out)]) == 1
     assert "does not exist" in capsys.readouterr().err
+    assert convert_weights.main([path, str(tmp_path / "mobile.pth"), "--model", "deeplabv3plus_mobilenet"]) == 1
+    assert capsys.readouterr().err.strip().endswith("its backbone fits none of deeplabv3plus_mobilenet's (another "
+                                                    "backbone: its head alone would be half filled); give the --model "
+                                                    "it was trained as")
 
 
 def test_convert_tool_refuses_to_write_over_its_input(tmp_path, capsys, monkeypatch):
