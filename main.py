@@ -15,7 +15,7 @@ import random
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -477,24 +477,26 @@ class TrainState:
 
 
 class SpeedMeter:
-    """Mean loss and images/s over the current print interval."""
+    """Mean loss and images/s of the steps since the last log line, validations between them left out."""
 
     def __init__(self):
         self.reset_interval()
 
     def reset_interval(self) -> None:
-        self.loss_sum, self.steps, self.images, self.interval_start = 0.0, 0, 0, time.time()
+        self.loss_sum, self.steps, self.images, self.seconds = 0.0, 0, 0, 0.0
 
-    def add(self, loss: float, images: int) -> None:
+    def add(self, loss: float, images: int, seconds: float) -> None:
+        """One step of ``images`` that took ``seconds``, its batch's loading included."""
         self.loss_sum += loss
         self.steps += 1
         self.images += images
+        self.seconds += seconds
 
     def mean_loss(self) -> float:
         return self.loss_sum / max(self.steps, 1)
 
     def images_per_second(self) -> float:
-        return self.images / max(time.time() - self.interval_start, 1e-9)
+        return self.images / max(self.seconds, 1e-9)
 
 
 def seed_everything(seed: int) -> None:
@@ -606,6 +608,7 @@ class Training:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     state: TrainState
+    meter: SpeedMeter = field(default_factory=SpeedMeter)  # the log line's figures, across validations
 
 
 def group_learning_rates(lr: float) -> Tuple[float, float]:
@@ -689,7 +692,7 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
     step alone would leave the others waiting in DDP's gradient all-reduce.
     """
     state = training.state
-    meter = SpeedMeter()
+    meter = training.meter
     training.model.train()
     while state.cur_itrs < until:
         began = time.perf_counter()
@@ -710,8 +713,9 @@ def train_interval(opts, training: Training, batches: Iterator, until: int, stop
         optimize(batch_loss, training.optimizer, training.scaler)
         lr = training.scheduler.get_last_lr()[-1]  # the rate of this step (the log's lr), before the next one's
         training.scheduler.step()
-        meter.add(loss, images.shape[0] * env.world_size)
-        timer.step(time.perf_counter() - began, images.shape[0] * env.world_size, fetched - began)
+        took = time.perf_counter() - began
+        meter.add(loss, images.shape[0] * env.world_size, took)
+        timer.step(took, images.shape[0] * env.world_size, fetched - began)
         logger.scalars(state.cur_itrs, {"Loss": loss}, "step")
         if state.cur_itrs % opts.print_interval == 0:
             logger.scalars(state.cur_itrs, {"Loss": meter.mean_loss(), "LR": lr,

@@ -352,6 +352,16 @@ def test_a_validation_writes_the_weights_once_and_best_shares_them(voc, monkeypa
     assert torch.load(_ckpt(voc), weights_only=True)["cur_itrs"] == 4
 
 
+def test_the_logged_loss_is_the_mean_of_the_steps_since_the_last_line_across_a_validation(voc, capsys, monkeypatch):
+    """Steps of known loss 1, 2, 3, 4; a validation after step 3 does not restart the average of the line at 4."""
+    real, losses = train_script.forward_loss, iter([1.0, 2.0, 3.0, 4.0])
+    monkeypatch.setattr(train_script, "forward_loss", lambda *args: real(*args) * 0 + next(losses))
+    assert train_script.main(_args(voc, "--total_itrs", "4", "--val_interval", "3", "--print_interval", "2")) == 0
+    out = capsys.readouterr().out
+    assert "Itrs 2/4, Loss=1.500000, " in out and "Itrs 4/4, Loss=3.500000, " in out
+    assert "Validation at iteration 3" in out
+
+
 def test_focal_gamma_0_trains_as_cross_entropy(voc, capsys):
     """The original's focal_loss had gamma 0: --focal_gamma 0 reproduces its runs, the default 2 does not."""
     losses = {}
