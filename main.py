@@ -433,11 +433,12 @@ def evaluate(opts, predictor: SegmentationPredictor, loader: data.DataLoader, de
     metrics.reset()
     samples = []
     shard = loader.sampler.indices if isinstance(loader.sampler, ShardSampler) else range(len(loader.dataset))
+    seen = 0  # samples of the shard evaluated so far
     predictor.model.eval()
     # fixed sizes only with --crop_val
     with torch.inference_mode(), cudnn_benchmark(bool(opts.crop_val) and opts.cudnn_benchmark):
         for i, (images, labels) in enumerate(tqdm(loader, desc="validation", leave=False, disable=None)):
-            indices, shard = shard[:len(images)], shard[len(images):]  # the batch's samples in the dataset
+            indices, seen = shard[seen:seen + len(images)], seen + len(images)  # the batch's samples in the dataset
             labels = labels.to(device, non_blocking=True)
             preds = labels_naming_the_file(predictor, images, loader.dataset,
                                            () if opts.crop_val else indices).to(device)  # crops: --crop_size's fault
@@ -462,7 +463,7 @@ def labels_naming_the_file(predictor: SegmentationPredictor, images: torch.Tenso
         return predictor.labels(images)
     except InputTooSmallError as exc:
         files = getattr(dataset, "images", None)
-        if files is None or len(indices) != 1 or exc.args[0].startswith("--"):  # --window's fault, not the image's
+        if files is None or len(indices) != 1 or exc.option:  # --window's fault, not the image's
             raise
         raise InputTooSmallError(f"validation image {files[indices[0]]}: {exc}; take it out of the validation "
                                  "split") from exc
@@ -874,11 +875,9 @@ def run(opts, env: DistEnv, device: torch.device, timer: RunTimer) -> int:
     # validation shard never joins. evaluate() gives every process process 0's buffers itself.
     eval_model = compile_model(training.plain_model, opts.compile) if env.distributed else training.model
     predictor = build_predictor(opts, eval_model, device, log)
-    described = predictor.recipe.describe()
-    if opts.crop_val:  # the loader resizes and crops: the predictor sees whole crops
-        crops = f"images resized and centre-cropped to {opts.crop_size} (--crop_val)"
-        described = described.replace("whole images", crops) if "whole images" in described else f"{crops}, {described}"
-    log(f"Evaluation: {described}")
+    # with --crop_val the loader resizes and crops: the predictor is given whole crops
+    log("Evaluation: " + (predictor.recipe.describe(f"images resized and centre-cropped to {opts.crop_size} "
+                                                    "(--crop_val)") if opts.crop_val else predictor.recipe.describe()))
     metrics = StreamSegMetrics(opts.num_classes, train_dst.class_names)
     logger = build_run_logger(opts, env, train_loader, state)
     shows_samples = env.is_main and (opts.enable_vis or opts.tensorboard) and len(val_loader) > 0

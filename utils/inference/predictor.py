@@ -150,7 +150,12 @@ def check_recipe_options(scales: Sequence[float], scales_flag: str, slide: bool,
 
 
 class InputTooSmallError(ValueError):
-    """An image, at one of the recipe's scales, is smaller than the model can take."""
+    """An image, at one of the recipe's scales, is smaller than the model can take; ``option`` names the option
+    that cut it down (--crop_size, --window), None when the image itself is too small."""
+
+    def __init__(self, message: str, option: Optional[str] = None):
+        super().__init__(message)
+        self.option = option
 
 
 # How PyTorch says that a tensor became too small for a layer (pooling, convolution, resize) or for BatchNorm,
@@ -203,11 +208,14 @@ class InferenceRecipe:
     amp: str = "off"
     channels_last: bool = False
 
-    def describe(self) -> str:
-        """The recipe in words, for the log: scales, flip, windows and precision."""
+    def describe(self, inputs: str = "whole images") -> str:
+        """The recipe in words, for the log: scales, flip, windows and precision; ``inputs`` says what the predictor
+        is given (main.py's --crop_val gives it crops), in front of the windows cut from them."""
         scales = "single scale" if list(self.scales) == [1.0] else "scales " + " ".join(f"{s:g}" for s in self.scales)
-        parts = [scales, "flipped copies" if self.flip else "no flip",
-                 f"windows of {self.window} every {self.stride} pixels" if self.slide else "whole images"]
+        windows = f"windows of {self.window} every {self.stride} pixels"
+        parts = [scales, "flipped copies" if self.flip else "no flip", windows if self.slide else inputs]
+        if self.slide and inputs != "whole images":
+            parts.insert(0, inputs)
         if self.short_side:
             parts.append(f"shorter side {self.short_side}")
         precision = "fp32" if self.amp == "off" else self.amp
@@ -307,9 +315,9 @@ class SegmentationPredictor:
     def _raise_if_too_small(self, images: torch.Tensor, exc: RuntimeError) -> None:
         """InputTooSmallError, from ``exc``, when ``exc`` says that ``images`` were too small for a layer."""
         if is_too_small(exc):
-            raise InputTooSmallError(self._too_small_message(images)) from exc
+            raise self._too_small_error(images) from exc
 
-    def _too_small_message(self, images: torch.Tensor) -> str:
+    def _too_small_error(self, images: torch.Tensor) -> InputTooSmallError:
         """What was too small, in our words: the image, or the --crop_size or --window it is cut down to, and
         the smallest size the model takes (at the recipe's smallest scale)."""
         height, width = images.shape[-2:]
@@ -319,13 +327,12 @@ class SegmentationPredictor:
                 lambda x: predict_logits(self.model, x, self.recipe.amp, self.recipe.channels_last),
                 lambda side: torch.zeros(1, pixel.shape[1], side, side, device=pixel.device)) or 0  # 0: none probed
         recipe, scale = self.recipe, min(self.recipe.scales)
-        what = f"an image of {width}x{height} is"
+        what, option = f"an image of {width}x{height} is", None
         if recipe.short_side and recipe.short_side < min(height, width):
-            what = f"--crop_size {recipe.short_side} (--crop_val) is"
+            what, option = f"--crop_size {recipe.short_side} (--crop_val) is", "--crop_size"
         if recipe.slide and recipe.window < min(height, width, recipe.short_side or height):
-            what = f"--window {recipe.window} is"
+            what, option = f"--window {recipe.window} is", "--window"
         at = f" at the smallest scale {scale:g}" if scale != 1 else ""
-        if not self._smallest_side:
-            return f"{what} smaller than this model takes{at}: more than {SMALLEST_SIDE_PROBED} pixels a side"
-        needed = math.ceil(self._smallest_side / scale)
-        return f"{what} smaller than this model takes{at}: at least {needed}x{needed} pixels"
+        side = math.ceil(self._smallest_side / scale)
+        needed = f"at least {side}x{side} pixels" if side else f"more than {SMALLEST_SIDE_PROBED} pixels a side"
+        return InputTooSmallError(f"{what} smaller than this model takes{at}: {needed}", option)
